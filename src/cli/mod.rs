@@ -1,0 +1,9 @@
+//! Subcommands of the `multimat` binary; one file per subcommand, each with its clap `Args`
+//! and a `run` function. The binary in `src/bin/multimat.rs` only dispatches.
+
+pub mod ingest;
+pub mod validate;
+pub mod pretrain;
+pub mod embed_text;
+pub mod synth;
+pub mod bench;

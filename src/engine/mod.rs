@@ -1,0 +1,2 @@
+//! The training engine: tensors on a device, explicit forward/backward per op (llm.c style)
+//! with a plain CPU reference for each, optimisers and schedules.

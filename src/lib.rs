@@ -1,0 +1,22 @@
+//! multimat: multimodal foundation models for crystalline materials (the MultiMat method,
+//! Moro et al., Newton 2025) — ingest real DFT data into HDF5 shards, pre-train four encoders
+//! contrastively, fine-tune for properties, and screen databases by latent similarity.
+//!
+//! See `ARCHITECTURE.md` at the repository root for the code map and invariants.
+
+pub mod atomic;
+pub mod elements;
+pub mod material;
+
+pub mod io;
+pub mod preprocess;
+pub mod shard;
+pub mod ingest;
+pub mod crystal;
+pub mod engine;
+pub mod loss;
+pub mod embeddings;
+pub mod screen;
+pub mod approx;
+pub mod dist;
+pub mod cli;
