@@ -123,3 +123,14 @@ pub struct MaterialRecord {
     pub targets: BTreeMap<String, Vec<f64>>,
     pub provenance: Provenance,
 }
+
+/// A DOS after preprocessing, as stored in shards and fed to the DOS encoder.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProcessedDos {
+    /// E − E_F in eV, increasing, length = `PreprocessParams::dos_points`.
+    pub energies: Vec<f32>,
+    /// Density of states on those energies (spin-up or spin-summed per the params), states/eV/cell.
+    pub densities: Vec<f32>,
+    /// How many NaN/inf points were repaired from their neighbours.
+    pub repaired_points: usize,
+}
