@@ -6,3 +6,8 @@
 
 pub mod matmul;
 pub mod linear;
+pub mod layernorm;
+pub mod gelu;
+pub mod softmax;
+pub mod embedding;
+pub mod attention;
