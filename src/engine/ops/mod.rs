@@ -11,3 +11,6 @@ pub mod gelu;
 pub mod softmax;
 pub mod embedding;
 pub mod attention;
+pub mod activation;
+pub mod dropout;
+pub mod mse;
