@@ -14,3 +14,4 @@ pub mod attention;
 pub mod activation;
 pub mod dropout;
 pub mod mse;
+pub mod batchnorm;
