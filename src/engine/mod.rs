@@ -4,5 +4,6 @@
 pub mod tensor;
 pub mod gradcheck;
 pub mod ops;
+pub mod nn;
 
 pub use tensor::{Device, Module, Param, Storage, Tensor};
