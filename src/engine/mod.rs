@@ -6,5 +6,6 @@ pub mod gradcheck;
 pub mod ops;
 pub mod nn;
 pub mod optim;
+pub mod bench;
 
 pub use tensor::{Device, Module, Param, Storage, Tensor};
