@@ -254,16 +254,18 @@ mod tests {
     }
 
     #[test]
-    fn dropout_layer_is_identity_in_eval_and_seeded_in_training() {
+    fn dropout_layer_is_identity_in_eval_and_a_function_of_seed_and_stream() {
         let x = Tensor::from_vec(&[100], vec![1.0; 100]);
-        let (mut a, mut b) = (Dropout::new(0.5, 42), Dropout::new(0.5, 42));
-        let ya = a.forward(&x);
-        assert_eq!(ya.data(), b.forward(&x).data());
+        let (mut a, mut b, mut other) = (Dropout::new(0.5, 1), Dropout::new(0.5, 1), Dropout::new(0.5, 2));
+        let ya = a.forward(&x, 42);
+        assert_eq!(ya.data(), b.forward(&x, 42).data(), "same seed and stream, same mask");
+        assert_ne!(ya.data(), b.forward(&x, 43).data(), "next step's seed, new mask");
+        assert_ne!(ya.data(), other.forward(&x, 42).data(), "another layer, another mask");
         assert!(ya.data().iter().all(|&v| v == 0.0 || v == 2.0));
         let dx = a.backward(&x);
         assert_eq!(dx.data(), ya.data(), "backward applies the same mask and scale");
         a.set_training(false);
-        assert_eq!(a.forward(&x).data(), x.data());
+        assert_eq!(a.forward(&x, 42).data(), x.data());
     }
 
     #[test]
