@@ -94,6 +94,7 @@ mod tests {
             activation: Activation::Gelu(GeluKind::Erf),
             ln_eps: 1e-5,
             qkv_bias: true,
+            norm_first: true,
         }
     }
 
@@ -102,12 +103,15 @@ mod tests {
 
     #[test]
     fn transformer_block_gradients_match_finite_differences_with_padding() {
-        let mut block = TransformerBlock::new("blk", &small_cfg(), &mut ChaCha8Rng::seed_from_u64(1));
-        let x = Tensor::from_vec(&[3, 4, 8], random_vec(96, 2, 1.0));
-        check_module_gradients(
-            "transformer block", &mut block, &x,
-            |m, x| m.forward(x, Some(&VALID)), |m, d| m.backward(d), 1e-2, 3e-3, 5e-3,
-        );
+        for norm_first in [true, false] {
+            let cfg = TransformerConfig { norm_first, ..small_cfg() };
+            let mut block = TransformerBlock::new("blk", &cfg, &mut ChaCha8Rng::seed_from_u64(1));
+            let x = Tensor::from_vec(&[3, 4, 8], random_vec(96, 2, 1.0));
+            check_module_gradients(
+                &format!("transformer block (norm_first = {norm_first})"), &mut block, &x,
+                |m, x| m.forward(x, Some(&VALID)), |m, d| m.backward(d), 1e-2, 3e-3, 5e-3,
+            );
+        }
     }
 
     #[test]
