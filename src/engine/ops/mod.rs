@@ -6,3 +6,9 @@
 
 pub mod matmul;
 pub mod linear;
+pub mod gather;
+pub mod segment;
+pub mod rbf;
+pub mod conv3d;
+pub mod pool3d;
+pub mod l2norm;
