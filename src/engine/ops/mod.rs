@@ -6,6 +6,14 @@
 
 pub mod matmul;
 pub mod linear;
+pub mod layernorm;
+pub mod gelu;
+pub mod softmax;
+pub mod embedding;
+pub mod attention;
+pub mod activation;
+pub mod dropout;
+pub mod mse;
 pub mod gather;
 pub mod segment;
 pub mod rbf;
