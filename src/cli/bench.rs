@@ -33,16 +33,37 @@ pub fn run(args: Args) -> Result<()> {
     }
 }
 
-/// Best wall time of `reps` runs after one warm-up, in seconds.
-fn best_time(reps: usize, mut f: impl FnMut()) -> f64 {
+/// CPU time (user + system, all threads) this process has used, in seconds, from
+/// /proc/self/stat (Linux; 10 ms ticks). Unlike wall time it barely moves when other processes
+/// share the cores, so it is printed beside the wall-clock figures on shared machines.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// Timing of one measured call: best wall time over the repetitions, and mean CPU time.
+struct Timing {
+    best_wall: f64,
+    mean_cpu: Option<f64>,
+}
+
+/// Runs `f` once to warm up, then `reps` times.
+fn measure(reps: usize, mut f: impl FnMut()) -> Timing {
     f();
-    (0..reps.max(1))
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min)
+    let reps = reps.max(1);
+    let cpu0 = process_cpu_seconds();
+    let mut best_wall = f64::INFINITY;
+    for _ in 0..reps {
+        let t = Instant::now();
+        f();
+        best_wall = best_wall.min(t.elapsed().as_secs_f64());
+    }
+    let mean_cpu = cpu0.zip(process_cpu_seconds()).map(|(a, b)| (b - a) / reps as f64);
+    Timing { best_wall, mean_cpu }
 }
 
 fn conv3d(args: Conv3dArgs) -> Result<()> {
@@ -55,13 +76,16 @@ fn conv3d(args: Conv3dArgs) -> Result<()> {
     let m = 1024;
     let (a, b) = (random_vec(m * m, 1, 1.0), random_vec(m * m, 2, 1.0));
     let mut c = vec![0.0f32; m * m];
-    let t = best_time(args.reps, || sgemm(&mut c, &a, &b, m, m, m, false, false, 1.0, 0.0));
-    let peak = 2.0 * (m * m * m) as f64 / t / 1e9;
-    println!("sgemm {m}×{m}×{m}: {:.2} ms, {peak:.1} GFLOP/s (peak reference, {} rayon threads)",
-        t * 1e3, rayon::current_num_threads());
+    let gemm_flops = 2.0 * (m * m * m) as f64;
+    let sgemm_timing = measure(args.reps, || sgemm(&mut c, &a, &b, m, m, m, false, false, 1.0, 0.0));
+    let peak = gemm_flops / sgemm_timing.best_wall / 1e9;
+    let cpu_ms = |t: &Timing| t.mean_cpu.map_or("-".to_string(), |s| format!("{:.1}", s * 1e3));
+    println!("sgemm {m}×{m}×{m}: {:.2} ms wall, {} ms CPU, {peak:.1} GFLOP/s (the peak below; {} rayon threads)",
+        sgemm_timing.best_wall * 1e3, cpu_ms(&sgemm_timing), rayon::current_num_threads());
+    println!("(wall: best of {} runs; CPU: mean per run over all threads, robust to other load)", args.reps);
     println!();
-    println!("{:<44} {:>10} {:>10} {:>9} {:>9}", "convolution (batch {b})".replace("{b}", &args.batch.to_string()),
-        "pass", "ms", "GFLOP/s", "% sgemm");
+    println!("{:<44} {:>9} {:>9} {:>9} {:>9} {:>8}", format!("convolution (batch {})", args.batch),
+        "pass", "wall ms", "CPU ms", "GFLOP/s", "% sgemm");
 
     let cases = [
         ("stem 1→64, 7³ s2 p3, 32³→16³", Conv3dDims { n: args.batch, c: 1, in_dims: [32; 3], oc: 64, groups: 1, window: Window3d::cube(7, 2, 3) }, false),
@@ -77,18 +101,20 @@ fn conv3d(args: Conv3dArgs) -> Result<()> {
         let mut dx = vec![0.0f32; dims.input_len()];
         let mut dw = vec![0.0f32; dims.weight_len()];
         let flops = dims.forward_flops();
-        let t_fwd = best_time(args.reps, || conv3d_forward(&mut out, &x, &w, None, &dims));
+        let t_fwd = measure(args.reps, || conv3d_forward(&mut out, &x, &w, None, &dims));
         // The stem's input is data, so the model never asks for its input gradient.
-        let t_bwd = best_time(args.reps, || {
+        let t_bwd = measure(args.reps, || {
             conv3d_backward(want_dinp.then_some(&mut dx[..]), &mut dw, None, &dout, &x, &w, &dims)
         });
         let bwd_flops = if want_dinp { 2.0 * flops } else { flops };
-        let row = |pass: &str, t: f64, f: f64| {
-            println!("{:<44} {:>10} {:>10.2} {:>9.1} {:>8.0}%", name, pass, t * 1e3, f / t / 1e9, 100.0 * f / t / 1e9 / peak);
+        let row = |pass: &str, wall: f64, cpu: Option<f64>, f: f64| {
+            let cpu = cpu.map_or("-".to_string(), |s| format!("{:.1}", s * 1e3));
+            println!("{:<44} {:>9} {:>9.2} {:>9} {:>9.1} {:>7.0}%", name, pass, wall * 1e3, cpu, f / wall / 1e9, 100.0 * f / wall / 1e9 / peak);
         };
-        row("forward", t_fwd, flops);
-        row(if want_dinp { "backward" } else { "bwd (dW)" }, t_bwd, bwd_flops);
-        row("fwd+bwd", t_fwd + t_bwd, flops + bwd_flops);
+        row("forward", t_fwd.best_wall, t_fwd.mean_cpu, flops);
+        row(if want_dinp { "backward" } else { "bwd (dW)" }, t_bwd.best_wall, t_bwd.mean_cpu, bwd_flops);
+        let sum_cpu = t_fwd.mean_cpu.zip(t_bwd.mean_cpu).map(|(a, b)| a + b);
+        row("fwd+bwd", t_fwd.best_wall + t_bwd.best_wall, sum_cpu, flops + bwd_flops);
     }
     Ok(())
 }
