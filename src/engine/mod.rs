@@ -4,5 +4,7 @@
 pub mod tensor;
 pub mod gradcheck;
 pub mod ops;
+pub mod nn;
+pub mod optim;
 
 pub use tensor::{Device, Module, Param, Storage, Tensor};

@@ -10,10 +10,13 @@
 //!   every conv after construction: weight ~ N(0, 2/fan_out) with fan_out = OC·kD·kH·kW as
 //!   PyTorch computes it (its fan_out ignores groups); bias (if any) as the default.
 //!
-//! Backward accumulates (`+=`) weight and bias gradients and returns the written input gradient.
+//! Backward consumes the saved input, accumulates (`+=`) weight and bias gradients and returns
+//! the input gradient; `backward_params_only` skips the input gradient (a network's first layer,
+//! whose input is data, saves a third of its backward that way).
 
+use super::{no_cuda_kernel, saved};
 use crate::engine::ops::conv3d::{conv3d_backward, conv3d_forward, Conv3dDims, Window3d};
-use crate::engine::{Module, Param, Tensor};
+use crate::engine::{Device, Module, Param, Tensor};
 use rand::Rng;
 
 /// How a convolution's weights are drawn.
@@ -94,34 +97,46 @@ impl Conv3d {
         let dims = self.dims_for(&x.shape);
         let [od, oh, ow] = dims.out_dims();
         let mut out = Tensor::zeros(&[dims.n, dims.oc, od, oh, ow]);
-        conv3d_forward(out.data_mut(), x.data(), self.weight.value.data(), self.bias.as_ref().map(|b| b.value.data()), &dims);
+        match x.device() {
+            Device::Cpu => conv3d_forward(
+                out.data_mut(), x.data(), self.weight.value.data(), self.bias.as_ref().map(|b| b.value.data()), &dims,
+            ),
+            Device::Cuda(_) => no_cuda_kernel("Conv3d"),
+        }
         self.saved_input = Some(x.clone());
         out
     }
 
-    /// Accumulates weight/bias gradients from dout (N, OC, OD, OH, OW); returns dinp
-    /// (N, C, D, H, W) when `want_dinp` (the first layer of a network does not need it).
-    pub fn backward(&mut self, dout: &Tensor, want_dinp: bool) -> Option<Tensor> {
-        let x = self.saved_input.as_ref().unwrap_or_else(|| panic!("Conv3d {}: backward before forward", self.weight.name));
+    /// Accumulates weight/bias gradients from dout (N, OC, OD, OH, OW) and returns dinp
+    /// (N, C, D, H, W).
+    pub fn backward(&mut self, dout: &Tensor) -> Tensor {
+        self.backward_impl(dout, true).expect("input gradient requested")
+    }
+
+    /// Accumulates weight/bias gradients only (the input gradient is not computed).
+    pub fn backward_params_only(&mut self, dout: &Tensor) {
+        self.backward_impl(dout, false);
+    }
+
+    fn backward_impl(&mut self, dout: &Tensor, want_dinp: bool) -> Option<Tensor> {
+        let x = saved(&mut self.saved_input, &self.weight.name);
         let dims = self.dims_for(&x.shape);
         let [od, oh, ow] = dims.out_dims();
         assert_eq!(dout.shape, [dims.n, dims.oc, od, oh, ow], "Conv3d {}: dout shape", self.weight.name);
         let mut dinp = want_dinp.then(|| Tensor::zeros(&x.shape));
-        conv3d_backward(
-            dinp.as_mut().map(|t| t.data_mut()),
-            self.weight.grad.data_mut(),
-            self.bias.as_mut().map(|b| b.grad.data_mut()),
-            dout.data(),
-            x.data(),
-            self.weight.value.data(),
-            &dims,
-        );
+        match dout.device() {
+            Device::Cpu => conv3d_backward(
+                dinp.as_mut().map(|t| t.data_mut()),
+                self.weight.grad.data_mut(),
+                self.bias.as_mut().map(|b| b.grad.data_mut()),
+                dout.data(),
+                x.data(),
+                self.weight.value.data(),
+                &dims,
+            ),
+            Device::Cuda(_) => no_cuda_kernel("Conv3d"),
+        }
         dinp
-    }
-
-    /// Drop the saved input (frees memory between steps or in evaluation).
-    pub fn clear_saved(&mut self) {
-        self.saved_input = None;
     }
 }
 
@@ -187,7 +202,7 @@ mod tests {
         let x = Tensor::from_vec(&[2, 4, 4, 5, 4], random_vec(2 * 4 * 80, 6, 1.0));
         let out = conv.forward(&x);
         let proj = Tensor::from_vec(&out.shape, random_vec(out.numel(), 7, 1.0));
-        let dx = conv.backward(&proj, true).unwrap();
+        let dx = conv.backward(&proj);
         let (w, b) = (conv.weight.value.data().to_vec(), conv.bias.as_ref().unwrap().value.data().to_vec());
         let (dw, db) = (conv.weight.grad.data().to_vec(), conv.bias.as_ref().unwrap().grad.data().to_vec());
         let dims = conv.dims_for(&x.shape);
@@ -199,8 +214,9 @@ mod tests {
         check_gradient("Conv3d layer dinp", x.data(), dx.data(), |xv| loss(xv, &w, &b), 1e-2, 1e-3, 1e-3);
         check_gradient("Conv3d layer dweight", &w, &dw, |wv| loss(x.data(), wv, &b), 1e-2, 1e-3, 1e-3);
         check_gradient("Conv3d layer dbias", &b, &db, |bv| loss(x.data(), &w, bv), 1e-2, 1e-3, 1e-3);
-        // A second backward adds the same gradient again.
-        conv.backward(&proj, false);
+        // A second forward/backward adds the same gradient again.
+        conv.forward(&x);
+        conv.backward_params_only(&proj);
         for (g2, g1) in conv.weight.grad.data().iter().zip(&dw) {
             assert!((g2 - 2.0 * g1).abs() <= 1e-5 * (1.0 + g1.abs()));
         }

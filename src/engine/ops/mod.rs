@@ -14,6 +14,7 @@ pub mod attention;
 pub mod activation;
 pub mod dropout;
 pub mod mse;
+pub mod batchnorm;
 pub mod gather;
 pub mod segment;
 pub mod rbf;
