@@ -130,6 +130,28 @@ mod tests {
     }
 
     #[test]
+    fn block_and_batchnorm_results_are_bit_identical_for_any_thread_count() {
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let mut block = TransformerBlock::new("blk", &small_cfg(), &mut ChaCha8Rng::seed_from_u64(1));
+                // 70 tokens: more than one layer-norm task of 32 rows.
+                let x = Tensor::from_vec(&[5, 14, 8], random_vec(560, 2, 1.0));
+                let y = block.forward(&x, None);
+                let dx = block.backward(&y);
+                let mut bn = BatchNorm::new("bn", 8);
+                let z = bn.forward(&x.clone().reshape(&[70, 8])).unwrap();
+                let dz = bn.backward(&z);
+                let mut grads = Vec::new();
+                block.visit_params(&mut |p| grads.extend_from_slice(p.grad.data()));
+                bn.visit_params(&mut |p| grads.extend_from_slice(p.grad.data()));
+                (y.into_vec(), dx.into_vec(), dz.into_vec(), grads)
+            })
+        };
+        assert!(run(1) == run(3), "results differ between 1 and 3 threads");
+    }
+
+    #[test]
     fn attention_layer_equals_linear_attention_linear_composition() {
         use crate::engine::ops::attention::{attention_backward, attention_forward, AttnDims};
         use crate::engine::ops::linear::{linear_backward, linear_forward};
