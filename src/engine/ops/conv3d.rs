@@ -19,7 +19,7 @@
 //!
 //! Backward accumulates (`+=`) into dweight and dbias and writes (`=`) dinp.
 
-use super::matmul::sgemm;
+use super::matmul::{sgemm, sgemm_strided};
 use rayon::prelude::*;
 
 /// Floats the im2col buffer of one (sample chunk, group) may hold: 1 MiB, about one core's L2,
@@ -369,14 +369,14 @@ fn valid_out_range(t: usize, s: usize, pad: usize, len: usize, out_len: usize) -
     (lo.min(out_len), hi.clamp(lo.min(out_len), out_len))
 }
 
-/// Fold dcol (cn·K, nb·P) onto the input planes of channels c0..c0+cn, samples n0..n0+nb
-/// (written: each of those planes receives contributions from these rows only).
+/// Fold dcol (cn·K, nb·P) into dst (nb, cn, D·H·W): the input-gradient planes of channels
+/// c0..c0+cn of samples n0..n0+nb, which receive contributions from these rows only (written).
 fn col2im(
-    dinp: &mut [f32],  // (N, C, D, H, W)
+    dst: &mut [f32],   // (nb, cn, D, H, W)
     dcol: &[f32],      // (cn·K, nb·P)
     dims: &Conv3dDims,
-    (c0, cn): (usize, usize),
-    (n0, nb): (usize, usize),
+    cn: usize,
+    nb: usize,
 ) {
     let k = dims.window.volume();
     let [d, h, w] = dims.in_dims;
@@ -384,13 +384,8 @@ fn col2im(
     let [od, oh, ow] = dims.out_dims();
     let (plane, p) = (dims.in_plane(), dims.out_plane());
     let win = dims.window;
-    let c = dims.c;
-    dinp[n0 * c * plane..(n0 + nb) * c * plane].par_chunks_mut(plane).enumerate().for_each(|(bc, dplane)| {
-        let (b, ci) = (bc / c, bc % c);
-        if ci < c0 || ci >= c0 + cn {
-            return;
-        }
-        let ci = ci - c0;
+    dst[..nb * cn * plane].par_chunks_mut(plane).enumerate().for_each(|(bc, dplane)| {
+        let (b, ci) = (bc / cn, bc % cn);
         dplane.fill(0.0);
         for tap in 0..k {
             let (tz, ty, tx) = (tap / (kh * kw), (tap / kw) % kh, tap % kw);
@@ -417,6 +412,50 @@ fn col2im(
     });
 }
 
+/// `matrixmultiply` 0.3 threads a GEMM (on its own spin-waiting pool) once m·k + k·n reaches
+/// 2·2¹⁴; below that it runs on the calling thread. The grouped path runs its groups in parallel
+/// on rayon and keeps each GEMM call under this size, because on a shared machine the pool's
+/// spin-yielding cost more CPU than the small GEMMs themselves (measured: half the process CPU
+/// time of the stage-1 grouped conv was `sched_yield`).
+const INLINE_GEMM_SIZE: usize = 2 << 14;
+
+/// C (m×n, row stride rsc) (= or +=) A (m×k, strides rsa, csa) · B (k×n, row-major, row stride
+/// rsb), cut into column blocks small enough to run on the calling thread.
+#[allow(clippy::too_many_arguments)]
+fn sgemm_inline_columns(
+    c: &mut [f32], rsc: usize,
+    a: &[f32], rsa: usize, csa: usize,
+    b: &[f32], rsb: usize,
+    m: usize, n: usize, k: usize,
+    beta: f32,
+) {
+    let block = (INLINE_GEMM_SIZE.saturating_sub(m * k) / k.max(1)).max(8) / 8 * 8;
+    let mut j = 0;
+    while j < n {
+        let nb = block.min(n - j);
+        sgemm_strided(&mut c[j..], rsc, a, rsa, csa, &b[j..], rsb, 1, m, nb, k, 1.0, beta);
+        j += nb;
+    }
+}
+
+/// C (m×n) += A (m×k, row stride rsa) · B (k×n, row-major), cut along k into blocks small enough
+/// to run on the calling thread, accumulated in order (deterministic).
+#[allow(clippy::too_many_arguments)]
+fn sgemm_inline_depth(
+    c: &mut [f32],
+    a: &[f32], rsa: usize,
+    b: &[f32],
+    m: usize, n: usize, k: usize,
+) {
+    let block = (INLINE_GEMM_SIZE / (m + n).max(1)).max(8);
+    let mut p = 0;
+    while p < k {
+        let kb = block.min(k - p);
+        sgemm_strided(c, n, &a[p..], rsa, 1, &b[p * n..], n, 1, m, n, kb, 1.0, 1.0);
+        p += kb;
+    }
+}
+
 /// im2col + GEMM forward: out (N, OC, OD, OH, OW) = conv(inp, weight) + bias.
 pub fn conv3d_forward(
     out: &mut [f32],         // (N, OC, OD, OH, OW)
@@ -431,20 +470,26 @@ pub fn conv3d_forward(
         return;
     }
     let chunk = chunk_samples(dims);
-    let mut col = vec![0.0f32; cg * k * chunk * p];  // (C/g·K, nb·P), one group at a time
+    let mut col = vec![0.0f32; if dims.groups == 1 { cg * k * chunk * p } else { 0 }]; // (C·K, nb·P)
     let mut tmp = vec![0.0f32; oc * chunk * p];      // (OC, nb·P)
     let mut n0 = 0;
     while n0 < dims.n {
         let nb = chunk.min(dims.n - n0);
         let cols = nb * p;
-        for g in 0..dims.groups {
-            im2col(&mut col, inp, dims, (g * cg, cg), (n0, nb));
-            // tmp_g (OC/g, nb·P) = W_g (OC/g, C/g·K) · col (C/g·K, nb·P)
-            sgemm(
-                &mut tmp[g * ocg * cols..(g + 1) * ocg * cols],
-                &weight[g * ocg * cg * k..(g + 1) * ocg * cg * k],
-                &col[..cg * k * cols],
-                ocg, cols, cg * k, false, false, 1.0, 0.0,
+        if dims.groups == 1 {
+            // One large GEMM, threaded inside matrixmultiply.
+            im2col(&mut col, inp, dims, (0, cg), (n0, nb));
+            sgemm(&mut tmp[..oc * cols], &weight[..oc * cg * k], &col[..cg * k * cols], oc, cols, cg * k, false, false, 1.0, 0.0);
+        } else {
+            // Groups in parallel, each unfolding its channels into its own buffer.
+            tmp[..oc * cols].par_chunks_mut(ocg * cols).enumerate().for_each_init(
+                || vec![0.0f32; cg * k * cols], // (C/g·K, nb·P)
+                |col, (g, tmp_g)| {
+                    im2col(col, inp, dims, (g * cg, cg), (n0, nb));
+                    // tmp_g (OC/g, nb·P) = W_g (OC/g, C/g·K) · col
+                    let w_g = &weight[g * ocg * cg * k..(g + 1) * ocg * cg * k];
+                    sgemm_inline_columns(tmp_g, cols, w_g, cg * k, 1, col, cols, ocg, cols, cg * k, 0.0);
+                },
             );
         }
         // (OC, nb·P) → (nb, OC, P) with the bias added.
@@ -485,9 +530,16 @@ pub fn conv3d_backward(
         return;
     }
     let chunk = chunk_samples(dims);
-    let mut col_t = vec![0.0f32; chunk * p * cg * k]; // (nb·P, C/g·K)
-    let mut dcol = vec![0.0f32; if dinp.is_some() { cg * k * chunk * p } else { 0 }]; // (C/g·K, nb·P)
+    let plane = dims.in_plane();
     let mut dtmp = vec![0.0f32; oc * chunk * p];       // (OC, nb·P)
+    // groups == 1: one buffer each, large GEMMs threaded inside matrixmultiply.
+    let (mut col_t, mut dcol) = if dims.groups == 1 {
+        (vec![0.0f32; chunk * p * cg * k], vec![0.0f32; if dinp.is_some() { cg * k * chunk * p } else { 0 }])
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    // groups > 1: each group folds its input gradient into its own (nb, C/g, D·H·W) block.
+    let mut dx_groups = vec![0.0f32; if dims.groups > 1 && dinp.is_some() { chunk * dims.c * plane } else { 0 }];
     let mut n0 = 0;
     while n0 < dims.n {
         let nb = chunk.min(dims.n - n0);
@@ -503,17 +555,53 @@ pub fn conv3d_backward(
                 *d += dtmp[o * cols..(o + 1) * cols].iter().sum::<f32>();
             }
         }
-        for g in 0..dims.groups {
-            let w_g = &weight[g * ocg * cg * k..(g + 1) * ocg * cg * k];   // (OC/g, C/g·K)
-            let dout_g = &dtmp[g * ocg * cols..(g + 1) * ocg * cols];      // (OC/g, nb·P)
-            im2col_transposed(&mut col_t, inp, dims, (g * cg, cg), (n0, nb));
-            // dW_g (OC/g, C/g·K) += dout_g (OC/g, nb·P) · colT (nb·P, C/g·K)
-            sgemm(&mut dweight[g * ocg * cg * k..(g + 1) * ocg * cg * k], dout_g, &col_t[..cols * cg * k],
-                ocg, cg * k, cols, false, false, 1.0, 1.0);
+        if dims.groups == 1 {
+            im2col_transposed(&mut col_t, inp, dims, (0, cg), (n0, nb));
+            // dW (OC, C·K) += dout (OC, nb·P) · colT (nb·P, C·K)
+            sgemm(&mut dweight[..oc * cg * k], &dtmp[..oc * cols], &col_t[..cols * cg * k], oc, cg * k, cols, false, false, 1.0, 1.0);
             if let Some(dinp) = dinp.as_deref_mut() {
-                // dcol (C/g·K, nb·P) = W_gᵀ · dout_g, folded onto this group's input channels.
-                sgemm(&mut dcol[..cg * k * cols], w_g, dout_g, cg * k, cols, ocg, true, false, 1.0, 0.0);
-                col2im(dinp, &dcol, dims, (g * cg, cg), (n0, nb));
+                // dcol (C·K, nb·P) = Wᵀ · dout, folded straight into this chunk's dinp planes.
+                sgemm(&mut dcol[..cg * k * cols], &weight[..oc * cg * k], &dtmp[..oc * cols], cg * k, cols, oc, true, false, 1.0, 0.0);
+                col2im(&mut dinp[n0 * dims.c * plane..(n0 + nb) * dims.c * plane], &dcol, dims, cg, nb);
+            }
+        } else {
+            let want_dinp = dinp.is_some();
+            let dtmp = &dtmp;
+            let dx_blocks: Vec<&mut [f32]> = if want_dinp {
+                dx_groups[..nb * dims.c * plane].chunks_mut(nb * cg * plane).collect()
+            } else {
+                Vec::new()
+            };
+            let mut dx_iter = dx_blocks.into_iter();
+            let jobs: Vec<(usize, &mut [f32], Option<&mut [f32]>)> = dweight[..oc * cg * k]
+                .chunks_mut(ocg * cg * k)
+                .enumerate()
+                .map(|(g, dw_g)| (g, dw_g, if want_dinp { dx_iter.next() } else { None }))
+                .collect();
+            jobs.into_par_iter().for_each_init(
+                || (vec![0.0f32; cols * cg * k], vec![0.0f32; if want_dinp { cg * k * cols } else { 0 }]),
+                |(col_t, dcol), (g, dw_g, dx_g)| {
+                    let w_g = &weight[g * ocg * cg * k..(g + 1) * ocg * cg * k]; // (OC/g, C/g·K)
+                    let dout_g = &dtmp[g * ocg * cols..(g + 1) * ocg * cols];    // (OC/g, nb·P)
+                    im2col_transposed(col_t, inp, dims, (g * cg, cg), (n0, nb));
+                    // dW_g (OC/g, C/g·K) += dout_g · colT (nb·P, C/g·K)
+                    sgemm_inline_depth(dw_g, dout_g, cols, col_t, ocg, cg * k, cols);
+                    if let Some(dx_g) = dx_g {
+                        // dcol (C/g·K, nb·P) = W_gᵀ · dout_g, folded into this group's planes.
+                        sgemm_inline_columns(dcol, cols, w_g, 1, cg * k, dout_g, cols, cg * k, cols, ocg, 0.0);
+                        col2im(dx_g, dcol, dims, cg, nb);
+                    }
+                },
+            );
+            if let Some(dinp) = dinp.as_deref_mut() {
+                // (groups, nb, C/g, D·H·W) → (nb, C, D·H·W)
+                dinp[n0 * dims.c * plane..(n0 + nb) * dims.c * plane]
+                    .par_chunks_mut(cg * plane)
+                    .enumerate()
+                    .for_each(|(bg, dst)| {
+                        let (b, g) = (bg / dims.groups, bg % dims.groups);
+                        dst.copy_from_slice(&dx_groups[(g * nb + b) * cg * plane..][..cg * plane]);
+                    });
             }
         }
         n0 += nb;
