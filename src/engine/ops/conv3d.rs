@@ -268,49 +268,78 @@ fn chunk_samples(dims: &Conv3dDims) -> usize {
     (COL_BUDGET_FLOATS / per_sample.max(1)).clamp(1, dims.n.max(1))
 }
 
-/// Unfold the channels c0..c0+cn of samples n0..n0+nb into col (cn·K, nb·P); padded taps are 0.
+/// For each tap, the copies (input offset, col offset, length) that move one input plane's
+/// in-volume values into that tap's col row segment of P; padded taps are not covered. Runs that
+/// continue each other in both buffers are merged (a 3³ stride-1 conv's centre-x taps copy whole
+/// slabs). Computed once per call and shared by every (sample, channel), so the unfold loop is
+/// just copies, with no coordinate arithmetic.
+struct UnfoldPlan {
+    runs: Vec<Vec<(usize, usize, usize)>>, // (K) × [(src, dst, len)]
+}
+
+impl UnfoldPlan {
+    fn new(dims: &Conv3dDims) -> UnfoldPlan {
+        let [d, h, w] = dims.in_dims;
+        let [kd, kh, kw] = dims.window.kernel;
+        let [od, oh, ow] = dims.out_dims();
+        let win = dims.window;
+        let mut runs = Vec::with_capacity(kd * kh * kw);
+        for tap in 0..kd * kh * kw {
+            let (tz, ty, tx) = (tap / (kh * kw), (tap / kw) % kh, tap % kw);
+            let (x_lo, x_hi) = valid_out_range(tx, win.stride[2], win.padding[2], w, ow);
+            let mut tap_runs: Vec<(usize, usize, usize)> = Vec::new();
+            let mut push = |src: usize, dst: usize, len: usize| match tap_runs.last_mut() {
+                Some(last) if last.0 + last.2 == src && last.1 + last.2 == dst => last.2 += len,
+                _ => tap_runs.push((src, dst, len)),
+            };
+            for z in 0..od {
+                let iz = (z * win.stride[0] + tz) as isize - win.padding[0] as isize;
+                if iz < 0 || iz >= d as isize {
+                    continue;
+                }
+                for y in 0..oh {
+                    let iy = (y * win.stride[1] + ty) as isize - win.padding[1] as isize;
+                    if iy < 0 || iy >= h as isize || x_lo >= x_hi {
+                        continue;
+                    }
+                    let src_row = (iz as usize * h + iy as usize) * w;
+                    let dst_row = (z * oh + y) * ow;
+                    if win.stride[2] == 1 {
+                        push(src_row + x_lo + tx - win.padding[2], dst_row + x_lo, x_hi - x_lo);
+                    } else {
+                        for x in x_lo..x_hi {
+                            push(src_row + x * win.stride[2] + tx - win.padding[2], dst_row + x, 1);
+                        }
+                    }
+                }
+            }
+            runs.push(tap_runs);
+        }
+        UnfoldPlan { runs }
+    }
+}
+
+/// Unfold the channels c0..c0+cn of samples n0..n0+nb into col (cn·K, nb·P).
+/// Precondition: col is zero wherever the plan writes nothing (the padded taps) — true for a
+/// zero-filled buffer that has only been unfolded into with the same (dims, nb) since, because
+/// every unfold writes exactly the same positions.
 fn im2col(
     col: &mut [f32],  // (cn·K, nb·P)
     inp: &[f32],      // (N, C, D, H, W)
     dims: &Conv3dDims,
+    plan: &UnfoldPlan,
     (c0, cn): (usize, usize),
     (n0, nb): (usize, usize),
 ) {
     let k = dims.window.volume();
-    let [d, h, w] = dims.in_dims;
-    let [_, kh, kw] = dims.window.kernel;
-    let [od, oh, ow] = dims.out_dims();
     let (plane, p) = (dims.in_plane(), dims.out_plane());
-    let win = dims.window;
     col[..cn * k * nb * p].par_chunks_mut(nb * p).enumerate().for_each(|(row, crow)| {
         let (ci, tap) = (c0 + row / k, row % k);
-        let (tz, ty, tx) = (tap / (kh * kw), (tap / kw) % kh, tap % kw);
-        // Output x range whose input x = x·s + tx − pad lies in 0..w (same for every z, y).
-        let (x_lo, x_hi) = valid_out_range(tx, win.stride[2], win.padding[2], w, ow);
         for b in 0..nb {
             let ichan = &inp[((n0 + b) * dims.c + ci) * plane..][..plane];
             let cplane = &mut crow[b * p..(b + 1) * p];
-            for z in 0..od {
-                let iz = (z * win.stride[0] + tz) as isize - win.padding[0] as isize;
-                for y in 0..oh {
-                    let iy = (y * win.stride[1] + ty) as isize - win.padding[1] as isize;
-                    let orow = &mut cplane[(z * oh + y) * ow..][..ow];
-                    if iz < 0 || iz >= d as isize || iy < 0 || iy >= h as isize {
-                        orow.fill(0.0);
-                        continue;
-                    }
-                    let irow = &ichan[(iz as usize * h + iy as usize) * w..][..w];
-                    orow[..x_lo].fill(0.0);
-                    orow[x_hi..].fill(0.0);
-                    if win.stride[2] == 1 {
-                        let ix0 = x_lo + tx - win.padding[2];
-                        orow[x_lo..x_hi].copy_from_slice(&irow[ix0..ix0 + (x_hi - x_lo)]);
-                    } else {
-                        for x in x_lo..x_hi {
-                            orow[x] = irow[x * win.stride[2] + tx - win.padding[2]];
-                        }
-                    }
-                }
+            for &(src, dst, len) in &plan.runs[tap] {
+                cplane[dst..dst + len].copy_from_slice(&ichan[src..src + len]);
             }
         }
     });
@@ -470,6 +499,7 @@ pub fn conv3d_forward(
         return;
     }
     let chunk = chunk_samples(dims);
+    let plan = UnfoldPlan::new(dims);
     let mut col = vec![0.0f32; if dims.groups == 1 { cg * k * chunk * p } else { 0 }]; // (C·K, nb·P)
     let mut tmp = vec![0.0f32; oc * chunk * p];      // (OC, nb·P)
     let mut n0 = 0;
@@ -478,14 +508,17 @@ pub fn conv3d_forward(
         let cols = nb * p;
         if dims.groups == 1 {
             // One large GEMM, threaded inside matrixmultiply.
-            im2col(&mut col, inp, dims, (0, cg), (n0, nb));
+            if nb != chunk {
+                col.fill(0.0); // the last, shorter chunk lays rows out differently (precondition)
+            }
+            im2col(&mut col, inp, dims, &plan, (0, cg), (n0, nb));
             sgemm(&mut tmp[..oc * cols], &weight[..oc * cg * k], &col[..cg * k * cols], oc, cols, cg * k, false, false, 1.0, 0.0);
         } else {
-            // Groups in parallel, each unfolding its channels into its own buffer.
+            // Groups in parallel, each unfolding its channels into its own (zeroed) buffer.
             tmp[..oc * cols].par_chunks_mut(ocg * cols).enumerate().for_each_init(
                 || vec![0.0f32; cg * k * cols], // (C/g·K, nb·P)
                 |col, (g, tmp_g)| {
-                    im2col(col, inp, dims, (g * cg, cg), (n0, nb));
+                    im2col(col, inp, dims, &plan, (g * cg, cg), (n0, nb));
                     // tmp_g (OC/g, nb·P) = W_g (OC/g, C/g·K) · col
                     let w_g = &weight[g * ocg * cg * k..(g + 1) * ocg * cg * k];
                     sgemm_inline_columns(tmp_g, cols, w_g, cg * k, 1, col, cols, ocg, cols, cg * k, 0.0);
