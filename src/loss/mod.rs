@@ -396,6 +396,9 @@ pub fn check_inputs(inputs: &[ModalityEmbeddings], dim: usize, rows: &Range<usiz
         bail!("loss: embedding dimension is 0");
     }
     let batch = first.present.len();
+    if rows.start > rows.end || rows.end > batch {
+        bail!("loss: owned rows {rows:?} are not a range inside the batch 0..{batch}");
+    }
     for e in inputs {
         if e.present.len() != batch {
             bail!("loss: {} presence mask has {} rows, {} has {batch}", e.modality, e.present.len(), first.modality);
@@ -422,9 +425,6 @@ pub fn check_inputs(inputs: &[ModalityEmbeddings], dim: usize, rows: &Range<usiz
                 }
             }
         }
-    }
-    if rows.start > rows.end || rows.end > batch {
-        bail!("loss: owned rows {rows:?} are not a range inside the batch 0..{batch}");
     }
     Ok(batch)
 }
