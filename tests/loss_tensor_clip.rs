@@ -20,9 +20,12 @@ fn naive(x: [&[f32]; 3], p: [&[bool]; 3], d: usize, s: f64) -> f64 {
     for i in 0..n {
         for j in 0..n {
             for k in 0..n {
-                l[(i * n + j) * n + k] = s * (0..d)
-                    .map(|t| x[0][idx[i] * d + t] as f64 * x[1][idx[j] * d + t] as f64 * x[2][idx[k] * d + t] as f64)
-                    .sum::<f64>();
+                l[(i * n + j) * n + k] = s
+                    * (0..d)
+                        .map(|t| {
+                            x[0][idx[i] * d + t] as f64 * x[1][idx[j] * d + t] as f64 * x[2][idx[k] * d + t] as f64
+                        })
+                        .sum::<f64>();
             }
         }
     }
@@ -72,11 +75,15 @@ fn streamed_matches_naive_b_cubed_with_masks_and_several_blocks() {
     poison_absent(&mut xb, &pb, d);
     let n = (0..b).filter(|&r| pa[r] && pb[r]).count();
     assert!(slices_per_block(n) < n, "test must span several k blocks");
-    for s in [5.0f32, 30.0] {
+    for s in [5.0f32, 30.0, 60.0] {
         let got = tensor_clip(None, None, None, [&xa, &xb, &xc], [&pa, &pb, &pc], d, s, 0..b);
         let want = naive([&xa, &xb, &xc], [&pa, &pb, &pc], d, s as f64);
         assert_eq!(got.valid_rows, n);
-        assert!((got.loss - want).abs() < 2e-5 * want.abs().max(1.0), "s={s}: streamed {} vs naive {want}", got.loss);
+        assert!(
+            (got.loss - want).abs() < 2e-5 * want.abs().max(1.0),
+            "s={s}: streamed {} vs naive {want}",
+            got.loss
+        );
     }
 }
 
@@ -95,7 +102,11 @@ fn gradients_match_finite_differences_with_masked_and_dead_rows() {
     let mut g = [vec![0.0f32; b * d], vec![0.0f32; b * d], vec![0.0f32; b * d]];
     let [g0, g1, g2] = &mut g;
     let r = tensor_clip(Some(g0), Some(g1), Some(g2), [&xs[0], &xs[1], &xs[2]], ps, d, s, 0..b);
-    assert!(g[0][3 * d..4 * d].iter().chain(&g[1][d..2 * d]).chain(&g[2][d..2 * d]).all(|&v| v == 0.0));
+    assert!(g[0][3 * d..4 * d]
+        .iter()
+        .chain(&g[1][d..2 * d])
+        .chain(&g[2][d..2 * d])
+        .all(|&v| v == 0.0));
     for m in 0..3 {
         let f = |y: &[f32]| {
             let mut ins = [xs[0].as_slice(), xs[1].as_slice(), xs[2].as_slice()];
@@ -107,12 +118,25 @@ fn gradients_match_finite_differences_with_masked_and_dead_rows() {
     let h = 1e-2f32;
     let at = |s: f32| tensor_clip(None, None, None, [&xs[0], &xs[1], &xs[2]], ps, d, s, 0..b).loss;
     let num = (at(s + h) - at(s - h)) / (2.0 * h as f64);
-    assert!((r.dscale - num).abs() < 1e-4 + 2e-3 * num.abs(), "dscale {} vs {num}", r.dscale);
+    assert!(
+        (r.dscale - num).abs() < 1e-4 + 2e-3 * num.abs(),
+        "dscale {} vs {num}",
+        r.dscale
+    );
     // Fewer than two complete rows: exactly zero, no NaN.
     let one = [false, false, true, false, false, false, false];
     let mut g = [vec![1.0f32; b * d], vec![1.0f32; b * d], vec![1.0f32; b * d]];
     let [g0, g1, g2] = &mut g;
-    let r = tensor_clip(Some(g0), Some(g1), Some(g2), [&xs[0], &xs[1], &xs[2]], [&one, &pb, &pc], d, s, 0..b);
+    let r = tensor_clip(
+        Some(g0),
+        Some(g1),
+        Some(g2),
+        [&xs[0], &xs[1], &xs[2]],
+        [&one, &pb, &pc],
+        d,
+        s,
+        0..b,
+    );
     assert_eq!((r.loss, r.dscale, r.valid_rows), (0.0, 0.0, 1));
     assert!(g.iter().flatten().all(|&v| v == 0.0));
 }
@@ -120,14 +144,23 @@ fn gradients_match_finite_differences_with_masked_and_dead_rows() {
 #[test]
 fn shares_over_row_partitions_add_up_to_full_loss_and_gradients() {
     let (b, d) = (19, 5);
-    let p = [vec![true; b], (0..b).map(|r| r % 5 != 0).collect::<Vec<_>>(), (0..b).map(|r| r % 4 != 3).collect::<Vec<_>>()];
+    let p = [
+        vec![true; b],
+        (0..b).map(|r| r % 5 != 0).collect::<Vec<_>>(),
+        (0..b).map(|r| r % 4 != 3).collect::<Vec<_>>(),
+    ];
     let mut xs = [unit_rows(b, d, 7), unit_rows(b, d, 8), unit_rows(b, d, 9)];
     for (x, pm) in xs.iter_mut().zip(&p) {
         poison_absent(x, pm, d);
     }
     let mods = [Modality::Crystal, Modality::Dos, Modality::ChargeDensity];
-    let inputs: Vec<ModalityEmbeddings> =
-        (0..3).map(|m| ModalityEmbeddings { modality: mods[m], data: &xs[m], present: &p[m] }).collect();
+    let inputs: Vec<ModalityEmbeddings> = (0..3)
+        .map(|m| ModalityEmbeddings {
+            modality: mods[m],
+            data: &xs[m],
+            present: &p[m],
+        })
+        .collect();
     let mut cfg = LossConfig::new(LossKind::TensorClip);
     cfg.learnable_temperature = true;
     let loss = MultimodalLoss::new(cfg, &mods).unwrap();

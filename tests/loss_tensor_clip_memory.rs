@@ -54,7 +54,16 @@ fn tensor_clip_at_batch_360_never_allocates_the_cube() {
     PEAK.store(before, Ordering::Relaxed);
     let t = Instant::now();
     let [g0, g1, g2] = &mut g;
-    let r = tensor_clip(Some(g0), Some(g1), Some(g2), [&xs[0], &xs[1], &xs[2]], [&p, &p, &p], d, 5.0, 0..b);
+    let r = tensor_clip(
+        Some(g0),
+        Some(g1),
+        Some(g2),
+        [&xs[0], &xs[1], &xs[2]],
+        [&p, &p, &p],
+        d,
+        5.0,
+        0..b,
+    );
     let secs = t.elapsed().as_secs_f64();
     let peak = PEAK.load(Ordering::Relaxed) - before;
     println!(
@@ -67,6 +76,14 @@ fn tensor_clip_at_batch_360_never_allocates_the_cube() {
     );
     assert!(r.loss.is_finite() && g.iter().flatten().all(|v| v.is_finite()));
     // ln(B²) is the loss of uninformative embeddings; random unit rows sit close to it.
-    assert!((r.loss - ((b * b) as f64).ln()).abs() < 1.0, "loss {} far from ln B² = {}", r.loss, ((b * b) as f64).ln());
-    assert!(peak < cube_bytes / 8, "peak heap growth {peak} B is not far below the B³ tensor's {cube_bytes} B");
+    assert!(
+        (r.loss - ((b * b) as f64).ln()).abs() < 1.0,
+        "loss {} far from ln B² = {}",
+        r.loss,
+        ((b * b) as f64).ln()
+    );
+    assert!(
+        peak < cube_bytes / 8,
+        "peak heap growth {peak} B is not far below the B³ tensor's {cube_bytes} B"
+    );
 }

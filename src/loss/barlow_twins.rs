@@ -61,7 +61,10 @@ pub fn barlow_twins_3d(
         g.fill(0.0);
     }
     if n < 2 || valid.own.is_empty() {
-        return BarlowLoss { loss: 0.0, valid_rows: n };
+        return BarlowLoss {
+            loss: 0.0,
+            valid_rows: n,
+        };
     }
     let d = dim;
     let lam = lambda as f64;
@@ -70,7 +73,10 @@ pub fn barlow_twins_3d(
     let inv_n = 1.0 / n as f32;
 
     // z = standardised valid rows, with the σ the backward needs.
-    let std: Vec<Standardized> = x.iter().map(|m| Standardized::new(valid.gather(m, d), n, d, standardize)).collect();
+    let std: Vec<Standardized> = x
+        .iter()
+        .map(|m| Standardized::new(valid.gather(m, d), n, d, standardize))
+        .collect();
     let (za, zb, zc) = (&std[0].z, &std[1].z, &std[2].z); // (n, D) each
     let zab = hadamard(za, zb); // (n, D)
     let zac = hadamard(za, zc); // (n, D)
@@ -113,7 +119,12 @@ pub fn barlow_twins_3d(
         g
     };
     let (ga, gb, gc) = (gram_rows(za), gram_rows(zb), gram_rows(zc));
-    let full_sq: f64 = ga.iter().zip(&gb).zip(&gc).map(|((x, y), z)| *x as f64 * *y as f64 * *z as f64).sum();
+    let full_sq: f64 = ga
+        .iter()
+        .zip(&gb)
+        .zip(&gc)
+        .map(|((x, y), z)| *x as f64 * *y as f64 * *z as f64)
+        .sum();
     let nf = n as f64;
     let loss = lam / (nf * nf) * full_sq + s_part * no as f64 / nf;
 
@@ -177,7 +188,13 @@ struct Standardized {
 impl Standardized {
     fn new(x: Vec<f32>, n: usize, d: usize, active: bool) -> Standardized {
         if !active {
-            return Standardized { z: x, inv_std: vec![1.0; d], n, d, active };
+            return Standardized {
+                z: x,
+                inv_std: vec![1.0; d],
+                n,
+                d,
+                active,
+            };
         }
         let mut mean = vec![0.0f64; d];
         for row in x.chunks_exact(d) {
@@ -192,14 +209,23 @@ impl Standardized {
                 *s += (*v as f64 - m).powi(2);
             }
         }
-        let inv_std: Vec<f64> = var.iter().map(|s| 1.0 / (s / n as f64 + STANDARDIZE_EPS).sqrt()).collect();
+        let inv_std: Vec<f64> = var
+            .iter()
+            .map(|s| 1.0 / (s / n as f64 + STANDARDIZE_EPS).sqrt())
+            .collect();
         let mut z = x;
         for row in z.chunks_exact_mut(d) {
             for ((v, m), is) in row.iter_mut().zip(&mean).zip(&inv_std) {
                 *v = ((*v as f64 - m) * is) as f32;
             }
         }
-        Standardized { z, inv_std, n, d, active }
+        Standardized {
+            z,
+            inv_std,
+            n,
+            d,
+            active,
+        }
     }
 
     /// dx (n, D) from dz given on rows o0..o0+rows(dz) only (zero elsewhere):
@@ -221,7 +247,10 @@ impl Standardized {
                 mean_dzz[c] += row[c] as f64 * zrow[c] as f64;
             }
         }
-        mean_dz.iter_mut().chain(mean_dzz.iter_mut()).for_each(|m| *m /= n as f64);
+        mean_dz
+            .iter_mut()
+            .chain(mean_dzz.iter_mut())
+            .for_each(|m| *m /= n as f64);
         for b in 0..n {
             let owned = b >= o0 && b < o0 + no;
             for c in 0..d {

@@ -40,10 +40,10 @@ pub struct PairLoss {
 #[allow(clippy::too_many_arguments)]
 pub fn clip_pair(
     grads: Option<(&mut [f32], &mut [f32])>, // (B, D), (B, D)
-    a: &[f32],                                // (B, D)
-    b: &[f32],                                // (B, D)
-    present_a: &[bool],                       // (B)
-    present_b: &[bool],                       // (B)
+    a: &[f32],                               // (B, D)
+    b: &[f32],                               // (B, D)
+    present_a: &[bool],                      // (B)
+    present_b: &[bool],                      // (B)
     dim: usize,
     scale: f32,
     rows: Range<usize>,
@@ -56,7 +56,11 @@ pub fn clip_pair(
         db.fill(0.0);
     }
     if n < 2 || valid.own.is_empty() {
-        return PairLoss { loss: 0.0, dscale: 0.0, valid_rows: n };
+        return PairLoss {
+            loss: 0.0,
+            dscale: 0.0,
+            valid_rows: n,
+        };
     }
     let ac = valid.gather(a, dim); // (n, D)
     let bc = valid.gather(b, dim); // (n, D)
@@ -88,7 +92,11 @@ pub fn clip_pair(
         valid.scatter_add(da, &dac, dim);
         valid.scatter_add(db, &dbc, dim);
     }
-    PairLoss { loss: l_ab + l_ba, dscale: s_ab + s_ba, valid_rows: n }
+    PairLoss {
+        loss: l_ab + l_ba,
+        dscale: s_ab + s_ba,
+        valid_rows: n,
+    }
 }
 
 /// One InfoNCE direction over compacted rows: for each query row i in `own`,
@@ -97,8 +105,8 @@ pub fn clip_pair(
 #[allow(clippy::too_many_arguments)]
 pub fn infonce_direction(
     grads: Option<(&mut [f32], &mut [f32])>, // dq (n, D), dk (n, D), accumulated
-    q: &[f32],                                // (n, D)
-    k: &[f32],                                // (n, D)
+    q: &[f32],                               // (n, D)
+    k: &[f32],                               // (n, D)
     n: usize,
     dim: usize,
     own: Range<usize>,
@@ -114,27 +122,48 @@ pub fn infonce_direction(
         let r1 = (r0 + ROW_BLOCK).min(own.end);
         let rb = r1 - r0;
         let blk = &mut logits[..rb * n]; // (rb, n)
-        // logits = s · q[r0..r1] · kᵀ
+                                         // logits = s · q[r0..r1] · kᵀ
         sgemm(blk, &q[r0 * dim..r1 * dim], k, rb, n, dim, false, true, scale, 0.0);
         for (t, row) in blk.chunks_exact_mut(n).enumerate() {
             let i = r0 + t; // query row; its positive is column i
             let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-            let sum: f64 = row.iter().map(|&x| ((x - max) as f64).exp()).sum();
+            let pos = row[i] as f64;
+            // One exp per entry, in f32: the shift is the row's own max, so an entry that
+            // underflows weighs < e^-87 against the max's 1 and cannot matter.
+            let (mut sum, mut sum_el) = (0.0f64, 0.0f64);
+            for x in row.iter_mut() {
+                let e = (*x - max).exp();
+                sum += e as f64;
+                sum_el += e as f64 * *x as f64;
+                *x = e;
+            }
             let lse = max as f64 + sum.ln();
-            loss += weight * (lse - row[i] as f64);
+            loss += weight * (lse - pos);
             if grads.is_some() {
-                // dlogit_ij = weight·(softmax_ij − δ_ij); d/ds of the row = Σ_j dlogit_ij·logit_ij/s.
+                // dlogit_ij = weight·(softmax_ij − δ_ij); d/ds = Σ_j dlogit_ij·logit_ij/s
+                // = weight·(E_softmax[logit] − logit_ii)/s.
+                dscale += weight * (sum_el / sum - pos) / scale as f64;
+                let inv = 1.0 / sum;
                 for (j, x) in row.iter_mut().enumerate() {
-                    let p = ((*x as f64) - lse).exp();
-                    let g = weight * (p - if j == i { 1.0 } else { 0.0 });
-                    dscale += g * (*x as f64) / scale as f64;
-                    *x = g as f32;
+                    let p = *x as f64 * inv;
+                    *x = (weight * (p - if j == i { 1.0 } else { 0.0 })) as f32;
                 }
             }
         }
         if let Some((dq, dk)) = grads.as_mut() {
             // dq[r0..r1] += s · dlogits · k ;  dk += s · dlogitsᵀ · q[r0..r1]
-            sgemm(&mut dq[r0 * dim..r1 * dim], blk, k, rb, dim, n, false, false, scale, 1.0);
+            sgemm(
+                &mut dq[r0 * dim..r1 * dim],
+                blk,
+                k,
+                rb,
+                dim,
+                n,
+                false,
+                false,
+                scale,
+                1.0,
+            );
             sgemm(dk, blk, &q[r0 * dim..r1 * dim], n, dim, rb, true, false, scale, 1.0);
         }
         r0 = r1;
@@ -163,7 +192,12 @@ mod tests {
         if n < 2 {
             return 0.0;
         }
-        let sim = |i: usize, j: usize| (0..d).map(|k| a[idx[i] * d + k] as f64 * b[idx[j] * d + k] as f64).sum::<f64>() * s;
+        let sim = |i: usize, j: usize| {
+            (0..d)
+                .map(|k| a[idx[i] * d + k] as f64 * b[idx[j] * d + k] as f64)
+                .sum::<f64>()
+                * s
+        };
         let mut l = 0.0;
         for i in 0..n {
             let row: f64 = (0..n).map(|j| sim(i, j).exp()).sum();
@@ -183,7 +217,11 @@ mod tests {
         let pb: Vec<bool> = (0..bsz).map(|r| r % 11 != 5).collect();
         let got = clip_pair(None, &a, &b, &pa, &pb, d, 5.0, 0..bsz);
         let want = reference(&a, &b, &pa, &pb, d, 5.0);
-        assert!((got.loss - want).abs() < 1e-5 * want.abs().max(1.0), "{} vs {want}", got.loss);
+        assert!(
+            (got.loss - want).abs() < 1e-5 * want.abs().max(1.0),
+            "{} vs {want}",
+            got.loss
+        );
     }
 
     #[test]
@@ -197,13 +235,36 @@ mod tests {
         let r = clip_pair(Some((&mut da, &mut db)), &a, &b, &pa, &pb, d, 3.0, 0..bsz);
         // Absent rows get exactly zero gradient.
         assert!(da[2 * d..3 * d].iter().chain(&db[4 * d..5 * d]).all(|&g| g == 0.0));
-        assert!(da[4 * d..5 * d].iter().all(|&g| g == 0.0), "row absent in b is excluded for a too");
-        check_gradient("clip da", &a, &da, |x| clip_pair(None, x, &b, &pa, &pb, d, 3.0, 0..bsz).loss, 1e-2, 1e-4, 2e-3);
-        check_gradient("clip db", &b, &db, |x| clip_pair(None, &a, x, &pa, &pb, d, 3.0, 0..bsz).loss, 1e-2, 1e-4, 2e-3);
+        assert!(
+            da[4 * d..5 * d].iter().all(|&g| g == 0.0),
+            "row absent in b is excluded for a too"
+        );
+        check_gradient(
+            "clip da",
+            &a,
+            &da,
+            |x| clip_pair(None, x, &b, &pa, &pb, d, 3.0, 0..bsz).loss,
+            1e-2,
+            1e-4,
+            2e-3,
+        );
+        check_gradient(
+            "clip db",
+            &b,
+            &db,
+            |x| clip_pair(None, &a, x, &pa, &pb, d, 3.0, 0..bsz).loss,
+            1e-2,
+            1e-4,
+            2e-3,
+        );
         let h = 1e-3f32;
         let num = (clip_pair(None, &a, &b, &pa, &pb, d, 3.0 + h, 0..bsz).loss
             - clip_pair(None, &a, &b, &pa, &pb, d, 3.0 - h, 0..bsz).loss)
             / (2.0 * h as f64);
-        assert!((r.dscale - num).abs() < 1e-4 + 1e-3 * num.abs(), "dscale {} vs {num}", r.dscale);
+        assert!(
+            (r.dscale - num).abs() < 1e-4 + 1e-3 * num.abs(),
+            "dscale {} vs {num}",
+            r.dscale
+        );
     }
 }

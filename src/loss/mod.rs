@@ -51,7 +51,12 @@ pub enum Modality {
 }
 
 impl Modality {
-    pub const ALL: [Modality; 4] = [Modality::Crystal, Modality::Dos, Modality::ChargeDensity, Modality::Text];
+    pub const ALL: [Modality; 4] = [
+        Modality::Crystal,
+        Modality::Dos,
+        Modality::ChargeDensity,
+        Modality::Text,
+    ];
 
     /// Short name used in logs and parameter names.
     pub fn name(self) -> &'static str {
@@ -221,7 +226,10 @@ impl MultimodalLoss {
                     bail!("loss: anchored_clip needs at least 2 modalities, got {n}");
                 }
                 let Some(anchor) = mods.iter().position(|&m| m == config.anchor) else {
-                    bail!("loss: anchored_clip anchor {} is not among the modalities {mods:?}", config.anchor);
+                    bail!(
+                        "loss: anchored_clip anchor {} is not among the modalities {mods:?}",
+                        config.anchor
+                    );
                 };
                 pairwise::anchored_pairs(n, anchor)
             }
@@ -252,7 +260,12 @@ impl MultimodalLoss {
                 .map(|&(i, j)| make_temp(format!("{}-{}", mods[i], mods[j])))
                 .collect::<Result<Vec<_>>>()?,
         };
-        Ok(MultimodalLoss { config, modalities: mods, pairs, temperatures })
+        Ok(MultimodalLoss {
+            config,
+            modalities: mods,
+            pairs,
+            temperatures,
+        })
     }
 
     /// Loss share and (when `want_grads`) embedding gradients for the rows this process owns.
@@ -268,8 +281,11 @@ impl MultimodalLoss {
         let order = self.match_inputs(inputs)?;
         let batch = check_inputs(inputs, dim, &rows, self.config.kind != LossKind::BarlowTwins3d)?;
         let ordered: Vec<ModalityEmbeddings> = order.iter().map(|&k| inputs[k]).collect();
-        let mut grads_ordered: Vec<Vec<f32>> =
-            if want_grads { vec![vec![0.0; batch * dim]; ordered.len()] } else { Vec::new() };
+        let mut grads_ordered: Vec<Vec<f32>> = if want_grads {
+            vec![vec![0.0; batch * dim]; ordered.len()]
+        } else {
+            Vec::new()
+        };
         let (loss, terms) = match self.config.kind {
             LossKind::Clip | LossKind::AllPairsClip | LossKind::AnchoredClip => pairwise::mean_of_pairs(
                 &mut grads_ordered,
@@ -293,7 +309,14 @@ impl MultimodalLoss {
                     rows,
                 );
                 temp.accumulate_scale_grad(r.dscale);
-                (r.loss, vec![TermReport { name: triple_name(&ordered), loss: r.loss, valid_rows: r.valid_rows }])
+                (
+                    r.loss,
+                    vec![TermReport {
+                        name: triple_name(&ordered),
+                        loss: r.loss,
+                        valid_rows: r.valid_rows,
+                    }],
+                )
             }
             LossKind::BarlowTwins3d => {
                 let [ga, gb, gc] = split3(&mut grads_ordered);
@@ -308,11 +331,21 @@ impl MultimodalLoss {
                     self.config.barlow_standardize,
                     rows,
                 );
-                (r.loss, vec![TermReport { name: triple_name(&ordered), loss: r.loss, valid_rows: r.valid_rows }])
+                (
+                    r.loss,
+                    vec![TermReport {
+                        name: triple_name(&ordered),
+                        loss: r.loss,
+                        valid_rows: r.valid_rows,
+                    }],
+                )
             }
         };
         if !loss.is_finite() {
-            bail!("loss: {:?} produced a non-finite value {loss} (terms {terms:?})", self.config.kind);
+            bail!(
+                "loss: {:?} produced a non-finite value {loss} (terms {terms:?})",
+                self.config.kind
+            );
         }
         // Back to the caller's input order.
         let mut grads = Vec::new();
@@ -338,7 +371,10 @@ impl MultimodalLoss {
 
     /// (name, raw log-scale, τ) of every temperature, for logging.
     pub fn temperature_log(&self) -> Vec<(String, f32, f32)> {
-        self.temperatures.iter().map(|t| (t.param.name.clone(), t.raw(), 1.0 / t.logit_scale())).collect()
+        self.temperatures
+            .iter()
+            .map(|t| (t.param.name.clone(), t.raw(), 1.0 / t.logit_scale()))
+            .collect()
     }
 
     /// Index into `inputs` of each configured modality, in canonical order.
@@ -353,8 +389,12 @@ impl MultimodalLoss {
         self.modalities
             .iter()
             .map(|m| {
-                let hits: Vec<usize> =
-                    inputs.iter().enumerate().filter(|(_, e)| e.modality == *m).map(|(k, _)| k).collect();
+                let hits: Vec<usize> = inputs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, e)| e.modality == *m)
+                    .map(|(k, _)| k)
+                    .collect();
                 match hits.as_slice() {
                     [k] => Ok(*k),
                     [] => bail!("loss: no embeddings given for modality {m}"),
@@ -390,8 +430,15 @@ fn split3(grads: &mut [Vec<f32>]) -> [Option<&mut [f32]>; 3] {
 /// Validate shapes, the row range and the values the losses will read; returns B.
 /// `require_unit_norm`: the CLIP family assumes L2-normalised rows (the logit bound |l| ≤ scale
 /// that keeps the streamed log-sum-exp in range relies on it).
-pub fn check_inputs(inputs: &[ModalityEmbeddings], dim: usize, rows: &Range<usize>, require_unit_norm: bool) -> Result<usize> {
-    let Some(first) = inputs.first() else { bail!("loss: no embeddings given") };
+pub fn check_inputs(
+    inputs: &[ModalityEmbeddings],
+    dim: usize,
+    rows: &Range<usize>,
+    require_unit_norm: bool,
+) -> Result<usize> {
+    let Some(first) = inputs.first() else {
+        bail!("loss: no embeddings given")
+    };
     if dim == 0 {
         bail!("loss: embedding dimension is 0");
     }
@@ -401,7 +448,12 @@ pub fn check_inputs(inputs: &[ModalityEmbeddings], dim: usize, rows: &Range<usiz
     }
     for e in inputs {
         if e.present.len() != batch {
-            bail!("loss: {} presence mask has {} rows, {} has {batch}", e.modality, e.present.len(), first.modality);
+            bail!(
+                "loss: {} presence mask has {} rows, {} has {batch}",
+                e.modality,
+                e.present.len(),
+                first.modality
+            );
         }
         if e.data.len() != batch * dim {
             bail!(
@@ -416,12 +468,19 @@ pub fn check_inputs(inputs: &[ModalityEmbeddings], dim: usize, rows: &Range<usiz
                 continue;
             }
             if let Some(c) = row.iter().position(|v| !v.is_finite()) {
-                bail!("loss: {} embedding of batch row {r} has a non-finite value {} at column {c}", e.modality, row[c]);
+                bail!(
+                    "loss: {} embedding of batch row {r} has a non-finite value {} at column {c}",
+                    e.modality,
+                    row[c]
+                );
             }
             if require_unit_norm {
                 let norm = row.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>().sqrt();
                 if (norm - 1.0).abs() > 1e-3 {
-                    bail!("loss: {} embedding of batch row {r} has L2 norm {norm:.6}, expected an L2-normalised row", e.modality);
+                    bail!(
+                        "loss: {} embedding of batch row {r} has L2 norm {norm:.6}, expected an L2-normalised row",
+                        e.modality
+                    );
                 }
             }
         }

@@ -40,7 +40,11 @@ pub fn mean_of_pairs(
     let inv = 1.0 / pairs.len() as f64;
     let mut total = 0.0;
     let mut terms = Vec::with_capacity(pairs.len());
-    let (mut ga, mut gb) = if want { (vec![0.0f32; batch * dim], vec![0.0f32; batch * dim]) } else { (Vec::new(), Vec::new()) };
+    let (mut ga, mut gb) = if want {
+        (vec![0.0f32; batch * dim], vec![0.0f32; batch * dim])
+    } else {
+        (Vec::new(), Vec::new())
+    };
     for (p, &(i, j)) in pairs.iter().enumerate() {
         let (ei, ej) = (&inputs[i], &inputs[j]);
         let r = clip_pair(
@@ -63,7 +67,11 @@ pub fn mean_of_pairs(
                 *g += (*x as f64 * inv) as f32;
             }
         }
-        terms.push(TermReport { name: format!("{}-{}", ei.modality, ej.modality), loss: r.loss, valid_rows: r.valid_rows });
+        terms.push(TermReport {
+            name: format!("{}-{}", ei.modality, ej.modality),
+            loss: r.loss,
+            valid_rows: r.valid_rows,
+        });
     }
     (total, terms)
 }

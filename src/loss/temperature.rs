@@ -41,8 +41,17 @@ impl Temperature {
             );
         }
         let raw = scale.ln();
-        let param = Param::new(format!("loss.logit_scale_raw.{name}"), Tensor::from_vec(&[1], vec![raw]), false);
-        Ok(Temperature { param, learnable, min_raw: min_scale.ln(), max_raw: max_scale.ln() })
+        let param = Param::new(
+            format!("loss.logit_scale_raw.{name}"),
+            Tensor::from_vec(&[1], vec![raw]),
+            false,
+        );
+        Ok(Temperature {
+            param,
+            learnable,
+            min_raw: min_scale.ln(),
+            max_raw: max_scale.ln(),
+        })
     }
 
     /// A fixed temperature with the default [1, 100] scale range (tests, simple callers).

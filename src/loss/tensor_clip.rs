@@ -18,8 +18,9 @@
 //! same blocks (nothing B³ is stored), forms dL/dl = (1/3n)·e·(e^{M_k−lse1_i} + e^{M_k−lse2_j} +
 //! e^{M_k−lse3_k}) − δ_iii/n in place of the logits, and two GEMMs per block give
 //! da += s·G·W and H = Gᵀ·a, from which db_j += s·H_kj ⊙ c_k and dc_k += s·Σ_j H_kj ⊙ b_j.
-//! Exponentials are taken in f64: with |l| ≤ s ≤ 100 the spread within a slice is ≤ 200, far
-//! inside f64's range (f32 would underflow past 87).
+//! Exponentials: with |l| ≤ s the spread within a slice is ≤ 2s; for s ≤ 40 (τ ≥ 0.025, the
+//! default is s = 5) they are taken in f32, which cannot underflow there (e^-80 > 1e-38); above,
+//! in f64 (s ≤ 100 gives a spread ≤ 200, far inside f64's range). Sums are always f64.
 //!
 //! Workspace: two (kb·n, D) blocks and one (n, kb·n) block with kb·n² ≤ 2²¹ floats, plus O(n²)
 //! f64 — about 12 MB at n = 360, D = 128, against 187 MB for the B³ tensor.
@@ -83,7 +84,11 @@ pub fn tensor_clip(
         g.fill(0.0);
     }
     if n < 2 || valid.own.is_empty() {
-        return TripleLoss { loss: 0.0, dscale: 0.0, valid_rows: n };
+        return TripleLoss {
+            loss: 0.0,
+            dscale: 0.0,
+            valid_rows: n,
+        };
     }
     let ctx = Ctx {
         a: valid.gather(x[0], dim),
@@ -93,6 +98,7 @@ pub fn tensor_clip(
         d: dim,
         s: scale,
         kb: slices_per_block(n),
+        narrow_exp: scale <= NARROW_EXP_MAX_SCALE,
     };
     let stats = ctx.slice_stats(0..n);
     // Loss share: the three axis terms of the owned rows.
@@ -111,12 +117,18 @@ pub fn tensor_clip(
         let mut dbc = vec![0.0f32; n * dim]; // (n, D)
         let mut dcc = vec![0.0f32; n * dim]; // (n, D)
         dscale = ctx.backward(&mut dac, &mut dbc, &mut dcc, &stats, valid.own.clone());
-        let [Some(da), Some(db), Some(dc)] = outs else { unreachable!("checked above") };
+        let [Some(da), Some(db), Some(dc)] = outs else {
+            unreachable!("checked above")
+        };
         valid.scatter_add(da, &dac, dim);
         valid.scatter_add(db, &dbc, dim);
         valid.scatter_add(dc, &dcc, dim);
     }
-    TripleLoss { loss, dscale, valid_rows: n }
+    TripleLoss {
+        loss,
+        dscale,
+        valid_rows: n,
+    }
 }
 
 /// Log-sum-exp statistics over a range of k slices. Partial statistics of disjoint slice
@@ -180,6 +192,22 @@ struct Ctx {
     d: usize,
     s: f32,
     kb: usize,
+    /// Take the per-entry exponentials in f32 (faster): safe while the spread within a slice,
+    /// ≤ 2s for unit rows, stays above f32's underflow at e^-87 — i.e. s ≤ 40 (τ ≥ 0.025).
+    narrow_exp: bool,
+}
+
+/// Largest logit scale for which f32 exponentials of l − M_k cannot underflow (2s ≤ 80).
+const NARROW_EXP_MAX_SCALE: f32 = 40.0;
+
+/// exp(x − m) for x ≤ m, in f32 or f64 arithmetic, returned as f64 for accumulation.
+#[inline(always)]
+fn exp_shifted(x: f32, m: f32, narrow: bool) -> f64 {
+    if narrow {
+        (x - m).exp() as f64
+    } else {
+        ((x - m) as f64).exp()
+    }
 }
 
 impl Ctx {
@@ -196,7 +224,18 @@ impl Ctx {
                 }
             }
         }
-        sgemm(&mut l[..n * kb * n], &self.a, &w[..kb * n * d], n, kb * n, d, false, true, self.s, 0.0);
+        sgemm(
+            &mut l[..n * kb * n],
+            &self.a,
+            &w[..kb * n * d],
+            n,
+            kb * n,
+            d,
+            false,
+            true,
+            self.s,
+            0.0,
+        );
     }
 
     /// Forward statistics over the k slices in `range`.
@@ -215,7 +254,11 @@ impl Ctx {
             // Slice maxima M_k over (i, j).
             let slice_max: Vec<f32> = lb
                 .par_chunks(width)
-                .map(|row| row.chunks_exact(n).map(|s| s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x))).collect::<Vec<f32>>())
+                .map(|row| {
+                    row.chunks_exact(n)
+                        .map(|s| s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)))
+                        .collect::<Vec<f32>>()
+                })
                 .reduce(
                     || vec![f32::NEG_INFINITY; kb],
                     |mut x, y| {
@@ -234,7 +277,7 @@ impl Ctx {
                             let m = slice_max[kk];
                             let mut r = 0.0f64;
                             for (cj, &x) in col[kk * n..(kk + 1) * n].iter_mut().zip(&row[kk * n..(kk + 1) * n]) {
-                                let e = ((x - m) as f64).exp();
+                                let e = exp_shifted(x, m, self.narrow_exp);
                                 r += e;
                                 *cj += e;
                             }
@@ -305,7 +348,7 @@ impl Ctx {
                         let u = (m - st.lse1[i]).exp();
                         for (j, x) in row[kk * n..(kk + 1) * n].iter_mut().enumerate() {
                             let lv = *x as f64;
-                            let e = (lv - m).exp();
+                            let e = exp_shifted(*x, mk[kk], self.narrow_exp);
                             let mut g = inv3n * e * (u + vb[kk * n + j]);
                             if i == j && j == k0 + kk {
                                 g -= inv_n;
@@ -319,7 +362,7 @@ impl Ctx {
                 .sum::<f64>()
                 / s as f64;
             let g = &l[..n * width]; // (n, kb·n)
-            // da += s·G·W
+                                     // da += s·G·W
             sgemm(da, g, &w[..width * d], n, d, width, false, false, s, 1.0);
             // H = Gᵀ·a  (kb·n, D): H[kk·n + j] = Σ_i G_ijk a_i
             sgemm(&mut h[..width * d], g, &self.a, width, d, n, true, false, 1.0, 0.0);
@@ -361,11 +404,26 @@ mod tests {
             }
             x
         };
-        let ctx = Ctx { a: mk(1), b: mk(2), c: mk(3), n, d, s: 5.0, kb: 2 };
+        let ctx = Ctx {
+            a: mk(1),
+            b: mk(2),
+            c: mk(3),
+            n,
+            d,
+            s: 5.0,
+            kb: 2,
+            narrow_exp: true,
+        };
         let full = ctx.slice_stats(0..n);
         let mut part = ctx.slice_stats(0..3);
         part.merge(&ctx.slice_stats(3..n));
-        for (x, y) in full.lse1.iter().chain(&full.lse2).chain(&full.lse3).zip(part.lse1.iter().chain(&part.lse2).chain(&part.lse3)) {
+        for (x, y) in full
+            .lse1
+            .iter()
+            .chain(&full.lse2)
+            .chain(&full.lse3)
+            .zip(part.lse1.iter().chain(&part.lse2).chain(&part.lse3))
+        {
             assert!((x - y).abs() < 1e-9, "{x} vs {y}");
         }
     }

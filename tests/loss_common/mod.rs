@@ -25,13 +25,24 @@ pub fn poison_absent(x: &mut [f32], present: &[bool], d: usize) {
 }
 
 /// Shares over `parts` (disjoint, covering 0..B) must sum to the full loss and gradients.
-pub fn check_partition(loss: &MultimodalLoss, inputs: &[ModalityEmbeddings], d: usize, parts: &[std::ops::Range<usize>], tol: f64) {
+pub fn check_partition(
+    loss: &MultimodalLoss,
+    inputs: &[ModalityEmbeddings],
+    d: usize,
+    parts: &[std::ops::Range<usize>],
+    tol: f64,
+) {
     let b = inputs[0].present.len();
     let mut l = loss.clone();
     let full = l.forward_backward(inputs, d, 0..b, true).unwrap();
     let mut sum_loss = 0.0;
     let mut sum_grads = vec![vec![0.0f64; b * d]; inputs.len()];
-    let temp_grads = |l: &MultimodalLoss| l.temperatures.iter().map(|t| t.param.grad.data()[0] as f64).collect::<Vec<_>>();
+    let temp_grads = |l: &MultimodalLoss| {
+        l.temperatures
+            .iter()
+            .map(|t| t.param.grad.data()[0] as f64)
+            .collect::<Vec<_>>()
+    };
     let full_tgrads = temp_grads(&l);
     let mut sum_tgrads = vec![0.0f64; full_tgrads.len()];
     for r in parts {
@@ -47,11 +58,25 @@ pub fn check_partition(loss: &MultimodalLoss, inputs: &[ModalityEmbeddings], d: 
             }
         }
     }
-    assert!((sum_loss - full.loss).abs() <= tol * full.loss.abs().max(1.0), "{:?}: Σ shares {sum_loss} vs full {}", loss.config.kind, full.loss);
+    assert!(
+        (sum_loss - full.loss).abs() <= tol * full.loss.abs().max(1.0),
+        "{:?}: Σ shares {sum_loss} vs full {}",
+        loss.config.kind,
+        full.loss
+    );
     for (s, f) in sum_tgrads.iter().zip(&full_tgrads) {
-        assert!((s - f).abs() <= tol * f.abs().max(1e-3), "{:?}: temperature grad Σ shares {s} vs full {f}", loss.config.kind);
+        assert!(
+            (s - f).abs() <= tol * f.abs().max(1e-3),
+            "{:?}: temperature grad Σ shares {s} vs full {f}",
+            loss.config.kind
+        );
     }
-    let scale = full.grads.iter().flatten().fold(0.0f64, |m, v| m.max(v.abs() as f64)).max(1e-12);
+    let scale = full
+        .grads
+        .iter()
+        .flatten()
+        .fold(0.0f64, |m, v| m.max(v.abs() as f64))
+        .max(1e-12);
     for (m, (acc, g)) in sum_grads.iter().zip(&full.grads).enumerate() {
         for (k, (a, v)) in acc.iter().zip(g).enumerate() {
             assert!(
