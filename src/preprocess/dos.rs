@@ -2,13 +2,15 @@
 //! read for facts): energies shifted by E_F, the spin-up channel by default, NaNs replaced by
 //! the average of their closest non-NaN neighbours, and a fixed number of points (601).
 //!
-//! One deliberate generalisation: the reference maps MP's three DOS lengths to 601 by special
-//! cases (301 → linear upsampling ×2; 601 → unchanged; 2001 → every 3rd point with every 10th of
-//! those dropped). We resample *any* length by linear interpolation onto an evenly spaced grid
-//! spanning the material's own energy range [E_min − E_F, E_max − E_F]. For MP's evenly spaced
-//! 301- and 601-point DOS this is exactly what the reference does; for 2001 points it differs
-//! only in taking an even grid to E_max instead of the reference's uneven decimation. The DOS
-//! encoder receives the energies alongside the densities, so the grid is never implicit.
+//! Length: the reference maps MP's three DOS lengths to 601 by special cases (301 → linear
+//! upsampling ×2; 601 → unchanged; 2001 → every 3rd point with every 10th of those dropped, an
+//! uneven grid). We keep its rule for a DOS that already has `dos_points` points (its grid is
+//! kept as is — so the reference's own 601-point outputs, like `mp-multimodal/dos`, pass through
+//! unchanged) and resample *any other* length by linear interpolation onto an evenly spaced
+//! grid spanning the material's own energy range [E_min − E_F, E_max − E_F]. For MP's evenly
+//! spaced 301-point DOS this is exactly the reference's upsampling; for 2001 points it takes an
+//! even grid instead of the uneven decimation. The DOS encoder receives the energies alongside
+//! the densities, so the grid is never implicit.
 //!
 //! Repair: a non-finite density (NaN, ±inf) takes the value of the closest finite neighbour —
 //! the average of both when the closest finite points on either side are equally far, as in the
@@ -52,6 +54,14 @@ pub fn process(dos: &Dos, params: &PreprocessParams) -> Result<ProcessedDos> {
 
     // (n) energies relative to E_F, then the even output grid over the same range.
     let shifted: Vec<f64> = dos.energies.iter().map(|e| e - dos.efermi).collect();
+    if n == n_out {
+        // Already the model's length: keep the grid (the reference's rule; see module docs).
+        return Ok(ProcessedDos {
+            energies: shifted.iter().map(|&e| e as f32).collect(),
+            densities: densities.iter().map(|&d| d as f32).collect(),
+            repaired_points,
+        });
+    }
     let (lo, hi) = (shifted[0], shifted[n - 1]);
     let step = (hi - lo) / (n_out - 1) as f64;
     let mut energies = Vec::with_capacity(n_out); // (n_out)
@@ -127,6 +137,18 @@ mod tests {
             assert!((*v as f64 - (2.0 * absolute + 1.0)).abs() < 1e-5, "{en} {v}");
         }
         assert_eq!(p.repaired_points, 0);
+    }
+
+    #[test]
+    fn a_dos_of_the_target_length_keeps_its_grid() {
+        let d = dos(vec![0.0, 0.1, 0.3, 0.4], vec![1.0, f64::NAN, 3.0, 4.0], None, 0.1);
+        let p = process(&d, &PreprocessParams { dos_points: 4, ..Default::default() }).unwrap();
+        let want = [-0.1f32, 0.0, 0.2, 0.3];
+        for (g, w) in p.energies.iter().zip(want) {
+            assert!((g - w).abs() < 1e-7, "{:?}", p.energies);
+        }
+        assert_eq!(p.densities, vec![1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(p.repaired_points, 1);
     }
 
     #[test]
