@@ -31,6 +31,7 @@ fn stem_id(p: &Path) -> String {
 /// Rotation-invariant comparison: the metric tensor L·Lᵀ must agree, and every site of `a` must
 /// have a site of `b` with the same element at the same fractional position (modulo 1); site
 /// order may differ (PyCifRW sorts sites).
+#[allow(clippy::needless_range_loop)]
 fn assert_same_structure(a: &Structure, b: &Structure, tol: f64, what: &str) {
     assert_eq!(a.num_sites(), b.num_sites(), "{what}: number of sites");
     let metric = |s: &Structure| {
