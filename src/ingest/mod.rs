@@ -313,3 +313,4 @@ pub fn run(source: &Source, extras: &Extras, opts: &IngestOptions) -> Result<Ing
     }
     Ok(summary)
 }
+
