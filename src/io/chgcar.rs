@@ -76,7 +76,7 @@ pub fn parse_chgcar(text: &str, origin: &str) -> Result<ChargeDensity> {
         }
         i += 1;
     }
-    check_after_grid(&lines, i, origin)?;
+    check_after_grid(&lines, i, &dims, header.frac_coords.len(), origin)?;
 
     // Reorder: file index ix + nx·(iy + ny·iz) → C index (ix·ny + iy)·nz + iz.
     let mut values = vec![0.0f64; total]; // (nx, ny, nz) C order
@@ -92,24 +92,47 @@ pub fn parse_chgcar(text: &str, origin: &str) -> Result<ChargeDensity> {
 }
 
 /// What follows the first grid must be one of the known continuations; anything else means the
-/// grid size in the header does not match the data (e.g. a wrong-shape file).
-fn check_after_grid(lines: &[&str], start: usize, origin: &str) -> Result<()> {
-    let Some((offset, line)) = lines[start.min(lines.len())..].iter().enumerate().find(|(_, l)| !l.trim().is_empty())
-    else {
+/// grid size in the header does not match the data (a wrong-shape file). Known: end of file;
+/// `augmentation occupancies`; or a spin block, which starts with the same `nx ny nz` line,
+/// optionally preceded by the per-atom moments (`natoms` numbers, possibly over several lines).
+fn check_after_grid(lines: &[&str], start: usize, dims: &[usize], natoms: usize, origin: &str) -> Result<()> {
+    let rest: Vec<(usize, &str)> =
+        lines.iter().enumerate().skip(start).filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| (i, l.trim())).take(64).collect();
+    let Some(&(first_idx, first)) = rest.first() else {
         return Ok(()); // end of file: AECCAR/CHG-style file without augmentation
     };
-    let t = line.trim_start();
-    if t.starts_with("augmentation") {
+    if first.starts_with("augmentation") {
         return Ok(());
     }
-    // Spin block: an optional moments line, then the second grid's "nx ny nz"; both numeric.
-    if t.split_whitespace().all(|tok| super::parse_float(tok).is_some()) {
-        return Ok(());
+    let is_dims = |l: &str| {
+        let v: Vec<usize> = l.split_whitespace().filter_map(|t| t.parse().ok()).collect();
+        v == dims && l.split_whitespace().count() == 3
+    };
+    let mut moments = 0usize;
+    for &(_, line) in &rest {
+        if is_dims(line) {
+            if moments == 0 || moments == natoms {
+                return Ok(());
+            }
+            break;
+        }
+        let n = line.split_whitespace().count();
+        if !line.split_whitespace().all(|t| super::parse_float(t).is_some()) {
+            break;
+        }
+        moments += n;
+        if moments > natoms {
+            break;
+        }
     }
     bail!(
-        "{origin}: line {}: unexpected content after the density grid: {:?}",
-        start + offset + 1,
-        t.chars().take(60).collect::<String>()
+        "{origin}: line {}: unexpected content after the {}×{}×{} density grid: {:?} — the grid size in the header \
+         does not match the number of values",
+        first_idx + 1,
+        dims[0],
+        dims[1],
+        dims[2],
+        first.chars().take(60).collect::<String>()
     )
 }
 
@@ -134,6 +157,14 @@ mod tests {
     }
 
     #[test]
+    fn spin_block_after_the_grid_is_skipped() {
+        let text = "tiny\n1.0\n2 0 0\n0 3 0\n0 0 4\nH\n1\nDirect\n0 0 0\n\n 2 3 1\n 1 2 3 4 5\n 6\n 0.6\n 2 3 1\n 0 0 0 0 0\n 0\n";
+        assert_eq!(parse_chgcar(text, "t").unwrap().values.len(), 6);
+        let no_moments = text.replace(" 0.6\n", "");
+        assert_eq!(parse_chgcar(&no_moments, "t").unwrap().values.len(), 6);
+    }
+
+    #[test]
     fn bad_grids_are_errors_naming_the_line() {
         let cases = [
             (tiny(" 1 2 3 4 5\n"), "after only 5 of the 6"),
@@ -142,6 +173,7 @@ mod tests {
             (tiny(" 1 2 3 NaN 5\n 6\n"), "'NaN' is not a finite number"),
             (tiny(" 1 2 3 4 5\n 6\n").replace(" 2 3 1\n", " 2 3\n"), "line 11"),
             ("tiny\n1.0\n2 0 0\n0 3 0\n0 0 4\nH\n1\nDirect\n0 0 0\n\n 2 3 1\n 1 2\n".to_string(), "truncated"),
+            (tiny(" 1 2 3 4 5\n 6\n").replace(" 2 3 1\n", " 5 1 1\n"), "line 13: unexpected content after the 5×1×1"),
         ];
         for (text, want) in cases {
             let err = format!("{:#}", parse_chgcar(&text, "CHGCAR").unwrap_err());

@@ -47,6 +47,18 @@ fn classify(cell: &str) -> Cell {
     }
 }
 
+/// 1-based line of a record starting at byte `byte`. The csv crate's own line counter (and its
+/// record start on CRLF files, which points at the previous line's '\n') is off by one on CRLF
+/// files such as `materials.csv`, so we count ourselves after skipping line terminators.
+fn line_of(text: &str, byte: u64) -> u64 {
+    let bytes = text.as_bytes();
+    let mut b = (byte as usize).min(bytes.len());
+    while b < bytes.len() && (bytes[b] == b'\r' || bytes[b] == b'\n') {
+        b += 1;
+    }
+    bytes[..b].iter().filter(|&&c| c == b'\n').count() as u64 + 1
+}
+
 /// Read a labels CSV (plain or gzip). See the module docs for the cell rules.
 pub fn read_csv(path: &Path) -> Result<Labels> {
     let text = super::open_text(path)?;
@@ -69,10 +81,10 @@ pub fn parse_csv(text: &str, origin: &str) -> Result<Labels> {
     let mut rows: Vec<(u64, csv::StringRecord)> = Vec::new();
     for record in reader.records() {
         let record = record.map_err(|e| {
-            let line = e.position().map(|p| p.line()).unwrap_or(0);
+            let line = line_of(text, e.position().map(|p| p.byte()).unwrap_or(0));
             anyhow::anyhow!("{origin}: line {line}: {e}")
         })?;
-        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        let line = line_of(text, record.position().map(|p| p.byte()).unwrap_or(0));
         rows.push((line, record));
     }
     // Classify every cell, then decide per column.
@@ -136,6 +148,9 @@ mod tests {
         assert!(err.contains("l.csv: line 3, column 'K': 'abc'"), "{err}");
         let err = format!("{:#}", parse_csv("material_id,K\nmp-1,1\nmp-1,2\n", "l.csv").unwrap_err());
         assert!(err.contains("line 3") && err.contains("twice"), "{err}");
+        let crlf = "material_id,K\r\nmp-1,1.0\r\nmp-2,abc\r\n";
+        let err = format!("{:#}", parse_csv(crlf, "l.csv").unwrap_err());
+        assert!(err.contains("l.csv: line 3, column 'K'"), "{err}");
         let err = format!("{:#}", parse_csv("material_id,K\nmp-1,1,5\n", "l.csv").unwrap_err());
         assert!(err.contains("l.csv: line 2"), "{err}");
     }

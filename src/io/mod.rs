@@ -241,6 +241,7 @@ pub fn validate_structure(structure: &Structure, origin: &str) -> Result<()> {
 }
 
 /// Inverse of a 3×3 matrix (rows = lattice vectors); `None` when singular.
+#[allow(clippy::needless_range_loop)] // cofactor index arithmetic reads clearer with indices
 pub(crate) fn inverse3(m: &[[f64; 3]; 3]) -> Option<[[f64; 3]; 3]> {
     let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
         - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
