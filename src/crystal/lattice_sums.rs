@@ -88,10 +88,16 @@ impl LatticeSumPlan {
     /// Plan for the lattice of `cell` with Pauli decay `pauli_alpha` (Å⁻¹) and target relative
     /// accuracy `tolerance` (the cut-offs aim 10⁴× tighter, so 1e-8 requested gives ~1e-12).
     pub fn new(cell: &Cell, pauli_alpha: f64, include_pauli_origin: bool, tolerance: f64) -> Self {
+        Self::with_splitting(cell, pauli_alpha, include_pauli_origin, tolerance, 1.0)
+    }
+
+    /// As `new` with the Ewald splitting parameter scaled by `eta_scale` (the result must not
+    /// depend on it; tests use this to check the splitting).
+    pub fn with_splitting(cell: &Cell, pauli_alpha: f64, include_pauli_origin: bool, tolerance: f64, eta_scale: f64) -> Self {
         let reduced = cell.reduced;
         let reduced_recip = reciprocal(&reduced);
         let volume = cell.volume;
-        let eta = PI.sqrt() / volume.cbrt();
+        let eta = eta_scale * PI.sqrt() / volume.cbrt();
         let eps = (tolerance * 1e-4).clamp(1e-16, 1e-3);
         // Gaussian cut-off s with e^{−s²} s⁴/2 ≤ eps (the London real-space term is the slowest).
         let mut s = (-eps.ln()).sqrt();
