@@ -28,6 +28,7 @@ pub mod lattice;
 pub mod lattice_sums;
 pub mod neighbors;
 pub mod special;
+pub mod throughput;
 
 pub use features::{atom_features, ATOM_FEATURE_DIM};
 
@@ -121,7 +122,13 @@ impl Default for GraphParams {
 /// Everything derived from a structure that the crystal encoders need.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CrystalGraphs {
+    /// PotNet local graph: each atom's `local_k` nearest neighbours (images included), ties with
+    /// the k-th kept (within `neighbors::TIE_TOLERANCE`); directed, grouped by `dst`, sorted by
+    /// distance. Not symmetrised (the reference adds reverse edges; an encoder may).
     pub local: EdgeList,
+    /// CGCNN graph: at most `cgcnn_max_neighbors` nearest within `cgcnn_cutoff`, no padding
+    /// stored — an atom with fewer neighbours has fewer edges; pad with index 0 at distance
+    /// cutoff + 1 Å and mask for CGCNN's fixed layout (see `neighbors`).
     pub cgcnn: EdgeList,
     pub infinite: InfiniteEdges,
 }
