@@ -286,6 +286,18 @@ fn bad_structures_give_clear_errors() {
     assert!(err_of(&nan).contains("site 1: non-finite"), "{}", err_of(&nan));
     let nan_lattice = Structure { lattice: [[f64::NAN, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 3.0]], ..ok.clone() };
     assert!(err_of(&nan_lattice).contains("non-finite"));
+    let far = Structure { frac_coords: vec![[0.0; 3], [3e9, 0.5, 0.5]], ..ok.clone() };
+    assert!(err_of(&far).contains("site 1: fractional coordinate"), "{}", err_of(&far));
+    // Far outside the cell but plausible: wrapped, and the image offsets still point at the
+    // caller's (unwrapped) position.
+    let shifted = Structure { frac_coords: vec![[0.0; 3], [1000.5, -7.5, 0.5]], ..ok.clone() };
+    let g = build_graphs(&shifted, &GraphParams::default()).unwrap();
+    for e in 0..g.local.src.len() {
+        let (i, j, t) = (g.local.dst[e] as usize, g.local.src[e] as usize, g.local.image[e]);
+        let f: Vec<f64> = (0..3).map(|k| shifted.frac_coords[j][k] + t[k] as f64 - shifted.frac_coords[i][k]).collect();
+        let d = multimat::crystal::lattice::norm(vec_mat([f[0], f[1], f[2]], &shifted.lattice));
+        assert!((d - g.local.distance[e] as f64).abs() < 1e-5, "edge {e}: image offset does not reproduce the distance");
+    }
     let empty = Structure { lattice: cubic, species: vec![], frac_coords: vec![] };
     assert!(err_of(&empty).contains("no sites"));
     let mismatched = Structure { frac_coords: vec![[0.0; 3]], ..ok.clone() };

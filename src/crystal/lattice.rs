@@ -161,6 +161,10 @@ impl Cell {
             if f.iter().any(|x| !x.is_finite()) {
                 bail!("site {i}: non-finite fractional coordinate {f:?}");
             }
+            // Image offsets are stored as i32; anything this far out is a units or parsing error.
+            if f.iter().any(|x| x.abs() > 1e6) {
+                bail!("site {i}: fractional coordinate {f:?} is implausibly far outside the cell");
+            }
         }
         let lattice = structure.lattice;
         let (reduced, m) = lll_reduce(&lattice);
