@@ -303,6 +303,10 @@ fn bad_structures_give_clear_errors() {
     let mismatched = Structure { frac_coords: vec![[0.0; 3]], ..ok.clone() };
     assert!(err_of(&mismatched).contains("2 species but 1 coordinates"));
 
+    // A batch keeps one result per record, in order: good records survive a bad neighbour.
+    let results = multimat::crystal::build_graphs_batch(&[ok.clone(), overlap.clone(), ok.clone()], &GraphParams::default());
+    assert!(results[0].is_ok() && results[1].is_err() && results[2].is_ok());
+
     let bad_params = GraphParams { pauli_alpha0: f64::NAN, ..GraphParams::default() };
     assert!(build_graphs(&ok, &bad_params).unwrap_err().to_string().contains("invalid graph parameters"));
 }

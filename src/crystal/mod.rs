@@ -14,7 +14,8 @@
 //! the Pauli sum is Σ_T e^{−α|r+T|} with α = α₀ / √(V^{1/3}) (the code multiplies α₀ by
 //! √(V^{1/3}) in units where the cell is rescaled to volume 1); the stored values are the plain
 //! sums in Å units, not divided by anything; the model feeds s = −0.801·C − 0.074·L + 0.145·P to
-//! a 64-bin multiquadric RBF on [−4, 4]. The reference sums a fixed 7×7×7 box of translations
+//! a 64-bin multiquadric RBF on [−4, 4] (and local-edge distances as −0.75/r — the encoder's
+//! business; we store plain distances). The reference sums a fixed 7×7×7 box of translations
 //! (342 terms besides the origin) with a fixed splitting; here the cut-offs follow from
 //! `lattice_sum_tolerance` and the lattice, so skewed or small cells stay accurate.
 
@@ -88,7 +89,7 @@ pub struct GraphParams {
     pub pauli_alpha0: f64,
     /// Target relative accuracy of the lattice sums.
     pub lattice_sum_tolerance: f64,
-    /// Whether the Pauli sum of a self pair (i = i) includes the zero translation (a constant
+    /// Whether the Pauli sum of a self pair (i = j) includes the zero translation (a constant
     /// e^0 = 1). The reference code includes it (its `exp` sums the full box, origin included,
     /// unlike its `zeta`), so the default is `true`. Added by the crystal helper.
     pub pauli_include_origin: bool,
@@ -146,6 +147,13 @@ pub fn build_graphs(structure: &Structure, params: &GraphParams) -> anyhow::Resu
     let cgcnn = neighbors::cgcnn_graph(&cell, params.cgcnn_max_neighbors, params.cgcnn_cutoff);
     let infinite = infinite_edges(&cell, params)?;
     Ok(CrystalGraphs { local, cgcnn, infinite })
+}
+
+/// `build_graphs` for many structures in parallel (rayon over structures, and over pairs inside
+/// each); one result per structure, in order, so the caller can attach record ids to errors.
+pub fn build_graphs_batch(structures: &[Structure], params: &GraphParams) -> Vec<anyhow::Result<CrystalGraphs>> {
+    use rayon::prelude::*;
+    structures.par_iter().map(|s| build_graphs(s, params)).collect()
 }
 
 /// Only the lattice sums (the part that dominates ingest time); same validation as `build_graphs`.
