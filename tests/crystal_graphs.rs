@@ -217,6 +217,8 @@ fn invariance_suite(base: &Structure, conventional: [[i32; 3]; 3], label: &str) 
     let (sup, map) = supercell(base, [[2, 0, 0], [0, 1, 0], [0, 0, 1]]);
     check_equivalent(base, &sup, &map, &format!("{label} 2×1×1"));
     check_equivalent(base, &rotated(base), &identity, &format!("{label} rotated"));
+    let (left, map) = supercell(base, [[0, 1, 0], [1, 0, 0], [0, 0, 1]]); // det −1: left-handed basis
+    check_equivalent(base, &left, &map, &format!("{label} left-handed"));
     let (skew, map) = supercell(base, [[1, 0, 0], [3, 1, 0], [-2, 5, 1]]); // det 1: same cell
     check_equivalent(base, &skew, &map, &format!("{label} skewed"));
     // Same volume ⇒ the reference α convention gives identical graphs for rotated and skewed.
