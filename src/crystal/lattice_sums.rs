@@ -228,16 +228,19 @@ impl LatticeSumPlan {
         }
         let d_ref = if same_site { self.shortest } else { rl };
         let rp = self.pauli_radius(d_ref);
+        let rp2 = rp * rp;
         let a = self.pauli_alpha;
         let mut p = 0.0;
         for (tl, t) in &self.pauli_translations {
             if *tl > rp + rl {
                 break;
             }
-            let d = norm(add(r, *t));
-            if d > rp {
+            let v = add(r, *t);
+            let d2 = dot(v, v);
+            if d2 > rp2 {
                 continue;
             }
+            let d = d2.sqrt();
             if same_site && d < 1e-10 {
                 if self.include_pauli_origin {
                     p += 1.0;
