@@ -85,7 +85,7 @@ fn triclinic() -> Structure {
 }
 
 #[test]
-fn coulomb_and_london_do_not_depend_on_the_splitting() {
+fn sums_do_not_depend_on_the_splitting() {
     let s = triclinic();
     let cell = Cell::new(&s).unwrap();
     for (i, j) in [(0, 0), (0, 1), (2, 1)] {
@@ -95,6 +95,7 @@ fn coulomb_and_london_do_not_depend_on_the_splitting() {
             let other = LatticeSumPlan::with_splitting(&cell, 1.3, true, 1e-10, scale).pair_sums(r, i == j);
             assert!((other.coulomb - base.coulomb).abs() < 1e-10 * base.coulomb.abs().max(1.0), "C({i},{j}) η×{scale}");
             assert!((other.london - base.london).abs() < 1e-10 * base.london.abs(), "L({i},{j}) η×{scale}");
+            assert!((other.pauli - base.pauli).abs() < 1e-10 * base.pauli.abs(), "P({i},{j}) η×{scale}");
         }
     }
 }

@@ -206,11 +206,12 @@ impl Cell {
     }
 
     /// Half-widths of the box of reduced-basis translations that contains every translation T
-    /// with |d + T| ≤ radius for any d = cart[j] − cart[i] (fractional parts in (−1, 1)).
+    /// with |d + T| ≤ radius for any d = cart[j] − cart[i]: along b*_k, |Δf_k + n_k| ≤ radius·|b*_k|
+    /// with |Δf_k| ≤ 1 (wrapped coordinates), so |n_k| ≤ ⌊radius·|b*_k|⌋ + 1.
     pub fn image_box(&self, radius: f64) -> [i32; 3] {
         let mut out = [0; 3];
         for k in 0..3 {
-            out[k] = (radius * norm(self.reduced_recip[k])).ceil() as i32 + 1;
+            out[k] = (radius * norm(self.reduced_recip[k])).floor() as i32 + 1;
         }
         out
     }

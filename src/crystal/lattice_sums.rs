@@ -8,30 +8,42 @@
 //!   functions of 1/ρ⁶ = ½∫₀^∞ t² e^{−ρ²t} dt at t = η²:
 //!   L = Σ_T e^{−x²}(1 + x² + x⁴/2)/|r+T|⁶ |_{x = η|r+T|}
 //!       + (π^{3/2}/2V) [ (2/3)η³ + Σ_{k≠0} cos(k·r) (k³/8) Γ(−3/2, k²/4η²) ].
-//! * Pauli    P(r) = Σ_T e^{−α|r + T|}, summed directly to a per-pair radius where the
-//!   (continuum) tail bound falls below the target relative error.
+//! * Pauli    P(r) = Σ_T e^{−α|r + T|}, split the same way through
+//!   e^{−αρ} = (α/2√π) ∫₀^∞ t^{−3/2} e^{−ρ²t − α²/4t} dt at t = η², which has closed forms:
+//!   P = Σ_T ½[e^{−αρ} erfc(ηρ − a) − e^{αρ} erfc(ηρ + a)]_{ρ = |r+T|, a = α/2η}
+//!       + (8πα/V) Σ_k cos(k·r) (1 + b) e^{−b} / (k² + α²)²,  b = (k² + α²)/4η²   (k = 0 included).
+//!   (The reference code uses the same Gaussian split, through incomplete Bessel functions.)
 //!
 //! For i = j the zero translation is excluded from C and L (real-space term dropped and the
 //! T = 0 part of the reciprocal integral, 2η/√π resp. η⁶/6, subtracted). For P the reference
-//! PotNet code *includes* the zero translation (e^0 = 1) — see `include_pauli_origin`.
+//! PotNet code *includes* the zero translation (e^0 = 1) — see `include_pauli_origin`; its
+//! real-space term at ρ = 0 is erf(a) and its reciprocal part erfc(a).
 //!
 //! These are the quantities the reference PotNet code stores (OpenMat/PotNet `algorithm.py`: its
 //! `zeta(param = 0.5)` and `zeta(param = 3)` are Z(2p) = Σ'|r+T|^{−2p} rescaled to Å units, its
 //! `exp` is Σ_T e^{−α|r+T|}), in Å⁻¹, Å⁻⁶ and dimensionless; nothing further is divided out.
 //!
-//! The splitting parameter η = 2√π / V^{1/3} (see `DEFAULT_ETA_SCALE`) weighs the cost of
+//! The splitting parameter η ≈ 2√π / V^{1/3} (see `default_eta_scale`) weighs the cost of
 //! real-space and reciprocal terms; cut-offs follow from the requested tolerance. The reciprocal part uses per-atom
 //! structure factors so a pair costs O(#k) multiply-adds instead of O(#k) cosines.
 
 use super::lattice::{add, dot, norm, reciprocal, sub, vec_mat, Cell, Mat3, Vec3};
-use super::special::{erfc, upper_gamma_half};
+use super::special::{erfc, upper_gamma_neg_three_halves};
 use std::f64::consts::PI;
 
-/// η = DEFAULT_ETA_SCALE · √π / V^{1/3}. At scale 1 real- and reciprocal-space term counts are
-/// equal; a reciprocal term costs two multiply-adds (structure factors) against three
-/// exponentials for a real-space term, so the split is pushed towards reciprocal space. Measured
-/// on a 40-atom cell (one thread): scale 1 → 27 µs/pair, 1.4 → 15, 1.8 → 12, 2.2 → 12, 2.6 → 16.
-pub const DEFAULT_ETA_SCALE: f64 = 2.0;
+/// η = scale · √π / V^{1/3}. At scale 1 real- and reciprocal-space term counts are equal; a
+/// reciprocal term costs three multiply-adds per pair (structure factors) against five
+/// transcendental functions for a real-space term, but each k also costs plan time (its
+/// coefficients and n phases). Measured, one thread: 40-atom cell, µs/pair at scale 1 / 1.4 /
+/// 1.8 / 2.2 / 2.6: 27 / 15 / 12 / 12 / 16; a 2-atom cell, plan + 4 pairs in µs at scale 1 / 1.4
+/// / 2: 162 / 92 / 122. Hence 1.4 for cells of up to 4 atoms and 2 above.
+pub fn default_eta_scale(num_sites: usize) -> f64 {
+    if num_sites <= 4 {
+        1.4
+    } else {
+        2.0
+    }
+}
 
 /// The three sums for one ordered pair.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -46,7 +58,6 @@ pub struct PairSums {
 pub struct LatticeSumPlan {
     reduced: Mat3,
     reduced_recip: Mat3,
-    volume: f64,
     eta: f64,
     /// Real-space cutoff radius for the Coulomb/London erfc/Gamma terms.
     real_cutoff: f64,
@@ -60,15 +71,10 @@ pub struct LatticeSumPlan {
     london_const: f64,
     pauli_alpha: f64,
     include_pauli_origin: bool,
-    /// Relative error target for the Pauli tail.
-    pauli_eps: f64,
-    /// Translations for the Pauli direct sum, sorted by length (grown on demand per pair).
-    pauli_translations: Vec<(f64, Vec3)>,
-    /// Bound on |r| for reduced pair vectors: half the sum of the reduced basis lengths.
-    r_max: f64,
-    /// Length of the shortest lattice vector (first LLL vector is within a factor of it; we use
-    /// the exact minimum over a small box).
-    shortest: f64,
+    /// Real-space cutoff of the Pauli terms: the Gaussian tail is shifted by a = α/2η.
+    pauli_cutoff: f64,
+    pauli_k: Vec<f64>,
+    pauli_const: f64,
 }
 
 /// Translations n·basis (n in a box) with |n·basis| ≤ radius, sorted by length.
@@ -94,7 +100,7 @@ impl LatticeSumPlan {
     /// Plan for the lattice of `cell` with Pauli decay `pauli_alpha` (Å⁻¹) and target relative
     /// accuracy `tolerance` (the cut-offs aim 10⁴× tighter, so 1e-8 requested gives ~1e-12).
     pub fn new(cell: &Cell, pauli_alpha: f64, include_pauli_origin: bool, tolerance: f64) -> Self {
-        Self::with_splitting(cell, pauli_alpha, include_pauli_origin, tolerance, DEFAULT_ETA_SCALE)
+        Self::with_splitting(cell, pauli_alpha, include_pauli_origin, tolerance, default_eta_scale(cell.num_sites()))
     }
 
     /// As `new` with the Ewald splitting parameter scaled by `eta_scale` (the result must not
@@ -111,9 +117,16 @@ impl LatticeSumPlan {
             s = (-eps.ln() + (s.powi(4) / 2.0).max(1.0).ln()).sqrt();
         }
         let real_cutoff = s / eta;
+        let pauli_cutoff = (s + pauli_alpha / (2.0 * eta)) / eta;
         let k_cutoff = 2.0 * eta * s;
+        // Bound on |r| for reduced pair vectors (see `minimal`): half the sum of the basis lengths.
         let r_max = 0.5 * (norm(reduced[0]) + norm(reduced[1]) + norm(reduced[2]));
-        let real_translations = translations_within(&reduced, &reduced_recip, real_cutoff + r_max);
+        let real_translations = translations_within(&reduced, &reduced_recip, real_cutoff.max(pauli_cutoff) + r_max);
+        let alpha2 = pauli_alpha * pauli_alpha;
+        let pauli_weight = |k2: f64| {
+            let b = (k2 + alpha2) / (4.0 * eta * eta);
+            8.0 * PI * pauli_alpha / volume * (1.0 + b) * (-b).exp() / ((k2 + alpha2) * (k2 + alpha2))
+        };
 
         // Reciprocal lattice with 2π: rows 2π b*_k; enumerate half space (first nonzero m > 0).
         let kbasis: Mat3 = reduced_recip.map(|row| row.map(|x| 2.0 * PI * x));
@@ -121,6 +134,7 @@ impl LatticeSumPlan {
         let mut kvecs = Vec::new();
         let mut coulomb_k = Vec::new();
         let mut london_k = Vec::new();
+        let mut pauli_k = Vec::new();
         for (kl, k) in translations_within(&kbasis, &kbasis_recip, k_cutoff) {
             if kl == 0.0 {
                 continue;
@@ -134,20 +148,15 @@ impl LatticeSumPlan {
             let b = kl * kl / (4.0 * eta * eta);
             // Factor 2 for the omitted −k.
             coulomb_k.push(2.0 * 4.0 * PI / (volume * kl * kl) * (-b).exp());
-            london_k.push(2.0 * PI.powf(1.5) / (2.0 * volume) * kl.powi(3) / 8.0 * upper_gamma_half(-3, b));
+            london_k.push(2.0 * PI.powf(1.5) / (2.0 * volume) * kl.powi(3) / 8.0 * upper_gamma_neg_three_halves(b));
+            pauli_k.push(2.0 * pauli_weight(kl * kl));
             kvecs.push(k);
         }
         let coulomb_const = -PI / (volume * eta * eta);
         let london_const = PI.powf(1.5) / (2.0 * volume) * (2.0 / 3.0) * eta.powi(3);
-        let shortest = translations_within(&reduced, &reduced_recip, norm(reduced[0]) * 1.0001)
-            .iter()
-            .map(|t| t.0)
-            .filter(|&l| l > 0.0)
-            .fold(f64::INFINITY, f64::min);
-        let mut plan = LatticeSumPlan {
+        LatticeSumPlan {
             reduced,
             reduced_recip,
-            volume,
             eta,
             real_cutoff,
             real_translations,
@@ -158,15 +167,10 @@ impl LatticeSumPlan {
             london_const,
             pauli_alpha,
             include_pauli_origin,
-            pauli_eps: (tolerance * 1e-3).clamp(1e-16, 1e-3),
-            pauli_translations: Vec::new(),
-            r_max,
-            shortest,
-        };
-        // Pauli translations: long enough for the worst pair (reference size |r| ≤ r_max).
-        let worst = plan.pauli_radius(plan.r_max.max(plan.shortest));
-        plan.pauli_translations = translations_within(&plan.reduced, &plan.reduced_recip, worst + plan.r_max);
-        plan
+            pauli_cutoff,
+            pauli_k,
+            pauli_const: pauli_weight(0.0),
+        }
     }
 
     pub fn eta(&self) -> f64 {
@@ -179,25 +183,6 @@ impl LatticeSumPlan {
         self.kvecs.len()
     }
 
-    /// Radius beyond which the Pauli tail (continuum bound (4π/Vα³)e^{−αR}((αR)² + 2αR + 2)) is
-    /// below `pauli_eps` · e^{−α d_ref}, a lower bound of the pair's sum.
-    fn pauli_radius(&self, d_ref: f64) -> f64 {
-        let a = self.pauli_alpha;
-        let target = self.pauli_eps * (-a * d_ref).exp();
-        let c = 4.0 * PI / (self.volume * a.powi(3));
-        let mut r = d_ref.max(1.0 / a);
-        for _ in 0..30 {
-            let ar = a * r;
-            let next = ((c * (ar * ar + 2.0 * ar + 2.0)) / target).ln().max(0.0) / a;
-            if (next - r).abs() < 1e-6 {
-                r = next;
-                break;
-            }
-            r = next;
-        }
-        r.max(d_ref)
-    }
-
     /// Move a pair vector by lattice vectors so its reduced fractional coordinates lie in
     /// [−1/2, 1/2]; the sums are periodic so this changes nothing but the cost.
     fn minimal(&self, r: Vec3) -> Vec3 {
@@ -206,54 +191,48 @@ impl LatticeSumPlan {
         sub(r, vec_mat(shift, &self.reduced))
     }
 
-    /// Real-space parts of C and L and the full P for pair vector `r` (already minimal).
+    /// Real-space parts of C, L and P for pair vector `r` (already minimal).
     fn direct_parts(&self, r: Vec3, same_site: bool) -> (f64, f64, f64) {
         let eta = self.eta;
+        let a = self.pauli_alpha / (2.0 * eta);
         let rl = norm(r);
-        let (mut c, mut l) = (0.0, 0.0);
+        let (mut c, mut l, mut p) = (0.0, 0.0, 0.0);
         let rc2 = self.real_cutoff * self.real_cutoff;
+        let outer = self.real_cutoff.max(self.pauli_cutoff);
+        let outer2 = outer * outer;
         for (tl, t) in &self.real_translations {
-            if *tl > self.real_cutoff + rl {
+            if *tl > outer + rl {
                 break;
             }
             let v = add(r, *t);
             let d2 = dot(v, v);
-            if d2 > rc2 || (same_site && d2 < 1e-20) {
+            if d2 > outer2 || (same_site && d2 < 1e-20) {
                 continue;
             }
             let d = d2.sqrt();
-            let x2 = eta * eta * d2;
-            c += erfc(eta * d) / d;
-            l += (-x2).exp() * (1.0 + x2 + 0.5 * x2 * x2) / (d2 * d2 * d2);
-        }
-        let d_ref = if same_site { self.shortest } else { rl };
-        let rp = self.pauli_radius(d_ref);
-        let rp2 = rp * rp;
-        let a = self.pauli_alpha;
-        let mut p = 0.0;
-        for (tl, t) in &self.pauli_translations {
-            if *tl > rp + rl {
-                break;
+            let x = eta * d;
+            if d2 <= rc2 {
+                let x2 = x * x;
+                c += erfc(x) / d;
+                l += (-x2).exp() * (1.0 + x2 + 0.5 * x2 * x2) / (d2 * d2 * d2);
             }
-            let v = add(r, *t);
-            let d2 = dot(v, v);
-            if d2 > rp2 {
-                continue;
+            // Both halves are below e^{−αρ} and e^{−η²ρ² − a²}; skip before e^{−αρ} underflows.
+            let alpha_d = self.pauli_alpha * d;
+            if alpha_d < 700.0 {
+                let decay = (-alpha_d).exp();
+                p += 0.5 * (decay * erfc(x - a) - erfc(x + a) / decay);
             }
-            let d = d2.sqrt();
-            if same_site && d < 1e-10 {
-                if self.include_pauli_origin {
-                    p += 1.0;
-                }
-                continue;
-            }
-            p += (-a * d).exp();
         }
         (c, l, p)
     }
 
-    fn self_corrections(&self) -> (f64, f64) {
-        (-2.0 * self.eta / PI.sqrt(), -self.eta.powi(6) / 6.0)
+    /// Self-pair (i = j) corrections: the T = 0 reciprocal parts of C and L removed, and for P
+    /// either the origin's real-space term erf(a) added (origin included) or its reciprocal part
+    /// erfc(a) removed (origin excluded).
+    fn self_corrections(&self) -> (f64, f64, f64) {
+        let a = self.pauli_alpha / (2.0 * self.eta);
+        let pauli = if self.include_pauli_origin { 1.0 - erfc(a) } else { -erfc(a) };
+        (-2.0 * self.eta / PI.sqrt(), -self.eta.powi(6) / 6.0, pauli)
     }
 
     /// The three sums for pair vector `r` = r_j − r_i (any lattice translate of it), computing
@@ -261,22 +240,25 @@ impl LatticeSumPlan {
     /// normally zero). Plain reference path; `pair_sums_with_phases` is the fast one.
     pub fn pair_sums(&self, r: Vec3, same_site: bool) -> PairSums {
         let r = self.minimal(r);
-        let (mut c, mut l, p) = self.direct_parts(r, same_site);
-        for ((k, ck), lk) in self.kvecs.iter().zip(&self.coulomb_k).zip(&self.london_k) {
+        let (mut c, mut l, mut p) = self.direct_parts(r, same_site);
+        for (k, ((ck, lk), pk)) in self.kvecs.iter().zip(self.coulomb_k.iter().zip(&self.london_k).zip(&self.pauli_k)) {
             let cos = dot(*k, r).cos();
             c += ck * cos;
             l += lk * cos;
+            p += pk * cos;
         }
         self.finish(c, l, p, same_site)
     }
 
-    fn finish(&self, mut c: f64, mut l: f64, p: f64, same_site: bool) -> PairSums {
+    fn finish(&self, mut c: f64, mut l: f64, mut p: f64, same_site: bool) -> PairSums {
         c += self.coulomb_const;
         l += self.london_const;
+        p += self.pauli_const;
         if same_site {
-            let (cs, ls) = self.self_corrections();
+            let (cs, ls, ps) = self.self_corrections();
             c += cs;
             l += ls;
+            p += ps;
         }
         PairSums { coulomb: c, london: l, pauli: p }
     }
@@ -290,11 +272,13 @@ impl LatticeSumPlan {
     /// from precomputed phases of x_i and x_j.
     pub fn pair_sums_with_phases(&self, r: Vec3, same_site: bool, phase_i: &[(f64, f64)], phase_j: &[(f64, f64)]) -> PairSums {
         let r = self.minimal(r);
-        let (mut c, mut l, p) = self.direct_parts(r, same_site);
-        for (((ck, lk), pi), pj) in self.coulomb_k.iter().zip(&self.london_k).zip(phase_i).zip(phase_j) {
+        let (mut c, mut l, mut p) = self.direct_parts(r, same_site);
+        let coefs = self.coulomb_k.iter().zip(&self.london_k).zip(&self.pauli_k);
+        for (((ck, lk), pk), (pi, pj)) in coefs.zip(phase_i.iter().zip(phase_j)) {
             let cos = pj.0 * pi.0 + pj.1 * pi.1;
             c += ck * cos;
             l += lk * cos;
+            p += pk * cos;
         }
         self.finish(c, l, p, same_site)
     }
