@@ -327,21 +327,34 @@ fn screen(a: &ScreenArgs) -> Result<()> {
     let cfg = a.tuning.config(!a.quiet);
     let n = prepared.candidates.len();
     let stats = ScreenStats::default();
-    let t1 = Instant::now();
+    let (t1, cpu1) = (Instant::now(), process_cpu_seconds());
     let hits = topk_over_range_with_stats(&prepared.queries, &*prepared.candidates, 0..n, a.k, &cfg, &stats)?;
     let screen_s = t1.elapsed().as_secs_f64();
+    let screen_cpu_s = process_cpu_seconds().zip(cpu1).map_or(f64::NAN, |(b, a)| b - a);
     write_hits_csv(out, &prepared.queries.ids, &hits)?;
     eprintln!(
-        "screened {} queries × {} candidates (k = {}) in {:.2} s ({:.0} queries/s; {:.2} s total with reading queries and writing {})",
+        "screened {} queries × {} candidates (k = {}) in {:.3} s ({:.2} CPU s; {:.0} queries/s; {:.2} s total with reading queries and writing {})",
         prepared.queries.len(),
         n,
         a.k,
         screen_s,
+        screen_cpu_s,
         prepared.queries.len() as f64 / screen_s,
         t0.elapsed().as_secs_f64(),
         out.display()
     );
     Ok(())
+}
+
+/// User + system CPU time of this process so far (Linux `/proc/self/stat`; None elsewhere).
+/// Lets benchmarks on a loaded machine report work per CPU-second next to wall time.
+pub fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the ")" that closes the command name: state is field 3, utime 14, stime 15.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0) // USER_HZ is 100 on Linux
 }
 
 fn gen_random(a: &GenRandomArgs) -> Result<()> {
@@ -363,7 +376,7 @@ fn gen_random(a: &GenRandomArgs) -> Result<()> {
 /// Throughput of the GEMM building block the screen uses, on all worker threads at once:
 /// GFLOP/s of (block_queries × tile × D) products, single-threaded per rayon worker in
 /// query-block mode, one multi-threaded GEMM otherwise.
-fn gemm_peak(t: &Tuning, dim: usize) -> f64 {
+fn gemm_peak(t: &Tuning, dim: usize) -> (f64, f64) {
     use rayon::prelude::*;
     let threads = t.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let (m, n) = (t.block_queries, t.tile_candidates);
@@ -388,9 +401,11 @@ fn gemm_peak(t: &Tuning, dim: usize) -> f64 {
         }
     };
     run(); // warm-up
-    let t0 = Instant::now();
+    let (t0, cpu0) = (Instant::now(), process_cpu_seconds());
     run();
-    (2 * m * n * dim * reps * threads) as f64 / t0.elapsed().as_secs_f64() / 1e9
+    let gflop = (2 * m * n * dim * reps * threads) as f64 / 1e9;
+    let cpu = process_cpu_seconds().zip(cpu0).map_or(f64::NAN, |(b, a)| b - a);
+    (gflop / t0.elapsed().as_secs_f64(), gflop / cpu)
 }
 
 fn bench(a: &BenchArgs) -> Result<()> {
@@ -411,7 +426,7 @@ fn bench(a: &BenchArgs) -> Result<()> {
     };
     let setup_s = t0.elapsed().as_secs_f64();
     let (nq, nc, d) = (queries.len(), candidates.len(), queries.dim);
-    let peak = gemm_peak(&a.tuning, d);
+    let (peak, peak_per_cpu) = gemm_peak(&a.tuning, d);
     let cfg = a.tuning.config(false);
     let flop = 2.0 * nq as f64 * nc as f64 * d as f64;
     println!(
@@ -425,17 +440,22 @@ fn bench(a: &BenchArgs) -> Result<()> {
         cfg.prefetch
     );
     println!("setup (read/generate queries, open candidates): {setup_s:.2} s");
-    println!("GEMM building-block peak ({}×{}×{d}, all threads): {peak:.1} GFLOP/s", cfg.block_queries, cfg.tile_candidates);
+    println!(
+        "GEMM building-block peak ({}×{}×{d}, all threads): {peak:.1} GFLOP/s ({peak_per_cpu:.1} GFLOP per CPU s)",
+        cfg.block_queries, cfg.tile_candidates
+    );
     let mut best = f64::INFINITY;
     for rep in 0..a.repeat.max(1) {
         let stats = ScreenStats::default();
-        let t = Instant::now();
+        let (t, cpu0) = (Instant::now(), process_cpu_seconds());
         let hits = topk_over_range_with_stats(&queries, &*candidates, 0..nc, a.k, &cfg, &stats)?;
         let s = t.elapsed().as_secs_f64();
+        let cpu = process_cpu_seconds().zip(cpu0).map_or(f64::NAN, |(b, a)| b - a);
         best = best.min(s);
         std::hint::black_box(&hits);
         println!(
-            "run {rep}: {s:.3} s  {:.0} queries/s  {:.1} GFLOP/s effective ({:.0}% of GEMM peak)  | read {:.2} s, waiting for reads {:.2} s, GEMM {:.2} thread-s, scan+heap {:.2} thread-s",
+            "run {rep}: {s:.3} s ({cpu:.2} CPU s, {:.1} GFLOP per CPU s)  {:.0} queries/s  {:.1} GFLOP/s effective ({:.0}% of GEMM peak)  | read {:.2} s, waiting for reads {:.2} s, GEMM {:.2} thread-s, scan+heap {:.2} thread-s",
+            flop / cpu / 1e9,
             nq as f64 / s,
             flop / s / 1e9,
             100.0 * flop / s / 1e9 / peak,
