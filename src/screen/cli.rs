@@ -380,8 +380,9 @@ fn gemm_peak(t: &Tuning, dim: usize) -> (f64, f64) {
     use rayon::prelude::*;
     let threads = t.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let (m, n) = (t.block_queries, t.tile_candidates);
-    let a = vec![0.01f32; m * dim]; // (m, D)
-    let b = vec![0.02f32; n * dim]; // (n, D)
+    // Same storage as the screen's GEMMs: Q_blkᵀ (D, m) and C_tileᵀ (D, n).
+    let a = vec![0.01f32; m * dim]; // (D, m)
+    let b = vec![0.02f32; n * dim]; // (D, n)
     let reps = 200;
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool");
     let run = || match t.parallelism {
@@ -389,14 +390,14 @@ fn gemm_peak(t: &Tuning, dim: usize) -> (f64, f64) {
             (0..threads).into_par_iter().for_each(|_| {
                 let mut c = vec![0.0f32; m * n];
                 for _ in 0..reps {
-                    crate::engine::ops::matmul::sgemm(&mut c, &a, &b, m, n, dim, false, true, 1.0, 0.0);
+                    crate::engine::ops::matmul::sgemm(&mut c, &a, &b, m, n, dim, true, false, 1.0, 0.0);
                 }
             })
         }),
         Parallelism::Gemm => {
             let mut c = vec![0.0f32; m * n];
             for _ in 0..reps * threads {
-                crate::engine::ops::matmul::sgemm(&mut c, &a, &b, m, n, dim, false, true, 1.0, 0.0);
+                crate::engine::ops::matmul::sgemm(&mut c, &a, &b, m, n, dim, true, false, 1.0, 0.0);
             }
         }
     };
