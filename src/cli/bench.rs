@@ -1,4 +1,5 @@
 //! `multimat bench`: benchmarks against peers measured in the same run, one subcommand each.
+//! Each benchmark lives next to the code it measures; this file only dispatches.
 
 use anyhow::Result;
 
@@ -14,6 +15,8 @@ pub enum Bench {
     Engine(crate::engine::bench::EngineBenchArgs),
     /// Forward+backward time and GFLOP/s of the 3-D ResNeXt convolutions vs the sgemm peak.
     Conv3d(crate::engine::bench_conv3d::Conv3dBenchArgs),
+    /// Ingest throughput (parse + preprocess) and shard read throughput.
+    Ingest(crate::ingest::bench::IngestArgs),
     /// PotNet lattice sums: pairs/s for a 40-atom cell and a structure directory, 1 thread and
     /// all cores, and the extrapolation to an MP-sized ingest.
     LatticeSums(crate::crystal::throughput::LatticeSumBenchArgs),
@@ -23,6 +26,7 @@ pub fn run(args: Args) -> Result<()> {
     match args.what {
         Bench::Engine(a) => crate::engine::bench::run(a),
         Bench::Conv3d(a) => crate::engine::bench_conv3d::run(a),
+        Bench::Ingest(a) => crate::ingest::bench::run(a),
         Bench::LatticeSums(a) => crate::crystal::throughput::run(a),
     }
 }
