@@ -230,7 +230,8 @@ mod tests {
             barrier.wait();
         };
         let half = n / 2 * c * s;
-        let results: Vec<(Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>)> = std::thread::scope(|scope| {
+        type RankResult = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>); // y, dx, dweight, running var
+        let results: Vec<RankResult> = std::thread::scope(|scope| {
             let hs: Vec<_> = (0..2)
                 .map(|r| {
                     let (xr, dyr) = (&x.data()[r * half..(r + 1) * half], &dy.data()[r * half..(r + 1) * half]);
