@@ -69,6 +69,38 @@ pub fn add_assign(a: &mut Tensor, b: &Tensor) {
     a.data_mut().iter_mut().zip(b.data()).for_each(|(x, y)| *x += y);
 }
 
+/// Concatenate tensors along the last dimension: (…, C₁), (…, C₂) → (…, C₁ + C₂).
+pub fn concat_last(parts: &[&Tensor]) -> Tensor {
+    assert!(!parts.is_empty(), "concat_last: nothing to concatenate");
+    let lead = &parts[0].shape[..parts[0].shape.len() - 1];
+    assert!(parts.iter().all(|p| &p.shape[..p.shape.len() - 1] == lead), "concat_last: leading shapes differ");
+    let widths: Vec<usize> = parts.iter().map(|p| *p.shape.last().unwrap()).collect();
+    let total: usize = widths.iter().sum();
+    let rows: usize = lead.iter().product();
+    let mut data = Vec::with_capacity(rows * total);
+    for r in 0..rows {
+        for (p, &w) in parts.iter().zip(&widths) {
+            data.extend_from_slice(&p.data()[r * w..(r + 1) * w]);
+        }
+    }
+    Tensor::from_vec(&with_last_dim(&parts[0].shape, total), data)
+}
+
+/// The backward of `concat_last`: split (…, Σ Cᵢ) into (…, Cᵢ) pieces.
+pub fn split_last(t: &Tensor, widths: &[usize]) -> Vec<Tensor> {
+    let total: usize = widths.iter().sum();
+    let rows = rows_and_features(t, "split_last", total);
+    let mut out: Vec<Vec<f32>> = widths.iter().map(|w| Vec::with_capacity(rows * w)).collect();
+    for row in t.data().chunks_exact(total.max(1)).take(rows) {
+        let mut off = 0;
+        for (o, &w) in out.iter_mut().zip(widths) {
+            o.extend_from_slice(&row[off..off + w]);
+            off += w;
+        }
+    }
+    out.into_iter().zip(widths).map(|(d, &w)| Tensor::from_vec(&with_last_dim(&t.shape, w), d)).collect()
+}
+
 /// Take a layer's saved activation or panic naming the layer (backward without forward).
 pub(crate) fn saved<T>(slot: &mut Option<T>, layer: &str) -> T {
     slot.take().unwrap_or_else(|| panic!("{layer}: backward called without a preceding forward"))
@@ -271,6 +303,18 @@ mod tests {
         assert_eq!(dx.data(), ya.data(), "backward applies the same mask and scale");
         a.set_training(false);
         assert_eq!(a.forward(&x, 42).data(), x.data());
+    }
+
+    #[test]
+    fn concat_then_split_round_trips() {
+        let a = Tensor::from_vec(&[2, 1], vec![1.0, 2.0]);
+        let b = Tensor::from_vec(&[2, 2], vec![3.0, 4.0, 5.0, 6.0]);
+        let c = concat_last(&[&a, &b]);
+        assert_eq!(c.shape, vec![2, 3]);
+        assert_eq!(c.data(), &[1.0, 3.0, 4.0, 2.0, 5.0, 6.0]);
+        let parts = split_last(&c, &[1, 2]);
+        assert_eq!(parts[0].data(), a.data());
+        assert_eq!(parts[1].data(), b.data());
     }
 
     #[test]

@@ -21,3 +21,4 @@ pub mod activation;
 pub mod dropout;
 pub mod mse;
 pub mod batchnorm;
+pub mod masked_mean;
