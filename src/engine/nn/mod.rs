@@ -306,6 +306,31 @@ mod tests {
     }
 
     #[test]
+    fn empty_batches_pass_through_linear_and_batchnorm() {
+        // A rank whose local batch lacks a modality still runs the layers (SyncBN collectives).
+        let mut lin = Linear::new("fc", 4, 3, true, &mut ChaCha8Rng::seed_from_u64(0));
+        let y = lin.forward(&Tensor::zeros(&[0, 4]));
+        assert_eq!(y.shape, vec![0, 3]);
+        lin.backward(&y);
+        assert!(lin.weight.grad.data().iter().all(|&g| g == 0.0));
+        let mut bn = BatchNorm::new("bn", 3);
+        let mut calls = 0;
+        // Pretend the other ranks contributed 4 samples of value 1 per channel.
+        let y = bn
+            .forward_synced(&Tensor::zeros(&[0, 3]), &mut |v| {
+                calls += 1;
+                v[..3].iter_mut().for_each(|s| *s += 4.0);
+                v[3..6].iter_mut().for_each(|s| *s += 4.0);
+                v[6] += 4.0;
+            })
+            .unwrap();
+        assert_eq!((y.shape.clone(), calls), (vec![0, 3], 1));
+        bn.backward_synced(&y, &mut |_| calls += 1);
+        assert_eq!(calls, 2, "the rank joined both collectives");
+        assert!((bn.running_mean.data()[0] - 0.1).abs() < 1e-6);
+    }
+
+    #[test]
     fn concat_then_split_round_trips() {
         let a = Tensor::from_vec(&[2, 1], vec![1.0, 2.0]);
         let b = Tensor::from_vec(&[2, 2], vec![3.0, 4.0, 5.0, 6.0]);
