@@ -12,10 +12,13 @@ pub struct Args {
 pub enum Bench {
     /// sgemm GFLOP/s vs this machine's peak, and Transformer-block forward+backward throughput.
     Engine(crate::engine::bench::EngineBenchArgs),
+    /// Forward+backward time and GFLOP/s of the 3-D ResNeXt convolutions vs the sgemm peak.
+    Conv3d(crate::engine::bench_conv3d::Conv3dBenchArgs),
 }
 
 pub fn run(args: Args) -> Result<()> {
     match args.what {
         Bench::Engine(a) => crate::engine::bench::run(a),
+        Bench::Conv3d(a) => crate::engine::bench_conv3d::run(a),
     }
 }

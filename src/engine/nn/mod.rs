@@ -24,6 +24,8 @@ pub mod dropout;
 pub mod embedding;
 pub mod attention;
 pub mod transformer;
+pub mod conv3d;
+pub mod resnext;
 
 pub use activation::{Act, Activation};
 pub use attention::MultiHeadAttention;
@@ -34,6 +36,8 @@ pub use layernorm::LayerNorm;
 pub use linear::Linear;
 pub use mlp::Mlp;
 pub use transformer::TransformerBlock;
+pub use conv3d::{Conv3d, Conv3dConfig, ConvInit};
+pub use resnext::{ResNeXtBlock, ResNeXtBlockConfig};
 
 use super::tensor::Tensor;
 
