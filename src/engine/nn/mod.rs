@@ -335,6 +335,66 @@ mod tests {
     }
 
     #[test]
+    fn a_small_transformer_regressor_learns_with_adamw_schedule_and_clipping() {
+        use crate::engine::ops::masked_mean::{masked_mean_backward, masked_mean_forward};
+        use crate::engine::ops::mse::{mse_backward, mse_forward};
+        use crate::engine::optim::{clip_grad_norm, AdamW, AdamWConfig, WarmupCosine};
+        use crate::engine::tensor::Param;
+        struct Model {
+            embed: Linear,
+            block: TransformerBlock,
+            head: Linear,
+        }
+        impl Module for Model {
+            fn visit_params(&mut self, f: &mut dyn FnMut(&mut Param)) {
+                self.embed.visit_params(f);
+                self.block.visit_params(f);
+                self.head.visit_params(f);
+            }
+        }
+        let (b, t, c, d) = (16, 6, 3, 8);
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let cfg = TransformerConfig { dim: d, heads: 2, head_size: 4, ffn_dim: 16, ..small_cfg() };
+        let mut model = Model {
+            embed: Linear::new("embed", c, d, true, &mut rng),
+            block: TransformerBlock::new("block", &cfg, &mut rng),
+            head: Linear::new("head", d, 1, true, &mut rng),
+        };
+        // Target: mean over the valid tokens of x₀·x₁ — needs the FFN, the mask and the pooling.
+        let x = Tensor::from_vec(&[b, t, c], random_vec(b * t * c, 12, 1.0));
+        let valid: Vec<bool> = (0..b * t).map(|i| i % t < 2 + (i / t) % (t - 1)).collect();
+        let target: Vec<f32> = (0..b)
+            .map(|bi| {
+                let rows: Vec<usize> = (0..t).filter(|&ti| valid[bi * t + ti]).collect();
+                rows.iter().map(|&ti| x.data()[(bi * t + ti) * c] * x.data()[(bi * t + ti) * c + 1]).sum::<f32>() / rows.len() as f32
+            })
+            .collect();
+        let mut opt = AdamW::new(AdamWConfig { weight_decay: 1e-4, ..AdamWConfig::default() });
+        let schedule = WarmupCosine { peak_lr: 1e-2, warmup_steps: 20, total_steps: 300, final_lr: 1e-4 };
+        let mut losses = Vec::new();
+        for step in 0..300 {
+            let h = model.embed.forward(&x);
+            let h = model.block.forward(&h, Some(&valid));
+            let mut pooled = Tensor::zeros(&[b, d]);
+            masked_mean_forward(pooled.data_mut(), h.data(), Some(&valid), b, t, d);
+            let pred = model.head.forward(&pooled);
+            losses.push(mse_forward(pred.data(), &target));
+            let mut dpred = Tensor::zeros(&[b, 1]);
+            mse_backward(dpred.data_mut(), pred.data(), &target, 1.0);
+            model.zero_grad();
+            let dpooled = model.head.backward(&dpred);
+            let mut dh = Tensor::zeros(&[b, t, d]);
+            masked_mean_backward(dh.data_mut(), dpooled.data(), Some(&valid), b, t, d);
+            let dh = model.block.backward(&dh);
+            model.embed.backward(&dh);
+            assert!(clip_grad_norm(&mut model, 1.0).is_finite());
+            opt.step(&mut model, schedule.lr(step)).unwrap();
+        }
+        let (first, last) = (losses[0], *losses.last().unwrap());
+        assert!(last < 0.01 * first, "loss {first} → {last}");
+    }
+
+    #[test]
     fn concat_then_split_round_trips() {
         let a = Tensor::from_vec(&[2, 1], vec![1.0, 2.0]);
         let b = Tensor::from_vec(&[2, 2], vec![3.0, 4.0, 5.0, 6.0]);
