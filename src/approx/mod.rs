@@ -2,3 +2,4 @@
 //! approximations): promolecular charge densities, tight-binding DOS, generated structure
 //! descriptions, and synthetic records of realistic size for scale tests.
 pub mod promolecular;
+pub mod demo_data;

@@ -31,6 +31,8 @@ enum Command {
     Doctor(cli::doctor::Args),
     /// Benchmarks, printed with ratios against peers measured in the same run.
     Bench(cli::bench::Args),
+    /// End-to-end demo on real MP crystals (approximate charge densities) → report.md.
+    Demo(cli::demo::Args),
 }
 
 fn main() {
@@ -43,6 +45,7 @@ fn main() {
         Command::Synth(a) => cli::synth::run(a),
         Command::Bench(a) => cli::bench::run(a),
         Command::Doctor(a) => cli::doctor::run(a),
+        Command::Demo(a) => cli::demo::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

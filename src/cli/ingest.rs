@@ -63,6 +63,13 @@ pub struct Args {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Attach an APPROXIMATE promolecular charge density (computed by multimat) to every record
+    /// that has a structure but no charge density (for the demo; labelled in the provenance).
+    #[arg(long)]
+    pub approx_charge_density: bool,
+    /// Ingest only the first N inputs (in material-id order).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
 }
 
 fn source(args: &Args) -> Result<Source> {
@@ -108,6 +115,8 @@ pub fn run(args: Args) -> Result<()> {
     opts.build_graphs = !args.no_graphs;
     opts.preprocess = preprocess_params(&args)?;
     opts.units = units;
+    opts.approx_charge_density = args.approx_charge_density;
+    opts.limit = args.limit;
     opts.progress = !args.quiet && std::io::stderr().is_terminal();
     let extras = Extras { texts: args.texts.clone(), labels: args.labels.clone(), embedding_model: args.embedding_model.clone() };
     let t0 = std::time::Instant::now();

@@ -8,3 +8,4 @@ pub mod embed_text;
 pub mod synth;
 pub mod bench;
 pub mod doctor;
+pub mod demo;

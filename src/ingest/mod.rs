@@ -65,6 +65,11 @@ pub struct IngestOptions {
     pub units: BTreeMap<String, String>,
     pub progress: bool,
     pub topology: Topology,
+    /// Attach a promolecular charge density (`approx::promolecular`, an approximation, labelled
+    /// as such in the provenance) to every input that has a structure but no charge density.
+    pub approx_charge_density: bool,
+    /// Keep only the first N inputs (in id order) of the plan; `None` keeps all.
+    pub limit: Option<usize>,
 }
 
 impl IngestOptions {
@@ -79,6 +84,8 @@ impl IngestOptions {
             units: BTreeMap::new(),
             progress: false,
             topology: Topology::single(),
+            approx_charge_density: false,
+            limit: None,
         }
     }
 }
@@ -197,9 +204,12 @@ fn target_specs(inputs: &[Input], units: &BTreeMap<String, String>) -> BTreeMap<
 
 /// sha256 over everything that decides shard `slice`'s content: options, metadata, and each
 /// input's id, known values, and files with their sizes.
-fn fingerprint(meta: &ShardMeta, build_graphs: bool, inputs: &[Input]) -> Result<String> {
+fn fingerprint(meta: &ShardMeta, build_graphs: bool, approx_charge_density: bool, inputs: &[Input]) -> Result<String> {
     let mut h = Sha256::new();
     h.update(b"multimat-ingest-v1");
+    if approx_charge_density {
+        h.update(crate::approx::demo_data::APPROX_DENSITY_SOURCE);
+    }
     h.update(env!("CARGO_PKG_VERSION"));
     h.update(serde_json::to_vec(&(&meta.preprocess, &meta.graph_params, &meta.targets, &meta.text_embedding, build_graphs))?);
     for input in inputs {
@@ -225,7 +235,10 @@ fn resumable(path: &Path, fingerprint: &str) -> bool {
 /// Run an ingest of `source` into `opts.out`.
 pub fn run(source: &Source, extras: &Extras, opts: &IngestOptions) -> Result<IngestSummary> {
     anyhow::ensure!(opts.records_per_shard > 0, "--records-per-shard must be positive");
-    let plan = plan(source, extras)?;
+    let mut plan = plan(source, extras)?;
+    if let Some(n) = opts.limit {
+        plan.inputs.truncate(n);
+    }
     if opts.strict {
         if let Some(r) = plan.rejects.first() {
             bail!("--strict: rejected {} ({}): {}", r.file, r.record, r.reason);
@@ -253,7 +266,7 @@ pub fn run(source: &Source, extras: &Extras, opts: &IngestOptions) -> Result<Ing
     for &k in &mine {
         let slice = slices[k];
         let path = opts.out.join(shard_name(topo.rank, k));
-        let fp = fingerprint(&meta, opts.build_graphs, slice)?;
+        let fp = fingerprint(&meta, opts.build_graphs, opts.approx_charge_density, slice)?;
         if resumable(&path, &fp) {
             summary.shards_resumed += 1;
             bar.inc(slice.len() as u64);
@@ -263,7 +276,13 @@ pub fn run(source: &Source, extras: &Extras, opts: &IngestOptions) -> Result<Ing
         let results: Vec<std::result::Result<ShardRecord, Reject>> = slice
             .par_iter()
             .map(|input| {
-                let r = process_input(input, &meta, opts.build_graphs);
+                let r = if opts.approx_charge_density {
+                    crate::approx::demo_data::with_promolecular_density(input, meta.preprocess.density_grid)
+                        .map_err(|e| Reject { file: main_source(&input.record.provenance), record: input.id.clone(), reason: format!("{e:#}") })
+                        .and_then(|i| process_input(&i, &meta, opts.build_graphs))
+                } else {
+                    process_input(input, &meta, opts.build_graphs)
+                };
                 bar.inc(1);
                 r
             })
