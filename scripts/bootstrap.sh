@@ -12,8 +12,9 @@ mkdir -p "$CACHE/downloads"
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
-# 1. Debian packages: MPICH (+ headers), libclang for mpi-sys' bindgen, HDF5, pkg-config.
-PKGS="libmpich-dev mpich libclang-dev libhdf5-dev pkg-config python3-venv"
+# 1. Debian packages: MPICH (+ headers), libclang for mpi-sys' bindgen, HDF5, pkg-config, and
+#    DejaVu fonts (the demo's plots: plotters' ab_glyph backend needs a TTF file).
+PKGS="libmpich-dev mpich libclang-dev libhdf5-dev pkg-config python3-venv fonts-dejavu-core"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
