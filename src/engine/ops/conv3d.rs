@@ -400,41 +400,25 @@ fn valid_out_range(t: usize, s: usize, pad: usize, len: usize, out_len: usize) -
 
 /// Fold dcol (cn·K, nb·P) into dst (nb, cn, D·H·W): the input-gradient planes of channels
 /// c0..c0+cn of samples n0..n0+nb, which receive contributions from these rows only (written).
+/// Runs the unfold plan backwards: each copy becomes an add, taps in a fixed order.
 fn col2im(
     dst: &mut [f32],   // (nb, cn, D, H, W)
     dcol: &[f32],      // (cn·K, nb·P)
     dims: &Conv3dDims,
+    plan: &UnfoldPlan,
     cn: usize,
     nb: usize,
 ) {
     let k = dims.window.volume();
-    let [d, h, w] = dims.in_dims;
-    let [_, kh, kw] = dims.window.kernel;
-    let [od, oh, ow] = dims.out_dims();
     let (plane, p) = (dims.in_plane(), dims.out_plane());
-    let win = dims.window;
     dst[..nb * cn * plane].par_chunks_mut(plane).enumerate().for_each(|(bc, dplane)| {
         let (b, ci) = (bc / cn, bc % cn);
         dplane.fill(0.0);
-        for tap in 0..k {
-            let (tz, ty, tx) = (tap / (kh * kw), (tap / kw) % kh, tap % kw);
-            let (x_lo, x_hi) = valid_out_range(tx, win.stride[2], win.padding[2], w, ow);
+        for (tap, runs) in plan.runs.iter().enumerate() {
             let crow = &dcol[(ci * k + tap) * nb * p + b * p..][..p];
-            for z in 0..od {
-                let iz = (z * win.stride[0] + tz) as isize - win.padding[0] as isize;
-                if iz < 0 || iz >= d as isize {
-                    continue;
-                }
-                for y in 0..oh {
-                    let iy = (y * win.stride[1] + ty) as isize - win.padding[1] as isize;
-                    if iy < 0 || iy >= h as isize {
-                        continue;
-                    }
-                    let irow = &mut dplane[(iz as usize * h + iy as usize) * w..][..w];
-                    let grow = &crow[(z * oh + y) * ow..][..ow];
-                    for x in x_lo..x_hi {
-                        irow[x * win.stride[2] + tx - win.padding[2]] += grow[x];
-                    }
+            for &(src, dst, len) in runs {
+                for (d, g) in dplane[src..src + len].iter_mut().zip(&crow[dst..dst + len]) {
+                    *d += g;
                 }
             }
         }
@@ -563,6 +547,7 @@ pub fn conv3d_backward(
         return;
     }
     let chunk = chunk_samples(dims);
+    let plan = UnfoldPlan::new(dims);
     let plane = dims.in_plane();
     let mut dtmp = vec![0.0f32; oc * chunk * p];       // (OC, nb·P)
     // groups == 1: one buffer each, large GEMMs threaded inside matrixmultiply.
@@ -595,7 +580,7 @@ pub fn conv3d_backward(
             if let Some(dinp) = dinp.as_deref_mut() {
                 // dcol (C·K, nb·P) = Wᵀ · dout, folded straight into this chunk's dinp planes.
                 sgemm(&mut dcol[..cg * k * cols], &weight[..oc * cg * k], &dtmp[..oc * cols], cg * k, cols, oc, true, false, 1.0, 0.0);
-                col2im(&mut dinp[n0 * dims.c * plane..(n0 + nb) * dims.c * plane], &dcol, dims, cg, nb);
+                col2im(&mut dinp[n0 * dims.c * plane..(n0 + nb) * dims.c * plane], &dcol, dims, &plan, cg, nb);
             }
         } else {
             let want_dinp = dinp.is_some();
@@ -622,7 +607,7 @@ pub fn conv3d_backward(
                     if let Some(dx_g) = dx_g {
                         // dcol (C/g·K, nb·P) = W_gᵀ · dout_g, folded into this group's planes.
                         sgemm_inline_columns(dcol, cols, w_g, 1, cg * k, dout_g, cols, cg * k, cols, ocg, 0.0);
-                        col2im(dx_g, dcol, dims, cg, nb);
+                        col2im(dx_g, dcol, dims, &plan, cg, nb);
                     }
                 },
             );
