@@ -5,17 +5,24 @@
 //! - `conv3d_forward_reference` / `conv3d_backward_reference`: the direct seven-deep loops with
 //!   f64 accumulation — the readable definition every faster path is tested against;
 //! - `conv3d_forward` / `conv3d_backward`: im2col + `sgemm`. A chunk of samples is unfolded into
-//!   col (C·K, Nc·P) (K = kD·kH·kW taps, P = OD·OH·OW outputs; row = input channel × tap, column =
-//!   sample × output voxel), so each group is one GEMM over the whole chunk, W_g (OC/g, C/g·K) ·
-//!   col_g — far better shaped than one GEMM per sample when P is small (the deep ResNeXt stages
-//!   run on 4³…1³ volumes). The batch is cut into chunks only to bound the col buffer.
-//!   Backward: dW_g += dout_g · colT_g (the same unfolding stored voxel-major, see
-//!   `im2col_transposed`), dcol_g = W_gᵀ · dout_g, then col2im scatters dcol back onto the input. rayon parallelises the unfold/fold loops over
-//!   (sample, channel) planes; the GEMMs are threaded inside `matrixmultiply`.
+//!   col (C/g·K, Nc·P) per group (K = kD·kH·kW taps, P = OD·OH·OW outputs; row = input channel ×
+//!   tap, column = sample × output voxel), so each group is one GEMM over the whole chunk,
+//!   W_g (OC/g, C/g·K) · col_g — far better shaped than one GEMM per sample when P is small (the
+//!   deep ResNeXt stages run on 4³…1³ volumes). The batch is cut into chunks to keep a group's
+//!   col about L2-sized. Backward: dW_g += dout_g · colT_g (the same unfolding stored
+//!   voxel-major, see `im2col_transposed`), dcol_g = W_gᵀ · dout_g, and col2im folds dcol back
+//!   onto the input. The unfold is a precomputed list of copy runs per tap (`UnfoldPlan`).
+//!
+//!   Parallelism: with groups = 1 the GEMMs are large and threaded inside `matrixmultiply`, and
+//!   rayon runs the unfold/fold over (sample, channel) planes. With groups > 1 (cardinality 32 in
+//!   ResNeXt: GEMMs of 4…32 rows) rayon runs the groups in parallel and every GEMM call is kept
+//!   small enough that `matrixmultiply` does not start its own threads (see `INLINE_GEMM_SIZE`):
+//!   3× less CPU time than threading each tiny GEMM.
 //!
 //! Determinism: every sum has a fixed order that depends on the shapes only (chunks are
-//! accumulated in batch order, col2im folds taps in a fixed order per input plane), never on the
-//! thread count, so repeated runs give bit-identical gradients.
+//! accumulated in batch order, each group's dW by one task in column order, col2im folds taps in
+//! a fixed order per input plane), never on the thread count, so repeated runs give
+//! bit-identical gradients.
 //!
 //! Backward accumulates (`+=`) into dweight and dbias and writes (`=`) dinp.
 
@@ -23,8 +30,8 @@ use super::matmul::{sgemm, sgemm_strided};
 use rayon::prelude::*;
 
 /// Floats the im2col buffer of one (sample chunk, group) may hold: 1 MiB, about one core's L2,
-/// so the unfolded columns are still in cache when the GEMM packs them (with 64 MiB chunks the
-/// grouped ResNeXt convs ran 2× slower, bound by DRAM traffic). At least one sample per chunk.
+/// so the unfolded columns are still in cache when the GEMM packs them (64 MiB chunks of all
+/// groups at once were measured slower on the grouped ResNeXt convs). At least one sample.
 const COL_BUDGET_FLOATS: usize = 256 << 10;
 
 /// A sliding window over a 3-D volume: kernel size, stride and zero padding per axis (D, H, W).
@@ -268,13 +275,21 @@ fn chunk_samples(dims: &Conv3dDims) -> usize {
     (COL_BUDGET_FLOATS / per_sample.max(1)).clamp(1, dims.n.max(1))
 }
 
-/// For each tap, the copies (input offset, col offset, length) that move one input plane's
-/// in-volume values into that tap's col row segment of P; padded taps are not covered. Runs that
-/// continue each other in both buffers are merged (a 3³ stride-1 conv's centre-x taps copy whole
-/// slabs). Computed once per call and shared by every (sample, channel), so the unfold loop is
-/// just copies, with no coordinate arithmetic.
+/// For each tap, the copies that move one input plane's in-volume values into that tap's col
+/// row segment of P; padded taps are not covered. A run reads `len` inputs from `src` every `step`
+/// (the x stride) and writes them contiguously at `dst`. Stride-1 runs that continue each other
+/// in both buffers are merged (a 3³ stride-1 conv's centre-x taps copy whole slabs). Computed
+/// once per call and shared by every (sample, channel), so the unfold loop is just copies.
 struct UnfoldPlan {
-    runs: Vec<Vec<(usize, usize, usize)>>, // (K) × [(src, dst, len)]
+    runs: Vec<Vec<Run>>, // (K) × runs
+}
+
+#[derive(Clone, Copy)]
+struct Run {
+    src: usize,
+    dst: usize,
+    len: usize,
+    step: usize,
 }
 
 impl UnfoldPlan {
@@ -287,10 +302,11 @@ impl UnfoldPlan {
         for tap in 0..kd * kh * kw {
             let (tz, ty, tx) = (tap / (kh * kw), (tap / kw) % kh, tap % kw);
             let (x_lo, x_hi) = valid_out_range(tx, win.stride[2], win.padding[2], w, ow);
-            let mut tap_runs: Vec<(usize, usize, usize)> = Vec::new();
+            let mut tap_runs: Vec<Run> = Vec::new();
+            let step = win.stride[2];
             let mut push = |src: usize, dst: usize, len: usize| match tap_runs.last_mut() {
-                Some(last) if last.0 + last.2 == src && last.1 + last.2 == dst => last.2 += len,
-                _ => tap_runs.push((src, dst, len)),
+                Some(last) if step == 1 && last.src + last.len == src && last.dst + last.len == dst => last.len += len,
+                _ => tap_runs.push(Run { src, dst, len, step }),
             };
             for z in 0..od {
                 let iz = (z * win.stride[0] + tz) as isize - win.padding[0] as isize;
@@ -304,13 +320,7 @@ impl UnfoldPlan {
                     }
                     let src_row = (iz as usize * h + iy as usize) * w;
                     let dst_row = (z * oh + y) * ow;
-                    if win.stride[2] == 1 {
-                        push(src_row + x_lo + tx - win.padding[2], dst_row + x_lo, x_hi - x_lo);
-                    } else {
-                        for x in x_lo..x_hi {
-                            push(src_row + x * win.stride[2] + tx - win.padding[2], dst_row + x, 1);
-                        }
-                    }
+                    push(src_row + x_lo * step + tx - win.padding[2], dst_row + x_lo, x_hi - x_lo);
                 }
             }
             runs.push(tap_runs);
@@ -338,8 +348,15 @@ fn im2col(
         for b in 0..nb {
             let ichan = &inp[((n0 + b) * dims.c + ci) * plane..][..plane];
             let cplane = &mut crow[b * p..(b + 1) * p];
-            for &(src, dst, len) in &plan.runs[tap] {
-                cplane[dst..dst + len].copy_from_slice(&ichan[src..src + len]);
+            for r in &plan.runs[tap] {
+                if r.step == 1 {
+                    cplane[r.dst..r.dst + r.len].copy_from_slice(&ichan[r.src..r.src + r.len]);
+                } else {
+                    let from = &ichan[r.src..r.src + (r.len - 1) * r.step + 1];
+                    for (o, v) in cplane[r.dst..r.dst + r.len].iter_mut().zip(from.iter().step_by(r.step)) {
+                        *o = *v;
+                    }
+                }
             }
         }
     });
@@ -416,8 +433,9 @@ fn col2im(
         dplane.fill(0.0);
         for (tap, runs) in plan.runs.iter().enumerate() {
             let crow = &dcol[(ci * k + tap) * nb * p + b * p..][..p];
-            for &(src, dst, len) in runs {
-                for (d, g) in dplane[src..src + len].iter_mut().zip(&crow[dst..dst + len]) {
+            for r in runs {
+                let to = &mut dplane[r.src..r.src + (r.len - 1) * r.step + 1];
+                for (d, g) in to.iter_mut().step_by(r.step).zip(&crow[r.dst..r.dst + r.len]) {
                     *d += g;
                 }
             }
