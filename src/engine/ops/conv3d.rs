@@ -609,7 +609,9 @@ pub fn conv3d_backward(
                 Vec::new()
             };
             let mut dx_iter = dx_blocks.into_iter();
-            let jobs: Vec<(usize, &mut [f32], Option<&mut [f32]>)> = dweight[..oc * cg * k]
+            // One job per group: (group, its dW block, its input-gradient block if wanted).
+            type GroupJob<'a> = (usize, &'a mut [f32], Option<&'a mut [f32]>);
+            let jobs: Vec<GroupJob> = dweight[..oc * cg * k]
                 .chunks_mut(ocg * cg * k)
                 .enumerate()
                 .map(|(g, dw_g)| (g, dw_g, if want_dinp { dx_iter.next() } else { None }))
