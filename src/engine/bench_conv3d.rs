@@ -98,5 +98,40 @@ pub fn run(args: Conv3dBenchArgs) -> Result<()> {
         let sum_cpu = t_fwd.mean_cpu.zip(t_bwd.mean_cpu).map(|(a, b)| a + b);
         row("fwd+bwd", t_fwd.best_wall + t_bwd.best_wall, sum_cpu, flops + bwd_flops);
     }
+
+    // A whole stage-1 bottleneck block (the first, with the projection shortcut), training mode.
+    {
+        use crate::engine::nn::conv3d::ConvInit;
+        use crate::engine::nn::resnext::{ResNeXtBlock, ResNeXtBlockConfig};
+        use crate::engine::{Module, Tensor};
+        use rand::SeedableRng;
+        let name = "ResNeXt block 64→(128, g32)→256, 8³";
+        let cfg = ResNeXtBlockConfig::stage(64, 128, 32, 1);
+        let mut block = ResNeXtBlock::new("layer1.0", cfg, ConvInit::KaimingNormalFanOut, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+        let x = Tensor::from_vec(&[args.batch, 64, 8, 8, 8], random_vec(args.batch * 64 * 512, 6, 1.0));
+        let conv_flops = |c: usize, oc: usize, groups: usize, k: usize| {
+            Conv3dDims { n: args.batch, c, in_dims: [8; 3], oc, groups, window: Window3d::cube(k, 1, k / 2) }.forward_flops()
+        };
+        // Convolutions only (BN, ReLU and the add are a few per cent of this); backward = 2× forward.
+        let flops = 3.0 * (conv_flops(64, 128, 1, 1) + conv_flops(128, 128, 32, 3) + conv_flops(128, 256, 1, 1) + conv_flops(64, 256, 1, 1));
+        let mut failure = None;
+        let t = measure(args.reps, || {
+            block.zero_grad();
+            match block.forward(&x) {
+                Ok(y) => {
+                    block.backward(&Tensor::from_vec(&y.shape, vec![1e-3; y.numel()]));
+                }
+                Err(e) => failure = Some(e),
+            }
+        });
+        if let Some(e) = failure {
+            return Err(e.context("ResNeXt block benchmark"));
+        }
+        let cpu = t.mean_cpu.map_or("-".to_string(), |s| format!("{:.1}", s * 1e3));
+        println!("{:<44} {:>9} {:>9.2} {:>9} {:>9.1} {:>7.0}%", name, "fwd+bwd", t.best_wall * 1e3, cpu,
+            flops / t.best_wall / 1e9, 100.0 * flops / t.best_wall / 1e9 / peak);
+        println!("{:<44} {:>9} {:>9.2} {:>9}", "  per sample", "fwd+bwd", t.best_wall * 1e3 / args.batch as f64,
+            t.mean_cpu.map_or("-".to_string(), |s| format!("{:.1}", s * 1e3 / args.batch as f64)));
+    }
     Ok(())
 }
