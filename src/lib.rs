@@ -19,4 +19,6 @@ pub mod embeddings;
 pub mod screen;
 pub mod approx;
 pub mod dist;
+pub mod model;
+pub mod train;
 pub mod cli;

@@ -95,7 +95,7 @@ pub fn run(args: EngineBenchArgs) -> Result<()> {
     let threads = rayon::current_num_threads();
     println!("engine benchmark: {threads} rayon threads, best of {} runs\n", args.repeats);
     let peak = if args.blocks_only { f64::NAN } else { gemm_table(&args) };
-    println!("Transformer block forward+backward (pre-LN, padding mask, exact GELU)");
+    println!("Transformer block forward+backward (padding mask, exact GELU; DOS pre-LN, BERT post-LN)");
     let dos = TransformerConfig::dos_reference();
     bench_block("DOS block (128, 8×64 heads, FFN 512)", &dos, args.batch, args.dos_len, args.repeats, peak);
     let bert = TransformerConfig {
@@ -106,6 +106,7 @@ pub fn run(args: EngineBenchArgs) -> Result<()> {
         activation: Activation::Gelu(GeluKind::Erf),
         ln_eps: 1e-12,
         qkv_bias: true,
+        norm_first: false,
     };
     bench_block("BERT-base block (768, 12×64, 3072)", &bert, args.batch, args.bert_len, args.repeats, peak);
     Ok(())

@@ -1,6 +1,8 @@
-//! `Dropout` layer: inverted dropout in training, identity in evaluation. Masks come from the
-//! layer's own ChaCha8 stream seeded at construction, so a run is deterministic for a given seed;
-//! the stream position (`rng.get_word_pos()`) is what a checkpoint must store to resume exactly.
+//! `Dropout` layer: inverted dropout in training, identity in evaluation. It keeps no RNG state:
+//! each forward draws its mask from ChaCha8 seeded with the caller's per-step seed
+//! (`StepContext::dropout_seed`) on this layer's own stream, so masks are a pure function of
+//! (step seed, layer) — deterministic, different for every layer, and exact on resume with
+//! nothing extra in the checkpoint.
 
 use super::{no_cuda_kernel, saved};
 use crate::engine::ops::dropout::{dropout_backward, dropout_forward};
@@ -11,25 +13,29 @@ use rand_chacha::ChaCha8Rng;
 pub struct Dropout {
     pub p: f32,
     pub training: bool,
-    pub rng: ChaCha8Rng,
-    mask: Option<Option<Vec<bool>>>,  // Some(None): evaluation-mode forward (identity)
+    /// ChaCha stream id; give every dropout layer of a model its own.
+    pub stream: u64,
+    mask: Option<Option<Vec<bool>>>,  // Some(None): identity forward (evaluation or p = 0)
 }
 
 impl Dropout {
-    pub fn new(p: f32, seed: u64) -> Dropout {
+    pub fn new(p: f32, stream: u64) -> Dropout {
         assert!((0.0..=1.0).contains(&p), "Dropout: p = {p} outside [0, 1]");
-        Dropout { p, training: true, rng: ChaCha8Rng::seed_from_u64(seed), mask: None }
+        Dropout { p, training: true, stream, mask: None }
     }
 
-    pub fn forward(&mut self, x: &Tensor) -> Tensor {
+    /// y = dropout(x) with the mask drawn from (`seed`, this layer's stream).
+    pub fn forward(&mut self, x: &Tensor, seed: u64) -> Tensor {
         if !self.training || self.p == 0.0 {
             self.mask = Some(None);
             return x.clone();
         }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(self.stream);
         let mut out = Tensor::zeros(&x.shape);
         let mut mask = vec![false; x.numel()];
         match x.device() {
-            Device::Cpu => dropout_forward(out.data_mut(), &mut mask, x.data(), self.p, &mut self.rng),
+            Device::Cpu => dropout_forward(out.data_mut(), &mut mask, x.data(), self.p, &mut rng),
             Device::Cuda(_) => no_cuda_kernel("Dropout"),
         }
         self.mask = Some(Some(mask));

@@ -98,6 +98,7 @@ mod tests {
             activation: Activation::Gelu(GeluKind::Erf),
             ln_eps: 1e-5,
             qkv_bias: true,
+            norm_first: true,
         }
     }
 
@@ -106,12 +107,15 @@ mod tests {
 
     #[test]
     fn transformer_block_gradients_match_finite_differences_with_padding() {
-        let mut block = TransformerBlock::new("blk", &small_cfg(), &mut ChaCha8Rng::seed_from_u64(1));
-        let x = Tensor::from_vec(&[3, 4, 8], random_vec(96, 2, 1.0));
-        check_module_gradients(
-            "transformer block", &mut block, &x,
-            |m, x| m.forward(x, Some(&VALID)), |m, d| m.backward(d), 1e-2, 3e-3, 5e-3,
-        );
+        for norm_first in [true, false] {
+            let cfg = TransformerConfig { norm_first, ..small_cfg() };
+            let mut block = TransformerBlock::new("blk", &cfg, &mut ChaCha8Rng::seed_from_u64(1));
+            let x = Tensor::from_vec(&[3, 4, 8], random_vec(96, 2, 1.0));
+            check_module_gradients(
+                &format!("transformer block (norm_first = {norm_first})"), &mut block, &x,
+                |m, x| m.forward(x, Some(&VALID)), |m, d| m.backward(d), 1e-2, 3e-3, 5e-3,
+            );
+        }
     }
 
     #[test]
@@ -258,16 +262,18 @@ mod tests {
     }
 
     #[test]
-    fn dropout_layer_is_identity_in_eval_and_seeded_in_training() {
+    fn dropout_layer_is_identity_in_eval_and_a_function_of_seed_and_stream() {
         let x = Tensor::from_vec(&[100], vec![1.0; 100]);
-        let (mut a, mut b) = (Dropout::new(0.5, 42), Dropout::new(0.5, 42));
-        let ya = a.forward(&x);
-        assert_eq!(ya.data(), b.forward(&x).data());
+        let (mut a, mut b, mut other) = (Dropout::new(0.5, 1), Dropout::new(0.5, 1), Dropout::new(0.5, 2));
+        let ya = a.forward(&x, 42);
+        assert_eq!(ya.data(), b.forward(&x, 42).data(), "same seed and stream, same mask");
+        assert_ne!(ya.data(), b.forward(&x, 43).data(), "next step's seed, new mask");
+        assert_ne!(ya.data(), other.forward(&x, 42).data(), "another layer, another mask");
         assert!(ya.data().iter().all(|&v| v == 0.0 || v == 2.0));
         let dx = a.backward(&x);
         assert_eq!(dx.data(), ya.data(), "backward applies the same mask and scale");
         a.set_training(false);
-        assert_eq!(a.forward(&x).data(), x.data());
+        assert_eq!(a.forward(&x, 42).data(), x.data());
     }
 
     #[test]
