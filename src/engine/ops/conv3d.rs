@@ -749,6 +749,33 @@ mod tests {
         }
     }
 
+    #[test]
+    fn results_are_bit_identical_for_any_thread_count() {
+        // Exact --resume relies on this: grouped and dense paths, several chunks.
+        for dims in [
+            Conv3dDims { n: 5, c: 8, in_dims: [8, 8, 8], oc: 8, groups: 4, window: Window3d::cube(3, 1, 1) },
+            Conv3dDims { n: 9, c: 4, in_dims: [8, 8, 8], oc: 6, groups: 1, window: Window3d::cube(3, 2, 1) },
+        ] {
+            let x = random_vec(dims.input_len(), 1, 1.0);
+            let w = random_vec(dims.weight_len(), 2, 1.0);
+            let g = random_vec(dims.output_len(), 3, 1.0);
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                pool.install(|| {
+                    let mut out = vec![0.0; dims.output_len()];
+                    conv3d_forward(&mut out, &x, &w, None, &dims);
+                    let (mut dx, mut dw) = (vec![0.0; x.len()], vec![0.0; w.len()]);
+                    conv3d_backward(Some(&mut dx), &mut dw, None, &g, &x, &w, &dims);
+                    (out, dx, dw)
+                })
+            };
+            let one = run(1);
+            for threads in [2, 3, 5] {
+                assert!(run(threads) == one, "{dims:?}: results differ with {threads} threads");
+            }
+        }
+    }
+
     fn gradient_check(dims: Conv3dDims, seed: u64) {
         let x = random_vec(dims.input_len(), seed, 1.0);
         let w = random_vec(dims.weight_len(), seed + 1, 1.0);
