@@ -343,7 +343,7 @@ fn reference_batch_all_pairs_runs_and_reports_time() {
     // B = 360, D = 128, four modalities with the Materials Project's missing-modality rates
     // (DOS on ~58 %, charge density on ~79 % of materials). Time printed, not asserted.
     let (b, d) = (360, 128);
-    let present = vec![
+    let present = [
         vec![true; b],
         (0..b).map(|r| (r * 7919) % 100 < 58).collect::<Vec<_>>(),
         (0..b).map(|r| (r * 104729) % 100 < 79).collect::<Vec<_>>(),
