@@ -376,3 +376,17 @@ fn reference_batch_all_pairs_runs_and_reports_time() {
     }
     assert!(out.grads.iter().flatten().all(|g| g.is_finite()));
 }
+
+#[test]
+fn loss_config_reads_from_toml_with_reference_defaults() {
+    let cfg: LossConfig = toml::from_str("kind = \"anchored_clip\"").unwrap();
+    assert_eq!(cfg, LossConfig::new(LossKind::AnchoredClip));
+    assert_eq!((cfg.anchor, cfg.temperature, cfg.learnable_temperature), (Modality::Crystal, 0.2, false));
+    assert_eq!((cfg.barlow_lambda, cfg.max_logit_scale), (0.0051, 100.0));
+    let cfg: LossConfig =
+        toml::from_str("kind = \"tensor_clip\"\ntemperature = 0.07\nlearnable_temperature = true").unwrap();
+    let loss = MultimodalLoss::new(cfg, &[Modality::Crystal, Modality::Dos, Modality::ChargeDensity]).unwrap();
+    assert!((loss.temperatures[0].logit_scale() - 1.0 / 0.07).abs() < 1e-3);
+    let err = toml::from_str::<LossConfig>("kind = \"clip\"\ntemprature = 0.1").unwrap_err().to_string();
+    assert!(err.contains("temprature"), "{err}");
+}
