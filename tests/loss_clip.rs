@@ -390,3 +390,15 @@ fn loss_config_reads_from_toml_with_reference_defaults() {
     let err = toml::from_str::<LossConfig>("kind = \"clip\"\ntemprature = 0.1").unwrap_err().to_string();
     assert!(err.contains("temprature"), "{err}");
 }
+
+#[test]
+fn identical_rows_at_the_largest_scale_give_ln_n() {
+    // All logits equal ⇒ each cross-entropy is ln n, at any scale (here the clamp, s = 100).
+    let (b, d) = (5, 3);
+    let x: Vec<f32> = [0.6f32, 0.0, 0.8].iter().copied().cycle().take(b * d).collect();
+    let p = [true; 5];
+    let (mut da, mut db) = (vec![0.0; b * d], vec![0.0; b * d]);
+    let r = clip_pair(Some((&mut da, &mut db)), &x, &x, &p, &p, d, 100.0, 0..b);
+    assert!((r.loss - (b as f64).ln()).abs() < 1e-5, "{}", r.loss);
+    assert!(da.iter().chain(&db).all(|g| g.is_finite()));
+}

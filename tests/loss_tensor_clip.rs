@@ -209,3 +209,22 @@ fn sharded_statistics_merge_into_the_full_result() {
         assert!((a - *v as f64).abs() < 1e-6, "{a} vs {v}");
     }
 }
+
+#[test]
+fn identical_rows_at_the_largest_scale_give_two_ln_n() {
+    // Every row the same unit vector: all B³ logits equal, so each axis is a uniform softmax
+    // over n² candidates, L = ln n², whatever the scale — here at the clamp s = 100 (f64 path)
+    // and at s = 5 (f32 path), with gradients finite.
+    let (b, d) = (9, 4);
+    let row = [0.5f32, -0.5, 0.5, 0.5];
+    let x: Vec<f32> = row.iter().copied().cycle().take(b * d).collect();
+    let p = vec![true; b];
+    for s in [100.0f32, 5.0] {
+        let mut g = [vec![0.0f32; b * d], vec![0.0f32; b * d], vec![0.0f32; b * d]];
+        let [g0, g1, g2] = &mut g;
+        let r = tensor_clip(Some(g0), Some(g1), Some(g2), [&x, &x, &x], [&p, &p, &p], d, s, 0..b);
+        let want = ((b * b) as f64).ln();
+        assert!((r.loss - want).abs() < 1e-4, "s={s}: {} vs {want}", r.loss);
+        assert!(g.iter().flatten().all(|v| v.is_finite()) && r.dscale.is_finite());
+    }
+}
