@@ -26,6 +26,7 @@
 //!   parameters); embedding gradients are *written*.
 
 pub mod barlow_twins;
+pub mod bench;
 pub mod clip;
 pub mod pairwise;
 pub mod temperature;
