@@ -20,6 +20,8 @@ pub enum Bench {
     /// PotNet lattice sums: pairs/s for a 40-atom cell and a structure directory, 1 thread and
     /// all cores, and the extrapolation to an MP-sized ingest.
     LatticeSums(LatticeSumsArgs),
+    /// Encoder forward+backward materials/s at batch 360 (PotNet, CGCNN, DOS, text, ResNeXt).
+    Encoders(crate::model::bench::EncodersBenchArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -46,6 +48,7 @@ pub fn run(args: Args) -> Result<()> {
         Bench::Engine(a) => crate::engine::bench::run(a),
         Bench::Conv3d(a) => crate::engine::bench_conv3d::run(a),
         Bench::Ingest(a) => crate::ingest::bench::run(a),
+        Bench::Encoders(a) => crate::model::bench::run(a),
         Bench::LatticeSums(a) => crate::crystal::throughput::run_lattice_sum_bench(&crate::crystal::throughput::LatticeSumBench {
             structures_dir: a.structures.as_deref(),
             repeats: a.repeats,
