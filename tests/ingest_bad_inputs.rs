@@ -74,16 +74,16 @@ fn bad_files_become_rejects_and_good_records_land() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let expect = [
-        ("truncated", "CHGCAR"),
-        ("non-numeric", "POSCAR"),
-        ("nan-laden", "POSCAR"),
-        ("wrong-shape", "POSCAR"),
-        ("unknown-element", "POSCAR"),
+        ("truncated", "CHGCAR", "truncated"),
+        ("non-numeric", "POSCAR", "'abc' is not a finite number"),
+        ("nan-laden", "POSCAR", "'NaN' is not a finite number"),
+        ("wrong-shape", "POSCAR", "atom 2 of 2"),
+        ("unknown-element", "POSCAR", "'Xx' is not a chemical element"),
     ];
-    for (case, file) in expect {
+    for (case, file, why) in expect {
         let r = rejects.iter().find(|r| r.record == case).unwrap_or_else(|| panic!("no reject for {case}: {rejects:#?}"));
         assert!(r.file.ends_with(&format!("{case}/{file}")), "{case}: reject names {}", r.file);
-        assert!(!r.reason.is_empty());
+        assert!(r.reason.contains(why), "{case}: reason {:?} should say {why:?}", r.reason);
     }
     let shard = out.join("shard-r000-00000.h5");
     assert!(validate(&shard).is_empty(), "{:#?}", validate(&shard));
