@@ -13,6 +13,7 @@
 //! byte-identical shards and a re-run skips every shard that exists, validates and carries the
 //! same fingerprint (resume). Every output is written atomically.
 
+pub mod bench;
 mod plan;
 
 pub use plan::{plan, Extras, Input, InputFiles, Plan, Source};
