@@ -55,7 +55,7 @@ fn make_inputs(root: &Path) -> PathBuf {
 
 fn options(out: &Path) -> IngestOptions {
     let mut o = IngestOptions::new(out.to_owned());
-    o.build_graphs = false;
+    o.build_graphs = true;
     o
 }
 
@@ -66,7 +66,7 @@ fn bad_files_become_rejects_and_good_records_land() {
     let out = tmp.path().join("out");
     let s = run(&Source::VaspDirs { dir: dir.clone() }, &Extras::default(), &options(&out)).unwrap();
     assert_eq!((s.inputs, s.counts.records, s.rejects), (7, 2, 5), "{s:?}");
-    assert_eq!(s.counts.charge_density, 1);
+    assert_eq!((s.counts.charge_density, s.counts.graphs), (1, 2));
 
     let rejects: Vec<Reject> = std::fs::read_to_string(out.join(REJECTS_FILE))
         .unwrap()
