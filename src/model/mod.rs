@@ -3,6 +3,18 @@
 //! loop (`train::*`): the loop assembles `ModalityBatch`es from shards, calls `forward` on the
 //! rows present for a modality, runs the loss, and calls `backward` with d(embeddings).
 
+pub mod bench;
+pub mod cgcnn;
+mod common;
+pub mod config;
+pub mod dos_transformer;
+pub mod potnet;
+pub mod resnext3d;
+pub mod synthetic;
+pub mod text_mlp;
+
+pub use config::{build_encoder, CrystalEncoderKind, EncodersConfig};
+
 use crate::dist::Dist;
 use crate::engine::{Module, Tensor};
 use anyhow::Result;
