@@ -19,7 +19,7 @@ mod plan;
 pub use plan::{plan, Extras, Input, InputFiles, Plan, Source};
 
 use crate::crystal::GraphParams;
-use crate::dist::Topology;
+use crate::dist::Dist;
 use crate::material::{MaterialRecord, Provenance};
 use crate::preprocess::PreprocessParams;
 use crate::shard::manifest::{file_sha256, Manifest, MANIFEST_FILE};
@@ -64,7 +64,6 @@ pub struct IngestOptions {
     /// Target name → units, overriding [`default_units`].
     pub units: BTreeMap<String, String>,
     pub progress: bool,
-    pub topology: Topology,
 }
 
 impl IngestOptions {
@@ -78,7 +77,6 @@ impl IngestOptions {
             graph_params: GraphParams::default(),
             units: BTreeMap::new(),
             progress: false,
-            topology: Topology::single(),
         }
     }
 }
@@ -222,8 +220,14 @@ fn resumable(path: &Path, fingerprint: &str) -> bool {
         .is_ok_and(|info| info.is_some_and(|i| i.fingerprint == fingerprint))
 }
 
-/// Run an ingest of `source` into `opts.out`.
+/// Run an ingest of `source` into `opts.out` in this process alone.
 pub fn run(source: &Source, extras: &Extras, opts: &IngestOptions) -> Result<IngestSummary> {
+    run_distributed(source, extras, opts, &Dist::single())
+}
+
+/// Run an ingest with every rank of `dist`: each rank plans (cheap, identical everywhere),
+/// writes the shards of its slices, then rank 0 writes the manifest and rejects after a barrier.
+pub fn run_distributed(source: &Source, extras: &Extras, opts: &IngestOptions, dist: &Dist) -> Result<IngestSummary> {
     anyhow::ensure!(opts.records_per_shard > 0, "--records-per-shard must be positive");
     let plan = plan(source, extras)?;
     if opts.strict {
@@ -240,7 +244,7 @@ pub fn run(source: &Source, extras: &Extras, opts: &IngestOptions) -> Result<Ing
     };
     std::fs::create_dir_all(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
     let slices: Vec<&[Input]> = plan.inputs.chunks(opts.records_per_shard).collect();
-    let topo = opts.topology;
+    let topo = dist.topology;
     let mine: Vec<usize> = (0..slices.len()).filter(|k| k % topo.world_size == topo.rank).collect();
 
     let total: usize = mine.iter().map(|&k| slices[k].len()).sum();
@@ -287,6 +291,7 @@ pub fn run(source: &Source, extras: &Extras, opts: &IngestOptions) -> Result<Ing
         summary.shards_written += 1;
     }
     bar.finish_and_clear();
+    dist.barrier();
 
     // Rank 0 writes the shared outputs (with MPI, after a barrier: every rank's shards exist).
     if topo.is_root() {
