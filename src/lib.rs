@@ -21,4 +21,5 @@ pub mod approx;
 pub mod dist;
 pub mod model;
 pub mod train;
+pub mod eval;
 pub mod cli;

@@ -19,7 +19,7 @@ mod validate;
 mod write;
 
 pub use checksum::{dataset_sha256, LeBytes};
-pub use read::{LoadOptions, ShardData, ShardReader};
+pub use read::{EdgeColumns, InfiniteColumns, LoadOptions, ShardData, ShardReader};
 pub use validate::{validate, Violation};
 pub use write::{check_record, ShardWriter};
 
