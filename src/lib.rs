@@ -19,4 +19,5 @@ pub mod embeddings;
 pub mod screen;
 pub mod approx;
 pub mod dist;
+pub mod text;
 pub mod cli;
