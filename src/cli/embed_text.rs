@@ -1,10 +1,207 @@
-//! `multimat embed-text`: embed descriptions with a frozen BERT into the shards.
+//! `multimat embed-text`: embed Robocrystallographer descriptions with a frozen BERT checkpoint
+//! (MatBERT in the paper) and write one vector per material.
+//!
+//! Input: a JSON-lines file of `{"material_id": …, "description": …}` records (`--texts`).
+//! Output: `PREFIX.npy` (float32, materials × hidden size), `PREFIX.ids.txt` (one id per line, same
+//! order) and `PREFIX.meta.json` (model name, sha256 of the weights, pooling, and per material the
+//! token count fed to the model and the untruncated count), each written atomically — the same
+//! npy + ids form in which precomputed MatBERT vectors are accepted (`--check-precomputed`).
+//! Writing the vectors straight into HDF5 shards waits for the shard module on main.
 
-use anyhow::Result;
+use crate::text::{npy, Pooling, TextEncoder};
+use anyhow::{bail, Context, Result};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Model directory in the Hugging Face layout: config.json, tokenizer.json or vocab.txt,
+    /// model.safetensors.
+    #[arg(long, value_name = "DIR", required_unless_present = "check_precomputed")]
+    pub model: Option<PathBuf>,
+    /// JSON-lines file with one {"material_id", "description"} object per line.
+    #[arg(long, value_name = "FILE.jsonl", required_unless_present = "check_precomputed")]
+    pub texts: Option<PathBuf>,
+    /// Output prefix: writes PREFIX.npy, PREFIX.ids.txt and PREFIX.meta.json.
+    #[arg(long, value_name = "PREFIX", required_unless_present = "check_precomputed")]
+    pub out: Option<PathBuf>,
+    /// How a text's token vectors become one vector: the [CLS] position (the paper) or the mean
+    /// over real tokens.
+    #[arg(long, value_enum, default_value = "cls")]
+    pub pooling: Pooling,
+    /// Texts per forward pass (texts are sorted by length first, so padding stays small).
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Validate precomputed embeddings PREFIX.npy + PREFIX.ids.txt (from your own MatBERT
+    /// pipeline) and print their size, instead of embedding.
+    #[arg(long, value_name = "PREFIX", conflicts_with_all = ["model", "texts", "out"])]
+    pub check_precomputed: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
 
-pub fn run(_args: Args) -> Result<()> {
-    anyhow::bail!("multimat embed-text is not implemented yet in this build")
+/// One record of the texts file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextRecord {
+    pub material_id: String,
+    pub description: String,
+}
+
+/// Read a JSON-lines texts file. Blank lines are skipped; every other line must be an object with
+/// string `material_id` and `description`. Errors name the file, the line and (when readable) the
+/// material id: invalid UTF-8, malformed JSON, missing fields, duplicate ids.
+pub fn read_texts_jsonl(path: &Path) -> Result<Vec<TextRecord>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading texts file {}", path.display()))?;
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line_no = i + 1;
+        let at = || format!("{} line {line_no}", path.display());
+        let line = match std::str::from_utf8(raw) {
+            Ok(s) => s,
+            Err(e) => {
+                // Name the record even though the line cannot be decoded: the id usually can.
+                let lossy = String::from_utf8_lossy(raw);
+                let id = serde_json::from_str::<serde_json::Value>(&lossy)
+                    .ok()
+                    .and_then(|v| v.get("material_id").and_then(|m| m.as_str()).map(str::to_string));
+                bail!(
+                    "{}{}: text is not valid UTF-8 (invalid byte at offset {} of the line)",
+                    at(),
+                    id.map(|id| format!(" (material {id})")).unwrap_or_default(),
+                    e.valid_up_to()
+                );
+            }
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(line).with_context(|| format!("{}: not valid JSON", at()))?;
+        let id = v
+            .get("material_id")
+            .and_then(|m| m.as_str())
+            .with_context(|| format!("{}: missing string field material_id", at()))?;
+        let description = match v.get("description") {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(_) => bail!("{} (material {id}): description is not a string", at()),
+            None => match v.get("error") {
+                Some(err) => bail!("{} (material {id}): record has no description, only error {err}", at()),
+                None => bail!("{} (material {id}): missing field description", at()),
+            },
+        };
+        if id.is_empty() {
+            bail!("{}: material_id is empty", at());
+        }
+        if !seen.insert(id.to_string()) {
+            bail!("{} (material {id}): material id appears twice", at());
+        }
+        out.push(TextRecord { material_id: id.to_string(), description });
+    }
+    Ok(out)
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if let Some(prefix) = &args.check_precomputed {
+        let (ids, vectors) = npy::read_embeddings(prefix)?;
+        println!(
+            "{}: {} materials × {} dimensions, all finite, ids unique",
+            prefix.display(),
+            ids.len(),
+            vectors.first().map_or(0, |v| v.len())
+        );
+        return Ok(());
+    }
+    let (model_dir, texts_path, out) = match (&args.model, &args.texts, &args.out) {
+        (Some(m), Some(t), Some(o)) => (m, t, o),
+        _ => bail!("--model, --texts and --out are required"),
+    };
+    let records = read_texts_jsonl(texts_path)?;
+    if records.is_empty() {
+        bail!("{}: no records", texts_path.display());
+    }
+    let t0 = Instant::now();
+    let encoder = TextEncoder::load(model_dir)?;
+    eprintln!(
+        "model {} ({} layers, hidden {}, max {} tokens), weights sha256 {} — loaded in {:.1} s",
+        encoder.name,
+        encoder.model.config.num_hidden_layers,
+        encoder.dim(),
+        encoder.tokenizer.max_len,
+        encoder.weights_hash(),
+        t0.elapsed().as_secs_f64()
+    );
+    let texts: Vec<&str> = records.iter().map(|r| r.description.as_str()).collect();
+    let tokens = encoder
+        .tokenize_all(&texts)
+        .with_context(|| format!("tokenising {}", texts_path.display()))?;
+    let t1 = Instant::now();
+    let embedded = encoder.embed_tokens(&tokens, args.pooling, args.batch_size, !args.quiet)?;
+    let secs = t1.elapsed().as_secs_f64();
+    let n_truncated = embedded.iter().filter(|e| e.untruncated_len > e.n_tokens).count();
+
+    let ids: Vec<String> = records.iter().map(|r| r.material_id.clone()).collect();
+    let meta = serde_json::json!({
+        "model": encoder.name,
+        "model_dir": model_dir.display().to_string(),
+        "weights_sha256": encoder.weights_hash(),
+        "pooling": args.pooling.name(),
+        "dim": encoder.dim(),
+        "max_tokens": encoder.tokenizer.max_len,
+        "texts": texts_path.display().to_string(),
+        "records": records.iter().zip(&embedded).map(|(r, e)| serde_json::json!({
+            "material_id": r.material_id, "tokens": e.n_tokens, "untruncated_tokens": e.untruncated_len,
+        })).collect::<Vec<_>>(),
+    });
+    let (npy_path, _) = npy::embedding_paths(out);
+    let meta_path = npy_path.with_extension("meta.json");
+    crate::atomic::write_bytes(&meta_path, serde_json::to_string_pretty(&meta)?.as_bytes())?;
+    let vectors: Vec<Vec<f32>> = embedded.into_iter().map(|e| e.vector).collect();
+    let (npy_path, ids_path) = npy::write_embeddings(out, &ids, &vectors)?;
+    eprintln!(
+        "embedded {} texts in {:.1} s ({:.1} texts/s), {} truncated to {} tokens; wrote {}, {}, {}",
+        ids.len(),
+        secs,
+        ids.len() as f64 / secs.max(1e-9),
+        n_truncated,
+        encoder.tokenizer.max_len,
+        npy_path.display(),
+        ids_path.display(),
+        meta_path.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jsonl_errors_name_the_line_and_material() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.jsonl");
+        let mut bytes = b"{\"material_id\": \"mp-1\", \"description\": \"ok\"}\n\n".to_vec();
+        bytes.extend_from_slice(b"{\"material_id\": \"mp-2\", \"description\": \"bad \xff byte\"}\n");
+        std::fs::write(&p, &bytes).unwrap();
+        let e = format!("{:#}", read_texts_jsonl(&p).unwrap_err());
+        assert!(e.contains("line 3") && e.contains("mp-2") && e.contains("UTF-8"), "{e}");
+
+        std::fs::write(&p, "{\"material_id\": \"mp-1\", \"description\": \"\"}\n{\"material_id\": \"mp-1\", \"description\": \"x\"}\n").unwrap();
+        let e = format!("{:#}", read_texts_jsonl(&p).unwrap_err());
+        assert!(e.contains("line 2") && e.contains("twice"), "{e}");
+
+        std::fs::write(&p, "{\"material_id\": \"mp-9\", \"error\": \"robocrys failed\"}\n").unwrap();
+        let e = format!("{:#}", read_texts_jsonl(&p).unwrap_err());
+        assert!(e.contains("line 1") && e.contains("mp-9") && e.contains("robocrys failed"), "{e}");
+    }
+
+    #[test]
+    fn reads_the_real_robocrys_descriptions() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/text/mp-multimodal-robocrys.jsonl");
+        let recs = read_texts_jsonl(&p).unwrap();
+        assert_eq!(recs.len(), 85);
+        assert_eq!(recs[0].material_id, "mp-1000");
+        assert!(recs[0].description.contains("Fm̅3m"));
+    }
 }

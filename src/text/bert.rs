@@ -51,6 +51,25 @@ pub struct Scratch {
     mean: Vec<f32>,  // (B·T) LayerNorm statistics (unused after the forward)
     rstd: Vec<f32>,  // (B·T)
     attn: interim::AttentionScratch,
+    /// Wall time spent per phase, accumulated over every forward with this scratch (the benchmark
+    /// prints it; the cost of reading the clock is negligible next to a layer).
+    pub times: PhaseTimes,
+}
+
+/// Seconds per phase of the forward.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PhaseTimes {
+    pub dense: f64,
+    pub attention: f64,
+    pub layernorm: f64,
+    pub gelu: f64,
+    pub other: f64,
+}
+
+impl PhaseTimes {
+    pub fn total(&self) -> f64 {
+        self.dense + self.attention + self.layernorm + self.gelu + self.other
+    }
 }
 
 fn grow(v: &mut Vec<f32>, n: usize) {
@@ -94,6 +113,12 @@ impl BertModel {
         grow(&mut s.rstd, n);
 
         // Embeddings, summed into proj then normalised into x.  (B·T, C)
+        let mut clock = std::time::Instant::now();
+        let mut lap = |slot: &mut f64| {
+            let now = std::time::Instant::now();
+            *slot += (now - clock).as_secs_f64();
+            clock = now;
+        };
         let (word, pos, typ) = (w.word_embeddings.data(), w.position_embeddings.data(), w.token_type_embeddings.data());
         for (row, (&id, out)) in ids.iter().zip(s.proj[..n * c].chunks_exact_mut(c)).enumerate() {
             let p = row % t;
@@ -102,21 +127,33 @@ impl BertModel {
                 out[j] = we[j] + pe[j] + te[j];
             }
         }
+        lap(&mut s.times.other);
         interim::layernorm_forward(&mut s.x, &mut s.mean, &mut s.rstd, &s.proj, w.emb_ln_gamma.data(), w.emb_ln_beta.data(), n, c, cfg.layer_norm_eps);
+        lap(&mut s.times.layernorm);
 
         for lw in &w.layers {
             // Self-attention block (post-LN).
             linear_forward(&mut s.qkv, &s.x, lw.qkv_weight.data(), Some(lw.qkv_bias.data()), n, c, 3 * c);
+            lap(&mut s.times.dense);
             interim::attention_forward(&mut s.ctx, &mut s.attn, &s.qkv, lengths, b, t, c, nh);
+            lap(&mut s.times.attention);
             linear_forward(&mut s.proj, &s.ctx, lw.attn_out_weight.data(), Some(lw.attn_out_bias.data()), n, c, c);
+            lap(&mut s.times.dense);
             add_inplace(&mut s.proj[..n * c], &s.x[..n * c]);
+            lap(&mut s.times.other);
             interim::layernorm_forward(&mut s.x, &mut s.mean, &mut s.rstd, &s.proj, lw.attn_ln_gamma.data(), lw.attn_ln_beta.data(), n, c, cfg.layer_norm_eps);
+            lap(&mut s.times.layernorm);
             // Feed-forward block (post-LN).
             linear_forward(&mut s.ffn, &s.x, lw.ffn_in_weight.data(), Some(lw.ffn_in_bias.data()), n, c, f);
+            lap(&mut s.times.dense);
             interim::gelu_inplace(&mut s.ffn[..n * f]);
+            lap(&mut s.times.gelu);
             linear_forward(&mut s.proj, &s.ffn, lw.ffn_out_weight.data(), Some(lw.ffn_out_bias.data()), n, f, c);
+            lap(&mut s.times.dense);
             add_inplace(&mut s.proj[..n * c], &s.x[..n * c]);
+            lap(&mut s.times.other);
             interim::layernorm_forward(&mut s.x, &mut s.mean, &mut s.rstd, &s.proj, lw.out_ln_gamma.data(), lw.out_ln_beta.data(), n, c, cfg.layer_norm_eps);
+            lap(&mut s.times.layernorm);
         }
         Ok(&s.x[..n * c])
     }
