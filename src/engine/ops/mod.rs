@@ -6,3 +6,12 @@
 
 pub mod matmul;
 pub mod linear;
+pub mod layernorm;
+pub mod gelu;
+pub mod softmax;
+pub mod embedding;
+pub mod attention;
+pub mod activation;
+pub mod dropout;
+pub mod mse;
+pub mod batchnorm;
