@@ -13,8 +13,17 @@
 
 use super::config::BertConfig;
 use super::weights::BertWeights;
+use crate::engine::ops::attention::{attention_forward, AttnDims};
+use crate::engine::ops::embedding::embedding_forward;
+use crate::engine::ops::gelu::{gelu_forward, GeluKind};
+use crate::engine::ops::layernorm::layernorm_forward;
 use crate::engine::ops::linear::linear_forward;
 use anyhow::{bail, Result};
+use rayon::prelude::*;
+
+/// Rows per rayon task for the row-wise ops (layer norm, GELU): big enough to amortise the task,
+/// small enough to balance two to a few dozen cores.
+const ROWS_PER_TASK: usize = 32;
 
 /// How one vector is drawn from the last hidden state of a sequence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -47,10 +56,12 @@ pub struct Scratch {
     qkv: Vec<f32>,   // (B·T, 3C)
     ctx: Vec<f32>,   // (B·T, C) attention output before the output projection
     proj: Vec<f32>,  // (B·T, C) dense outputs added to the residual
-    ffn: Vec<f32>,   // (B·T, F)
+    ffn: Vec<f32>,   // (B·T, F) intermediate dense output
+    act: Vec<f32>,   // (B·T, F) GELU of it
     mean: Vec<f32>,  // (B·T) LayerNorm statistics (unused after the forward)
     rstd: Vec<f32>,  // (B·T)
-    attn: interim::AttentionScratch,
+    lse: Vec<f32>,   // (B, H, T) attention log-sum-exp (unused after the forward)
+    key_valid: Vec<bool>, // (B, T) padding mask: true = real token
     /// Wall time spent per phase, accumulated over every forward with this scratch (the benchmark
     /// prints it; the cost of reading the clock is negligible next to a layer).
     pub times: PhaseTimes,
@@ -109,50 +120,62 @@ impl BertModel {
         grow(&mut s.ctx, n * c);
         grow(&mut s.proj, n * c);
         grow(&mut s.ffn, n * f);
+        grow(&mut s.act, n * f);
+        grow(&mut s.lse, b * nh * t);
         grow(&mut s.mean, n);
         grow(&mut s.rstd, n);
 
-        // Embeddings, summed into proj then normalised into x.  (B·T, C)
+        s.key_valid.clear();
+        for &len in lengths {
+            s.key_valid.extend((0..t).map(|j| j < len));
+        }
+        let dims = AttnDims { b, t, h: nh, hs: cfg.head_dim() };
+        let eps = cfg.layer_norm_eps;
         let mut clock = std::time::Instant::now();
         let mut lap = |slot: &mut f64| {
             let now = std::time::Instant::now();
             *slot += (now - clock).as_secs_f64();
             clock = now;
         };
-        let (word, pos, typ) = (w.word_embeddings.data(), w.position_embeddings.data(), w.token_type_embeddings.data());
-        for (row, (&id, out)) in ids.iter().zip(s.proj[..n * c].chunks_exact_mut(c)).enumerate() {
-            let p = row % t;
-            let (we, pe, te) = (&word[id as usize * c..][..c], &pos[p * c..][..c], &typ[..c]);
+
+        // Embeddings: word[id] + position[t] + token_type[0], into proj, then LayerNorm into x.
+        embedding_forward(&mut s.proj, ids, w.word_embeddings.data(), c, cfg.vocab_size)?; // (B·T, C)
+        let (pos, typ) = (w.position_embeddings.data(), &w.token_type_embeddings.data()[..c]);
+        for (row, out) in s.proj[..n * c].chunks_exact_mut(c).enumerate() {
+            let pe = &pos[(row % t) * c..][..c];
             for j in 0..c {
-                out[j] = we[j] + pe[j] + te[j];
+                out[j] += pe[j] + typ[j];
             }
         }
         lap(&mut s.times.other);
-        interim::layernorm_forward(&mut s.x, &mut s.mean, &mut s.rstd, &s.proj, w.emb_ln_gamma.data(), w.emb_ln_beta.data(), n, c, cfg.layer_norm_eps);
+        layernorm_rows(&mut s.x[..n * c], &mut s.mean[..n], &mut s.rstd[..n], &s.proj[..n * c], w.emb_ln_gamma.data(), w.emb_ln_beta.data(), c, eps);
         lap(&mut s.times.layernorm);
 
         for lw in &w.layers {
             // Self-attention block (post-LN).
-            linear_forward(&mut s.qkv, &s.x, lw.qkv_weight.data(), Some(lw.qkv_bias.data()), n, c, 3 * c);
+            linear_forward(&mut s.qkv, &s.x, lw.qkv_weight.data(), Some(lw.qkv_bias.data()), n, c, 3 * c); // (B·T, 3C)
             lap(&mut s.times.dense);
-            interim::attention_forward(&mut s.ctx, &mut s.attn, &s.qkv, lengths, b, t, c, nh);
+            attention_forward(&mut s.ctx[..n * c], &mut s.lse[..b * nh * t], &s.qkv[..n * 3 * c], Some(&s.key_valid), dims); // (B·T, C)
             lap(&mut s.times.attention);
             linear_forward(&mut s.proj, &s.ctx, lw.attn_out_weight.data(), Some(lw.attn_out_bias.data()), n, c, c);
             lap(&mut s.times.dense);
             add_inplace(&mut s.proj[..n * c], &s.x[..n * c]);
             lap(&mut s.times.other);
-            interim::layernorm_forward(&mut s.x, &mut s.mean, &mut s.rstd, &s.proj, lw.attn_ln_gamma.data(), lw.attn_ln_beta.data(), n, c, cfg.layer_norm_eps);
+            layernorm_rows(&mut s.x[..n * c], &mut s.mean[..n], &mut s.rstd[..n], &s.proj[..n * c], lw.attn_ln_gamma.data(), lw.attn_ln_beta.data(), c, eps);
             lap(&mut s.times.layernorm);
             // Feed-forward block (post-LN).
-            linear_forward(&mut s.ffn, &s.x, lw.ffn_in_weight.data(), Some(lw.ffn_in_bias.data()), n, c, f);
+            linear_forward(&mut s.ffn, &s.x, lw.ffn_in_weight.data(), Some(lw.ffn_in_bias.data()), n, c, f); // (B·T, F)
             lap(&mut s.times.dense);
-            interim::gelu_inplace(&mut s.ffn[..n * f]);
+            s.act[..n * f]
+                .par_chunks_mut(ROWS_PER_TASK * f)
+                .zip(s.ffn[..n * f].par_chunks(ROWS_PER_TASK * f))
+                .for_each(|(o, i)| gelu_forward(o, i, GeluKind::Erf));
             lap(&mut s.times.gelu);
-            linear_forward(&mut s.proj, &s.ffn, lw.ffn_out_weight.data(), Some(lw.ffn_out_bias.data()), n, f, c);
+            linear_forward(&mut s.proj, &s.act, lw.ffn_out_weight.data(), Some(lw.ffn_out_bias.data()), n, f, c);
             lap(&mut s.times.dense);
             add_inplace(&mut s.proj[..n * c], &s.x[..n * c]);
             lap(&mut s.times.other);
-            interim::layernorm_forward(&mut s.x, &mut s.mean, &mut s.rstd, &s.proj, lw.out_ln_gamma.data(), lw.out_ln_beta.data(), n, c, cfg.layer_norm_eps);
+            layernorm_rows(&mut s.x[..n * c], &mut s.mean[..n], &mut s.rstd[..n], &s.proj[..n * c], lw.out_ln_gamma.data(), lw.out_ln_beta.data(), c, eps);
             lap(&mut s.times.layernorm);
         }
         Ok(&s.x[..n * c])
@@ -187,122 +210,21 @@ fn add_inplace(y: &mut [f32], x: &[f32]) {
     y.iter_mut().zip(x).for_each(|(a, b)| *a += b);
 }
 
-/// INTERIM: forward-only layer norm, GELU and padded multi-head attention written here while the
-/// engine's ops (helper "engine": `ops::layernorm`, `ops::gelu`, `ops::attention`) land; to be
-/// replaced by calls to those ops.
-pub(crate) mod interim {
-    use crate::engine::ops::matmul::sgemm;
-
-    #[allow(clippy::too_many_arguments)]
-    pub fn layernorm_forward(
-        out: &mut [f32],  // (N, C)
-        mean: &mut [f32], // (N)
-        rstd: &mut [f32], // (N)
-        inp: &[f32],      // (N, C)
-        weight: &[f32],   // (C)
-        bias: &[f32],     // (C)
-        n: usize,
-        c: usize,
-        eps: f32,
-    ) {
-        for i in 0..n {
-            let x = &inp[i * c..(i + 1) * c];
-            let m = x.iter().map(|&v| v as f64).sum::<f64>() / c as f64;
-            let var = x.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / c as f64;
-            let s = 1.0 / (var + eps as f64).sqrt();
-            let (m32, s32) = (m as f32, s as f32);
-            for (j, o) in out[i * c..(i + 1) * c].iter_mut().enumerate() {
-                *o = (x[j] - m32) * s32 * weight[j] + bias[j];
-            }
-            mean[i] = m32;
-            rstd[i] = s32;
-        }
-    }
-
-    /// GELU(x) = x·Φ(x) = ½x(1 + erf(x/√2)), exact erf (not the tanh approximation).
-    pub fn gelu_inplace(x: &mut [f32]) {
-        for v in x.iter_mut() {
-            let xf = *v as f64;
-            *v = (0.5 * xf * (1.0 + erf(xf * std::f64::consts::FRAC_1_SQRT_2))) as f32;
-        }
-    }
-
-    /// erf via the complementary error function's Chebyshev fit (Numerical Recipes `erfcc`,
-    /// fractional error < 1.2e-7 everywhere), in f64.
-    fn erf(x: f64) -> f64 {
-        let z = x.abs();
-        let t = 1.0 / (1.0 + 0.5 * z);
-        let poly = -z * z - 1.26551223
-            + t * (1.00002368
-                + t * (0.37409196
-                    + t * (0.09678418
-                        + t * (-0.18628806
-                            + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))));
-        let erfc = t * poly.exp();
-        if x >= 0.0 { 1.0 - erfc } else { erfc - 1.0 }
-    }
-
-    #[derive(Default)]
-    pub struct AttentionScratch {
-        q: Vec<f32>,      // (T, d)
-        k: Vec<f32>,      // (T, d)
-        v: Vec<f32>,      // (T, d)
-        scores: Vec<f32>, // (T, T)
-        out: Vec<f32>,    // (T, d)
-    }
-
-    /// out (B, T, C) = softmax(Q Kᵀ/√d + mask) V per head, qkv (B, T, 3C) holding [Q | K | V];
-    /// keys at positions ≥ lengths[b] are masked. Only the first lengths[b] query rows are
-    /// computed; padded rows of `out` are set to 0.
-    #[allow(clippy::too_many_arguments)]
-    pub fn attention_forward(
-        out: &mut [f32],  // (B, T, C)
-        s: &mut AttentionScratch,
-        qkv: &[f32],      // (B, T, 3C)
-        lengths: &[usize], // (B)
-        b: usize,
-        t: usize,
-        c: usize,
-        nh: usize,
-    ) {
-        let d = c / nh;
-        let scale = 1.0 / (d as f32).sqrt();
-        for v in [&mut s.q, &mut s.k, &mut s.v, &mut s.out] {
-            if v.len() < t * d {
-                v.resize(t * d, 0.0);
-            }
-        }
-        if s.scores.len() < t * t {
-            s.scores.resize(t * t, 0.0);
-        }
-        out[..b * t * c].fill(0.0);
-        for bi in 0..b {
-            let len = lengths[bi];
-            for h in 0..nh {
-                for i in 0..len {
-                    let row = &qkv[(bi * t + i) * 3 * c..][..3 * c];
-                    s.q[i * d..(i + 1) * d].copy_from_slice(&row[h * d..(h + 1) * d]);
-                    s.k[i * d..(i + 1) * d].copy_from_slice(&row[c + h * d..c + (h + 1) * d]);
-                    s.v[i * d..(i + 1) * d].copy_from_slice(&row[2 * c + h * d..2 * c + (h + 1) * d]);
-                }
-                // scores (len, len) = Q Kᵀ · scale
-                sgemm(&mut s.scores, &s.q, &s.k, len, len, d, false, true, scale, 0.0);
-                for r in s.scores[..len * len].chunks_exact_mut(len) {
-                    let mx = r.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0.0f32;
-                    for x in r.iter_mut() {
-                        *x = (*x - mx).exp();
-                        sum += *x;
-                    }
-                    let inv = 1.0 / sum;
-                    r.iter_mut().for_each(|x| *x *= inv);
-                }
-                // out_h (len, d) = P V
-                sgemm(&mut s.out, &s.scores, &s.v, len, d, len, false, false, 1.0, 0.0);
-                for i in 0..len {
-                    out[(bi * t + i) * c + h * d..][..d].copy_from_slice(&s.out[i * d..(i + 1) * d]);
-                }
-            }
-        }
-    }
+/// The engine's layer norm over the rows of (N, C), in parallel blocks of rows.
+#[allow(clippy::too_many_arguments)]
+fn layernorm_rows(
+    out: &mut [f32],  // (N, C)
+    mean: &mut [f32], // (N)
+    rstd: &mut [f32], // (N)
+    inp: &[f32],      // (N, C)
+    gamma: &[f32],    // (C)
+    beta: &[f32],     // (C)
+    c: usize,
+    eps: f32,
+) {
+    out.par_chunks_mut(ROWS_PER_TASK * c)
+        .zip(mean.par_chunks_mut(ROWS_PER_TASK).zip(rstd.par_chunks_mut(ROWS_PER_TASK)))
+        .zip(inp.par_chunks(ROWS_PER_TASK * c))
+        .for_each(|((o, (m, r)), x)| layernorm_forward(o, m, r, x, gamma, beta, m.len(), c, eps));
 }
+
