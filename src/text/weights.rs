@@ -217,7 +217,7 @@ mod tests {
     fn f16_widening_is_exact() {
         // 1.0, -2.0, 65504 (max), 2^-24 (smallest subnormal), 2^-14 (smallest normal), 0.333 ≈ 0x3555
         for (h, v) in [(0x3c00u16, 1.0f32), (0xc000, -2.0), (0x7bff, 65504.0), (0x0001, 2f32.powi(-24)),
-            (0x0400, 2f32.powi(-14)), (0x3555, 0.333251953125), (0x0200, 2f32.powi(-15))] {
+            (0x0400, 2f32.powi(-14)), (0x3555, 1365.0 / 4096.0), (0x0200, 2f32.powi(-15))] {
             assert_eq!(f16_to_f32(h), v, "half {h:#06x}");
         }
         assert!(f16_to_f32(0x7c00).is_infinite());
