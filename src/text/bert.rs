@@ -228,3 +228,59 @@ fn layernorm_rows(
         .for_each(|((o, (m, r)), x)| layernorm_forward(o, m, r, x, gamma, beta, m.len(), c, eps));
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> BertModel {
+        let cfg = BertConfig {
+            vocab_size: 50,
+            hidden_size: 8,
+            num_hidden_layers: 2,
+            num_attention_heads: 2,
+            intermediate_size: 16,
+            max_position_embeddings: 12,
+            type_vocab_size: 2,
+            layer_norm_eps: 1e-12,
+            name_or_path: None,
+        };
+        let w = BertWeights::random(&cfg, 3);
+        BertModel::new(cfg, w)
+    }
+
+    #[test]
+    fn padding_does_not_change_real_positions_and_mean_skips_it() {
+        let m = tiny();
+        let c = m.config.hidden_size;
+        let (short, long) = (vec![1u32, 7, 9, 2], vec![1u32, 30, 31, 32, 33, 34, 2]);
+        // Alone, unpadded.
+        let mut s = Scratch::default();
+        let alone = m.forward(&mut s, &short, &[4], 4).unwrap().to_vec(); // (4, C)
+        // In a batch with a longer sequence: padded to 7 with garbage ids after position 4.
+        let mut ids = short.clone();
+        ids.extend([45, 46, 47]);
+        ids.extend(&long);
+        let batch = m.forward(&mut s, &ids, &[4, 7], 7).unwrap().to_vec(); // (2·7, C)
+        for (a, b) in alone.iter().zip(&batch[..4 * c]) {
+            assert!((a - b).abs() < 1e-5, "padding leaked into real positions: {a} vs {b}");
+        }
+        let pooled = m.pool(&batch, &[4, 7], 7, Pooling::Mean);
+        for j in 0..c {
+            let want = (0..4).map(|i| alone[i * c + j]).sum::<f32>() / 4.0;
+            assert!((pooled[0][j] - want).abs() < 1e-5);
+        }
+        let cls = m.pool(&batch, &[4, 7], 7, Pooling::Cls);
+        assert_eq!(cls[1], batch[7 * c..8 * c].to_vec());
+    }
+
+    #[test]
+    fn bad_batches_are_errors_not_panics() {
+        let m = tiny();
+        let mut s = Scratch::default();
+        assert!(m.forward(&mut s, &[1, 2, 3], &[3], 3).is_ok());
+        assert!(m.forward(&mut s, &[1, 2, 50], &[3], 3).unwrap_err().to_string().contains("token id 50"));
+        assert!(m.forward(&mut s, &[1; 13], &[13], 13).unwrap_err().to_string().contains("max_position_embeddings"));
+        assert!(m.forward(&mut s, &[1, 2], &[0], 2).is_err());
+    }
+}
