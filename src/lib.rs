@@ -20,4 +20,6 @@ pub mod screen;
 pub mod approx;
 pub mod dist;
 pub mod text;
+pub mod model;
+pub mod train;
 pub mod cli;

@@ -1,3 +1,4 @@
 //! Approximate modalities that multimat computes itself for the demo (clearly labelled as
 //! approximations): promolecular charge densities, tight-binding DOS, generated structure
 //! descriptions, and synthetic records of realistic size for scale tests.
+pub mod promolecular;

@@ -27,6 +27,8 @@ enum Command {
     EmbedText(cli::embed_text::Args),
     /// Generate synthetic records of realistic size for throughput and scale tests.
     Synth(cli::synth::Args),
+    /// Check the launcher, ranks, MPI collectives and CUDA before a long job.
+    Doctor(cli::doctor::Args),
     /// Benchmarks, printed with ratios against peers measured in the same run.
     Bench(cli::bench::Args),
 }
@@ -40,6 +42,7 @@ fn main() {
         Command::EmbedText(a) => cli::embed_text::run(a),
         Command::Synth(a) => cli::synth::run(a),
         Command::Bench(a) => cli::bench::run(a),
+        Command::Doctor(a) => cli::doctor::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -7,3 +7,4 @@ pub mod pretrain;
 pub mod embed_text;
 pub mod synth;
 pub mod bench;
+pub mod doctor;

@@ -1,6 +1,18 @@
-//! Distribution, launcher-agnostic: who am I (rank, world size, local rank), collectives, and a
-//! single-process fallback with the same API so every command runs unchanged without a launcher.
-//! (Filled in by the MPI/Slurm issue; until then every process is rank 0 of 1.)
+//! Distribution, launcher-agnostic: who am I (rank, world size, local rank), and the collectives
+//! the trainer, the ingest and the screen need — with a single-process fallback of the same API,
+//! so every command runs unchanged without a launcher (rank 0 of 1).
+//!
+//! Discovery reads the launcher's environment (Slurm `SLURM_PROCID/NTASKS/LOCALID`, MPICH/Hydra
+//! `PMI_RANK/PMI_SIZE/MPI_LOCALRANKID`, PMIx `PMIX_RANK`, Open MPI `OMPI_COMM_WORLD_*`) and, when
+//! MPI is initialised, cross-checks it against `MPI_Comm_size`/`MPI_Comm_rank`. A mismatch (the
+//! classic "binary linked to one MPI, launched by another" failure, which silently runs N copies
+//! of rank 0 of 1) stops the program with a message saying what to fix.
+
+#[cfg(feature = "mpi")]
+mod multi_node;
+
+use anyhow::{bail, Result};
+use std::collections::BTreeMap;
 
 /// This process's place in the job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,5 +28,284 @@ impl Topology {
     }
     pub fn is_root(&self) -> bool {
         self.rank == 0
+    }
+    /// The half-open slice `[start, end)` of `n` items this rank owns under a contiguous,
+    /// balanced split (the first `n % world` ranks get one extra).
+    pub fn share(&self, n: usize) -> std::ops::Range<usize> {
+        split_range(n, self.world_size, self.rank)
+    }
+}
+
+/// Contiguous balanced split of `0..n` into `parts`, part `index`.
+pub fn split_range(n: usize, parts: usize, index: usize) -> std::ops::Range<usize> {
+    let base = n / parts;
+    let extra = n % parts;
+    let start = index * base + index.min(extra);
+    let len = base + usize::from(index < extra);
+    start..start + len
+}
+
+/// What the launcher's environment says, and which variables said it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LauncherEnv {
+    pub topology: Topology,
+    /// e.g. "slurm", "pmi", "pmix", "openmpi", or "none".
+    pub source: &'static str,
+}
+
+/// Read rank/size/local rank from launcher variables in `env` (a snapshot of the environment, so
+/// this is testable). Slurm wins when it describes a multi-task step; otherwise PMI/PMIx/Open MPI.
+/// Inconsistent variables (rank ≥ size, unparsable numbers, two launchers disagreeing) are errors.
+pub fn discover_from(env: &BTreeMap<String, String>) -> Result<LauncherEnv> {
+    let get = |k: &str| -> Result<Option<usize>> {
+        match env.get(k) {
+            None => Ok(None),
+            Some(v) => v
+                .trim()
+                .parse::<usize>()
+                .map(Some)
+                .map_err(|_| anyhow::anyhow!("launcher variable {k}={v:?} is not a non-negative integer")),
+        }
+    };
+    let mut found: Vec<(&'static str, Topology)> = Vec::new();
+    let candidates: [(&'static str, &str, &str, &[&str]); 4] = [
+        ("slurm", "SLURM_PROCID", "SLURM_NTASKS", &["SLURM_LOCALID"]),
+        ("pmi", "PMI_RANK", "PMI_SIZE", &["MPI_LOCALRANKID", "PMI_LOCAL_RANK"]),
+        ("pmix", "PMIX_RANK", "PMIX_SIZE", &["PMIX_LOCAL_RANK"]),
+        ("openmpi", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", &["OMPI_COMM_WORLD_LOCAL_RANK"]),
+    ];
+    for (name, rank_var, size_var, local_vars) in candidates {
+        let (rank, size) = (get(rank_var)?, get(size_var)?);
+        // `sbatch` exports SLURM_PROCID=0 and SLURM_NTASKS for the batch script itself; that is
+        // a real (rank 0) description, so accept any consistent pair.
+        if let (Some(rank), Some(size)) = (rank, size) {
+            if size == 0 || rank >= size {
+                bail!("launcher variables inconsistent: {rank_var}={rank} but {size_var}={size}");
+            }
+            let mut local_rank = None;
+            for lv in local_vars {
+                if let Some(l) = get(lv)? {
+                    local_rank = Some(l);
+                    break;
+                }
+            }
+            found.push((name, Topology { rank, world_size: size, local_rank: local_rank.unwrap_or(0) }));
+        }
+    }
+    // A job step under `srun` sets both SLURM_* and PMI_*; they must agree when both describe
+    // more than one process. (A batch script under `mpirun` inside an allocation legitimately has
+    // SLURM_NTASKS of the allocation and PMI_* of mpirun: prefer the MPI launcher's view then.)
+    let mpi_like: Vec<_> = found.iter().filter(|(n, _)| *n != "slurm").collect();
+    let slurm = found.iter().find(|(n, _)| *n == "slurm");
+    if let Some((name, topo)) = mpi_like.first() {
+        for (other, t) in &mpi_like[1..] {
+            if t.rank != topo.rank || t.world_size != topo.world_size {
+                bail!(
+                    "launcher variables disagree: {name} says rank {}/{} but {other} says rank {}/{}",
+                    topo.rank, topo.world_size, t.rank, t.world_size
+                );
+            }
+        }
+        return Ok(LauncherEnv { topology: *topo, source: name });
+    }
+    if let Some((_, topo)) = slurm {
+        // Inside `sbatch` without `srun`, SLURM_NTASKS is the allocation's task count but only
+        // this one process runs; SLURM_STEP_ID distinguishes a real job step.
+        if env.contains_key("SLURM_STEP_ID") || topo.world_size == 1 {
+            return Ok(LauncherEnv { topology: *topo, source: "slurm" });
+        }
+        return Ok(LauncherEnv { topology: Topology::single(), source: "none" });
+    }
+    Ok(LauncherEnv { topology: Topology::single(), source: "none" })
+}
+
+/// The collective backend: one process, or an MPI world.
+enum Backend {
+    Single,
+    #[cfg(feature = "mpi")]
+    Mpi(multi_node::MpiWorld),
+}
+
+/// A handle to the job: topology plus collectives. Create one per process with [`Dist::init`]
+/// and pass it down; dropping it finalises MPI.
+pub struct Dist {
+    pub topology: Topology,
+    pub launcher: &'static str,
+    backend: Backend,
+}
+
+impl Dist {
+    /// Single process, no MPI, whatever the environment says.
+    pub fn single() -> Dist {
+        Dist { topology: Topology::single(), launcher: "none", backend: Backend::Single }
+    }
+
+    /// Discover the topology and start MPI when a launcher started several processes. Refuses to
+    /// run when the launcher's view and MPI's disagree, or when several processes were launched
+    /// but this build has no MPI.
+    pub fn init() -> Result<Dist> {
+        let env: BTreeMap<String, String> = std::env::vars().collect();
+        let launcher = discover_from(&env)?;
+        if launcher.topology.world_size == 1 {
+            return Ok(Dist { topology: launcher.topology, launcher: launcher.source, backend: Backend::Single });
+        }
+        #[cfg(feature = "mpi")]
+        {
+            let world = multi_node::MpiWorld::init()?;
+            let (rank, size) = (world.rank(), world.size());
+            if rank != launcher.topology.rank || size != launcher.topology.world_size {
+                bail!(
+                    "the launcher ({}) started rank {} of {} but MPI reports rank {} of {}: this binary \
+                     is linked against a different MPI than the launcher (use MPICH's mpirun, or \
+                     `srun --mpi=pmi2`; rebuild with `cargo clean -p mpi-sys` if mpicc changed)",
+                    launcher.source, launcher.topology.rank, launcher.topology.world_size, rank, size
+                );
+            }
+            Ok(Dist { topology: launcher.topology, launcher: launcher.source, backend: Backend::Mpi(world) })
+        }
+        #[cfg(not(feature = "mpi"))]
+        {
+            bail!(
+                "the launcher ({}) started {} processes but this multimat was built without the `mpi` \
+                 feature; rebuild with default features or run one process",
+                launcher.source, launcher.topology.world_size
+            )
+        }
+    }
+
+    pub fn rank(&self) -> usize {
+        self.topology.rank
+    }
+    pub fn world_size(&self) -> usize {
+        self.topology.world_size
+    }
+    pub fn is_root(&self) -> bool {
+        self.topology.is_root()
+    }
+
+    pub fn barrier(&self) {
+        match &self.backend {
+            Backend::Single => {}
+            #[cfg(feature = "mpi")]
+            Backend::Mpi(w) => w.barrier(),
+        }
+    }
+
+    /// Element-wise sum over ranks, in place, identical on every rank.
+    pub fn all_reduce_sum_f32(&self, buf: &mut [f32]) {
+        match &self.backend {
+            Backend::Single => {}
+            #[cfg(feature = "mpi")]
+            Backend::Mpi(w) => w.all_reduce_sum_f32(buf),
+        }
+    }
+
+    pub fn all_reduce_sum_f64(&self, buf: &mut [f64]) {
+        match &self.backend {
+            Backend::Single => {}
+            #[cfg(feature = "mpi")]
+            Backend::Mpi(w) => w.all_reduce_sum_f64(buf),
+        }
+    }
+
+    /// Maximum over ranks of one integer (used to agree on a stop step after a signal).
+    pub fn all_reduce_max_i64(&self, v: i64) -> i64 {
+        match &self.backend {
+            Backend::Single => v,
+            #[cfg(feature = "mpi")]
+            Backend::Mpi(w) => w.all_reduce_max_i64(v),
+        }
+    }
+
+    /// Concatenate every rank's slice in rank order (slices may differ in length).
+    pub fn all_gather_f32(&self, local: &[f32]) -> Vec<f32> {
+        match &self.backend {
+            Backend::Single => local.to_vec(),
+            #[cfg(feature = "mpi")]
+            Backend::Mpi(w) => w.all_gather_varcount_f32(local),
+        }
+    }
+
+    /// Every rank's bytes, in rank order, on every rank (for ids, JSON summaries, hit lists).
+    pub fn all_gather_bytes(&self, local: &[u8]) -> Vec<Vec<u8>> {
+        match &self.backend {
+            Backend::Single => vec![local.to_vec()],
+            #[cfg(feature = "mpi")]
+            Backend::Mpi(w) => w.all_gather_bytes(local),
+        }
+    }
+
+    /// Root's bytes on every rank.
+    pub fn broadcast_bytes(&self, root_bytes: Vec<u8>) -> Vec<u8> {
+        match &self.backend {
+            Backend::Single => root_bytes,
+            #[cfg(feature = "mpi")]
+            Backend::Mpi(w) => w.broadcast_bytes(root_bytes),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn no_launcher_is_rank_zero_of_one() {
+        let l = discover_from(&env(&[("HOME", "/root")])).unwrap();
+        assert_eq!(l.topology, Topology::single());
+        assert_eq!(l.source, "none");
+    }
+
+    #[test]
+    fn srun_step_with_pmi_and_slurm_agreeing() {
+        let l = discover_from(&env(&[
+            ("SLURM_PROCID", "2"), ("SLURM_NTASKS", "4"), ("SLURM_LOCALID", "0"), ("SLURM_STEP_ID", "0"),
+            ("PMI_RANK", "2"), ("PMI_SIZE", "4"),
+        ]))
+        .unwrap();
+        assert_eq!(l.topology, Topology { rank: 2, world_size: 4, local_rank: 0 });
+    }
+
+    #[test]
+    fn mpich_hydra_variables() {
+        let l = discover_from(&env(&[("PMI_RANK", "1"), ("PMI_SIZE", "3"), ("MPI_LOCALRANKID", "1")])).unwrap();
+        assert_eq!(l.topology, Topology { rank: 1, world_size: 3, local_rank: 1 });
+        assert_eq!(l.source, "pmi");
+    }
+
+    #[test]
+    fn batch_script_without_srun_is_single_process() {
+        // sbatch --ntasks=4 runs the script once; only srun starts the 4 tasks.
+        let l = discover_from(&env(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "4"), ("SLURM_JOB_ID", "7")])).unwrap();
+        assert_eq!(l.topology, Topology::single());
+    }
+
+    #[test]
+    fn inconsistent_variables_are_refused() {
+        assert!(discover_from(&env(&[("PMI_RANK", "3"), ("PMI_SIZE", "3")])).is_err());
+        assert!(discover_from(&env(&[("PMI_RANK", "x"), ("PMI_SIZE", "3")])).is_err());
+        let e = discover_from(&env(&[("PMI_RANK", "0"), ("PMI_SIZE", "2"), ("OMPI_COMM_WORLD_RANK", "0"), ("OMPI_COMM_WORLD_SIZE", "1")]));
+        assert!(format!("{:#}", e.unwrap_err()).contains("disagree"));
+    }
+
+    #[test]
+    fn balanced_split_covers_everything_once() {
+        for n in [0, 1, 7, 100] {
+            for parts in 1..5 {
+                let mut covered = 0;
+                let mut next = 0;
+                for i in 0..parts {
+                    let r = split_range(n, parts, i);
+                    assert_eq!(r.start, next);
+                    next = r.end;
+                    covered += r.len();
+                }
+                assert_eq!(covered, n);
+            }
+        }
     }
 }

@@ -1,0 +1,142 @@
+//! The MultiMat model: one encoder per modality into a shared latent space, and the batch types
+//! they consume. This file is the contract between the encoders (`model::*`) and the training
+//! loop (`train::*`): the loop assembles `ModalityBatch`es from shards, calls `forward` on the
+//! rows present for a modality, runs the loss, and calls `backward` with d(embeddings).
+
+use crate::dist::Dist;
+use crate::engine::{Module, Tensor};
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+/// The four modalities of the paper.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Modality {
+    Crystal,
+    Dos,
+    ChargeDensity,
+    Text,
+}
+
+impl Modality {
+    pub const ALL: [Modality; 4] = [Modality::Crystal, Modality::Dos, Modality::ChargeDensity, Modality::Text];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Modality::Crystal => "crystal",
+            Modality::Dos => "dos",
+            Modality::ChargeDensity => "charge_density",
+            Modality::Text => "text",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Modality> {
+        Modality::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| anyhow::anyhow!("unknown modality {s:?} (expected crystal, dos, charge_density or text)"))
+    }
+}
+
+/// Directed edges of a batch of graphs; node indices are global within the batch.
+#[derive(Clone, Debug, Default)]
+pub struct BatchedEdges {
+    pub src: Vec<u32>,      // (E)
+    pub dst: Vec<u32>,      // (E)
+    pub distance: Vec<f32>, // (E) Å
+}
+
+/// PotNet infinite edges of a batch (complete graph per crystal, i = j included).
+#[derive(Clone, Debug, Default)]
+pub struct BatchedInfinite {
+    pub src: Vec<u32>,     // (P)
+    pub dst: Vec<u32>,     // (P)
+    pub coulomb: Vec<f32>, // (P)
+    pub london: Vec<f32>,  // (P)
+    pub pauli: Vec<f32>,   // (P)
+}
+
+/// A batch of crystal graphs.
+#[derive(Clone, Debug, Default)]
+pub struct GraphBatch {
+    pub num_graphs: usize,
+    /// Atomic number of every atom of every crystal, graph after graph.
+    pub species: Vec<u8>, // (n_atoms)
+    /// Graph g owns atoms node_offsets[g]..node_offsets[g+1].
+    pub node_offsets: Vec<usize>, // (B + 1)
+    pub local: BatchedEdges,
+    pub cgcnn: BatchedEdges,
+    pub infinite: BatchedInfinite,
+}
+
+/// A batch of densities of states (fixed length after preprocessing; `mask` marks valid points
+/// when lengths differ — true = valid).
+#[derive(Clone, Debug, Default)]
+pub struct DosBatch {
+    pub batch: usize,
+    pub len: usize,
+    pub energies: Vec<f32>,       // (B, L) eV relative to E_F
+    pub densities: Vec<f32>,      // (B, L) states/eV/cell
+    pub mask: Option<Vec<bool>>,  // (B, L)
+}
+
+/// A batch of charge densities on the model grid, values as stored (ρ·V_cell); normalising them
+/// is the encoder's job (and its convention is recorded in its config).
+#[derive(Clone, Debug, Default)]
+pub struct DensityBatch {
+    pub batch: usize,
+    pub grid: [usize; 3],
+    pub values: Vec<f32>,  // (B, D, H, W)
+    pub volumes: Vec<f32>, // (B) Å³
+}
+
+/// A batch of precomputed text embeddings (frozen BERT [CLS] vectors).
+#[derive(Clone, Debug, Default)]
+pub struct TextBatch {
+    pub batch: usize,
+    pub dim: usize,
+    pub values: Vec<f32>, // (B, dim)
+}
+
+#[derive(Clone, Debug)]
+pub enum ModalityBatch {
+    Crystal(GraphBatch),
+    Dos(DosBatch),
+    ChargeDensity(DensityBatch),
+    Text(TextBatch),
+}
+
+impl ModalityBatch {
+    pub fn len(&self) -> usize {
+        match self {
+            ModalityBatch::Crystal(g) => g.num_graphs,
+            ModalityBatch::Dos(d) => d.batch,
+            ModalityBatch::ChargeDensity(c) => c.batch,
+            ModalityBatch::Text(t) => t.batch,
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a forward pass needs besides its inputs: train/eval mode, and the job's collectives so
+/// BatchNorm layers can synchronise their statistics across ranks (SyncBN).
+pub struct StepContext<'a> {
+    pub train: bool,
+    pub dist: &'a Dist,
+    /// Seed for this step's dropout masks (derived from run seed, step and rank-independent row ids).
+    pub dropout_seed: u64,
+}
+
+/// An encoder maps a batch of one modality to (B, embed_dim) embeddings (before L2
+/// normalisation, which the loss side applies). Forward saves what backward needs.
+pub trait Encoder: Module + Send {
+    fn modality(&self) -> Modality;
+    fn embed_dim(&self) -> usize;
+    /// (B, embed_dim)
+    fn forward(&mut self, batch: &ModalityBatch, ctx: &StepContext) -> Result<Tensor>;
+    /// `dout`: (B, embed_dim) gradient w.r.t. the last forward's output. Accumulates parameter
+    /// gradients; the input needs none.
+    fn backward(&mut self, dout: &Tensor, ctx: &StepContext) -> Result<()>;
+}
