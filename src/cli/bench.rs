@@ -5,17 +5,23 @@ use anyhow::Result;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(subcommand)]
-    pub which: Which,
+    pub what: Bench,
 }
 
 #[derive(clap::Subcommand, Debug)]
-pub enum Which {
+pub enum Bench {
+    /// sgemm GFLOP/s vs this machine's peak, and Transformer-block forward+backward throughput.
+    Engine(crate::engine::bench::EngineBenchArgs),
+    /// Forward+backward time and GFLOP/s of the 3-D ResNeXt convolutions vs the sgemm peak.
+    Conv3d(crate::engine::bench_conv3d::Conv3dBenchArgs),
     /// Frozen BERT text encoder: texts/s and GFLOP/s vs the sgemm peak, peak memory.
     Text(crate::text::bench::Args),
 }
 
 pub fn run(args: Args) -> Result<()> {
-    match args.which {
-        Which::Text(a) => crate::text::bench::run(a),
+    match args.what {
+        Bench::Engine(a) => crate::engine::bench::run(a),
+        Bench::Conv3d(a) => crate::engine::bench_conv3d::run(a),
+        Bench::Text(a) => crate::text::bench::run(a),
     }
 }

@@ -2,6 +2,9 @@
 //! fixed length, charge densities resampled periodically to 32³ with the electron count preserved.
 //! The parameters are part of every shard's attributes and every checkpoint's metadata.
 
+pub mod density;
+pub mod dos;
+
 use serde::{Deserialize, Serialize};
 
 /// Which spin channel(s) of a spin-polarised DOS to keep.

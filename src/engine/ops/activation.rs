@@ -5,6 +5,26 @@
 //! βx > threshold (default β = 1, threshold = 20) so large inputs neither overflow nor round.
 //! Sigmoid is evaluated from exp(−|x|) so neither tail overflows.
 
+use super::PAR_CHUNK;
+use rayon::prelude::*;
+
+/// out[i] = f(inp[i]) in parallel chunks.
+fn map1(out: &mut [f32], inp: &[f32], what: &str, f: impl Fn(f32) -> f32 + Sync) {
+    check(out.len(), inp.len(), what);
+    out.par_chunks_mut(PAR_CHUNK).zip(inp.par_chunks(PAR_CHUNK)).for_each(|(o, x)| {
+        o.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x));
+    });
+}
+
+/// dinp[i] = f(dout[i], inp[i]) in parallel chunks.
+fn map2(dinp: &mut [f32], dout: &[f32], inp: &[f32], what: &str, f: impl Fn(f32, f32) -> f32 + Sync) {
+    check(dinp.len(), inp.len(), what);
+    check(dout.len(), inp.len(), what);
+    dinp.par_chunks_mut(PAR_CHUNK).zip(dout.par_chunks(PAR_CHUNK)).zip(inp.par_chunks(PAR_CHUNK)).for_each(|((d, g), x)| {
+        d.iter_mut().zip(g).zip(x).for_each(|((d, &g), &x)| *d = f(g, x));
+    });
+}
+
 /// σ(x) without overflow in either tail.
 #[inline]
 pub fn sigmoid_scalar(x: f32) -> f32 {
@@ -34,65 +54,48 @@ fn check(a: usize, b: usize, what: &str) {
 
 /// out = max(inp, 0)
 pub fn relu_forward(out: &mut [f32], inp: &[f32]) {
-    check(out.len(), inp.len(), "relu_forward");
-    out.iter_mut().zip(inp).for_each(|(o, &x)| *o = x.max(0.0));
+    map1(out, inp, "relu_forward", |x| x.max(0.0));
 }
 
 /// dinp = dout · [inp > 0]
 pub fn relu_backward(dinp: &mut [f32], dout: &[f32], inp: &[f32]) {
-    check(dinp.len(), inp.len(), "relu_backward");
-    check(dout.len(), inp.len(), "relu_backward");
-    for ((d, &g), &x) in dinp.iter_mut().zip(dout).zip(inp) {
-        *d = if x > 0.0 { g } else { 0.0 };
-    }
+    map2(dinp, dout, inp, "relu_backward", |g, x| if x > 0.0 { g } else { 0.0 });
 }
 
 /// out = σ(inp)
 pub fn sigmoid_forward(out: &mut [f32], inp: &[f32]) {
-    check(out.len(), inp.len(), "sigmoid_forward");
-    out.iter_mut().zip(inp).for_each(|(o, &x)| *o = sigmoid_scalar(x));
+    map1(out, inp, "sigmoid_forward", sigmoid_scalar);
 }
 
 /// dinp = dout · σ(x)(1 − σ(x))
 pub fn sigmoid_backward(dinp: &mut [f32], dout: &[f32], inp: &[f32]) {
-    check(dinp.len(), inp.len(), "sigmoid_backward");
-    check(dout.len(), inp.len(), "sigmoid_backward");
-    for ((d, &g), &x) in dinp.iter_mut().zip(dout).zip(inp) {
+    map2(dinp, dout, inp, "sigmoid_backward", |g, x| {
         let s = sigmoid_scalar(x);
-        *d = g * s * (1.0 - s);
-    }
+        g * s * (1.0 - s)
+    });
 }
 
 /// out = x·σ(x)
 pub fn silu_forward(out: &mut [f32], inp: &[f32]) {
-    check(out.len(), inp.len(), "silu_forward");
-    out.iter_mut().zip(inp).for_each(|(o, &x)| *o = x * sigmoid_scalar(x));
+    map1(out, inp, "silu_forward", |x| x * sigmoid_scalar(x));
 }
 
 /// dinp = dout · σ(x)(1 + x(1 − σ(x)))
 pub fn silu_backward(dinp: &mut [f32], dout: &[f32], inp: &[f32]) {
-    check(dinp.len(), inp.len(), "silu_backward");
-    check(dout.len(), inp.len(), "silu_backward");
-    for ((d, &g), &x) in dinp.iter_mut().zip(dout).zip(inp) {
+    map2(dinp, dout, inp, "silu_backward", |g, x| {
         let s = sigmoid_scalar(x);
-        *d = g * s * (1.0 + x * (1.0 - s));
-    }
+        g * s * (1.0 + x * (1.0 - s))
+    });
 }
 
 /// out = softplus(inp; β, threshold)
 pub fn softplus_forward(out: &mut [f32], inp: &[f32], beta: f32, threshold: f32) {
-    check(out.len(), inp.len(), "softplus_forward");
-    out.iter_mut().zip(inp).for_each(|(o, &x)| *o = softplus_scalar(x, beta, threshold));
+    map1(out, inp, "softplus_forward", |x| softplus_scalar(x, beta, threshold));
 }
 
 /// dinp = dout · σ(βx), or dout where βx > threshold (the identity branch, as PyTorch).
 pub fn softplus_backward(dinp: &mut [f32], dout: &[f32], inp: &[f32], beta: f32, threshold: f32) {
-    check(dinp.len(), inp.len(), "softplus_backward");
-    check(dout.len(), inp.len(), "softplus_backward");
-    for ((d, &g), &x) in dinp.iter_mut().zip(dout).zip(inp) {
-        let bx = beta * x;
-        *d = if bx > threshold { g } else { g * sigmoid_scalar(bx) };
-    }
+    map2(dinp, dout, inp, "softplus_backward", |g, x| if beta * x > threshold { g } else { g * sigmoid_scalar(beta * x) });
 }
 
 #[cfg(test)]

@@ -20,6 +20,15 @@
 use anyhow::{bail, Result};
 use rayon::prelude::*;
 
+/// Element-wise sum of per-sample partials in a fixed order.
+fn sum_in_order(partials: &[Vec<f64>], len: usize) -> Vec<f64> {
+    let mut total = vec![0.0f64; len];
+    for p in partials {
+        total.iter_mut().zip(p).for_each(|(t, v)| *t += v);
+    }
+    total
+}
+
 /// Per-channel Σx then Σx² over N and S: sums (2C) written.
 pub fn batchnorm_local_sums(
     sums: &mut [f64],  // (2C): [Σx (C), Σx² (C)]
@@ -29,27 +38,21 @@ pub fn batchnorm_local_sums(
     s: usize,
 ) {
     assert!(sums.len() == 2 * c && inp.len() == n * c * s, "batchnorm_local_sums: sizes");
-    let total = inp
+    // One partial per sample, summed in sample order: bit-identical for any thread count.
+    let partials: Vec<Vec<f64>> = inp
         .par_chunks(c * s.max(1))
-        .fold(
-            || vec![0.0f64; 2 * c],
-            |mut acc, sample| {
-                for (ci, chan) in sample.chunks_exact(s).enumerate() {
-                    let (mut a, mut b) = (0.0f64, 0.0f64);
-                    for &x in chan {
-                        a += x as f64;
-                        b += x as f64 * x as f64;
-                    }
-                    acc[ci] += a;
-                    acc[c + ci] += b;
+        .map(|sample| {
+            let mut acc = vec![0.0f64; 2 * c];
+            for (ci, chan) in sample.chunks_exact(s).enumerate() {
+                for &x in chan {
+                    acc[ci] += x as f64;
+                    acc[c + ci] += x as f64 * x as f64;
                 }
-                acc
-            },
-        )
-        .reduce(|| vec![0.0f64; 2 * c], |mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-            a
-        });
+            }
+            acc
+        })
+        .collect();
+    let total = sum_in_order(&partials, 2 * c);
     sums.copy_from_slice(&total);
 }
 
@@ -171,28 +174,21 @@ pub fn batchnorm_backward_local_sums(
     s: usize,
 ) {
     assert!(sums.len() == 2 * c && dout.len() == n * c * s && inp.len() == n * c * s, "batchnorm_backward_local_sums: sizes");
-    let total = dout
+    let partials: Vec<Vec<f64>> = dout
         .par_chunks(c * s.max(1))
         .zip(inp.par_chunks(c * s.max(1)))
-        .fold(
-            || vec![0.0f64; 2 * c],
-            |mut acc, (dy, x)| {
-                for ci in 0..c {
-                    let (mut a, mut b) = (0.0f64, 0.0f64);
-                    for (&g, &xx) in dy[ci * s..(ci + 1) * s].iter().zip(&x[ci * s..(ci + 1) * s]) {
-                        a += g as f64;
-                        b += (g * (xx - mean[ci]) * rstd[ci]) as f64;
-                    }
-                    acc[ci] += a;
-                    acc[c + ci] += b;
+        .map(|(dy, x)| {
+            let mut acc = vec![0.0f64; 2 * c];
+            for ci in 0..c {
+                for (&g, &xx) in dy[ci * s..(ci + 1) * s].iter().zip(&x[ci * s..(ci + 1) * s]) {
+                    acc[ci] += g as f64;
+                    acc[c + ci] += (g * (xx - mean[ci]) * rstd[ci]) as f64;
                 }
-                acc
-            },
-        )
-        .reduce(|| vec![0.0f64; 2 * c], |mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-            a
-        });
+            }
+            acc
+        })
+        .collect();
+    let total = sum_in_order(&partials, 2 * c);
     sums.copy_from_slice(&total);
 }
 

@@ -8,6 +8,8 @@
 //!
 //! Backward writes (=) the input gradient.
 
+use super::PAR_CHUNK;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Which GELU formula.
@@ -58,17 +60,21 @@ pub fn gelu_grad_scalar(x: f32, kind: GeluKind) -> f32 {
 /// out (N) = gelu(inp) (N), any shape flattened.
 pub fn gelu_forward(out: &mut [f32], inp: &[f32], kind: GeluKind) {
     assert_eq!(out.len(), inp.len(), "gelu_forward: out/inp lengths differ");
-    for (o, &x) in out.iter_mut().zip(inp) {
-        *o = gelu_scalar(x, kind);
-    }
+    out.par_chunks_mut(PAR_CHUNK).zip(inp.par_chunks(PAR_CHUNK)).for_each(|(out, inp)| {
+        for (o, &x) in out.iter_mut().zip(inp) {
+            *o = gelu_scalar(x, kind);
+        }
+    });
 }
 
 /// dinp (N) = gelu'(inp) · dout (written).
 pub fn gelu_backward(dinp: &mut [f32], dout: &[f32], inp: &[f32], kind: GeluKind) {
     assert!(dinp.len() == inp.len() && dout.len() == inp.len(), "gelu_backward: lengths differ");
-    for ((d, &g), &x) in dinp.iter_mut().zip(dout).zip(inp) {
-        *d = g * gelu_grad_scalar(x, kind);
-    }
+    dinp.par_chunks_mut(PAR_CHUNK).zip(dout.par_chunks(PAR_CHUNK)).zip(inp.par_chunks(PAR_CHUNK)).for_each(|((dinp, dout), inp)| {
+        for ((d, &g), &x) in dinp.iter_mut().zip(dout).zip(inp) {
+            *d = g * gelu_grad_scalar(x, kind);
+        }
+    });
 }
 
 #[cfg(test)]

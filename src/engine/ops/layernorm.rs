@@ -5,6 +5,12 @@
 //!
 //! Backward writes (=) the input gradient and accumulates (+=) weight and bias gradients.
 
+use rayon::prelude::*;
+
+/// Rows per rayon task; the backward's parameter-gradient partials are per task and summed in
+/// task order, so results do not depend on the thread count.
+const ROWS_PER_TASK: usize = 32;
+
 /// out (N, C) = layernorm(inp) · weight + bias; saves mean (N) and rstd (N).
 #[allow(clippy::too_many_arguments)]
 pub fn layernorm_forward(
@@ -20,18 +26,24 @@ pub fn layernorm_forward(
 ) {
     assert!(out.len() >= n * c && inp.len() >= n * c && mean.len() >= n && rstd.len() >= n);
     assert!(weight.len() == c && bias.len() == c, "layernorm: weight/bias must have C = {c} values");
-    for i in 0..n {
-        let x = &inp[i * c..(i + 1) * c];
-        let m = x.iter().map(|&v| v as f64).sum::<f64>() / c as f64;
-        let var = x.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / c as f64;
-        let s = 1.0 / (var + eps as f64).sqrt();
-        let (m32, s32) = (m as f32, s as f32);
-        for (j, o) in out[i * c..(i + 1) * c].iter_mut().enumerate() {
-            *o = (x[j] - m32) * s32 * weight[j] + bias[j];
-        }
-        mean[i] = m32;
-        rstd[i] = s32;
+    if c == 0 {
+        return;
     }
+    out[..n * c]
+        .par_chunks_mut(c)
+        .zip(inp[..n * c].par_chunks(c))
+        .zip(mean[..n].par_iter_mut().zip(rstd[..n].par_iter_mut()))
+        .with_min_len(ROWS_PER_TASK)
+        .for_each(|((o, x), (mean, rstd))| {
+            let m = x.iter().map(|&v| v as f64).sum::<f64>() / c as f64;
+            let var = x.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / c as f64;
+            let (m32, s32) = (m as f32, (1.0 / (var + eps as f64).sqrt()) as f32);
+            for (j, o) in o.iter_mut().enumerate() {
+                *o = (x[j] - m32) * s32 * weight[j] + bias[j];
+            }
+            *mean = m32;
+            *rstd = s32;
+        });
 }
 
 /// With x̂ = (x − μ)·rstd and g = dout·w:
@@ -51,26 +63,44 @@ pub fn layernorm_backward(
 ) {
     assert!(dinp.len() >= n * c && dout.len() >= n * c && inp.len() >= n * c);
     assert!(dweight.len() == c && dbias.len() == c && weight.len() == c);
-    for i in 0..n {
-        let x = &inp[i * c..(i + 1) * c];
-        let dy = &dout[i * c..(i + 1) * c];
-        let (m, s) = (mean[i], rstd[i]);
-        let mut mean_g = 0.0f64;
-        let mut mean_gx = 0.0f64;
-        for j in 0..c {
-            let xhat = (x[j] - m) * s;
-            let g = dy[j] * weight[j];
-            mean_g += g as f64;
-            mean_gx += (g * xhat) as f64;
-            dweight[j] += dy[j] * xhat;
-            dbias[j] += dy[j];
-        }
-        let mean_g = (mean_g / c as f64) as f32;
-        let mean_gx = (mean_gx / c as f64) as f32;
-        for (j, d) in dinp[i * c..(i + 1) * c].iter_mut().enumerate() {
-            let xhat = (x[j] - m) * s;
-            *d = s * (dy[j] * weight[j] - mean_g - xhat * mean_gx);
-        }
+    if c == 0 {
+        return;
+    }
+    let rows = ROWS_PER_TASK * c;
+    // Per task of ROWS_PER_TASK rows: its dinp rows, and its partial [Σ dout·x̂ (C), Σ dout (C)].
+    let partials: Vec<Vec<f32>> = dinp[..n * c]
+        .par_chunks_mut(rows)
+        .zip(dout[..n * c].par_chunks(rows))
+        .zip(inp[..n * c].par_chunks(rows))
+        .enumerate()
+        .map(|(task, ((dinp, dout), inp))| {
+            let mut acc = vec![0.0f32; 2 * c];
+            for (r, ((d, dy), x)) in dinp.chunks_exact_mut(c).zip(dout.chunks_exact(c)).zip(inp.chunks_exact(c)).enumerate() {
+                let i = task * ROWS_PER_TASK + r;
+                let (m, s) = (mean[i], rstd[i]);
+                let mut mean_g = 0.0f64;
+                let mut mean_gx = 0.0f64;
+                for j in 0..c {
+                    let xhat = (x[j] - m) * s;
+                    let g = dy[j] * weight[j];
+                    mean_g += g as f64;
+                    mean_gx += (g * xhat) as f64;
+                    acc[j] += dy[j] * xhat;
+                    acc[c + j] += dy[j];
+                }
+                let mean_g = (mean_g / c as f64) as f32;
+                let mean_gx = (mean_gx / c as f64) as f32;
+                for j in 0..c {
+                    let xhat = (x[j] - m) * s;
+                    d[j] = s * (dy[j] * weight[j] - mean_g - xhat * mean_gx);
+                }
+            }
+            acc
+        })
+        .collect();
+    for acc in &partials {
+        dweight.iter_mut().zip(&acc[..c]).for_each(|(d, v)| *d += v);
+        dbias.iter_mut().zip(&acc[c..]).for_each(|(d, v)| *d += v);
     }
 }
 
