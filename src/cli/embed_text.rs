@@ -49,7 +49,10 @@ pub struct TextRecord {
     pub description: String,
 }
 
-/// Read a JSON-lines texts file. Blank lines are skipped; every other line must be an object with
+/// Read a JSON-lines texts file. Stricter than `io::text::read_descriptions_jsonl` on purpose:
+/// a line that is not valid UTF-8 is an error naming the record (not replaced lossily — the
+/// embedding would silently differ), and an empty description is allowed (it embeds as
+/// [CLS] [SEP]). Blank lines are skipped; every other line must be an object with
 /// string `material_id` and `description`. Errors name the file, the line and (when readable) the
 /// material id: invalid UTF-8, malformed JSON, missing fields, duplicate ids.
 pub fn read_texts_jsonl(path: &Path) -> Result<Vec<TextRecord>> {
