@@ -1,10 +1,137 @@
-//! `multimat ingest`: raw files → HDF5 shards + manifest.
+//! `multimat ingest`: raw files → HDF5 shards + manifest.json + rejects.jsonl.
 
-use anyhow::Result;
+use crate::ingest::{Extras, IngestOptions, Source};
+use crate::preprocess::{DensityResampling, DosSpin, PreprocessParams};
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+#[command(group(clap::ArgGroup::new("source").required(true).args(["mp_multimodal", "matminer", "vasp_dirs", "csv"])))]
+pub struct Args {
+    /// A directory in the mp-multimodal layout (materials.csv, structures/, dos/, chgcar/, text/).
+    #[arg(long, value_name = "DIR")]
+    pub mp_multimodal: Option<PathBuf>,
+    /// A matminer dataset in pandas "split" JSON (.json or .json.gz).
+    #[arg(long, value_name = "FILE")]
+    pub matminer: Option<PathBuf>,
+    /// A directory of per-material folders (name = id) with CONTCAR/POSCAR, vasprun.xml/DOSCAR, CHGCAR.
+    #[arg(long, value_name = "DIR")]
+    pub vasp_dirs: Option<PathBuf>,
+    /// A labels CSV keyed by material id; structures from --cif-dir.
+    #[arg(long, value_name = "FILE", requires = "cif_dir")]
+    pub csv: Option<PathBuf>,
+    /// Folder of <id>.cif[.gz] files for --csv.
+    #[arg(long, value_name = "DIR")]
+    pub cif_dir: Option<PathBuf>,
+    /// Robocrystallographer descriptions (JSON lines with material_id, description).
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub texts: Option<PathBuf>,
+    /// Extra labels CSV keyed by material id, merged into the targets.
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
+    /// Model name recorded with precomputed text embeddings (default: the .npy file stem).
+    #[arg(long)]
+    pub embedding_model: Option<String>,
+    /// Output directory for shards, manifest.json and rejects.jsonl.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 1024)]
+    pub records_per_shard: usize,
+    /// Stop at the first bad record instead of recording it in rejects.jsonl.
+    #[arg(long)]
+    pub strict: bool,
+    /// Do not build crystal graphs (structures are still stored).
+    #[arg(long)]
+    pub no_graphs: bool,
+    /// Units of a target, NAME=UNIT (repeatable); known MP/matminer names have defaults.
+    #[arg(long = "units", value_name = "NAME=UNIT")]
+    pub units: Vec<String>,
+    /// DOS points after resampling.
+    #[arg(long, default_value_t = PreprocessParams::default().dos_points)]
+    pub dos_points: usize,
+    /// DOS spin channel: up or sum.
+    #[arg(long, default_value = "up")]
+    pub dos_spin: String,
+    /// Charge-density grid edge (N gives N³).
+    #[arg(long, default_value_t = 32)]
+    pub density_grid: usize,
+    /// Charge-density resampling: trilinear or fourier.
+    #[arg(long, default_value = "trilinear")]
+    pub density_resampling: String,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
 
-pub fn run(_args: Args) -> Result<()> {
-    anyhow::bail!("multimat ingest is not implemented yet in this build")
+fn source(args: &Args) -> Result<Source> {
+    Ok(match (&args.mp_multimodal, &args.matminer, &args.vasp_dirs, &args.csv) {
+        (Some(dir), None, None, None) => Source::MpMultimodal { dir: dir.clone() },
+        (None, Some(file), None, None) => Source::Matminer { file: file.clone() },
+        (None, None, Some(dir), None) => Source::VaspDirs { dir: dir.clone() },
+        (None, None, None, Some(csv)) => Source::CsvCif { csv: csv.clone(), cif_dir: args.cif_dir.clone().context("--csv needs --cif-dir")? },
+        _ => bail!("give exactly one of --mp-multimodal, --matminer, --vasp-dirs, --csv"),
+    })
+}
+
+pub fn preprocess_params(args: &Args) -> Result<PreprocessParams> {
+    let dos_spin = match args.dos_spin.as_str() {
+        "up" => DosSpin::Up,
+        "sum" => DosSpin::Sum,
+        other => bail!("--dos-spin {other:?}: expected up or sum"),
+    };
+    let density_resampling = match args.density_resampling.as_str() {
+        "trilinear" => DensityResampling::Trilinear,
+        "fourier" => DensityResampling::Fourier,
+        other => bail!("--density-resampling {other:?}: expected trilinear or fourier"),
+    };
+    anyhow::ensure!(args.dos_points >= 2 && args.density_grid >= 1, "--dos-points ≥ 2 and --density-grid ≥ 1");
+    Ok(PreprocessParams {
+        dos_points: args.dos_points,
+        dos_spin,
+        density_grid: [args.density_grid; 3],
+        density_resampling,
+    })
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let source = source(&args)?;
+    let mut units = BTreeMap::new();
+    for u in &args.units {
+        let (name, unit) = u.split_once('=').with_context(|| format!("--units {u:?}: expected NAME=UNIT"))?;
+        units.insert(name.to_string(), unit.to_string());
+    }
+    let mut opts = IngestOptions::new(args.out.clone());
+    opts.records_per_shard = args.records_per_shard;
+    opts.strict = args.strict;
+    opts.build_graphs = !args.no_graphs;
+    opts.preprocess = preprocess_params(&args)?;
+    opts.units = units;
+    opts.progress = !args.quiet && std::io::stderr().is_terminal();
+    let extras = Extras { texts: args.texts.clone(), labels: args.labels.clone(), embedding_model: args.embedding_model.clone() };
+    let t0 = std::time::Instant::now();
+    let s = crate::ingest::run(&source, &extras, &opts)?;
+    let c = &s.counts;
+    println!(
+        "ingest: {} inputs → {} records in {} shards ({} written, {} resumed), {} rejects, {:.1} s",
+        s.inputs,
+        c.records,
+        s.shards_written + s.shards_resumed,
+        s.shards_written,
+        s.shards_resumed,
+        s.rejects,
+        t0.elapsed().as_secs_f64()
+    );
+    println!(
+        "  structure {}  graphs {}  dos {}  charge_density {}  text {}  text_embedding {}  targets {:?}",
+        c.structure, c.graphs, c.dos, c.charge_density, c.text, c.text_embedding, c.targets
+    );
+    if let Some(m) = &s.manifest {
+        println!("  manifest: {}", m.display());
+    }
+    if s.rejects > 0 {
+        println!("  rejects: {}", args.out.join(crate::ingest::REJECTS_FILE).display());
+    }
+    Ok(())
 }

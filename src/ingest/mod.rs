@@ -1,2 +1,317 @@
 //! `multimat ingest`: raw files → validated, preprocessed records → HDF5 shards + manifest,
-//! in parallel over records and MPI ranks, with rejects recorded and atomic outputs.
+//! in parallel over records (rayon) and ranks (`dist::Topology`), with rejects recorded and
+//! atomic outputs.
+//!
+//! Flow: [`plan()`] lists inputs sorted by id → the list is cut into slices of
+//! `records_per_shard`; slice k is shard k, written by rank k mod world size as
+//! `shard-r{rank:03}-{k:05}.h5` → each input is parsed and preprocessed in parallel, failures
+//! become [`Reject`]s (the batch goes on unless `strict`) → the shard is written with its slice's
+//! rejects and a fingerprint of its inputs → rank 0 assembles `manifest.json` and `rejects.jsonl`
+//! from the shards.
+//!
+//! Invariants: shard k depends only on slice k and the options, so identical inputs give
+//! byte-identical shards and a re-run skips every shard that exists, validates and carries the
+//! same fingerprint (resume). Every output is written atomically.
+
+pub mod bench;
+mod plan;
+
+pub use plan::{plan, Extras, Input, InputFiles, Plan, Source};
+
+use crate::crystal::GraphParams;
+use crate::dist::Topology;
+use crate::material::{MaterialRecord, Provenance};
+use crate::preprocess::PreprocessParams;
+use crate::shard::manifest::{file_sha256, Manifest, MANIFEST_FILE};
+use crate::shard::{check_record, IngestInfo, ModalityCounts, ShardData, ShardMeta, ShardRecord, ShardWriter, TargetSpec};
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub const REJECTS_FILE: &str = "rejects.jsonl";
+
+/// One input that did not make it into a shard.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reject {
+    /// The file at fault (or the source file the record came from).
+    pub file: String,
+    /// Material id, row or line within the file.
+    pub record: String,
+    pub reason: String,
+}
+
+impl Reject {
+    pub fn new(file: &Path, record: impl Into<String>, reason: impl Into<String>) -> Self {
+        Reject { file: file.display().to_string(), record: record.into(), reason: reason.into() }
+    }
+}
+
+/// Everything besides the source that decides the output.
+#[derive(Clone, Debug)]
+pub struct IngestOptions {
+    pub out: PathBuf,
+    pub records_per_shard: usize,
+    /// Stop at the first rejected input instead of recording it.
+    pub strict: bool,
+    /// Build crystal graphs (`crystal::build_graphs`); failures become rejects.
+    pub build_graphs: bool,
+    pub preprocess: PreprocessParams,
+    pub graph_params: GraphParams,
+    /// Target name → units, overriding [`default_units`].
+    pub units: BTreeMap<String, String>,
+    pub progress: bool,
+    pub topology: Topology,
+}
+
+impl IngestOptions {
+    pub fn new(out: PathBuf) -> Self {
+        IngestOptions {
+            out,
+            records_per_shard: 1024,
+            strict: false,
+            build_graphs: true,
+            preprocess: PreprocessParams::default(),
+            graph_params: GraphParams::default(),
+            units: BTreeMap::new(),
+            progress: false,
+            topology: Topology::single(),
+        }
+    }
+}
+
+/// Units of the target names found in Materials Project / matminer data; "" for others.
+pub fn default_units(name: &str) -> &'static str {
+    match name {
+        "bulk_modulus" | "shear_modulus" | "elastic_tensor" | "elastic_tensor_original" | "K_VRH" | "G_VRH"
+        | "K_Voigt" | "K_Reuss" | "G_Voigt" | "G_Reuss" | "K_Voigt_Reuss_Hill" | "G_Voigt_Reuss_Hill"
+        | "compliance_tensor" => "GPa",
+        "band_gap" | "gap pbe" | "e_fermi" | "efermi" => "eV",
+        "formation_energy_per_atom" | "e_form" | "energy_per_atom" | "e_above_hull" => "eV/atom",
+        "volume" => "angstrom^3",
+        _ => "",
+    }
+}
+
+/// What an ingest run did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct IngestSummary {
+    pub inputs: usize,
+    pub shards_written: usize,
+    pub shards_resumed: usize,
+    pub rejects: usize,
+    pub counts: ModalityCounts,
+    pub manifest: Option<PathBuf>,
+}
+
+/// Name of shard `slice` written by `rank`.
+pub fn shard_name(rank: usize, slice: usize) -> String {
+    format!("shard-r{rank:03}-{slice:05}.h5")
+}
+
+/// Parse and preprocess one input into a shard record, or say why not.
+pub fn process_input(input: &Input, meta: &ShardMeta, build_graphs: bool) -> std::result::Result<ShardRecord, Reject> {
+    let id = &input.id;
+    let fail = |file: &Option<PathBuf>, e: anyhow::Error| Reject {
+        file: file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| main_source(&input.record.provenance)),
+        record: id.clone(),
+        reason: format!("{e:#}"),
+    };
+    let rec: &MaterialRecord = &input.record;
+    let files = &input.files;
+    let structure = match (&files.structure, &rec.structure) {
+        (Some(p), _) => Some(crate::io::read_structure(p).map_err(|e| fail(&files.structure, e))?),
+        (None, s) => s.clone(),
+    };
+    let dos_raw = match (&files.dos, &rec.dos) {
+        (Some(p), _) => Some(crate::io::read_dos(p).map_err(|e| fail(&files.dos, e))?),
+        (None, d) => d.clone(),
+    };
+    let dos = dos_raw
+        .map(|d| crate::preprocess::dos::process(&d, &meta.preprocess))
+        .transpose()
+        .map_err(|e| fail(&files.dos, e.context("preprocessing the DOS")))?;
+    let density_raw = match (&files.charge_density, &rec.charge_density) {
+        (Some(p), _) => Some(crate::io::read_charge_density(p).map_err(|e| fail(&files.charge_density, e))?),
+        (None, c) => c.clone(),
+    };
+    let charge_density = density_raw
+        .map(|c| {
+            let r = crate::preprocess::density::resample(&c, &meta.preprocess)?;
+            anyhow::ensure!(
+                r.grid == meta.preprocess.density_grid,
+                "resampled grid {:?} ≠ {:?}",
+                r.grid,
+                meta.preprocess.density_grid
+            );
+            Ok(r.values.iter().map(|&v| v as f32).collect::<Vec<f32>>())
+        })
+        .transpose()
+        .map_err(|e| fail(&files.charge_density, e.context("resampling the charge density")))?;
+    let graphs = match (&structure, build_graphs) {
+        (Some(s), true) => Some(
+            crate::crystal::build_graphs(s, &meta.graph_params)
+                .map_err(|e| fail(&files.structure, e.context("building crystal graphs")))?,
+        ),
+        _ => None,
+    };
+    let record = ShardRecord {
+        id: id.clone(),
+        structure,
+        graphs,
+        dos,
+        charge_density,
+        text: rec.text.clone().filter(|t| !t.trim().is_empty()),
+        text_embedding: rec.text_embedding.clone(),
+        targets: rec.targets.clone(),
+        provenance: rec.provenance.clone(),
+    };
+    if let Err(reason) = check_record(&record, meta) {
+        return Err(Reject { file: main_source(&record.provenance), record: id.clone(), reason });
+    }
+    Ok(record)
+}
+
+/// The file most responsible for a record: its structure source, else any source.
+fn main_source(provenance: &Provenance) -> String {
+    let s = &provenance.sources;
+    s.get("structure").or_else(|| s.values().next()).cloned().unwrap_or_default()
+}
+
+/// Target widths (from the first input, in id order, that has the target) and units.
+fn target_specs(inputs: &[Input], units: &BTreeMap<String, String>) -> BTreeMap<String, TargetSpec> {
+    let mut specs = BTreeMap::new();
+    for input in inputs {
+        for (name, values) in &input.record.targets {
+            specs.entry(name.clone()).or_insert_with(|| TargetSpec {
+                width: values.len(),
+                units: units.get(name).cloned().unwrap_or_else(|| default_units(name).to_string()),
+            });
+        }
+    }
+    specs
+}
+
+/// sha256 over everything that decides shard `slice`'s content: options, metadata, and each
+/// input's id, known values, and files with their sizes.
+fn fingerprint(meta: &ShardMeta, build_graphs: bool, inputs: &[Input]) -> Result<String> {
+    let mut h = Sha256::new();
+    h.update(b"multimat-ingest-v1");
+    h.update(env!("CARGO_PKG_VERSION"));
+    h.update(serde_json::to_vec(&(&meta.preprocess, &meta.graph_params, &meta.targets, &meta.text_embedding, build_graphs))?);
+    for input in inputs {
+        h.update(serde_json::to_vec(&input.record)?);
+        for p in [&input.files.structure, &input.files.dos, &input.files.charge_density].into_iter().flatten() {
+            let size = std::fs::metadata(p).map(|m| m.len()).unwrap_or(u64::MAX);
+            h.update(serde_json::to_vec(&(p, size))?);
+        }
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Whether `path` is a complete, valid shard for this exact slice.
+fn resumable(path: &Path, fingerprint: &str) -> bool {
+    if !path.is_file() || !crate::shard::validate(path).is_empty() {
+        return false;
+    }
+    crate::shard::ShardReader::open(path)
+        .and_then(|r| r.ingest_info())
+        .is_ok_and(|info| info.is_some_and(|i| i.fingerprint == fingerprint))
+}
+
+/// Run an ingest of `source` into `opts.out`.
+pub fn run(source: &Source, extras: &Extras, opts: &IngestOptions) -> Result<IngestSummary> {
+    anyhow::ensure!(opts.records_per_shard > 0, "--records-per-shard must be positive");
+    let plan = plan(source, extras)?;
+    if opts.strict {
+        if let Some(r) = plan.rejects.first() {
+            bail!("--strict: rejected {} ({}): {}", r.file, r.record, r.reason);
+        }
+    }
+    let meta = ShardMeta {
+        preprocess: opts.preprocess.clone(),
+        graph_params: opts.graph_params.clone(),
+        targets: target_specs(&plan.inputs, &opts.units),
+        text_embedding: plan.embedding.clone(),
+        ingest: None,
+    };
+    std::fs::create_dir_all(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
+    let slices: Vec<&[Input]> = plan.inputs.chunks(opts.records_per_shard).collect();
+    let topo = opts.topology;
+    let mine: Vec<usize> = (0..slices.len()).filter(|k| k % topo.world_size == topo.rank).collect();
+
+    let total: usize = mine.iter().map(|&k| slices[k].len()).sum();
+    let bar = if opts.progress { ProgressBar::new(total as u64) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} ingest [{elapsed_precise}] {bar:40} {pos}/{len} records ({per_sec}, eta {eta}) {msg}")
+            .expect("valid progress template"),
+    );
+    let mut summary = IngestSummary { inputs: plan.inputs.len(), ..Default::default() };
+    for &k in &mine {
+        let slice = slices[k];
+        let path = opts.out.join(shard_name(topo.rank, k));
+        let fp = fingerprint(&meta, opts.build_graphs, slice)?;
+        if resumable(&path, &fp) {
+            summary.shards_resumed += 1;
+            bar.inc(slice.len() as u64);
+            continue;
+        }
+        bar.set_message(shard_name(topo.rank, k));
+        let results: Vec<std::result::Result<ShardRecord, Reject>> = slice
+            .par_iter()
+            .map(|input| {
+                let r = process_input(input, &meta, opts.build_graphs);
+                bar.inc(1);
+                r
+            })
+            .collect();
+        let mut records = Vec::with_capacity(slice.len());
+        let mut rejects = Vec::new();
+        for r in results {
+            match r {
+                Ok(rec) => records.push(rec),
+                Err(rej) if opts.strict => {
+                    bar.abandon();
+                    bail!("--strict: rejected {} ({}): {}", rej.file, rej.record, rej.reason)
+                }
+                Err(rej) => rejects.push(serde_json::to_string(&rej)?),
+            }
+        }
+        let start = (k * opts.records_per_shard) as u64;
+        let info = IngestInfo { fingerprint: fp, input_start: start, input_end: start + slice.len() as u64, rejects };
+        let writer = ShardWriter::new(ShardMeta { ingest: Some(info), ..meta.clone() });
+        writer.write(&path, &records)?;
+        summary.shards_written += 1;
+    }
+    bar.finish_and_clear();
+
+    // Rank 0 writes the shared outputs (with MPI, after a barrier: every rank's shards exist).
+    if topo.is_root() {
+        let mut manifest = Manifest::new(meta.preprocess.clone(), meta.graph_params.clone());
+        let mut reject_lines: Vec<String> =
+            plan.rejects.iter().map(serde_json::to_string).collect::<std::result::Result<_, _>>()?;
+        for k in 0..slices.len() {
+            let name = shard_name(k % topo.world_size, k);
+            let path = opts.out.join(&name);
+            let data = ShardData::load(&path).with_context(|| format!("reading back {}", path.display()))?;
+            reject_lines.extend(data.meta.ingest.as_ref().map(|i| i.rejects.clone()).unwrap_or_default());
+            manifest.add_shard(&name, &data, file_sha256(&path)?);
+        }
+        manifest.rejects = reject_lines.len();
+        let mut text = reject_lines.join("\n");
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        crate::atomic::write_bytes(&opts.out.join(REJECTS_FILE), text.as_bytes())?;
+        let manifest_path = opts.out.join(MANIFEST_FILE);
+        manifest.write(&manifest_path)?;
+        summary.rejects = manifest.rejects;
+        summary.counts = manifest.counts.clone();
+        summary.manifest = Some(manifest_path);
+    }
+    Ok(summary)
+}
+

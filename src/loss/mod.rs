@@ -69,6 +69,16 @@ impl Modality {
     }
 }
 
+impl Modality {
+    /// Parse a modality name as written in configs and on the command line.
+    pub fn parse(s: &str) -> Result<Modality> {
+        Modality::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| anyhow::anyhow!("unknown modality {s:?} (expected crystal, dos, charge_density or text)"))
+    }
+}
+
 impl std::fmt::Display for Modality {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())

@@ -3,40 +3,24 @@
 //! loop (`train::*`): the loop assembles `ModalityBatch`es from shards, calls `forward` on the
 //! rows present for a modality, runs the loss, and calls `backward` with d(embeddings).
 
+pub mod bench;
+pub mod cgcnn;
+mod common;
+pub mod config;
+pub mod dos_transformer;
+pub mod potnet;
+pub mod resnext3d;
+pub mod synthetic;
+pub mod text_mlp;
+
+pub use config::{build_encoder, CrystalEncoderKind, EncodersConfig};
+
 use crate::dist::Dist;
 use crate::engine::{Module, Tensor};
 use anyhow::Result;
-use serde::{Deserialize, Serialize};
 
-/// The four modalities of the paper.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Modality {
-    Crystal,
-    Dos,
-    ChargeDensity,
-    Text,
-}
-
-impl Modality {
-    pub const ALL: [Modality; 4] = [Modality::Crystal, Modality::Dos, Modality::ChargeDensity, Modality::Text];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Modality::Crystal => "crystal",
-            Modality::Dos => "dos",
-            Modality::ChargeDensity => "charge_density",
-            Modality::Text => "text",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Modality> {
-        Modality::ALL
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| anyhow::anyhow!("unknown modality {s:?} (expected crystal, dos, charge_density or text)"))
-    }
-}
+/// The four modalities of the paper (defined with the losses, shared here).
+pub use crate::loss::Modality;
 
 /// Directed edges of a batch of graphs; node indices are global within the batch.
 #[derive(Clone, Debug, Default)]

@@ -4,3 +4,4 @@
 pub mod checkpoint;
 pub mod data_order;
 pub mod preempt;
+pub mod dataset;

@@ -1,0 +1,264 @@
+//! Planning an ingest: turn a source layout into a sorted list of inputs (one per material id:
+//! the files to parse plus whatever is already in memory: texts, embeddings, labels, matminer
+//! records). Cheap — no large file is parsed here — so it is redone on every run and the plan,
+//! not the parsing, decides which shard each record lands in.
+
+use super::Reject;
+use crate::material::{MaterialRecord, TextEmbedding};
+use crate::shard::EmbeddingSpec;
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Where the records come from (one per ingest run).
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// `materials.csv`, `structures/<id>.json`, `dos/<id>.json`, `chgcar/<id>.CHGCAR.gz`,
+    /// `text/<name>.npy` + `<name>.ids.txt` (the mp-multimodal layout).
+    MpMultimodal { dir: PathBuf },
+    /// A matminer dataset in pandas "split" JSON (optionally gzipped).
+    Matminer { file: PathBuf },
+    /// One folder per material (folder name = id) with CONTCAR/POSCAR, vasprun.xml/DOSCAR, CHGCAR.
+    VaspDirs { dir: PathBuf },
+    /// Labels CSV keyed by material id, structures as `<cif_dir>/<id>.cif[.gz]`.
+    CsvCif { csv: PathBuf, cif_dir: PathBuf },
+}
+
+/// Extra per-id data merged onto any source.
+#[derive(Clone, Debug, Default)]
+pub struct Extras {
+    /// Robocrystallographer descriptions, JSON lines `{"material_id", "description"}`.
+    pub texts: Option<PathBuf>,
+    /// Labels CSV keyed by material id (merged into targets; the source's own values win).
+    pub labels: Option<PathBuf>,
+    /// Name recorded for precomputed embeddings (default: the .npy file stem).
+    pub embedding_model: Option<String>,
+}
+
+/// Files of one input still to be parsed.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct InputFiles {
+    pub structure: Option<PathBuf>,
+    pub dos: Option<PathBuf>,
+    pub charge_density: Option<PathBuf>,
+}
+
+/// One material to ingest: files to parse plus what is already known (`record`).
+#[derive(Clone, Debug, Default)]
+pub struct Input {
+    pub id: String,
+    pub files: InputFiles,
+    pub record: MaterialRecord,
+}
+
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Sorted by id, ids unique.
+    pub inputs: Vec<Input>,
+    /// Inputs rejected while planning (unreadable label rows, duplicate ids, …).
+    pub rejects: Vec<Reject>,
+    pub embedding: Option<EmbeddingSpec>,
+}
+
+/// Columns of `materials.csv` that describe the file rather than the material's properties.
+const MP_MULTIMODAL_METADATA_COLUMNS: [&str; 3] = ["nsites", "has_dos", "has_charge_density"];
+
+fn first_existing(dir: &Path, names: &[&str]) -> Option<PathBuf> {
+    names.iter().map(|n| dir.join(n)).find(|p| p.is_file())
+}
+
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()
+        .with_context(|| format!("listing {}", dir.display()))?;
+    v.sort();
+    Ok(v)
+}
+
+/// Files `<dir>/<id><suffix>` → id.
+fn files_by_id(dir: &Path, suffixes: &[&str]) -> Result<BTreeMap<String, PathBuf>> {
+    let mut out = BTreeMap::new();
+    if !dir.is_dir() {
+        return Ok(out);
+    }
+    for p in sorted_entries(dir)? {
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if let Some(id) = suffixes.iter().find_map(|s| name.strip_suffix(s)) {
+            out.entry(id.to_string()).or_insert(p);
+        }
+    }
+    Ok(out)
+}
+
+/// Build the plan for `source` plus `extras`.
+pub fn plan(source: &Source, extras: &Extras) -> Result<Plan> {
+    let mut by_id: BTreeMap<String, Input> = BTreeMap::new();
+    let mut rejects = Vec::new();
+    let mut embedding = None;
+    // Every id mentioned by any file gets one input; its fields fill in as the files are listed.
+    fn get<'a>(by_id: &'a mut BTreeMap<String, Input>, id: &str) -> &'a mut Input {
+        by_id.entry(id.to_string()).or_insert_with(|| Input {
+            id: id.to_string(),
+            record: MaterialRecord { id: id.to_string(), ..Default::default() },
+            ..Default::default()
+        })
+    }
+    let mut labels_files: Vec<(PathBuf, bool)> = Vec::new(); // (csv, is the source's own)
+
+    match source {
+        Source::MpMultimodal { dir } => {
+            anyhow::ensure!(dir.is_dir(), "{}: not a directory", dir.display());
+            for (id, p) in files_by_id(&dir.join("structures"), &[".json.gz", ".json"])? {
+                get(&mut by_id, &id).files.structure = Some(p);
+            }
+            for (id, p) in files_by_id(&dir.join("dos"), &[".json.gz", ".json"])? {
+                get(&mut by_id, &id).files.dos = Some(p);
+            }
+            for (id, p) in files_by_id(&dir.join("chgcar"), &[".CHGCAR.gz", ".CHGCAR"])? {
+                get(&mut by_id, &id).files.charge_density = Some(p);
+            }
+            let csv = dir.join("materials.csv");
+            if csv.is_file() {
+                labels_files.push((csv, true));
+            }
+            // Precomputed embeddings: every text/<name>.npy with its <name>.ids.txt.
+            let text_dir = dir.join("text");
+            if text_dir.is_dir() {
+                for npy in sorted_entries(&text_dir)?.into_iter().filter(|p| p.extension().is_some_and(|e| e == "npy")) {
+                    let stem = npy.file_stem().unwrap().to_string_lossy().into_owned();
+                    let ids = text_dir.join(format!("{stem}.ids.txt"));
+                    anyhow::ensure!(embedding.is_none(), "{}: more than one embedding file; one model per ingest", npy.display());
+                    let rows = crate::io::npy::read_embeddings(&npy, &ids)
+                        .with_context(|| format!("reading embeddings {}", npy.display()))?;
+                    let model = extras.embedding_model.clone().unwrap_or(stem);
+                    let dim = rows.first().map_or(0, |r| r.1.len());
+                    for (row, (id, vector)) in rows.into_iter().enumerate() {
+                        let origin = format!("{}#{row}", npy.display());
+                        let input = get(&mut by_id, &id);
+                        input.record.provenance.sources.insert("text_embedding".into(), origin);
+                        input.record.text_embedding = Some(TextEmbedding { vector, model: model.clone() });
+                    }
+                    embedding = Some(EmbeddingSpec { model, weights_sha256: String::new(), dim });
+                }
+            }
+        }
+        Source::Matminer { file } => {
+            let records = crate::io::matminer::read_dataset(file).with_context(|| format!("reading {}", file.display()))?;
+            for (row, r) in records.into_iter().enumerate() {
+                match r {
+                    Ok(mut rec) => {
+                        if rec.id.is_empty() {
+                            rejects.push(Reject::new(file, format!("row {row}"), "record has no material id"));
+                            continue;
+                        }
+                        if by_id.contains_key(&rec.id) {
+                            rejects.push(Reject::new(file, format!("row {row} ({})", rec.id), "duplicate material id"));
+                            continue;
+                        }
+                        for key in ["structure", "targets"] {
+                            rec.provenance.sources.entry(key.into()).or_insert_with(|| format!("{}#{row}", file.display()));
+                        }
+                        if rec.structure.is_none() {
+                            rec.provenance.sources.remove("structure");
+                        }
+                        if rec.targets.is_empty() {
+                            rec.provenance.sources.remove("targets");
+                        }
+                        let id = rec.id.clone();
+                        by_id.insert(id.clone(), Input { id, files: InputFiles::default(), record: rec });
+                    }
+                    Err(e) => rejects.push(Reject::new(file, format!("row {row}"), format!("{e:#}"))),
+                }
+            }
+        }
+        Source::VaspDirs { dir } => {
+            anyhow::ensure!(dir.is_dir(), "{}: not a directory", dir.display());
+            for sub in sorted_entries(dir)?.into_iter().filter(|p| p.is_dir()) {
+                let id = sub.file_name().unwrap().to_string_lossy().into_owned();
+                let files = InputFiles {
+                    structure: first_existing(&sub, &["CONTCAR", "CONTCAR.gz", "POSCAR", "POSCAR.gz"]),
+                    dos: first_existing(&sub, &["vasprun.xml", "vasprun.xml.gz", "DOSCAR", "DOSCAR.gz"]),
+                    charge_density: first_existing(&sub, &["CHGCAR", "CHGCAR.gz"]),
+                };
+                if files.structure.is_none() && files.dos.is_none() && files.charge_density.is_none() {
+                    rejects.push(Reject::new(&sub, id, "no CONTCAR/POSCAR, vasprun.xml/DOSCAR or CHGCAR in the folder"));
+                    continue;
+                }
+                get(&mut by_id, &id).files = files;
+            }
+        }
+        Source::CsvCif { csv, cif_dir } => {
+            anyhow::ensure!(cif_dir.is_dir(), "{}: not a directory", cif_dir.display());
+            let cifs = files_by_id(cif_dir, &[".cif.gz", ".cif"])?;
+            let rows = crate::io::labels::read_csv(csv).with_context(|| format!("reading labels {}", csv.display()))?;
+            for (id, targets) in rows {
+                match cifs.get(&id) {
+                    Some(cif) => {
+                        let input = get(&mut by_id, &id);
+                        input.files.structure = Some(cif.clone());
+                        input.record.provenance.sources.insert("targets".into(), format!("{}#{id}", csv.display()));
+                        input.record.targets = targets;
+                    }
+                    None => rejects.push(Reject::new(csv, id.clone(), format!("no {id}.cif in {}", cif_dir.display()))),
+                }
+            }
+        }
+    }
+
+    if let Some(labels) = &extras.labels {
+        labels_files.push((labels.clone(), false));
+    }
+    for (csv, own) in labels_files {
+        let rows = crate::io::labels::read_csv(&csv).with_context(|| format!("reading labels {}", csv.display()))?;
+        for (id, targets) in rows {
+            // Labels for ids no other file mentions would make records with nothing but targets.
+            let Some(input) = by_id.get_mut(&id) else {
+                if !own {
+                    rejects.push(Reject::new(&csv, id, "labels for a material with no other data"));
+                }
+                continue;
+            };
+            let mut added = false;
+            for (name, values) in targets {
+                if own && MP_MULTIMODAL_METADATA_COLUMNS.contains(&name.as_str()) {
+                    continue;
+                }
+                if !input.record.targets.contains_key(&name) {
+                    input.record.targets.insert(name, values);
+                    added = true;
+                }
+            }
+            if added {
+                input.record.provenance.sources.entry("targets".into()).or_insert_with(|| format!("{}#{id}", csv.display()));
+            }
+        }
+    }
+
+    if let Some(texts) = &extras.texts {
+        let rows = crate::io::text::read_descriptions_jsonl(texts).with_context(|| format!("reading texts {}", texts.display()))?;
+        for (line, (id, description)) in rows.into_iter().enumerate() {
+            match by_id.get_mut(&id) {
+                Some(input) => {
+                    input.record.provenance.sources.insert("text".into(), format!("{}#{}", texts.display(), line + 1));
+                    input.record.text = Some(description);
+                }
+                None => rejects.push(Reject::new(texts, format!("line {} ({id})", line + 1), "description for a material with no other data")),
+            }
+        }
+    }
+
+    // Paths of files still to be parsed go into the provenance now, so a reject and the manifest
+    // name the same files.
+    for input in by_id.values_mut() {
+        let f = &input.files;
+        for (key, path) in [("structure", &f.structure), ("dos", &f.dos), ("charge_density", &f.charge_density)] {
+            if let Some(p) = path {
+                input.record.provenance.sources.insert(key.into(), p.display().to_string());
+            }
+        }
+    }
+    Ok(Plan { inputs: by_id.into_values().collect(), rejects, embedding })
+}

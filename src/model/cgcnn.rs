@@ -1,0 +1,233 @@
+//! CGCNN crystal encoder (Xie & Grossman 2018), the baseline. The standard model:
+//!
+//! ```text
+//! x (N, 92) ─ embedding Linear(92→F) ─ h (N, F)
+//! edge (E): g = Gaussian RBF of d (41 centres over [0, 8] Å, ℓ = 0.2 Å, CGCNN's GaussianDistance)
+//! conv k:  z_ij = [h_i, h_j, g_ij]   (i = dst, the centre atom; j = src, its neighbour)
+//!          [f, c] = bn1(fc_full(z_ij))          fc_full: Linear(2F + 41 → 2F)
+//!          h_i ← softplus(h_i + bn2(Σ_j σ(f) ⊙ softplus(c)))
+//! mean pool ─ softplus ─ conv_to_fc Linear(F→128) ─ softplus ─ head Linear(128→embed_dim)
+//! ```
+//! The neighbour list (12 nearest within 8 Å) is built at ingest (`GraphBatch::cgcnn`). Every BN
+//! is SyncBN. Parameter names `crystal.embedding`, `crystal.conv.<k>.{fc_full,bn1,bn2}`,
+//! `crystal.conv_to_fc`, `crystal.head`.
+
+use super::common::*;
+use super::{Encoder, GraphBatch, Modality, ModalityBatch, StepContext};
+use crate::crystal::features::ATOM_FEATURE_DIM;
+use crate::engine::nn::{add, Act, Activation, BatchNorm, Linear};
+use crate::engine::ops::gather::{gather_rows_forward, index_add_rows};
+use crate::engine::ops::rbf::{gaussian_rbf_forward, RbfGrid};
+use crate::engine::ops::segment::{segment_mean_backward, segment_mean_forward};
+use crate::engine::{Module, Param, Tensor};
+use anyhow::{bail, ensure, Result};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CgcnnConfig {
+    /// Atom feature width F (`atom_fea_len`).
+    pub atom_fea_len: usize,
+    pub conv_layers: usize,
+    /// Width after pooling (`h_fea_len`).
+    pub h_fea_len: usize,
+    pub rbf_min: f32,
+    pub rbf_max: f32,
+    pub rbf_bins: usize,
+}
+
+impl Default for CgcnnConfig {
+    fn default() -> Self {
+        CgcnnConfig { atom_fea_len: 64, conv_layers: 3, h_fea_len: 128, rbf_min: 0.0, rbf_max: 8.0, rbf_bins: 41 }
+    }
+}
+
+/// One CGCNN convolution (`ConvLayer`).
+pub struct CgcnnConv {
+    pub fc_full: Linear,
+    pub bn1: BatchNorm,
+    pub bn2: BatchNorm,
+    filter_act: Act,
+    core_act: Act,
+    out_act: Act,
+    saved: Option<(Tensor, Tensor)>, // σ(f) (E, F), softplus(c) (E, F)
+}
+
+impl CgcnnConv {
+    fn new(name: &str, f: usize, edge_features: usize, rng: &mut ChaCha8Rng) -> CgcnnConv {
+        CgcnnConv {
+            fc_full: Linear::new(&format!("{name}.fc_full"), 2 * f + edge_features, 2 * f, true, rng),
+            bn1: BatchNorm::new(&format!("{name}.bn1"), 2 * f),
+            bn2: BatchNorm::new(&format!("{name}.bn2"), f),
+            filter_act: Act::new(Activation::Sigmoid),
+            core_act: Act::new(Activation::SOFTPLUS),
+            out_act: Act::new(Activation::SOFTPLUS),
+            saved: None,
+        }
+    }
+
+    fn forward(&mut self, h: &Tensor, g: &Tensor, src: &[u32], dst: &[u32], ctx: &StepContext) -> Result<Tensor> {
+        let (n, f) = (h.shape[0], h.shape[1]);
+        let ne = src.len();
+        let z = edge_concat_forward(h, g, src, dst); // (E, 2F + G)
+        let gated = bn_forward(&mut self.bn1, &self.fc_full.forward(&z), ctx)?; // (E, 2F)
+        let (mut fpart, mut cpart) = (Vec::with_capacity(ne * f), Vec::with_capacity(ne * f));
+        for row in gated.data().chunks(2 * f) {
+            fpart.extend_from_slice(&row[..f]);
+            cpart.extend_from_slice(&row[f..]);
+        }
+        let filter = self.filter_act.forward(&Tensor::from_vec(&[ne, f], fpart)); // (E, F)
+        let core = self.core_act.forward(&Tensor::from_vec(&[ne, f], cpart)); // (E, F)
+        let m = mul(&filter, &core);
+        let mut agg = Tensor::zeros(&[n, f]); // (N, F)
+        index_add_rows(agg.data_mut(), m.data(), dst, n, f, false);
+        let y = bn_forward(&mut self.bn2, &agg, ctx)?;
+        self.saved = Some((filter, core));
+        Ok(self.out_act.forward(&add(h, &y)))
+    }
+
+    /// dout (N, F) → dh (N, F) (the edge features are data: no gradient).
+    fn backward(&mut self, dout: &Tensor, src: &[u32], dst: &[u32], ctx: &StepContext) -> Tensor {
+        let (filter, core) = self.saved.take().expect("CgcnnConv: backward without forward");
+        let (n, f) = (dout.shape[0], dout.shape[1]);
+        let ne = src.len();
+        let dsum = self.out_act.backward(dout);
+        let dagg = bn_backward(&mut self.bn2, &dsum, ctx);
+        let mut dm = Tensor::zeros(&[ne, f]); // (E, F)
+        gather_rows_forward(dm.data_mut(), dagg.data(), dst, n, f);
+        let dfilter = self.filter_act.backward(&mul(&dm, &core));
+        let dcore = self.core_act.backward(&mul(&dm, &filter));
+        let mut dgated = Vec::with_capacity(ne * 2 * f); // (E, 2F)
+        for r in 0..ne {
+            dgated.extend_from_slice(&dfilter.data()[r * f..(r + 1) * f]);
+            dgated.extend_from_slice(&dcore.data()[r * f..(r + 1) * f]);
+        }
+        let d = bn_backward(&mut self.bn1, &Tensor::from_vec(&[ne, 2 * f], dgated), ctx);
+        let dz = self.fc_full.backward(&d);
+        let mut dh = dsum;
+        edge_concat_backward(&mut dh, &dz, src, dst);
+        dh
+    }
+}
+
+impl Module for CgcnnConv {
+    fn visit_params(&mut self, f: &mut dyn FnMut(&mut Param)) {
+        self.fc_full.visit_params(f);
+        self.bn1.visit_params(f);
+        self.bn2.visit_params(f);
+    }
+    fn visit_buffers(&mut self, f: &mut dyn FnMut(&str, &mut Tensor)) {
+        self.bn1.visit_buffers(f);
+        self.bn2.visit_buffers(f);
+    }
+    fn set_training(&mut self, training: bool) {
+        self.bn1.set_training(training);
+        self.bn2.set_training(training);
+    }
+}
+
+pub struct Cgcnn {
+    pub config: CgcnnConfig,
+    embed_dim: usize,
+    pub embedding: Linear,
+    pub convs: Vec<CgcnnConv>,
+    pool_act: Act,
+    pub conv_to_fc: Linear,
+    fc_act: Act,
+    pub head: Linear,
+    grid: RbfGrid,
+    saved: Option<(Vec<u32>, Vec<u32>, Vec<usize>)>, // src, dst, node offsets
+}
+
+impl Cgcnn {
+    pub fn new(config: &CgcnnConfig, embed_dim: usize, seed: u64) -> Result<Cgcnn> {
+        ensure!(config.atom_fea_len > 0 && config.conv_layers > 0 && config.h_fea_len > 0, "cgcnn: widths and layers must be positive");
+        ensure!(config.rbf_bins >= 2 && config.rbf_max > config.rbf_min, "cgcnn: need rbf_bins ≥ 2 and rbf_max > rbf_min");
+        let rng = &mut ChaCha8Rng::seed_from_u64(seed);
+        let f = config.atom_fea_len;
+        Ok(Cgcnn {
+            config: config.clone(),
+            embed_dim,
+            embedding: Linear::new("crystal.embedding", ATOM_FEATURE_DIM, f, true, rng),
+            convs: (0..config.conv_layers).map(|k| CgcnnConv::new(&format!("crystal.conv.{k}"), f, config.rbf_bins, rng)).collect(),
+            pool_act: Act::new(Activation::SOFTPLUS),
+            conv_to_fc: Linear::new("crystal.conv_to_fc", f, config.h_fea_len, true, rng),
+            fc_act: Act::new(Activation::SOFTPLUS),
+            head: Linear::new("crystal.head", config.h_fea_len, embed_dim, true, rng),
+            grid: RbfGrid::new(config.rbf_min, config.rbf_max, config.rbf_bins),
+            saved: None,
+        })
+    }
+
+    fn forward_graph(&mut self, g: &GraphBatch, ctx: &StepContext) -> Result<Tensor> {
+        validate_nodes(g)?;
+        let n = g.species.len();
+        validate_edges("cgcnn edges", &g.cgcnn.src, &g.cgcnn.dst, &[("distance", &g.cgcnn.distance)], n, true)?;
+        ensure!(g.cgcnn.src.len() >= 2, "crystal batch: CGCNN needs at least two edges in a batch (batch norm over edges)");
+        let f = self.config.atom_fea_len;
+        let x = batch_atom_features(&g.species)?; // (N, 92)
+        let mut h = self.embedding.forward(&x); // (N, F)
+        let mut gauss = Tensor::zeros(&[g.cgcnn.src.len(), self.config.rbf_bins]); // (E, G)
+        gaussian_rbf_forward(gauss.data_mut(), &g.cgcnn.distance, &self.grid);
+        for conv in &mut self.convs {
+            h = conv.forward(&h, &gauss, &g.cgcnn.src, &g.cgcnn.dst, ctx)?;
+        }
+        let mut pooled = Tensor::zeros(&[g.num_graphs, f]); // (B, F)
+        segment_mean_forward(pooled.data_mut(), h.data(), &g.node_offsets, f);
+        let y = self.fc_act.forward(&self.conv_to_fc.forward(&self.pool_act.forward(&pooled)));
+        self.saved = Some((g.cgcnn.src.clone(), g.cgcnn.dst.clone(), g.node_offsets.clone()));
+        Ok(self.head.forward(&y))
+    }
+}
+
+impl Encoder for Cgcnn {
+    fn modality(&self) -> Modality {
+        Modality::Crystal
+    }
+    fn embed_dim(&self) -> usize {
+        self.embed_dim
+    }
+    fn forward(&mut self, batch: &ModalityBatch, ctx: &StepContext) -> Result<Tensor> {
+        self.set_training(ctx.train);
+        match batch {
+            ModalityBatch::Crystal(g) => self.forward_graph(g, ctx),
+            other => bail!("cgcnn: expected a crystal batch, got a {} batch", batch_name(other)),
+        }
+    }
+    fn backward(&mut self, dout: &Tensor, ctx: &StepContext) -> Result<()> {
+        let (src, dst, offsets) = self.saved.take().ok_or_else(|| anyhow::anyhow!("cgcnn: backward without a forward"))?;
+        let f = self.config.atom_fea_len;
+        let d = self.fc_act.backward(&self.head.backward(dout));
+        let dpooled = self.pool_act.backward(&self.conv_to_fc.backward(&d)); // (B, F)
+        let mut dh = Tensor::zeros(&[*offsets.last().unwrap(), f]); // (N, F)
+        segment_mean_backward(dh.data_mut(), dpooled.data(), &offsets, f);
+        for conv in self.convs.iter_mut().rev() {
+            dh = conv.backward(&dh, &src, &dst, ctx);
+        }
+        self.embedding.backward(&dh);
+        Ok(())
+    }
+}
+
+impl Module for Cgcnn {
+    fn visit_params(&mut self, f: &mut dyn FnMut(&mut Param)) {
+        self.embedding.visit_params(f);
+        for c in &mut self.convs {
+            c.visit_params(f);
+        }
+        self.conv_to_fc.visit_params(f);
+        self.head.visit_params(f);
+    }
+    fn visit_buffers(&mut self, f: &mut dyn FnMut(&str, &mut Tensor)) {
+        for c in &mut self.convs {
+            c.visit_buffers(f);
+        }
+    }
+    fn set_training(&mut self, training: bool) {
+        for c in &mut self.convs {
+            c.set_training(training);
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! DOS encoder: a Transformer without positional encoding (MultiMat methods, "DOS encoder").
+//!
+//! ```text
+//! E (B, L, 1) ─ energy_embedding Linear(1→D) ─┐
+//! ρ (B, L, 1) ─ density_embedding Linear(1→D) ─┴─ concat (B, L, 2D) ─ [mix Linear(2D→2D)] ─ down Linear(2D→D)
+//!   ─ blocks × 4 (pre-LN, H heads × hs, FFN D→4D→D, GELU; key padding mask) ─ masked mean ─ head Linear(D→embed_dim)
+//! ```
+//! The paper: "a linear layer was employed to mix the embeddings for each token. This was then
+//! followed by another layer, which downsampled the embeddings … back to the original embedding
+//! dimension" — so by default there is a mixing Linear(2D→2D) before the down-projection
+//! (`mix_layer = false` gives the design table's single Linear(2D→D)). No activation sits between
+//! them (the paper names none). The head Linear(D→embed_dim) maps onto the shared latent size.
+//! Padded tokens (`DosBatch::mask` false) are masked as attention keys and left out of the pool,
+//! and their input values are replaced by 0 so non-finite padding cannot leak in.
+
+use super::common::*;
+use super::{DosBatch, Encoder, Modality, ModalityBatch, StepContext};
+use crate::engine::nn::transformer::TransformerConfig;
+use crate::engine::nn::{Activation, Linear, TransformerBlock};
+use crate::engine::ops::gelu::GeluKind;
+use crate::engine::{Module, Param, Tensor};
+use anyhow::{bail, ensure, Result};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DosTransformerConfig {
+    /// Model width D.
+    pub dim: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub head_size: usize,
+    pub ffn_dim: usize,
+    /// The paper's mixing Linear(2D→2D) before the down-projection.
+    pub mix_layer: bool,
+    pub qkv_bias: bool,
+    pub ln_eps: f32,
+}
+
+impl Default for DosTransformerConfig {
+    fn default() -> Self {
+        DosTransformerConfig { dim: 128, layers: 4, heads: 8, head_size: 64, ffn_dim: 512, mix_layer: true, qkv_bias: false, ln_eps: 1e-5 }
+    }
+}
+
+pub struct DosTransformer {
+    pub config: DosTransformerConfig,
+    embed_dim: usize,
+    pub energy_embedding: Linear,
+    pub density_embedding: Linear,
+    pub mix: Option<Linear>,
+    pub down: Linear,
+    pub blocks: Vec<TransformerBlock>,
+    pub head: Linear,
+    saved: Option<(Vec<bool>, usize, usize)>, // valid (B, L), B, L
+}
+
+impl DosTransformer {
+    pub fn new(config: &DosTransformerConfig, embed_dim: usize, seed: u64) -> Result<DosTransformer> {
+        let c = config;
+        ensure!(c.dim > 0 && c.layers > 0 && c.heads > 0 && c.head_size > 0 && c.ffn_dim > 0, "dos_transformer: sizes must be positive");
+        let rng = &mut ChaCha8Rng::seed_from_u64(seed);
+        let block_cfg = TransformerConfig {
+            dim: c.dim,
+            heads: c.heads,
+            head_size: c.head_size,
+            ffn_dim: c.ffn_dim,
+            activation: Activation::Gelu(GeluKind::Erf),
+            ln_eps: c.ln_eps,
+            qkv_bias: c.qkv_bias,
+            norm_first: true,
+        };
+        Ok(DosTransformer {
+            config: c.clone(),
+            embed_dim,
+            energy_embedding: Linear::new("dos.energy_embedding", 1, c.dim, true, rng),
+            density_embedding: Linear::new("dos.density_embedding", 1, c.dim, true, rng),
+            mix: c.mix_layer.then(|| Linear::new("dos.mix", 2 * c.dim, 2 * c.dim, true, rng)),
+            down: Linear::new("dos.down", 2 * c.dim, c.dim, true, rng),
+            blocks: (0..c.layers).map(|k| TransformerBlock::new(&format!("dos.blocks.{k}"), &block_cfg, rng)).collect(),
+            head: Linear::new("dos.head", c.dim, embed_dim, true, rng),
+            saved: None,
+        })
+    }
+
+    fn forward_dos(&mut self, d: &DosBatch) -> Result<Tensor> {
+        let (b, l, dim) = (d.batch, d.len, self.config.dim);
+        ensure!(d.energies.len() == b * l && d.densities.len() == b * l,
+            "dos batch: energies/densities hold {}/{} values for B = {b} × L = {l}", d.energies.len(), d.densities.len());
+        let valid = match &d.mask {
+            Some(m) => {
+                ensure!(m.len() == b * l, "dos batch: mask has {} entries for B = {b} × L = {l}", m.len());
+                m.clone()
+            }
+            None => vec![true; b * l],
+        };
+        let (mut e, mut rho) = (vec![0.0f32; b * l], vec![0.0f32; b * l]); // (B·L, 1) each
+        for i in (0..b * l).filter(|&i| valid[i]) {
+            if !d.energies[i].is_finite() || !d.densities[i].is_finite() {
+                bail!("dos batch: sample {} point {}: non-finite value (E = {}, ρ = {})", i / l, i % l, d.energies[i], d.densities[i]);
+            }
+            e[i] = d.energies[i];
+            rho[i] = d.densities[i];
+        }
+        let ee = self.energy_embedding.forward(&Tensor::from_vec(&[b * l, 1], e)); // (B·L, D)
+        let re = self.density_embedding.forward(&Tensor::from_vec(&[b * l, 1], rho)); // (B·L, D)
+        let mut cat = Vec::with_capacity(b * l * 2 * dim); // (B·L, 2D)
+        for r in 0..b * l {
+            cat.extend_from_slice(&ee.data()[r * dim..(r + 1) * dim]);
+            cat.extend_from_slice(&re.data()[r * dim..(r + 1) * dim]);
+        }
+        let mut x = Tensor::from_vec(&[b, l, 2 * dim], cat);
+        if let Some(mix) = self.mix.as_mut() {
+            x = mix.forward(&x);
+        }
+        let mut x = self.down.forward(&x); // (B, L, D)
+        for blk in &mut self.blocks {
+            x = blk.forward(&x, Some(&valid));
+        }
+        let pooled = masked_mean_forward(&x, &valid); // (B, D)
+        self.saved = Some((valid, b, l));
+        Ok(self.head.forward(&pooled))
+    }
+}
+
+impl Encoder for DosTransformer {
+    fn modality(&self) -> Modality {
+        Modality::Dos
+    }
+    fn embed_dim(&self) -> usize {
+        self.embed_dim
+    }
+    fn forward(&mut self, batch: &ModalityBatch, _ctx: &StepContext) -> Result<Tensor> {
+        match batch {
+            ModalityBatch::Dos(d) => self.forward_dos(d),
+            other => bail!("dos_transformer: expected a dos batch, got a {} batch", batch_name(other)),
+        }
+    }
+    fn backward(&mut self, dout: &Tensor, _ctx: &StepContext) -> Result<()> {
+        let (valid, b, l) = self.saved.take().ok_or_else(|| anyhow::anyhow!("dos_transformer: backward without a forward"))?;
+        let dim = self.config.dim;
+        let dpooled = self.head.backward(dout);
+        let mut g = masked_mean_backward(&dpooled, &valid, l); // (B, L, D)
+        for blk in self.blocks.iter_mut().rev() {
+            g = blk.backward(&g);
+        }
+        let mut g = self.down.backward(&g); // (B, L, 2D)
+        if let Some(mix) = self.mix.as_mut() {
+            g = mix.backward(&g);
+        }
+        let (mut de, mut dr) = (Vec::with_capacity(b * l * dim), Vec::with_capacity(b * l * dim));
+        for row in g.data().chunks(2 * dim) {
+            de.extend_from_slice(&row[..dim]);
+            dr.extend_from_slice(&row[dim..]);
+        }
+        self.energy_embedding.backward(&Tensor::from_vec(&[b * l, dim], de));
+        self.density_embedding.backward(&Tensor::from_vec(&[b * l, dim], dr));
+        Ok(())
+    }
+}
+
+impl Module for DosTransformer {
+    fn visit_params(&mut self, f: &mut dyn FnMut(&mut Param)) {
+        self.energy_embedding.visit_params(f);
+        self.density_embedding.visit_params(f);
+        if let Some(m) = self.mix.as_mut() {
+            m.visit_params(f);
+        }
+        self.down.visit_params(f);
+        for blk in &mut self.blocks {
+            blk.visit_params(f);
+        }
+        self.head.visit_params(f);
+    }
+}
