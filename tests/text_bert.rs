@@ -262,3 +262,59 @@ fn embed_text_command_writes_vectors_in_input_order_and_refuses_bad_utf8() {
         .collect();
     assert!(leftovers.is_empty(), "files left by a failed run: {leftovers:?}");
 }
+
+#[test]
+fn embed_text_fills_shards_and_rebuilds_their_manifest() {
+    use multimat::shard::manifest::{check_manifest, Manifest, MANIFEST_FILE};
+    use multimat::shard::{ShardData, ShardMeta, ShardRecord, ShardWriter};
+    let reference = reference();
+    let cases = reference["cases"].as_array().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let shard = dir.path().join("shard-000.h5");
+    let records: Vec<ShardRecord> = [(0usize, true), (9, true), (3, false)]
+        .iter()
+        .map(|&(case, with_text)| ShardRecord {
+            id: format!("case-{case}"),
+            text: with_text.then(|| cases[case]["text"].as_str().unwrap().to_string()),
+            ..Default::default()
+        })
+        .collect();
+    ShardWriter::new(ShardMeta::default()).write(&shard, &records).unwrap();
+    let mut manifest = Manifest::new(Default::default(), Default::default());
+    manifest.add_shard("shard-000.h5", &ShardData::load(&shard).unwrap(), multimat::shard::manifest::file_sha256(&shard).unwrap());
+    manifest.write(&dir.path().join(MANIFEST_FILE)).unwrap();
+
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_multimat"))
+            .args(["embed-text", "--quiet", "--shards"])
+            .arg(&shard)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "embed-text {extra:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&["--model", model_dir().to_str().unwrap(), "--pooling", "cls"]);
+    let data = ShardData::load(&shard).unwrap();
+    let spec = data.meta.text_embedding.clone().expect("shard records the embedding model");
+    assert_eq!((spec.model.as_str(), spec.weights_sha256.as_str(), spec.dim), ("nreimers/MiniLM-L6-H384-uncased", reference["model_sha256"].as_str().unwrap(), 384));
+    for (i, case) in [(0usize, 0usize), (1, 9)] {
+        let r = data.record(i);
+        let d = max_abs_diff(&r.text_embedding.unwrap().vector, &floats(&cases[case]["cls_last_hidden_state"]));
+        assert!(d < 1e-4, "shard record {i} (case {case}) off by {d}");
+    }
+    assert!(data.record(2).text_embedding.is_none(), "a record without text gets no embedding");
+    let problems = check_manifest(&dir.path().join(MANIFEST_FILE));
+    assert!(problems.is_empty(), "manifest stale after embedding: {problems:?}");
+
+    // Precomputed vectors (npy + ids) go in by id, with the given model name and no weights hash.
+    let prefix = dir.path().join("mine");
+    text::npy::write_embeddings(&prefix, &["case-3".into(), "case-0".into()], &[vec![0.5; 4], vec![-1.0; 4]]).unwrap();
+    run(&["--precomputed", prefix.to_str().unwrap(), "--precomputed-model", "my-matbert"]);
+    let data = ShardData::load(&shard).unwrap();
+    let spec = data.meta.text_embedding.clone().unwrap();
+    assert_eq!((spec.model.as_str(), spec.weights_sha256.as_str(), spec.dim), ("my-matbert", "", 4));
+    assert_eq!(data.record(0).text_embedding.unwrap().vector, vec![-1.0; 4]);
+    assert!(data.record(1).text_embedding.is_none());
+    assert_eq!(data.record(2).text_embedding.unwrap().vector, vec![0.5; 4]);
+    assert!(check_manifest(&dir.path().join(MANIFEST_FILE)).is_empty());
+}

@@ -1,16 +1,21 @@
 //! `multimat embed-text`: embed Robocrystallographer descriptions with a frozen BERT checkpoint
 //! (MatBERT in the paper) and write one vector per material.
 //!
-//! Input: a JSON-lines file of `{"material_id": …, "description": …}` records (`--texts`).
-//! Output: `PREFIX.npy` (float32, materials × hidden size), `PREFIX.ids.txt` (one id per line, same
-//! order) and `PREFIX.meta.json` (model name, sha256 of the weights, pooling, and per material the
-//! token count fed to the model and the untruncated count), each written atomically — the same
-//! npy + ids form in which precomputed MatBERT vectors are accepted (`--check-precomputed`).
-//! Writing the vectors straight into HDF5 shards waits for the shard module on main.
+//! Three ways in, two ways out:
+//! - `--shards S…` with `--model`: the descriptions stored in the shards are embedded and the
+//!   vectors written back into each shard's `text/embedding` with the model name and the sha256 of
+//!   its weights (each shard rewritten atomically; a `manifest.json` beside them is rebuilt);
+//! - `--shards S…` with `--precomputed PREFIX`: vectors from your own MatBERT pipeline
+//!   (`PREFIX.npy` + `PREFIX.ids.txt`) are stored into the shards by material id instead;
+//! - `--texts T.jsonl --out PREFIX` (`{"material_id", "description"}` per line): writes
+//!   `PREFIX.npy`, `PREFIX.ids.txt` and `PREFIX.meta.json` (model, weights sha256, pooling, and per
+//!   material the token count fed to the model and the untruncated count), each atomically.
 
+use crate::shard::manifest::{file_sha256, Manifest, MANIFEST_FILE};
+use crate::shard::{EmbeddingSpec, ShardData, ShardWriter};
 use crate::text::{npy, Pooling, TextEncoder};
 use anyhow::{bail, Context, Result};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -18,14 +23,25 @@ use std::time::Instant;
 pub struct Args {
     /// Model directory in the Hugging Face layout: config.json, tokenizer.json or vocab.txt,
     /// model.safetensors.
-    #[arg(long, value_name = "DIR", required_unless_present = "check_precomputed")]
+    #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
-    /// JSON-lines file with one {"material_id", "description"} object per line.
-    #[arg(long, value_name = "FILE.jsonl", required_unless_present = "check_precomputed")]
+    /// Shards whose descriptions are embedded (or which receive --precomputed vectors); each is
+    /// rewritten in place, atomically.
+    #[arg(long, value_name = "SHARD", num_args = 1.., conflicts_with_all = ["texts", "out"])]
+    pub shards: Vec<PathBuf>,
+    /// JSON-lines file with one {"material_id", "description"} object per line (with --out).
+    #[arg(long, value_name = "FILE.jsonl", requires = "out")]
     pub texts: Option<PathBuf>,
-    /// Output prefix: writes PREFIX.npy, PREFIX.ids.txt and PREFIX.meta.json.
-    #[arg(long, value_name = "PREFIX", required_unless_present = "check_precomputed")]
+    /// Output prefix for --texts: writes PREFIX.npy, PREFIX.ids.txt and PREFIX.meta.json.
+    #[arg(long, value_name = "PREFIX", requires = "texts")]
     pub out: Option<PathBuf>,
+    /// Store precomputed vectors PREFIX.npy + PREFIX.ids.txt into --shards instead of running a
+    /// model (materials are matched by id).
+    #[arg(long, value_name = "PREFIX", requires = "shards", conflicts_with = "model")]
+    pub precomputed: Option<PathBuf>,
+    /// Model name recorded with --precomputed vectors (default: the file name of PREFIX).
+    #[arg(long, value_name = "NAME", requires = "precomputed")]
+    pub precomputed_model: Option<String>,
     /// How a text's token vectors become one vector: the [CLS] position (the paper) or the mean
     /// over real tokens.
     #[arg(long, value_enum, default_value = "cls")]
@@ -33,9 +49,8 @@ pub struct Args {
     /// Texts per forward pass (texts are sorted by length first, so padding stays small).
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
-    /// Validate precomputed embeddings PREFIX.npy + PREFIX.ids.txt (from your own MatBERT
-    /// pipeline) and print their size, instead of embedding.
-    #[arg(long, value_name = "PREFIX", conflicts_with_all = ["model", "texts", "out"])]
+    /// Validate precomputed embeddings PREFIX.npy + PREFIX.ids.txt and print their size, then exit.
+    #[arg(long, value_name = "PREFIX", conflicts_with_all = ["model", "texts", "out", "shards", "precomputed"])]
     pub check_precomputed: Option<PathBuf>,
     /// No progress bar.
     #[arg(long)]
@@ -116,14 +131,20 @@ pub fn run(args: Args) -> Result<()> {
         );
         return Ok(());
     }
-    let (model_dir, texts_path, out) = match (&args.model, &args.texts, &args.out) {
-        (Some(m), Some(t), Some(o)) => (m, t, o),
-        _ => bail!("--model, --texts and --out are required"),
-    };
-    let records = read_texts_jsonl(texts_path)?;
-    if records.is_empty() {
-        bail!("{}: no records", texts_path.display());
+    if !args.shards.is_empty() {
+        if let Some(prefix) = &args.precomputed {
+            return store_precomputed(&args.shards, prefix, args.precomputed_model.as_deref());
+        }
+        let model = args.model.as_ref().context("--shards needs --model DIR (or --precomputed PREFIX)")?;
+        return embed_shards(&args.shards, model, args.pooling, args.batch_size, args.quiet);
     }
+    match (&args.model, &args.texts, &args.out) {
+        (Some(m), Some(t), Some(o)) => embed_jsonl(m, t, o, args.pooling, args.batch_size, args.quiet),
+        _ => bail!("give --model DIR with either --shards SHARD… or --texts FILE.jsonl --out PREFIX"),
+    }
+}
+
+fn load_encoder(model_dir: &Path) -> Result<TextEncoder> {
     let t0 = Instant::now();
     let encoder = TextEncoder::load(model_dir)?;
     eprintln!(
@@ -135,12 +156,21 @@ pub fn run(args: Args) -> Result<()> {
         encoder.weights_hash(),
         t0.elapsed().as_secs_f64()
     );
+    Ok(encoder)
+}
+
+fn embed_jsonl(model_dir: &Path, texts_path: &Path, out: &Path, pooling: Pooling, batch_size: usize, quiet: bool) -> Result<()> {
+    let records = read_texts_jsonl(texts_path)?;
+    if records.is_empty() {
+        bail!("{}: no records", texts_path.display());
+    }
+    let encoder = load_encoder(model_dir)?;
     let texts: Vec<&str> = records.iter().map(|r| r.description.as_str()).collect();
     let tokens = encoder
         .tokenize_all(&texts)
         .with_context(|| format!("tokenising {}", texts_path.display()))?;
     let t1 = Instant::now();
-    let embedded = encoder.embed_tokens(&tokens, args.pooling, args.batch_size, !args.quiet)?;
+    let embedded = encoder.embed_tokens(&tokens, pooling, batch_size, !quiet)?;
     let secs = t1.elapsed().as_secs_f64();
     let n_truncated = embedded.iter().filter(|e| e.untruncated_len > e.n_tokens).count();
 
@@ -149,7 +179,7 @@ pub fn run(args: Args) -> Result<()> {
         "model": encoder.name,
         "model_dir": model_dir.display().to_string(),
         "weights_sha256": encoder.weights_hash(),
-        "pooling": args.pooling.name(),
+        "pooling": pooling.name(),
         "dim": encoder.dim(),
         "max_tokens": encoder.tokenizer.max_len,
         "texts": texts_path.display().to_string(),
@@ -173,6 +203,106 @@ pub fn run(args: Args) -> Result<()> {
         ids_path.display(),
         meta_path.display()
     );
+    Ok(())
+}
+
+/// Embed every shard's stored descriptions and write the vectors back. Records without a
+/// description get no embedding (any older one, from another model, is dropped: a shard holds
+/// one embedding model).
+fn embed_shards(shards: &[PathBuf], model_dir: &Path, pooling: Pooling, batch_size: usize, quiet: bool) -> Result<()> {
+    let encoder = load_encoder(model_dir)?;
+    let spec = EmbeddingSpec {
+        model: encoder.name.clone(),
+        weights_sha256: encoder.weights_hash().to_string(),
+        dim: encoder.dim(),
+    };
+    for path in shards {
+        let data = ShardData::load(path)?;
+        let mut records = data.records();
+        let with_text: Vec<usize> = (0..records.len()).filter(|&i| records[i].text.is_some()).collect();
+        let texts: Vec<&str> = with_text.iter().map(|&i| records[i].text.as_deref().unwrap_or("")).collect();
+        let tokens = encoder.tokenize_all(&texts).with_context(|| format!("tokenising descriptions of {}", path.display()))?;
+        let t0 = Instant::now();
+        let embedded = encoder
+            .embed_tokens(&tokens, pooling, batch_size, !quiet)
+            .with_context(|| format!("embedding descriptions of {}", path.display()))?;
+        for r in records.iter_mut() {
+            r.text_embedding = None;
+        }
+        for (&i, e) in with_text.iter().zip(embedded) {
+            records[i].text_embedding = Some(crate::material::TextEmbedding { vector: e.vector, model: spec.model.clone() });
+        }
+        let mut meta = data.meta.clone();
+        meta.text_embedding = Some(spec.clone());
+        ShardWriter::new(meta).write(path, &records)?;
+        let truncated = tokens.iter().filter(|t| t.truncated()).count();
+        eprintln!(
+            "{}: embedded {} of {} records in {:.1} s ({truncated} truncated to {} tokens)",
+            path.display(),
+            with_text.len(),
+            records.len(),
+            t0.elapsed().as_secs_f64(),
+            encoder.tokenizer.max_len
+        );
+    }
+    rebuild_manifests(shards)
+}
+
+/// Store precomputed vectors into shards by material id.
+fn store_precomputed(shards: &[PathBuf], prefix: &Path, model: Option<&str>) -> Result<()> {
+    let (ids, vectors) = npy::read_embeddings(prefix)?;
+    let dim = vectors.first().map_or(0, |v| v.len());
+    let model = model.map(str::to_string).unwrap_or_else(|| {
+        let (npy_path, _) = npy::embedding_paths(prefix);
+        npy_path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "precomputed".into())
+    });
+    // Weights of an outside pipeline are unknown: the spec records "" then.
+    let spec = EmbeddingSpec { model: model.clone(), weights_sha256: String::new(), dim };
+    let by_id: HashMap<&str, &Vec<f32>> = ids.iter().map(String::as_str).zip(&vectors).collect();
+    let mut used = 0;
+    for path in shards {
+        let data = ShardData::load(path)?;
+        let mut records = data.records();
+        let mut hits = 0;
+        for r in records.iter_mut() {
+            r.text_embedding = by_id
+                .get(r.id.as_str())
+                .map(|v| crate::material::TextEmbedding { vector: (*v).clone(), model: model.clone() });
+            hits += r.text_embedding.is_some() as usize;
+        }
+        let mut meta = data.meta.clone();
+        meta.text_embedding = Some(spec.clone());
+        ShardWriter::new(meta).write(path, &records)?;
+        used += hits;
+        eprintln!("{}: stored {hits} of {} records' vectors from {}", path.display(), records.len(), prefix.display());
+    }
+    eprintln!("{used} of {} precomputed vectors matched a shard record", ids.len());
+    rebuild_manifests(shards)
+}
+
+/// Rebuild `manifest.json` in every directory of `shards` that has one (shard sha256s and record
+/// checksums changed), from the shards it lists.
+fn rebuild_manifests(shards: &[PathBuf]) -> Result<()> {
+    let dirs: HashSet<PathBuf> = shards
+        .iter()
+        .map(|p| p.parent().map(Path::to_path_buf).unwrap_or_default())
+        .collect();
+    for dir in dirs {
+        let path = dir.join(MANIFEST_FILE);
+        if !path.is_file() {
+            continue;
+        }
+        let old = Manifest::read(&path)?;
+        let mut new = Manifest::new(old.preprocess_params.clone(), old.graph_params.clone());
+        new.rejects = old.rejects;
+        for s in &old.shards {
+            let shard = dir.join(&s.file);
+            let data = ShardData::load(&shard).with_context(|| format!("rebuilding {}", path.display()))?;
+            new.add_shard(&s.file, &data, file_sha256(&shard)?);
+        }
+        new.write(&path)?;
+        eprintln!("rebuilt {}", path.display());
+    }
     Ok(())
 }
 
