@@ -22,4 +22,5 @@ pub mod dist;
 pub mod text;
 pub mod model;
 pub mod train;
+pub mod eval;
 pub mod cli;

@@ -19,31 +19,13 @@ pub enum Bench {
     Ingest(crate::ingest::bench::IngestArgs),
     /// PotNet lattice sums: pairs/s for a 40-atom cell and a structure directory, 1 thread and
     /// all cores, and the extrapolation to an MP-sized ingest.
-    LatticeSums(LatticeSumsArgs),
+    LatticeSums(crate::crystal::throughput::LatticeSumBenchArgs),
     /// Encoder forward+backward materials/s at batch 360 (PotNet, CGCNN, DOS, text, ResNeXt).
     Encoders(crate::model::bench::EncodersBenchArgs),
     /// Frozen BERT text encoder: texts/s and GFLOP/s vs the sgemm peak, peak memory.
     Text(crate::text::bench::Args),
 }
 
-#[derive(clap::Args, Debug)]
-pub struct LatticeSumsArgs {
-    /// Directory of pymatgen Structure JSON files (e.g. ../shared/data/mp-multimodal/structures).
-    #[arg(long)]
-    pub structures: Option<std::path::PathBuf>,
-    /// Timing repeats (best of).
-    #[arg(long, default_value_t = 3)]
-    pub repeats: usize,
-    /// Cores of the node in the extrapolation.
-    #[arg(long, default_value_t = 32)]
-    pub node_cores: usize,
-    /// Crystals in the extrapolation (Materials Project size).
-    #[arg(long, default_value_t = 154_000.0)]
-    pub crystals: f64,
-    /// Mean ordered pairs (sites²) per crystal in the extrapolation.
-    #[arg(long, default_value_t = 2_000.0)]
-    pub mean_pairs: f64,
-}
 
 pub fn run(args: Args) -> Result<()> {
     match args.what {
@@ -52,12 +34,6 @@ pub fn run(args: Args) -> Result<()> {
         Bench::Ingest(a) => crate::ingest::bench::run(a),
         Bench::Encoders(a) => crate::model::bench::run(a),
         Bench::Text(a) => crate::text::bench::run(a),
-        Bench::LatticeSums(a) => crate::crystal::throughput::run_lattice_sum_bench(&crate::crystal::throughput::LatticeSumBench {
-            structures_dir: a.structures.as_deref(),
-            repeats: a.repeats,
-            node_cores: a.node_cores,
-            crystals: a.crystals,
-            mean_pairs_per_crystal: a.mean_pairs,
-        }),
+        Bench::LatticeSums(a) => crate::crystal::throughput::run(a),
     }
 }

@@ -8,7 +8,7 @@ use super::lattice_sums::{all_pair_sums, LatticeSumPlan};
 use super::{build_infinite_edges, GraphParams};
 use crate::material::Structure;
 use anyhow::{Context, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// SrTiO₃ (cubic perovskite, a = 3.905 Å) as a 2×2×2 supercell: 40 atoms, 1,600 ordered pairs.
@@ -68,17 +68,28 @@ fn best_of(repeats: usize, mut f: impl FnMut()) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
-/// Options of the lattice-sum benchmark.
-pub struct LatticeSumBench<'a> {
-    pub structures_dir: Option<&'a Path>,
+/// Options of `multimat bench lattice-sums`.
+#[derive(clap::Args, Debug)]
+pub struct LatticeSumBenchArgs {
+    /// Directory of pymatgen Structure JSON files (e.g. ../shared/data/mp-multimodal/structures).
+    #[arg(long)]
+    pub structures: Option<PathBuf>,
+    /// Timing repeats (best of).
+    #[arg(long, default_value_t = 3)]
     pub repeats: usize,
+    /// Cores of the node in the extrapolation.
+    #[arg(long, default_value_t = 32)]
     pub node_cores: usize,
+    /// Crystals in the extrapolation (Materials Project size).
+    #[arg(long, default_value_t = 154_000.0)]
     pub crystals: f64,
-    pub mean_pairs_per_crystal: f64,
+    /// Mean ordered pairs (sites²) per crystal in the extrapolation.
+    #[arg(long, default_value_t = 2_000.0)]
+    pub mean_pairs: f64,
 }
 
 /// Run the benchmark and print the report to stdout.
-pub fn run_lattice_sum_bench(opts: &LatticeSumBench) -> Result<()> {
+pub fn run(opts: LatticeSumBenchArgs) -> Result<()> {
     let params = GraphParams::default();
     let cores = rayon::current_num_threads();
     let single = pool(1)?;
@@ -122,7 +133,7 @@ pub fn run_lattice_sum_bench(opts: &LatticeSumBench) -> Result<()> {
 
     // Directory of structures.
     let mut per_pair_single = t1 / pairs40;
-    if let Some(dir) = opts.structures_dir {
+    if let Some(dir) = opts.structures.as_deref() {
         let mut files: Vec<_> = std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect();
         files.sort();
         let structures: Vec<Structure> = files.iter().map(|p| read_pymatgen_json(p)).collect::<Result<_>>()?;
@@ -145,12 +156,12 @@ pub fn run_lattice_sum_bench(opts: &LatticeSumBench) -> Result<()> {
 
     // Extrapolation: the slower of the measured single-thread per-pair times, perfect scaling
     // over the node's cores (structures are independent).
-    let total_pairs = opts.crystals * opts.mean_pairs_per_crystal;
+    let total_pairs = opts.crystals * opts.mean_pairs;
     let seconds = total_pairs * per_pair_single / opts.node_cores as f64;
     println!(
         "extrapolation: {:.0} crystals × {:.0} pairs each = {:.2e} pairs × {:.2} µs/pair / {} cores ≈ {:.1} min on one node",
         opts.crystals,
-        opts.mean_pairs_per_crystal,
+        opts.mean_pairs,
         total_pairs,
         per_pair_single * 1e6,
         opts.node_cores,

@@ -1,7 +1,10 @@
-//! Training infrastructure shared by `pretrain` and `finetune`: checkpoints, the data order,
-//! preemption handling, and the step loop.
+//! Training infrastructure shared by `pretrain` and `finetune`: checkpoints, configuration, the
+//! data order, the dataset, preemption handling, the model container and the step loop.
 
 pub mod checkpoint;
+pub mod config;
 pub mod data_order;
-pub mod preempt;
 pub mod dataset;
+pub mod model;
+pub mod preempt;
+pub mod pretrain;

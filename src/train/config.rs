@@ -1,0 +1,208 @@
+//! The pre-training configuration (TOML). Every field but the data and the loss kind has the
+//! paper's default; `--set section.key=value` overrides any field from the command line, and the
+//! resolved configuration is written beside the checkpoints.
+
+use crate::loss::{LossConfig, Modality};
+use crate::model::config::EncodersConfig;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PretrainConfig {
+    pub data: DataConfig,
+    #[serde(default)]
+    pub model: ModelConfig,
+    pub loss: LossConfig,
+    #[serde(default)]
+    pub optim: OptimConfig,
+    #[serde(default)]
+    pub run: RunConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Shard files or directories of shards (relative paths are relative to the config file).
+    pub shards: Vec<PathBuf>,
+    /// Modalities to train (2 to 4 of crystal, dos, charge_density, text).
+    pub modalities: Vec<Modality>,
+    /// Fraction of records held out (chosen by a hash of the material id and the seed) for the
+    /// retrieval evaluation.
+    #[serde(default = "default_holdout")]
+    pub holdout_fraction: f64,
+}
+
+fn default_holdout() -> f64 {
+    0.1
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    pub embed_dim: usize,
+    pub encoders: EncodersConfig,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig { embed_dim: 128, encoders: EncodersConfig::default() }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptimConfig {
+    /// Peak learning rate.
+    pub lr: f64,
+    pub final_lr: f64,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// Linear warm-up length in epochs (fractions allowed).
+    pub warmup_epochs: f64,
+    pub epochs: u64,
+    /// Global batch size (split over ranks; the result does not depend on the rank count).
+    pub batch_size: usize,
+    /// Global-norm gradient clipping; 0 disables it.
+    pub grad_clip: f64,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        OptimConfig {
+            lr: 1e-4,
+            final_lr: 0.0,
+            weight_decay: 5e-4,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            warmup_epochs: 10.0,
+            epochs: 500,
+            batch_size: 360,
+            grad_clip: 0.0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    /// Checkpoints, metrics.jsonl, config.resolved.toml and retrieval.json go here (relative paths
+    /// are relative to the current directory).
+    pub out_dir: PathBuf,
+    pub seed: u64,
+    /// Checkpoint every N steps (0: at the end of every epoch).
+    pub checkpoint_every: u64,
+    /// Complete checkpoints kept (0 keeps all).
+    pub keep_last: usize,
+    /// Stop after this many optimiser steps in total (0: run all epochs). For tests and smoke runs.
+    pub max_steps: u64,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig { out_dir: PathBuf::from("runs/pretrain"), seed: 0, checkpoint_every: 0, keep_last: 3, max_steps: 0 }
+    }
+}
+
+impl PretrainConfig {
+    /// Read a TOML config, apply `key=value` overrides (dotted paths, values in TOML syntax or bare
+    /// strings), resolve relative shard paths against the config file's directory, and check it.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<PretrainConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        let mut value: toml::Value = toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
+        for o in overrides {
+            apply_override(&mut value, o).with_context(|| format!("applying override {o:?}"))?;
+        }
+        let mut cfg: PretrainConfig = value
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("config {}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for s in &mut cfg.data.shards {
+            if s.is_relative() {
+                *s = base.join(&*s);
+            }
+        }
+        cfg.check().with_context(|| format!("config {}", path.display()))?;
+        Ok(cfg)
+    }
+
+    pub fn check(&self) -> Result<()> {
+        let m = &self.data.modalities;
+        if m.len() < 2 {
+            bail!("data.modalities needs at least two modalities, got {m:?}");
+        }
+        let mut sorted = m.clone();
+        sorted.sort();
+        sorted.dedup();
+        if sorted.len() != m.len() {
+            bail!("data.modalities lists a modality twice: {m:?}");
+        }
+        if self.data.shards.is_empty() {
+            bail!("data.shards is empty");
+        }
+        if !(0.0..0.9).contains(&self.data.holdout_fraction) {
+            bail!("data.holdout_fraction must be in [0, 0.9), got {}", self.data.holdout_fraction);
+        }
+        if self.optim.batch_size < 2 {
+            bail!("optim.batch_size must be at least 2 (contrastive losses need negatives)");
+        }
+        if !(self.optim.lr > 0.0) || !self.optim.lr.is_finite() {
+            bail!("optim.lr must be a positive number, got {}", self.optim.lr);
+        }
+        if self.model.embed_dim == 0 {
+            bail!("model.embed_dim must be positive");
+        }
+        Ok(())
+    }
+
+    pub fn to_toml(&self) -> Result<String> {
+        Ok(toml::to_string_pretty(self)?)
+    }
+}
+
+/// Set `a.b.c = value` in a TOML tree; the value is parsed as TOML if it can be (numbers, bools,
+/// arrays, quoted strings), otherwise taken as a bare string.
+pub fn apply_override(root: &mut toml::Value, assignment: &str) -> Result<()> {
+    let (path, raw) = assignment.split_once('=').context("expected key=value")?;
+    let parsed: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => t.remove("v").unwrap(),
+        Err(_) => toml::Value::String(raw.trim().to_string()),
+    };
+    let keys: Vec<&str> = path.trim().split('.').collect();
+    let mut cur = root;
+    for k in &keys[..keys.len() - 1] {
+        let table = cur.as_table_mut().with_context(|| format!("{k} is not a table"))?;
+        cur = table.entry(k.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+    }
+    cur.as_table_mut()
+        .context("override target is not a table")?
+        .insert(keys[keys.len() - 1].to_string(), parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_and_validation() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[data]\nshards = [\"shards\"]\nmodalities = [\"crystal\", \"dos\"]\n[loss]\nkind = \"clip\"\n").unwrap();
+        let c = PretrainConfig::load(&p, &["optim.lr=3e-4".into(), "run.out_dir=/tmp/x".into()]).unwrap();
+        assert_eq!(c.optim.lr, 3e-4);
+        assert_eq!(c.optim.batch_size, 360, "paper default");
+        assert_eq!(c.run.out_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.data.shards[0], dir.path().join("shards"));
+        assert!(PretrainConfig::load(&p, &["optim.batch_size=1".into()]).is_err());
+        assert!(PretrainConfig::load(&p, &["data.modalities=[\"dos\"]".into()]).is_err());
+        assert!(PretrainConfig::load(&p, &["optim.learning_rate=1".into()]).is_err(), "unknown keys are refused");
+        // Round trip of the resolved config.
+        let again: PretrainConfig = toml::from_str(&c.to_toml().unwrap()).unwrap();
+        assert_eq!(again, c);
+    }
+}

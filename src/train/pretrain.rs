@@ -1,0 +1,474 @@
+//! The pre-training loop (`multimat pretrain`).
+//!
+//! One step, on every rank (a single process is rank 0 of 1):
+//! 1. the global batch of `batch_size` training records is fixed by (seed, epoch, step) alone;
+//!    this rank encodes its contiguous share of rows, per modality only the rows that have it;
+//! 2. embeddings are L2-normalised and all-gathered, so every rank holds the global (B, D)
+//!    matrices and presence masks (gather-with-grad);
+//! 3. the loss runs on this rank's rows against the global batch; the shares of the loss and of
+//!    d(global embeddings) are all-reduce-summed, and each rank back-propagates its own rows;
+//! 4. parameter gradients are all-reduced (one flat bucket), BatchNorm statistics were already
+//!    synchronised inside the encoders (SyncBN), AdamW steps with the warm-up + cosine rate.
+//! Batch assembly runs ahead on a prefetch thread. Only rank 0 writes checkpoints and logs.
+//! SIGUSR1/SIGTERM on any rank: all ranks agree after the step, one checkpoint is written, and
+//! the run returns `Outcome::Preempted` (the CLI exits with the requeue code).
+
+use super::checkpoint::{self, NamedTensors};
+use super::config::PretrainConfig;
+use super::data_order::{batches_per_epoch, epoch_permutation, global_batch, rank_rows};
+use super::dataset::{shard_paths, Dataset};
+use super::model::MultiMatModel;
+use super::preempt::StopSignal;
+use crate::dist::Dist;
+use crate::engine::ops::l2norm::{l2norm_backward, l2norm_forward};
+use crate::engine::optim::{clip_grad_norm, grad_norm, AdamW, AdamWConfig, WarmupCosine};
+use crate::engine::{Module, Tensor};
+use crate::eval::retrieval::{match_ranks, metrics, RetrievalMetrics};
+use crate::loss::{Modality, ModalityEmbeddings};
+use crate::model::{ModalityBatch, StepContext};
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+const L2_EPS: f32 = 1e-12;
+
+/// How a run ended.
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    Finished,
+    /// Stopped by a signal after writing a checkpoint at this step.
+    Preempted { step: u64 },
+}
+
+#[derive(Debug)]
+pub struct Summary {
+    pub outcome: Outcome,
+    pub steps_done: u64,
+    pub first_loss: Option<f64>,
+    pub last_loss: Option<f64>,
+    pub retrieval: Vec<RetrievalMetrics>,
+    pub out_dir: PathBuf,
+}
+
+/// Where to resume from.
+#[derive(Clone, Debug)]
+pub enum Resume {
+    /// Start fresh (refuses if the output directory already holds checkpoints).
+    No,
+    /// Newest complete checkpoint in the output directory, or fresh if there is none.
+    Auto,
+    /// A specific checkpoint JSON.
+    From(PathBuf),
+}
+
+/// Options that are not part of the model's configuration.
+pub struct RunOptions {
+    pub resume: Resume,
+    pub progress: bool,
+}
+
+/// Records held out for evaluation: a hash of (seed, id) below the fraction. Independent of
+/// record order and shard layout.
+pub fn is_holdout(id: &str, seed: u64, fraction: f64) -> bool {
+    if fraction <= 0.0 {
+        return false;
+    }
+    let h = Sha256::digest(format!("{seed}:{id}").as_bytes());
+    let x = u64::from_le_bytes(h[..8].try_into().unwrap()) as f64 / u64::MAX as f64;
+    x < fraction
+}
+
+/// One step's inputs for this rank, assembled ahead of time.
+struct StepBatch {
+    step: u64,
+    /// Global record indices of the whole batch (B).
+    records: Vec<usize>,
+    /// Per configured modality: positions (within this rank's rows) that have it, and its batch.
+    local: Vec<(Vec<usize>, Option<ModalityBatch>)>,
+}
+
+fn assemble_step(ds: &Dataset, train: &[usize], cfg: &PretrainConfig, step: u64, spe: u64, dist_rank: usize, world: usize) -> Result<StepBatch> {
+    let bsz = cfg.optim.batch_size;
+    let epoch = step / spe;
+    let b = (step % spe) as usize;
+    let perm = epoch_permutation(train.len(), cfg.run.seed, epoch);
+    let records: Vec<usize> = global_batch(&perm, bsz, b).iter().map(|&k| train[k]).collect();
+    let rows = rank_rows(bsz, world, dist_rank);
+    let mut local = Vec::new();
+    for &m in &cfg.data.modalities {
+        let pos: Vec<usize> = (0..rows.len()).filter(|&p| ds.has(m, records[rows.start + p])).collect();
+        let recs: Vec<usize> = pos.iter().map(|&p| records[rows.start + p]).collect();
+        let batch = if recs.is_empty() && world == 1 { None } else { Some(ds.assemble(m, &recs)?) };
+        local.push((pos, batch));
+    }
+    Ok(StepBatch { step, records, local })
+}
+
+pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &StopSignal) -> Result<Summary> {
+    let out_dir = cfg.run.out_dir.clone();
+    let ckpt_dir = out_dir.join("checkpoints");
+    let paths = shard_paths(&cfg.data.shards)?;
+    let ds = Arc::new(Dataset::load(&paths)?);
+    for &m in &cfg.data.modalities {
+        if ds.count(m) == 0 {
+            bail!("no record in {:?} has {} data; remove it from data.modalities or ingest it", cfg.data.shards, m.name());
+        }
+    }
+    let (train, holdout): (Vec<usize>, Vec<usize>) =
+        (0..ds.len()).partition(|&r| !is_holdout(ds.id(r), cfg.run.seed, cfg.data.holdout_fraction));
+    let bsz = cfg.optim.batch_size;
+    let spe = batches_per_epoch(train.len(), bsz) as u64;
+    if spe == 0 {
+        bail!("{} training records are fewer than one batch of {bsz}; lower optim.batch_size", train.len());
+    }
+    let total_steps = spe * cfg.optim.epochs;
+    let end_step = if cfg.run.max_steps > 0 { cfg.run.max_steps.min(total_steps) } else { total_steps };
+    let schedule = WarmupCosine {
+        peak_lr: cfg.optim.lr,
+        warmup_steps: (cfg.optim.warmup_epochs * spe as f64).round() as u64,
+        total_steps,
+        final_lr: cfg.optim.final_lr,
+    };
+
+    let mut model = MultiMatModel::new(&cfg.data.modalities, &cfg.model.encoders, &cfg.loss, cfg.model.embed_dim, cfg.run.seed)?;
+    let mut adam = AdamW::new(AdamWConfig { beta1: cfg.optim.beta1, beta2: cfg.optim.beta2, eps: cfg.optim.eps, weight_decay: cfg.optim.weight_decay });
+    adam.init_state(&mut model)?;
+
+    let mut start_step = 0u64;
+    let resume_from = match &opts.resume {
+        Resume::No => {
+            if checkpoint::latest(&ckpt_dir)?.is_some() {
+                bail!("{} already holds checkpoints: pass --resume auto to continue, or choose another run.out_dir", ckpt_dir.display());
+            }
+            None
+        }
+        Resume::Auto => checkpoint::latest(&ckpt_dir)?,
+        Resume::From(p) => Some(checkpoint::load(p)?),
+    };
+    if let Some(c) = resume_from {
+        if c.meta["data_fingerprint"].as_str() != Some(ds.fingerprint.as_str()) {
+            bail!("{}: checkpoint was trained on different shards (data fingerprint differs)", c.json_path.display());
+        }
+        restore(&mut model, &mut adam, &c)?;
+        start_step = c.step();
+        if dist.is_root() {
+            eprintln!("resuming from {} (step {start_step})", c.json_path.display());
+        }
+    }
+
+    let resolved = cfg.to_toml()?;
+    if dist.is_root() {
+        crate::atomic::write_bytes(&out_dir.join("config.resolved.toml"), resolved.as_bytes())?;
+    }
+    let mut params_count = 0usize;
+    model.visit_params(&mut |p| params_count += p.value.numel());
+
+    // Prefetch: a thread assembles the next steps' batches while this one computes.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<StepBatch>>(2);
+    let producer = {
+        let ds = Arc::clone(&ds);
+        let train = train.clone();
+        let cfg = cfg.clone();
+        let (rank, world) = (dist.rank(), dist.world_size());
+        std::thread::spawn(move || {
+            for step in start_step..end_step {
+                let r = assemble_step(&ds, &train, &cfg, step, spe, rank, world);
+                let failed = r.is_err();
+                if tx.send(r).is_err() || failed {
+                    break;
+                }
+            }
+        })
+    };
+
+    let bar = (opts.progress && dist.is_root()).then(|| {
+        let pb = indicatif::ProgressBar::new(end_step);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        pb.set_position(start_step);
+        pb
+    });
+    if dist.is_root() {
+        eprintln!(
+            "pre-training {} on {} records ({} train, {} held out), {} parameters, {} steps/epoch, ranks {}",
+            cfg.data.modalities.iter().map(|m| m.name()).collect::<Vec<_>>().join("+"),
+            ds.len(), train.len(), holdout.len(), params_count, spe, dist.world_size()
+        );
+    }
+
+    let mut first_loss = None;
+    let mut last_loss = None;
+    let mut outcome = Outcome::Finished;
+    let mut step = start_step;
+    let rows = rank_rows(bsz, dist.world_size(), dist.rank());
+    let d = cfg.model.embed_dim;
+    while step < end_step {
+        let sb = rx.recv().context("batch prefetch thread stopped")??;
+        debug_assert_eq!(sb.step, step);
+        let t0 = Instant::now();
+        model.set_training(true);
+        let ctx = StepContext { train: true, dist, dropout_seed: cfg.run.seed ^ step.wrapping_mul(0x2545_F491_4F6C_DD1D) };
+
+        // 1–2. Encode this rank's rows, normalise, gather the global batch.
+        let mut global: Vec<Vec<f32>> = Vec::new(); // per modality (B, D)
+        let mut normalised: Vec<(Vec<f32>, Vec<f32>)> = Vec::new(); // per modality (n_m, D) y and norms
+        for (k, (pos, batch)) in sb.local.iter().enumerate() {
+            let mut local_rows = vec![0.0f32; rows.len() * d]; // (B_local, D), zeros where absent
+            let mut y = Vec::new();
+            let mut norms = Vec::new();
+            if let Some(batch) = batch {
+                let z = model.encoders[k].forward(batch, &ctx).with_context(|| format!("step {step}: {} encoder", cfg.data.modalities[k].name()))?;
+                let n = pos.len();
+                y = vec![0.0f32; n * d];
+                norms = vec![0.0f32; n];
+                l2norm_forward(&mut y, &mut norms, z.data(), n, d, L2_EPS);
+                for (i, &p) in pos.iter().enumerate() {
+                    local_rows[p * d..(p + 1) * d].copy_from_slice(&y[i * d..(i + 1) * d]);
+                }
+            }
+            global.push(dist.all_gather_f32(&local_rows));
+            normalised.push((y, norms));
+        }
+        let present: Vec<Vec<bool>> = cfg.data.modalities.iter().map(|&m| sb.records.iter().map(|&r| ds.has(m, r)).collect()).collect();
+
+        // 3. Loss on this rank's rows against the global batch; sum shares over ranks.
+        let inputs: Vec<ModalityEmbeddings> = cfg
+            .data
+            .modalities
+            .iter()
+            .enumerate()
+            .map(|(k, &m)| ModalityEmbeddings { modality: m, data: &global[k], present: &present[k] })
+            .collect();
+        let out = model.loss.forward_backward(&inputs, d, rows.clone(), true).with_context(|| format!("step {step}: loss"))?;
+        let mut loss_buf = [out.loss];
+        dist.all_reduce_sum_f64(&mut loss_buf);
+        let loss = loss_buf[0];
+        for (k, mut g) in out.grads.into_iter().enumerate() {
+            dist.all_reduce_sum_f32(&mut g);
+            // This rank's rows, present ones only → through the L2 norm → encoder backward.
+            let (pos, batch) = &sb.local[k];
+            if batch.is_none() {
+                continue;
+            }
+            let n = pos.len();
+            let mut dy = vec![0.0f32; n * d];
+            for (i, &p) in pos.iter().enumerate() {
+                let gr = rows.start + p;
+                dy[i * d..(i + 1) * d].copy_from_slice(&g[gr * d..(gr + 1) * d]);
+            }
+            let (y, norms) = &normalised[k];
+            let mut dz = vec![0.0f32; n * d];
+            l2norm_backward(&mut dz, &dy, y, norms, n, d, L2_EPS);
+            model.encoders[k].backward(&Tensor::from_vec(&[n, d], dz), &ctx).with_context(|| format!("step {step}: {} backward", cfg.data.modalities[k].name()))?;
+        }
+
+        // 4. Gradient all-reduce, checks, clipping, update.
+        if dist.world_size() > 1 {
+            let mut flat = Vec::with_capacity(params_count);
+            model.visit_params(&mut |p| flat.extend_from_slice(p.grad.data()));
+            dist.all_reduce_sum_f32(&mut flat);
+            let mut off = 0;
+            model.visit_params(&mut |p| {
+                let n = p.grad.numel();
+                p.grad.data_mut().copy_from_slice(&flat[off..off + n]);
+                off += n;
+            });
+        }
+        let gnorm = if cfg.optim.grad_clip > 0.0 { clip_grad_norm(&mut model, cfg.optim.grad_clip) } else { grad_norm(&mut model) };
+        if !loss.is_finite() || !gnorm.is_finite() {
+            let culprit = cfg
+                .data
+                .modalities
+                .iter()
+                .enumerate()
+                .find(|(k, _)| !grad_norm(model.encoders[*k].as_mut()).is_finite())
+                .map(|(_, m)| m.name())
+                .unwrap_or("loss");
+            let ids: Vec<&str> = sb.records.iter().map(|&r| ds.id(r)).collect();
+            if dist.is_root() {
+                let p = save(&ckpt_dir, &mut model, &mut adam, step, cfg, &ds.fingerprint, 0)?;
+                bail!(
+                    "non-finite loss {loss} or gradient norm {gnorm} at step {step} (first non-finite gradients in the {culprit} encoder); \
+                     last good state saved to {}; batch materials: {}",
+                    p.display(),
+                    ids.join(", ")
+                );
+            }
+            bail!("non-finite loss or gradient at step {step} ({culprit})");
+        }
+        let lr = schedule.lr(step);
+        adam.step(&mut model, lr)?;
+        model.loss.clamp_temperatures();
+        model.zero_grad();
+        step += 1;
+        let dt = t0.elapsed().as_secs_f64();
+        first_loss.get_or_insert(loss);
+        last_loss = Some(loss);
+
+        if dist.is_root() {
+            let temps: Vec<serde_json::Value> = model
+                .loss
+                .temperature_log()
+                .into_iter()
+                .map(|(name, raw, tau)| serde_json::json!({"name": name, "raw_log_scale": raw, "tau": tau}))
+                .collect();
+            let line = serde_json::json!({
+                "step": step, "epoch": (step - 1) / spe, "loss": loss, "lr": lr, "grad_norm": gnorm,
+                "step_time_s": dt, "materials_per_s": bsz as f64 / dt,
+                "terms": out.terms.iter().map(|t| serde_json::json!({"name": t.name, "valid_rows": t.valid_rows})).collect::<Vec<_>>(),
+                "temperatures": temps,
+            });
+            append_line(&out_dir.join("metrics.jsonl"), &line.to_string())?;
+            if let Some(pb) = &bar {
+                pb.set_position(step);
+                pb.set_message(format!("loss {loss:.4}  {dt:.2} s/step  {:.0} materials/s", bsz as f64 / dt));
+            }
+        }
+
+        let stop_now = stop.agreed(dist);
+        let periodic = if cfg.run.checkpoint_every > 0 { step % cfg.run.checkpoint_every == 0 } else { step % spe == 0 };
+        if stop_now || periodic || step == end_step {
+            if dist.is_root() {
+                save(&ckpt_dir, &mut model, &mut adam, step, cfg, &ds.fingerprint, cfg.run.keep_last)?;
+            }
+            dist.barrier();
+        }
+        if stop_now {
+            outcome = Outcome::Preempted { step };
+            break;
+        }
+    }
+    drop(rx);
+    let _ = producer.join();
+    if let Some(pb) = bar {
+        pb.finish();
+    }
+
+    let mut retrieval = Vec::new();
+    if outcome == Outcome::Finished && dist.is_root() {
+        let eval_set = if holdout.len() >= 2 { &holdout } else { &train };
+        retrieval = evaluate_retrieval(&mut model, &ds, eval_set)?;
+        let summary = serde_json::json!({
+            "set": if holdout.len() >= 2 { "holdout" } else { "train" },
+            "pairs": retrieval,
+        });
+        crate::atomic::write_bytes(&out_dir.join("retrieval.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    }
+    Ok(Summary { outcome, steps_done: step - start_step, first_loss, last_loss, retrieval, out_dir })
+}
+
+/// Embeddings (n, D), L2-normalised, of `records` (all having modality `m`), in eval mode.
+pub fn embed_records(model: &mut MultiMatModel, ds: &Dataset, m: Modality, records: &[usize]) -> Result<Vec<f32>> {
+    let single = Dist::single();
+    let ctx = StepContext { train: false, dist: &single, dropout_seed: 0 };
+    model.set_training(false);
+    let d = model.embed_dim;
+    let enc = model.encoder(m).with_context(|| format!("model has no {} encoder", m.name()))?;
+    let mut out = Vec::with_capacity(records.len() * d);
+    for chunk in records.chunks(64) {
+        let batch = ds.assemble(m, chunk)?;
+        let z = enc.forward(&batch, &ctx)?;
+        let mut y = vec![0.0f32; chunk.len() * d];
+        let mut norms = vec![0.0f32; chunk.len()];
+        l2norm_forward(&mut y, &mut norms, z.data(), chunk.len(), d, L2_EPS);
+        out.extend_from_slice(&y);
+    }
+    Ok(out)
+}
+
+/// Retrieval metrics for every ordered pair of the model's modalities over `records`.
+pub fn evaluate_retrieval(model: &mut MultiMatModel, ds: &Dataset, records: &[usize]) -> Result<Vec<RetrievalMetrics>> {
+    let mods = model.modalities.clone();
+    let d = model.embed_dim;
+    let mut out = Vec::new();
+    for &a in &mods {
+        for &b in &mods {
+            if a == b {
+                continue;
+            }
+            let both: Vec<usize> = records.iter().copied().filter(|&r| ds.has(a, r) && ds.has(b, r)).collect();
+            if both.len() < 2 {
+                continue;
+            }
+            let ea = embed_records(model, ds, a, &both)?;
+            let eb = embed_records(model, ds, b, &both)?;
+            let ranks = match_ranks(&ea, &eb, both.len(), d);
+            out.push(metrics(a.name(), b.name(), &ranks));
+        }
+    }
+    Ok(out)
+}
+
+fn append_line(path: &Path, line: &str) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("opening {}", path.display()))?;
+    // One write per line: an O_APPEND write of a short line is not interleaved or split.
+    f.write_all(format!("{line}\n").as_bytes())?;
+    Ok(())
+}
+
+/// Save parameters, BatchNorm buffers and AdamW moments with the metadata a resume needs.
+fn save(dir: &Path, model: &mut MultiMatModel, adam: &mut AdamW, step: u64, cfg: &PretrainConfig, fingerprint: &str, keep: usize) -> Result<PathBuf> {
+    let mut t = NamedTensors::new();
+    model.visit_params(&mut |p| {
+        t.insert(format!("param.{}", p.name), (p.value.shape.clone(), p.value.data().to_vec()));
+    });
+    model.visit_buffers(&mut |name, b| {
+        t.insert(format!("buffer.{name}"), (b.shape.clone(), b.data().to_vec()));
+    });
+    adam.visit_state(&mut |name, s| {
+        t.insert(format!("adamw.{name}"), (s.shape.clone(), s.data().to_vec()));
+    });
+    let meta = serde_json::json!({
+        "kind": "multimat-pretrain",
+        "schema_version": 1,
+        "multimat_version": env!("CARGO_PKG_VERSION"),
+        "adamw_step": adam.step,
+        "config": cfg,
+        "data_fingerprint": fingerprint,
+        "modalities": cfg.data.modalities,
+        "embed_dim": cfg.model.embed_dim,
+    });
+    checkpoint::save(dir, step, &t, meta, keep)
+}
+
+/// Load parameters, buffers and optimiser state from a checkpoint into a freshly built model.
+pub fn restore(model: &mut MultiMatModel, adam: &mut AdamW, c: &checkpoint::Checkpoint) -> Result<()> {
+    let mut err: Option<anyhow::Error> = None;
+    model.visit_params(&mut |p| {
+        if err.is_none() {
+            match c.tensor(&format!("param.{}", p.name), &p.value.shape) {
+                Ok(v) => p.value.data_mut().copy_from_slice(v),
+                Err(e) => err = Some(e),
+            }
+        }
+    });
+    model.visit_buffers(&mut |name, b| {
+        if err.is_none() {
+            match c.tensor(&format!("buffer.{name}"), &b.shape.clone()) {
+                Ok(v) => b.data_mut().copy_from_slice(v),
+                Err(e) => err = Some(e),
+            }
+        }
+    });
+    adam.visit_state(&mut |name, s| {
+        if err.is_none() {
+            match c.tensor(&format!("adamw.{name}"), &s.shape.clone()) {
+                Ok(v) => s.data_mut().copy_from_slice(v),
+                Err(e) => err = Some(e),
+            }
+        }
+    });
+    if let Some(e) = err {
+        return Err(e.context("checkpoint does not match the model built from this config"));
+    }
+    adam.step = c.meta["adamw_step"].as_u64().context("checkpoint metadata lacks adamw_step")?;
+    Ok(())
+}
