@@ -281,7 +281,8 @@ fn embed_text_fills_shards_and_rebuilds_their_manifest() {
         .collect();
     ShardWriter::new(ShardMeta::default()).write(&shard, &records).unwrap();
     let mut manifest = Manifest::new(Default::default(), Default::default());
-    manifest.add_shard("shard-000.h5", &ShardData::load(&shard).unwrap(), multimat::shard::manifest::file_sha256(&shard).unwrap());
+    let written = ShardData::load(&shard).unwrap_or_else(|e| panic!("reading back the shard just written: {e:#}"));
+    manifest.add_shard("shard-000.h5", &written, multimat::shard::manifest::file_sha256(&shard).unwrap());
     manifest.write(&dir.path().join(MANIFEST_FILE)).unwrap();
 
     let run = |extra: &[&str]| {
