@@ -24,6 +24,8 @@ pub enum Bench {
     Encoders(crate::model::bench::EncodersBenchArgs),
     /// Frozen BERT text encoder: texts/s and GFLOP/s vs the sgemm peak, peak memory.
     Text(crate::text::bench::Args),
+    /// Forward+backward time of every contrastive loss at batch 360 with MP-like masks.
+    Loss(crate::loss::bench::LossBenchArgs),
 }
 
 
@@ -35,5 +37,6 @@ pub fn run(args: Args) -> Result<()> {
         Bench::Encoders(a) => crate::model::bench::run(a),
         Bench::Text(a) => crate::text::bench::run(a),
         Bench::LatticeSums(a) => crate::crystal::throughput::run(a),
+        Bench::Loss(a) => crate::loss::bench::run(a),
     }
 }

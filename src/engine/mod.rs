@@ -1,5 +1,7 @@
 //! The training engine: tensors on a device, explicit forward/backward per op (llm.c style)
-//! with a plain CPU reference for each, optimisers and schedules.
+//! with a plain CPU reference for each (`ops`), layers that own parameters and saved activations
+//! (`nn`), AdamW with a warm-up + cosine schedule and gradient clipping (`optim`), finite-difference
+//! checking (`gradcheck`) and the `multimat bench engine` measurements (`bench`).
 
 pub mod tensor;
 pub mod gradcheck;

@@ -69,6 +69,7 @@ impl BatchNorm {
     }
 
     /// Forward with `allreduce` summing, in place across ranks, a vector [Σx (C), Σx² (C), count].
+    /// In training every rank must call it (and `backward_synced`), even with an empty local batch.
     pub fn forward_synced(&mut self, x: &Tensor, allreduce: &mut dyn FnMut(&mut [f64])) -> Result<Tensor> {
         let (n, c, s) = self.dims(&x.shape)?;
         let mut out = Tensor::zeros(&x.shape);

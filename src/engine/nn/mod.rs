@@ -73,6 +73,38 @@ pub fn add_assign(a: &mut Tensor, b: &Tensor) {
     a.data_mut().iter_mut().zip(b.data()).for_each(|(x, y)| *x += y);
 }
 
+/// Concatenate tensors along the last dimension: (…, C₁), (…, C₂) → (…, C₁ + C₂).
+pub fn concat_last(parts: &[&Tensor]) -> Tensor {
+    assert!(!parts.is_empty(), "concat_last: nothing to concatenate");
+    let lead = &parts[0].shape[..parts[0].shape.len() - 1];
+    assert!(parts.iter().all(|p| &p.shape[..p.shape.len() - 1] == lead), "concat_last: leading shapes differ");
+    let widths: Vec<usize> = parts.iter().map(|p| *p.shape.last().unwrap()).collect();
+    let total: usize = widths.iter().sum();
+    let rows: usize = lead.iter().product();
+    let mut data = Vec::with_capacity(rows * total);
+    for r in 0..rows {
+        for (p, &w) in parts.iter().zip(&widths) {
+            data.extend_from_slice(&p.data()[r * w..(r + 1) * w]);
+        }
+    }
+    Tensor::from_vec(&with_last_dim(&parts[0].shape, total), data)
+}
+
+/// The backward of `concat_last`: split (…, Σ Cᵢ) into (…, Cᵢ) pieces.
+pub fn split_last(t: &Tensor, widths: &[usize]) -> Vec<Tensor> {
+    let total: usize = widths.iter().sum();
+    let rows = rows_and_features(t, "split_last", total);
+    let mut out: Vec<Vec<f32>> = widths.iter().map(|w| Vec::with_capacity(rows * w)).collect();
+    for row in t.data().chunks_exact(total.max(1)).take(rows) {
+        let mut off = 0;
+        for (o, &w) in out.iter_mut().zip(widths) {
+            o.extend_from_slice(&row[off..off + w]);
+            off += w;
+        }
+    }
+    out.into_iter().zip(widths).map(|(d, &w)| Tensor::from_vec(&with_last_dim(&t.shape, w), d)).collect()
+}
+
 /// Take a layer's saved activation or panic naming the layer (backward without forward).
 pub(crate) fn saved<T>(slot: &mut Option<T>, layer: &str) -> T {
     slot.take().unwrap_or_else(|| panic!("{layer}: backward called without a preceding forward"))
@@ -234,7 +266,8 @@ mod tests {
             barrier.wait();
         };
         let half = n / 2 * c * s;
-        let results: Vec<(Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>)> = std::thread::scope(|scope| {
+        type RankResult = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>); // y, dx, dweight, running var
+        let results: Vec<RankResult> = std::thread::scope(|scope| {
             let hs: Vec<_> = (0..2)
                 .map(|r| {
                     let (xr, dyr) = (&x.data()[r * half..(r + 1) * half], &dy.data()[r * half..(r + 1) * half]);
@@ -274,6 +307,103 @@ mod tests {
         assert_eq!(dx.data(), ya.data(), "backward applies the same mask and scale");
         a.set_training(false);
         assert_eq!(a.forward(&x, 42).data(), x.data());
+    }
+
+    #[test]
+    fn empty_batches_pass_through_linear_and_batchnorm() {
+        // A rank whose local batch lacks a modality still runs the layers (SyncBN collectives).
+        let mut lin = Linear::new("fc", 4, 3, true, &mut ChaCha8Rng::seed_from_u64(0));
+        let y = lin.forward(&Tensor::zeros(&[0, 4]));
+        assert_eq!(y.shape, vec![0, 3]);
+        lin.backward(&y);
+        assert!(lin.weight.grad.data().iter().all(|&g| g == 0.0));
+        let mut bn = BatchNorm::new("bn", 3);
+        let mut calls = 0;
+        // Pretend the other ranks contributed 4 samples of value 1 per channel.
+        let y = bn
+            .forward_synced(&Tensor::zeros(&[0, 3]), &mut |v| {
+                calls += 1;
+                v[..3].iter_mut().for_each(|s| *s += 4.0);
+                v[3..6].iter_mut().for_each(|s| *s += 4.0);
+                v[6] += 4.0;
+            })
+            .unwrap();
+        assert_eq!((y.shape.clone(), calls), (vec![0, 3], 1));
+        bn.backward_synced(&y, &mut |_| calls += 1);
+        assert_eq!(calls, 2, "the rank joined both collectives");
+        assert!((bn.running_mean.data()[0] - 0.1).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_small_transformer_regressor_learns_with_adamw_schedule_and_clipping() {
+        use crate::engine::ops::masked_mean::{masked_mean_backward, masked_mean_forward};
+        use crate::engine::ops::mse::{mse_backward, mse_forward};
+        use crate::engine::optim::{clip_grad_norm, AdamW, AdamWConfig, WarmupCosine};
+        use crate::engine::tensor::Param;
+        struct Model {
+            embed: Linear,
+            block: TransformerBlock,
+            head: Linear,
+        }
+        impl Module for Model {
+            fn visit_params(&mut self, f: &mut dyn FnMut(&mut Param)) {
+                self.embed.visit_params(f);
+                self.block.visit_params(f);
+                self.head.visit_params(f);
+            }
+        }
+        let (b, t, c, d) = (16, 6, 3, 8);
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let cfg = TransformerConfig { dim: d, heads: 2, head_size: 4, ffn_dim: 16, ..small_cfg() };
+        let mut model = Model {
+            embed: Linear::new("embed", c, d, true, &mut rng),
+            block: TransformerBlock::new("block", &cfg, &mut rng),
+            head: Linear::new("head", d, 1, true, &mut rng),
+        };
+        // Target: mean over the valid tokens of x₀·x₁ — needs the FFN, the mask and the pooling.
+        let x = Tensor::from_vec(&[b, t, c], random_vec(b * t * c, 12, 1.0));
+        let valid: Vec<bool> = (0..b * t).map(|i| i % t < 2 + (i / t) % (t - 1)).collect();
+        let target: Vec<f32> = (0..b)
+            .map(|bi| {
+                let rows: Vec<usize> = (0..t).filter(|&ti| valid[bi * t + ti]).collect();
+                rows.iter().map(|&ti| x.data()[(bi * t + ti) * c] * x.data()[(bi * t + ti) * c + 1]).sum::<f32>() / rows.len() as f32
+            })
+            .collect();
+        let mut opt = AdamW::new(AdamWConfig { weight_decay: 1e-4, ..AdamWConfig::default() });
+        let schedule = WarmupCosine { peak_lr: 1e-2, warmup_steps: 20, total_steps: 300, final_lr: 1e-4 };
+        let mut losses = Vec::new();
+        for step in 0..300 {
+            let h = model.embed.forward(&x);
+            let h = model.block.forward(&h, Some(&valid));
+            let mut pooled = Tensor::zeros(&[b, d]);
+            masked_mean_forward(pooled.data_mut(), h.data(), Some(&valid), b, t, d);
+            let pred = model.head.forward(&pooled);
+            losses.push(mse_forward(pred.data(), &target));
+            let mut dpred = Tensor::zeros(&[b, 1]);
+            mse_backward(dpred.data_mut(), pred.data(), &target, 1.0);
+            model.zero_grad();
+            let dpooled = model.head.backward(&dpred);
+            let mut dh = Tensor::zeros(&[b, t, d]);
+            masked_mean_backward(dh.data_mut(), dpooled.data(), Some(&valid), b, t, d);
+            let dh = model.block.backward(&dh);
+            model.embed.backward(&dh);
+            assert!(clip_grad_norm(&mut model, 1.0).is_finite());
+            opt.step(&mut model, schedule.lr(step)).unwrap();
+        }
+        let (first, last) = (losses[0], *losses.last().unwrap());
+        assert!(last < 0.01 * first, "loss {first} → {last}");
+    }
+
+    #[test]
+    fn concat_then_split_round_trips() {
+        let a = Tensor::from_vec(&[2, 1], vec![1.0, 2.0]);
+        let b = Tensor::from_vec(&[2, 2], vec![3.0, 4.0, 5.0, 6.0]);
+        let c = concat_last(&[&a, &b]);
+        assert_eq!(c.shape, vec![2, 3]);
+        assert_eq!(c.data(), &[1.0, 3.0, 4.0, 2.0, 5.0, 6.0]);
+        let parts = split_last(&c, &[1, 2]);
+        assert_eq!(parts[0].data(), a.data());
+        assert_eq!(parts[1].data(), b.data());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! - pre-LN (`norm_first = true`, the DOS encoder: 128 wide, 8 heads × 64, FFN 512, GELU):
 //!   h = x + Attn(LN₁(x)); y = h + FFN(LN₂(h));
 //! - post-LN (`norm_first = false`, BERT): h = LN₁(x + Attn(x)); y = LN₂(h + FFN(h));
+//!
 //! with FFN(z) = W₂·act(W₁·z). Children are named `<prefix>.ln1`, `.attn`, `.ln2`, `.fc1`, `.fc2`.
 //! Backward accumulates every child's parameter grads and returns dx (residual branches summed).
 

@@ -12,6 +12,7 @@
 //! - backward: [`batchnorm_backward_local_sums`] gives Σdy and Σdy·x̂ per channel; all-reduce;
 //!   [`batchnorm_backward_apply`] writes dinp from the global sums and accumulates the *local* sums
 //!   into dweight/dbias (as PyTorch's SyncBN does; the gradient all-reduce then sums them).
+//!
 //! A single process simply passes its local sums as the global ones ([`batchnorm_forward_train`]).
 //!
 //! Sums accumulate in f64 so Σx² − N·μ² keeps its digits for the 32³ charge-density grids.

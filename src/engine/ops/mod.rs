@@ -21,6 +21,7 @@ pub mod activation;
 pub mod dropout;
 pub mod mse;
 pub mod batchnorm;
+pub mod masked_mean;
 pub mod gather;
 pub mod segment;
 pub mod rbf;
