@@ -19,6 +19,7 @@ pub mod embeddings;
 pub mod screen;
 pub mod approx;
 pub mod dist;
+pub mod text;
 pub mod model;
 pub mod train;
 pub mod eval;

@@ -55,7 +55,7 @@ fn make_inputs(root: &Path) -> PathBuf {
 
 fn options(out: &Path) -> IngestOptions {
     let mut o = IngestOptions::new(out.to_owned());
-    o.build_graphs = false;
+    o.build_graphs = true;
     o
 }
 
@@ -66,7 +66,7 @@ fn bad_files_become_rejects_and_good_records_land() {
     let out = tmp.path().join("out");
     let s = run(&Source::VaspDirs { dir: dir.clone() }, &Extras::default(), &options(&out)).unwrap();
     assert_eq!((s.inputs, s.counts.records, s.rejects), (7, 2, 5), "{s:?}");
-    assert_eq!(s.counts.charge_density, 1);
+    assert_eq!((s.counts.charge_density, s.counts.graphs), (1, 2));
 
     let rejects: Vec<Reject> = std::fs::read_to_string(out.join(REJECTS_FILE))
         .unwrap()
@@ -74,16 +74,16 @@ fn bad_files_become_rejects_and_good_records_land() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let expect = [
-        ("truncated", "CHGCAR"),
-        ("non-numeric", "POSCAR"),
-        ("nan-laden", "POSCAR"),
-        ("wrong-shape", "POSCAR"),
-        ("unknown-element", "POSCAR"),
+        ("truncated", "CHGCAR", "truncated"),
+        ("non-numeric", "POSCAR", "'abc' is not a finite number"),
+        ("nan-laden", "POSCAR", "'NaN' is not a finite number"),
+        ("wrong-shape", "POSCAR", "atom 2 of 2"),
+        ("unknown-element", "POSCAR", "'Xx' is not a chemical element"),
     ];
-    for (case, file) in expect {
+    for (case, file, why) in expect {
         let r = rejects.iter().find(|r| r.record == case).unwrap_or_else(|| panic!("no reject for {case}: {rejects:#?}"));
         assert!(r.file.ends_with(&format!("{case}/{file}")), "{case}: reject names {}", r.file);
-        assert!(!r.reason.is_empty());
+        assert!(r.reason.contains(why), "{case}: reason {:?} should say {why:?}", r.reason);
     }
     let shard = out.join("shard-r000-00000.h5");
     assert!(validate(&shard).is_empty(), "{:#?}", validate(&shard));

@@ -18,7 +18,7 @@ fn texts() -> PathBuf {
 fn options(out: &Path, per_shard: usize) -> IngestOptions {
     let mut o = IngestOptions::new(out.to_owned());
     o.records_per_shard = per_shard;
-    o.build_graphs = false; // crystal graphs land with the crystal issue
+    o.build_graphs = false; // graphs are checked in the first test; re-run tests skip them for speed
     o
 }
 
@@ -36,10 +36,12 @@ fn shard_paths(dir: &Path) -> Vec<PathBuf> {
 fn mp_multimodal_ingest_gives_valid_shards_with_every_modality() {
     let out = tempfile::tempdir().unwrap();
     let extras = Extras { texts: Some(texts()), ..Default::default() };
-    let s = run(&Source::MpMultimodal { dir: data() }, &extras, &options(out.path(), 32)).unwrap();
+    let mut opts = options(out.path(), 32);
+    opts.build_graphs = true;
+    let s = run(&Source::MpMultimodal { dir: data() }, &extras, &opts).unwrap();
     let c = &s.counts;
     assert_eq!((s.inputs, c.records, s.rejects), (85, 85, 0));
-    assert_eq!((c.structure, c.dos, c.charge_density, c.text, c.text_embedding, c.graphs), (85, 84, 85, 85, 85, 0));
+    assert_eq!((c.structure, c.dos, c.charge_density, c.text, c.text_embedding, c.graphs), (85, 84, 85, 85, 85, 85));
     // materials.csv: 46 materials with elastic data; metadata columns are not targets.
     assert_eq!(c.targets.get("bulk_modulus"), Some(&46));
     assert_eq!(c.targets.get("elastic_tensor"), Some(&46));
@@ -77,6 +79,8 @@ fn mp_multimodal_ingest_gives_valid_shards_with_every_modality() {
     assert!(rec.text.as_ref().unwrap().starts_with("BaTe is Halite"));
     assert_eq!(rec.text_embedding.as_ref().unwrap().vector.len(), 768);
     assert_eq!(first.meta.text_embedding.as_ref().unwrap().model, "matbert_cls_768");
+    let graphs = multimat::crystal::build_graphs(&s, &first.meta.graph_params).unwrap();
+    assert_eq!(rec.graphs.as_ref().unwrap(), &graphs, "stored graphs are what crystal::build_graphs gives");
 }
 
 /// A small copy of the mp-multimodal layout (structures, DOS, CHGCARs, labels) for re-run tests.

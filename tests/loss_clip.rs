@@ -343,7 +343,7 @@ fn reference_batch_all_pairs_runs_and_reports_time() {
     // B = 360, D = 128, four modalities with the Materials Project's missing-modality rates
     // (DOS on ~58 %, charge density on ~79 % of materials). Time printed, not asserted.
     let (b, d) = (360, 128);
-    let present = vec![
+    let present = [
         vec![true; b],
         (0..b).map(|r| (r * 7919) % 100 < 58).collect::<Vec<_>>(),
         (0..b).map(|r| (r * 104729) % 100 < 79).collect::<Vec<_>>(),
@@ -375,4 +375,30 @@ fn reference_batch_all_pairs_runs_and_reports_time() {
         assert!((term.loss - (term.valid_rows as f64).ln()).abs() < 0.5, "{term:?}");
     }
     assert!(out.grads.iter().flatten().all(|g| g.is_finite()));
+}
+
+#[test]
+fn loss_config_reads_from_toml_with_reference_defaults() {
+    let cfg: LossConfig = toml::from_str("kind = \"anchored_clip\"").unwrap();
+    assert_eq!(cfg, LossConfig::new(LossKind::AnchoredClip));
+    assert_eq!((cfg.anchor, cfg.temperature, cfg.learnable_temperature), (Modality::Crystal, 0.2, false));
+    assert_eq!((cfg.barlow_lambda, cfg.max_logit_scale), (0.0051, 100.0));
+    let cfg: LossConfig =
+        toml::from_str("kind = \"tensor_clip\"\ntemperature = 0.07\nlearnable_temperature = true").unwrap();
+    let loss = MultimodalLoss::new(cfg, &[Modality::Crystal, Modality::Dos, Modality::ChargeDensity]).unwrap();
+    assert!((loss.temperatures[0].logit_scale() - 1.0 / 0.07).abs() < 1e-3);
+    let err = toml::from_str::<LossConfig>("kind = \"clip\"\ntemprature = 0.1").unwrap_err().to_string();
+    assert!(err.contains("temprature"), "{err}");
+}
+
+#[test]
+fn identical_rows_at_the_largest_scale_give_ln_n() {
+    // All logits equal ⇒ each cross-entropy is ln n, at any scale (here the clamp, s = 100).
+    let (b, d) = (5, 3);
+    let x: Vec<f32> = [0.6f32, 0.0, 0.8].iter().copied().cycle().take(b * d).collect();
+    let p = [true; 5];
+    let (mut da, mut db) = (vec![0.0; b * d], vec![0.0; b * d]);
+    let r = clip_pair(Some((&mut da, &mut db)), &x, &x, &p, &p, d, 100.0, 0..b);
+    assert!((r.loss - (b as f64).ln()).abs() < 1e-5, "{}", r.loss);
+    assert!(da.iter().chain(&db).all(|g| g.is_finite()));
 }

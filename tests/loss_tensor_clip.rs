@@ -172,3 +172,59 @@ fn shares_over_row_partitions_add_up_to_full_loss_and_gradients() {
     let want = naive([&xs[0], &xs[1], &xs[2]], [&p[0], &p[1], &p[2]], d, 5.0);
     assert!((full.loss - want).abs() < 1e-5, "{} vs {want}", full.loss);
 }
+
+#[test]
+fn sharded_statistics_merge_into_the_full_result() {
+    use multimat::loss::tensor_clip::{tensor_clip_partial_stats, tensor_clip_with_stats};
+    let (b, d) = (21, 6);
+    let p = [
+        (0..b).map(|r| r % 6 != 1).collect::<Vec<_>>(),
+        vec![true; b],
+        vec![true; b],
+    ];
+    let xs = [unit_rows(b, d, 31), unit_rows(b, d, 32), unit_rows(b, d, 33)];
+    let x = [xs[0].as_slice(), xs[1].as_slice(), xs[2].as_slice()];
+    let ps = [p[0].as_slice(), p[1].as_slice(), p[2].as_slice()];
+    let mut gf = [vec![0.0f32; b * d], vec![0.0f32; b * d], vec![0.0f32; b * d]];
+    let [f0, f1, f2] = &mut gf;
+    let full = tensor_clip(Some(f0), Some(f1), Some(f2), x, ps, d, 5.0, 0..b);
+    // Each "process" computes the statistics of its own slices; merging them gives the global ones.
+    let parts = [0..6, 6..15, 15..b];
+    let mut stats = tensor_clip_partial_stats(x, ps, d, 5.0, parts[0].clone());
+    for r in &parts[1..] {
+        stats.merge(&tensor_clip_partial_stats(x, ps, d, 5.0, r.clone()));
+    }
+    let mut loss = 0.0;
+    let mut sum = vec![0.0f64; 3 * b * d];
+    for r in &parts {
+        let mut g = [vec![0.0f32; b * d], vec![0.0f32; b * d], vec![0.0f32; b * d]];
+        let [g0, g1, g2] = &mut g;
+        loss += tensor_clip_with_stats(Some(g0), Some(g1), Some(g2), x, ps, d, 5.0, r.clone(), &stats).loss;
+        for (acc, v) in sum.iter_mut().zip(g.iter().flatten()) {
+            *acc += *v as f64;
+        }
+    }
+    assert!((loss - full.loss).abs() < 1e-6 * full.loss, "{loss} vs {}", full.loss);
+    for (a, v) in sum.iter().zip(gf.iter().flatten()) {
+        assert!((a - *v as f64).abs() < 1e-6, "{a} vs {v}");
+    }
+}
+
+#[test]
+fn identical_rows_at_the_largest_scale_give_two_ln_n() {
+    // Every row the same unit vector: all B³ logits equal, so each axis is a uniform softmax
+    // over n² candidates, L = ln n², whatever the scale — here at the clamp s = 100 (f64 path)
+    // and at s = 5 (f32 path), with gradients finite.
+    let (b, d) = (9, 4);
+    let row = [0.5f32, -0.5, 0.5, 0.5];
+    let x: Vec<f32> = row.iter().copied().cycle().take(b * d).collect();
+    let p = vec![true; b];
+    for s in [100.0f32, 5.0] {
+        let mut g = [vec![0.0f32; b * d], vec![0.0f32; b * d], vec![0.0f32; b * d]];
+        let [g0, g1, g2] = &mut g;
+        let r = tensor_clip(Some(g0), Some(g1), Some(g2), [&x, &x, &x], [&p, &p, &p], d, s, 0..b);
+        let want = ((b * b) as f64).ln();
+        assert!((r.loss - want).abs() < 1e-4, "s={s}: {} vs {want}", r.loss);
+        assert!(g.iter().flatten().all(|v| v.is_finite()) && r.dscale.is_finite());
+    }
+}

@@ -143,20 +143,20 @@ fn gaussian_data_equals_f64_reference_up_to_f32_resolution() {
 #[test]
 fn identical_across_block_sizes_modes_and_candidate_partitions() {
     let dir = tempfile::tempdir().unwrap();
-    let q = make(dir.path(), "q.h5", 50, 24, 31, 0.0, RandomKind::Gaussian, "q-");
-    let c = make(dir.path(), "c.h5", 2000, 24, 32, 0.2, RandomKind::Gaussian, "mp-");
+    let q = make(dir.path(), "q.h5", 40, 24, 31, 0.0, RandomKind::Gaussian, "q-");
+    let c = make(dir.path(), "c.h5", 1200, 24, 32, 0.2, RandomKind::Gaussian, "mp-");
     let queries = EmbeddingMatrix::from_reader(&EmbeddingsReader::open(&q.path).unwrap()).unwrap();
     let cands = EmbeddingsReader::open(&c.path).unwrap();
-    for k in [1, 10, 2005] {
-        let base = topk_over_range(&queries, &cands, 0..2000, k, &ScreenConfig::default()).unwrap();
+    for k in [1, 10, 1205] {
+        let base = topk_over_range(&queries, &cands, 0..1200, k, &ScreenConfig::default()).unwrap();
         for (i, cfg) in configs().iter().enumerate() {
-            let got = topk_over_range(&queries, &cands, 0..2000, k, cfg).unwrap();
+            let got = topk_over_range(&queries, &cands, 0..1200, k, cfg).unwrap();
             assert_eq!(got, base, "k={k}: config {i} differs from the default");
         }
         let mut partitions: Vec<Vec<std::ops::Range<usize>>> =
-            [2, 3].iter().map(|&w| (0..w).map(|r| shard_range(2000, r, w)).collect()).collect();
-        partitions.push(vec![0..1, 1..1999, 1999..2000]);
-        partitions.push(vec![0..0, 0..700, 700..2000]);
+            [2, 3].iter().map(|&w| (0..w).map(|r| shard_range(1200, r, w)).collect()).collect();
+        partitions.push(vec![0..1, 1..1199, 1199..1200]);
+        partitions.push(vec![0..0, 0..700, 700..1200]);
         for ranges in partitions {
             let small = ScreenConfig { block_candidates: 97, tile_candidates: 31, ..ScreenConfig::default() };
             let parts = ranges.iter().map(|r| topk_over_range(&queries, &cands, r.clone(), k, &small).unwrap()).collect();

@@ -273,6 +273,12 @@ with copy("mask") as f:                # DOS marked present for a record whose r
     m = f["mask/dos"]; a = m[...]; a[2] = 1; m[...] = a; sha(m)
 with copy("missing") as f:
     del f["text/embedding"]
+p = f"{out}/chunkflip.h5"; shutil.copy(src, p)   # bytes flipped inside a compressed chunk on disk
+with h5py.File(p, "r") as f:
+    info = f["charge_density/values"].id.get_chunk_info_by_coord((1, 0, 0, 0))
+with open(p, "r+b") as fh:
+    at = info.byte_offset + info.size // 2
+    fh.seek(at); b = fh.read(8); fh.seek(at); fh.write(bytes(x ^ 0xFF for x in b))
 with copy("shape") as f:               # DOS with the wrong number of points
     a = f["dos/energies"][...][:, :-1]; del f["dos/energies"]
     f.create_dataset("dos/energies", data=a, chunks=True, compression="gzip"); sha(f["dos/energies"])
@@ -307,6 +313,9 @@ fn validate_reports_each_injected_corruption_with_its_location() {
     check("mask", "/dos/densities", Some(2), "NaN/inf");
     check("missing", "/text/embedding", None, "missing");
     check("shape", "/dos/energies", None, "shape");
+    check("chunkflip", "/charge_density/values", None, "");
+    // The bulk loader refuses the damaged chunk too (it decodes chunks outside HDF5, in parallel).
+    assert!(ShardData::load(&dir.path().join("chunkflip.h5")).is_err());
 
     // Not HDF5 at all, and a file cut short.
     let bytes = std::fs::read(&good).unwrap();

@@ -22,6 +22,10 @@ pub enum Bench {
     LatticeSums(crate::crystal::throughput::LatticeSumBenchArgs),
     /// Encoder forward+backward materials/s at batch 360 (PotNet, CGCNN, DOS, text, ResNeXt).
     Encoders(crate::model::bench::EncodersBenchArgs),
+    /// Frozen BERT text encoder: texts/s and GFLOP/s vs the sgemm peak, peak memory.
+    Text(crate::text::bench::Args),
+    /// Forward+backward time of every contrastive loss at batch 360 with MP-like masks.
+    Loss(crate::loss::bench::LossBenchArgs),
 }
 
 
@@ -31,6 +35,8 @@ pub fn run(args: Args) -> Result<()> {
         Bench::Conv3d(a) => crate::engine::bench_conv3d::run(a),
         Bench::Ingest(a) => crate::ingest::bench::run(a),
         Bench::Encoders(a) => crate::model::bench::run(a),
+        Bench::Text(a) => crate::text::bench::run(a),
         Bench::LatticeSums(a) => crate::crystal::throughput::run(a),
+        Bench::Loss(a) => crate::loss::bench::run(a),
     }
 }

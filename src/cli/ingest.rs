@@ -120,7 +120,11 @@ pub fn run(args: Args) -> Result<()> {
     opts.progress = !args.quiet && std::io::stderr().is_terminal();
     let extras = Extras { texts: args.texts.clone(), labels: args.labels.clone(), embedding_model: args.embedding_model.clone() };
     let t0 = std::time::Instant::now();
-    let s = crate::ingest::run(&source, &extras, &opts)?;
+    let dist = crate::dist::Dist::init()?;
+    let s = crate::ingest::run_distributed(&source, &extras, &opts, &dist)?;
+    if !dist.is_root() {
+        return Ok(());
+    }
     let c = &s.counts;
     println!(
         "ingest: {} inputs → {} records in {} shards ({} written, {} resumed), {} rejects, {:.1} s",

@@ -61,13 +61,22 @@ pub fn run(args: Conv3dBenchArgs) -> Result<()> {
     let gemm_flops = 2.0 * (m * m * m) as f64;
     let sgemm_timing = measure(args.reps, || sgemm(&mut c, &a, &b, m, m, m, false, false, 1.0, 0.0));
     let peak = gemm_flops / sgemm_timing.best_wall / 1e9;
+    // GFLOP per CPU-second of sgemm: the efficiency yardstick that survives a loaded machine.
+    let peak_cpu = sgemm_timing.mean_cpu.map(|s| gemm_flops / s / 1e9);
+    // "GFLOP per CPU-second (% of sgemm's)" for a measurement, or "-" without /proc.
+    let cpu_eff = |flops: f64, cpu: Option<f64>| match (cpu, peak_cpu) {
+        (Some(s), Some(pc)) if s > 0.0 => format!("{:.1} ({:.0}%)", flops / s / 1e9, 100.0 * flops / s / 1e9 / pc),
+        _ => "-".to_string(),
+    };
     let cpu_ms = |t: &Timing| t.mean_cpu.map_or("-".to_string(), |s| format!("{:.1}", s * 1e3));
     println!("sgemm {m}×{m}×{m}: {:.2} ms wall, {} ms CPU, {peak:.1} GFLOP/s (the peak below; {} rayon threads)",
         sgemm_timing.best_wall * 1e3, cpu_ms(&sgemm_timing), rayon::current_num_threads());
-    println!("(wall: best of {} runs; CPU: mean per run over all threads, robust to other load)", args.reps);
+    println!("(wall: best of {} runs; CPU: mean per run over all threads, robust to other load;", args.reps);
+    println!(" GF/CPU·s: GFLOP per CPU-second, in brackets as a share of sgemm's {})",
+        peak_cpu.map_or("-".to_string(), |p| format!("{p:.1}")));
     println!();
-    println!("{:<44} {:>9} {:>9} {:>9} {:>9} {:>8}", format!("convolution (batch {})", args.batch),
-        "pass", "wall ms", "CPU ms", "GFLOP/s", "% sgemm");
+    println!("{:<44} {:>9} {:>9} {:>9} {:>9} {:>8} {:>14}", format!("convolution (batch {})", args.batch),
+        "pass", "wall ms", "CPU ms", "GFLOP/s", "% sgemm", "GF/CPU·s");
 
     let cases = [
         ("stem 1→64, 7³ s2 p3, 32³→16³", Conv3dDims { n: args.batch, c: 1, in_dims: [32; 3], oc: 64, groups: 1, window: Window3d::cube(7, 2, 3) }, false),
@@ -90,13 +99,49 @@ pub fn run(args: Conv3dBenchArgs) -> Result<()> {
         });
         let bwd_flops = if want_dinp { 2.0 * flops } else { flops };
         let row = |pass: &str, wall: f64, cpu: Option<f64>, f: f64| {
-            let cpu = cpu.map_or("-".to_string(), |s| format!("{:.1}", s * 1e3));
-            println!("{:<44} {:>9} {:>9.2} {:>9} {:>9.1} {:>7.0}%", name, pass, wall * 1e3, cpu, f / wall / 1e9, 100.0 * f / wall / 1e9 / peak);
+            let cpu_s = |c: Option<f64>| c.map_or("-".to_string(), |s| format!("{:.1}", s * 1e3));
+            println!("{:<44} {:>9} {:>9.2} {:>9} {:>9.1} {:>7.0}% {:>14}", name, pass, wall * 1e3, cpu_s(cpu), f / wall / 1e9,
+                100.0 * f / wall / 1e9 / peak, cpu_eff(f, cpu));
         };
         row("forward", t_fwd.best_wall, t_fwd.mean_cpu, flops);
         row(if want_dinp { "backward" } else { "bwd (dW)" }, t_bwd.best_wall, t_bwd.mean_cpu, bwd_flops);
         let sum_cpu = t_fwd.mean_cpu.zip(t_bwd.mean_cpu).map(|(a, b)| a + b);
         row("fwd+bwd", t_fwd.best_wall + t_bwd.best_wall, sum_cpu, flops + bwd_flops);
+    }
+
+    // A whole stage-1 bottleneck block (the first, with the projection shortcut), training mode.
+    {
+        use crate::engine::nn::conv3d::ConvInit;
+        use crate::engine::nn::resnext::{ResNeXtBlock, ResNeXtBlockConfig};
+        use crate::engine::{Module, Tensor};
+        use rand::SeedableRng;
+        let name = "ResNeXt block 64→(128, g32)→256, 8³";
+        let cfg = ResNeXtBlockConfig::stage(64, 128, 32, 1);
+        let mut block = ResNeXtBlock::new("layer1.0", cfg, ConvInit::KaimingNormalFanOut, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+        let x = Tensor::from_vec(&[args.batch, 64, 8, 8, 8], random_vec(args.batch * 64 * 512, 6, 1.0));
+        let conv_flops = |c: usize, oc: usize, groups: usize, k: usize| {
+            Conv3dDims { n: args.batch, c, in_dims: [8; 3], oc, groups, window: Window3d::cube(k, 1, k / 2) }.forward_flops()
+        };
+        // Convolutions only (BN, ReLU and the add are a few per cent of this); backward = 2× forward.
+        let flops = 3.0 * (conv_flops(64, 128, 1, 1) + conv_flops(128, 128, 32, 3) + conv_flops(128, 256, 1, 1) + conv_flops(64, 256, 1, 1));
+        let mut failure = None;
+        let t = measure(args.reps, || {
+            block.zero_grad();
+            match block.forward(&x) {
+                Ok(y) => {
+                    block.backward(&Tensor::from_vec(&y.shape, vec![1e-3; y.numel()]));
+                }
+                Err(e) => failure = Some(e),
+            }
+        });
+        if let Some(e) = failure {
+            return Err(e.context("ResNeXt block benchmark"));
+        }
+        let cpu = t.mean_cpu.map_or("-".to_string(), |s| format!("{:.1}", s * 1e3));
+        println!("{:<44} {:>9} {:>9.2} {:>9} {:>9.1} {:>7.0}% {:>14}", name, "fwd+bwd", t.best_wall * 1e3, cpu,
+            flops / t.best_wall / 1e9, 100.0 * flops / t.best_wall / 1e9 / peak, cpu_eff(flops, t.mean_cpu));
+        println!("{:<44} {:>9} {:>9.2} {:>9}", "  per sample", "fwd+bwd", t.best_wall * 1e3 / args.batch as f64,
+            t.mean_cpu.map_or("-".to_string(), |s| format!("{:.1}", s * 1e3 / args.batch as f64)));
     }
     Ok(())
 }

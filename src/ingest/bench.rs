@@ -28,17 +28,53 @@ pub struct IngestArgs {
     pub read_records: usize,
 }
 
+/// CPU seconds (user + system) this process has used, from /proc/self/stat (Linux; 10 ms ticks).
+/// On a shared machine wall time measures the neighbours too; CPU time per record does not.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    // Token 0 is field 3 (state), so utime (field 14) is token 11 and stime token 12.
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let num = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    (num(11) + num(12)) / 100.0
+}
 
-fn best_of<T>(repeat: usize, mut f: impl FnMut() -> Result<T>) -> Result<(f64, T)> {
-    let mut best = f64::INFINITY;
+/// Best wall time of `repeat` runs, the CPU time of that run, and the last result.
+fn best_of<T>(repeat: usize, mut f: impl FnMut() -> Result<T>) -> Result<(f64, T, f64)> {
+    let (mut best, mut best_cpu) = (f64::INFINITY, f64::NAN);
     let mut out = None;
     for _ in 0..repeat.max(1) {
-        let t = Instant::now();
+        let (t, c) = (Instant::now(), cpu_seconds());
         let v = f()?;
-        best = best.min(t.elapsed().as_secs_f64());
+        let wall = t.elapsed().as_secs_f64();
+        if wall < best {
+            best = wall;
+            best_cpu = cpu_seconds() - c;
+        }
         out = Some(v);
     }
-    Ok((best, out.expect("at least one repetition")))
+    Ok((best, out.expect("at least one repetition"), best_cpu))
+}
+
+/// The peer: h5py reading every dataset of the same shard whole, timed inside Python.
+const H5PY_READ_ALL: &str = r#"
+import sys, time, h5py
+best = (1e9, 0)
+for _ in range(int(sys.argv[2])):
+    t, c = time.perf_counter(), time.process_time()
+    with h5py.File(sys.argv[1], "r") as f:
+        f.visititems(lambda n, o: o[...] if isinstance(o, h5py.Dataset) else None)
+    best = min(best, (time.perf_counter() - t, time.process_time() - c))
+print(best[0], best[1])
+"#;
+
+fn h5py_peer(path: &std::path::Path, repeat: usize) -> Option<(f64, f64)> {
+    let python = std::env::var_os("MULTIMAT_PYTHON").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".cache/venv/bin/python"));
+    let out = std::process::Command::new(python).arg("-c").arg(H5PY_READ_ALL).arg(path).arg(repeat.to_string()).output().ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    let mut it = text.split_whitespace().filter_map(|x| x.parse::<f64>().ok());
+    Some((it.next()?, it.next()?))
 }
 
 pub fn run(a: IngestArgs) -> Result<()> {
@@ -55,21 +91,22 @@ pub fn run(a: IngestArgs) -> Result<()> {
     println!("bench ingest: {} inputs from {}, {} rayon threads", n, a.mp_multimodal.display(), rayon::current_num_threads());
 
     // Parse + preprocess, parallel as the ingest runs it, and on one thread for reference.
-    let (t_par, records) = best_of(a.repeat, || {
+    let (t_par, records, cpu_par) = best_of(a.repeat, || {
         let r: Vec<_> = plan.inputs.par_iter().map(|i| process_input(i, &meta, a.graphs)).collect();
         Ok(r)
     })?;
     let rejects = records.iter().filter(|r| r.is_err()).count();
     let records: Vec<_> = records.into_iter().filter_map(|r| r.ok()).collect();
-    let (t_one, _) = best_of(1, || {
+    let (t_one, _, _) = best_of(1, || {
         Ok(plan.inputs.iter().map(|i| process_input(i, &meta, a.graphs)).count())
     })?;
     println!(
-        "  parse+preprocess (all modalities{}): {:.1} records/s on {} threads, {:.1} records/s on 1 thread ({rejects} rejects)",
+        "  parse+preprocess (all modalities{}): {:.1} records/s on {} threads, {:.1} records/s on 1 thread, {:.1} records per CPU-second ({rejects} rejects)",
         if a.graphs { " + graphs" } else { "" },
         n as f64 / t_par,
         rayon::current_num_threads(),
-        n as f64 / t_one
+        n as f64 / t_one,
+        n as f64 / cpu_par
     );
 
     // A full-size shard for the read benchmark: the ingested records repeated.
@@ -84,7 +121,7 @@ pub fn run(a: IngestArgs) -> Result<()> {
     let dir = tempfile_dir()?;
     let path = dir.join("bench-shard.h5");
     let writer = ShardWriter::new(meta);
-    let (t_write, _) = best_of(a.repeat, || writer.write(&path, &big))?;
+    let (t_write, _, _) = best_of(a.repeat, || writer.write(&path, &big))?;
     let size = std::fs::metadata(&path)?.len();
     println!(
         "  shard write: {} records in {:.3} s ({:.0} records/s), {:.1} MB on disk ({:.0} kB/record)",
@@ -95,10 +132,24 @@ pub fn run(a: IngestArgs) -> Result<()> {
         size as f64 / 1e3 / big.len() as f64
     );
     for (label, verify) in [("bulk load", false), ("bulk load + verify sha256", true)] {
-        let (t, data) = best_of(a.repeat, || ShardReader::open(&path)?.load(LoadOptions { verify_checksums: verify }))?;
-        println!("  {label}: {:.0} records/s ({:.3} s for {} records)", data.len() as f64 / t, t, data.len());
+        let (t, data, cpu) = best_of(a.repeat, || ShardReader::open(&path)?.load(LoadOptions { verify_checksums: verify }))?;
+        println!(
+            "  {label}: {:.0} records/s ({:.3} s for {} records), {:.0} records per CPU-second",
+            data.len() as f64 / t,
+            t,
+            data.len(),
+            data.len() as f64 / cpu
+        );
     }
-    let (t_val, v) = best_of(1, || Ok(crate::shard::validate(&path)))?;
+    match h5py_peer(&path, a.repeat) {
+        Some((t, cpu)) => println!(
+            "  peer, h5py reading every dataset whole: {:.0} records/s ({t:.3} s), {:.0} records per CPU-second",
+            big.len() as f64 / t,
+            big.len() as f64 / cpu
+        ),
+        None => println!("  peer h5py: not available (set MULTIMAT_PYTHON to a python with h5py)"),
+    }
+    let (t_val, v, _) = best_of(1, || Ok(crate::shard::validate(&path)))?;
     println!("  validate: {:.0} records/s ({} violations)", big.len() as f64 / t_val, v.len());
     std::fs::remove_dir_all(&dir).ok();
     Ok(())

@@ -19,7 +19,7 @@ mod plan;
 pub use plan::{plan, Extras, Input, InputFiles, Plan, Source};
 
 use crate::crystal::GraphParams;
-use crate::dist::Topology;
+use crate::dist::Dist;
 use crate::material::{MaterialRecord, Provenance};
 use crate::preprocess::PreprocessParams;
 use crate::shard::manifest::{file_sha256, Manifest, MANIFEST_FILE};
@@ -64,7 +64,6 @@ pub struct IngestOptions {
     /// Target name → units, overriding [`default_units`].
     pub units: BTreeMap<String, String>,
     pub progress: bool,
-    pub topology: Topology,
     /// Attach a promolecular charge density (`approx::promolecular`, an approximation, labelled
     /// as such in the provenance) to every input that has a structure but no charge density.
     pub approx_charge_density: bool,
@@ -83,7 +82,6 @@ impl IngestOptions {
             graph_params: GraphParams::default(),
             units: BTreeMap::new(),
             progress: false,
-            topology: Topology::single(),
             approx_charge_density: false,
             limit: None,
         }
@@ -232,8 +230,14 @@ fn resumable(path: &Path, fingerprint: &str) -> bool {
         .is_ok_and(|info| info.is_some_and(|i| i.fingerprint == fingerprint))
 }
 
-/// Run an ingest of `source` into `opts.out`.
+/// Run an ingest of `source` into `opts.out` in this process alone.
 pub fn run(source: &Source, extras: &Extras, opts: &IngestOptions) -> Result<IngestSummary> {
+    run_distributed(source, extras, opts, &Dist::single())
+}
+
+/// Run an ingest with every rank of `dist`: each rank plans (cheap, identical everywhere),
+/// writes the shards of its slices, then rank 0 writes the manifest and rejects after a barrier.
+pub fn run_distributed(source: &Source, extras: &Extras, opts: &IngestOptions, dist: &Dist) -> Result<IngestSummary> {
     anyhow::ensure!(opts.records_per_shard > 0, "--records-per-shard must be positive");
     let mut plan = plan(source, extras)?;
     if let Some(n) = opts.limit {
@@ -253,7 +257,7 @@ pub fn run(source: &Source, extras: &Extras, opts: &IngestOptions) -> Result<Ing
     };
     std::fs::create_dir_all(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
     let slices: Vec<&[Input]> = plan.inputs.chunks(opts.records_per_shard).collect();
-    let topo = opts.topology;
+    let topo = dist.topology;
     let mine: Vec<usize> = (0..slices.len()).filter(|k| k % topo.world_size == topo.rank).collect();
 
     let total: usize = mine.iter().map(|&k| slices[k].len()).sum();
@@ -306,6 +310,7 @@ pub fn run(source: &Source, extras: &Extras, opts: &IngestOptions) -> Result<Ing
         summary.shards_written += 1;
     }
     bar.finish_and_clear();
+    dist.barrier();
 
     // Rank 0 writes the shared outputs (with MPI, after a barrier: every rank's shards exist).
     if topo.is_root() {

@@ -26,6 +26,7 @@
 //!   parameters); embedding gradients are *written*.
 
 pub mod barlow_twins;
+pub mod bench;
 pub mod clip;
 pub mod pairwise;
 pub mod temperature;
@@ -238,7 +239,7 @@ impl MultimodalLoss {
                 let Some(anchor) = mods.iter().position(|&m| m == config.anchor) else {
                     bail!(
                         "loss: anchored_clip anchor {} is not among the modalities {mods:?}",
-                        config.anchor
+                        config.anchor.name()
                     );
                 };
                 pairwise::anchored_pairs(n, anchor)
@@ -264,10 +265,15 @@ impl MultimodalLoss {
         };
         let temperatures = match config.kind {
             LossKind::BarlowTwins3d => Vec::new(),
-            LossKind::TensorClip => vec![make_temp(format!("{}-{}-{}", mods[0], mods[1], mods[2]))?],
+            LossKind::TensorClip => vec![make_temp(format!(
+                "{}-{}-{}",
+                mods[0].name(),
+                mods[1].name(),
+                mods[2].name()
+            ))?],
             _ => pairs
                 .iter()
-                .map(|&(i, j)| make_temp(format!("{}-{}", mods[i], mods[j])))
+                .map(|&(i, j)| make_temp(format!("{}-{}", mods[i].name(), mods[j].name())))
                 .collect::<Result<Vec<_>>>()?,
         };
         Ok(MultimodalLoss {
@@ -407,8 +413,8 @@ impl MultimodalLoss {
                     .collect();
                 match hits.as_slice() {
                     [k] => Ok(*k),
-                    [] => bail!("loss: no embeddings given for modality {m}"),
-                    _ => bail!("loss: embeddings for modality {m} given twice"),
+                    [] => bail!("loss: no embeddings given for modality {}", m.name()),
+                    _ => bail!("loss: embeddings for modality {} given twice", m.name()),
                 }
             })
             .collect()
@@ -427,7 +433,12 @@ impl Module for MultimodalLoss {
 }
 
 fn triple_name(e: &[ModalityEmbeddings]) -> String {
-    format!("{}-{}-{}", e[0].modality, e[1].modality, e[2].modality)
+    format!(
+        "{}-{}-{}",
+        e[0].modality.name(),
+        e[1].modality.name(),
+        e[2].modality.name()
+    )
 }
 
 fn split3(grads: &mut [Vec<f32>]) -> [Option<&mut [f32]>; 3] {
@@ -460,15 +471,15 @@ pub fn check_inputs(
         if e.present.len() != batch {
             bail!(
                 "loss: {} presence mask has {} rows, {} has {batch}",
-                e.modality,
+                e.modality.name(),
                 e.present.len(),
-                first.modality
+                first.modality.name()
             );
         }
         if e.data.len() != batch * dim {
             bail!(
                 "loss: {} embeddings have {} values, expected B×D = {batch}×{dim} = {}",
-                e.modality,
+                e.modality.name(),
                 e.data.len(),
                 batch * dim
             );
@@ -480,7 +491,7 @@ pub fn check_inputs(
             if let Some(c) = row.iter().position(|v| !v.is_finite()) {
                 bail!(
                     "loss: {} embedding of batch row {r} has a non-finite value {} at column {c}",
-                    e.modality,
+                    e.modality.name(),
                     row[c]
                 );
             }
@@ -489,7 +500,7 @@ pub fn check_inputs(
                 if (norm - 1.0).abs() > 1e-3 {
                     bail!(
                         "loss: {} embedding of batch row {r} has L2 norm {norm:.6}, expected an L2-normalised row",
-                        e.modality
+                        e.modality.name()
                     );
                 }
             }

@@ -68,7 +68,7 @@ pub fn mean_of_pairs(
             }
         }
         terms.push(TermReport {
-            name: format!("{}-{}", ei.modality, ej.modality),
+            name: format!("{}-{}", ei.modality.name(), ej.modality.name()),
             loss: r.loss,
             valid_rows: r.valid_rows,
         });

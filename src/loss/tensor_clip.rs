@@ -22,14 +22,17 @@
 //! default is s = 5) they are taken in f32, which cannot underflow there (e^-80 > 1e-38); above,
 //! in f64 (s ≤ 100 gives a spread ≤ 200, far inside f64's range). Sums are always f64.
 //!
-//! Workspace: two (kb·n, D) blocks and one (n, kb·n) block with kb·n² ≤ 2²¹ floats, plus O(n²)
-//! f64 — about 12 MB at n = 360, D = 128, against 187 MB for the B³ tensor.
+//! Workspace: two (kb·n, D) blocks and one (n, kb·n) block with kb·n² ≤ 2¹⁹ floats, plus O(n²)
+//! f64 — about 5 MB measured at n = 360, D = 128, against 187 MB for the B³ tensor.
 //! Cost: 4·n³·D multiply-adds and 2·n³ exponentials per call.
 //!
 //! Masking: only rows where all three modalities are present (n of them); n < 2 gives 0.
-//! Distribution: the log-sum-exp statistics are computed over all slices (they are global); the
-//! loss share is the terms of the owned rows i, and the gradient share is the full gradient
-//! restricted to the owned k slices, so both add up to the full values over a partition.
+//! Distribution: the log-sum-exp statistics are global; the loss share is the terms of the owned
+//! rows i, and the gradient share is the full gradient restricted to the owned k slices, so both
+//! add up to the full values over a partition. `tensor_clip` computes the statistics over all
+//! slices on every caller (n³D, then 3n²·|rows|·D for the backward); for full scaling a caller
+//! computes `tensor_clip_partial_stats` over its own slices, all-reduces them (3 vectors of n
+//! log-sum-exps + n maxima) and calls `tensor_clip_with_stats` — 4n²·|rows|·D per process.
 
 use std::ops::Range;
 
@@ -38,8 +41,9 @@ use rayon::prelude::*;
 use super::ValidRows;
 use crate::engine::ops::matmul::sgemm;
 
-/// Logits block budget in floats (8 MB).
-const BLOCK_FLOATS: usize = 1 << 21;
+/// Logits block budget in floats (2 MB: the block stays cache-friendly between the GEMM and the
+/// exp pass; measured a little faster than 8 MB blocks at n = 360).
+const BLOCK_FLOATS: usize = 1 << 19;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct TripleLoss {
@@ -65,7 +69,10 @@ pub fn workspace_bytes(n: usize, d: usize) -> usize {
 }
 
 /// TensorCLIP share of the owned `rows`; with `grads`, writes the gradient share w.r.t. the
-/// global (B, D) embeddings of A, B and C (zero on rows not present in all three).
+/// global (B, D) embeddings of A, B and C (zero on rows not present in all three). Computes the
+/// global statistics itself (n³·D work on every caller); a distributed caller that wants the
+/// stats pass sharded too uses `tensor_clip_partial_stats` + an all-reduce +
+/// `tensor_clip_with_stats` instead.
 #[allow(clippy::too_many_arguments)]
 pub fn tensor_clip(
     da: Option<&mut [f32]>, // (B, D)
@@ -76,6 +83,44 @@ pub fn tensor_clip(
     dim: usize,
     scale: f32,
     rows: Range<usize>,
+) -> TripleLoss {
+    let all = 0..present[0].len();
+    let stats = tensor_clip_partial_stats(x, present, dim, scale, all);
+    tensor_clip_with_stats(da, db, dc, x, present, dim, scale, rows, &stats)
+}
+
+/// Phase 1, shardable: log-sum-exp statistics of the k slices whose global rows lie in `rows`
+/// (n²·|rows|·D work). Partial statistics of a partition of 0..B combine into the global ones
+/// with `SliceStats::merge` — across processes: all-reduce-max each lse vector to m, all-reduce-sum
+/// exp(lse − m) to s, lse = m + ln s (−∞ entries contribute 0), and all-reduce-max `slice_max`.
+pub fn tensor_clip_partial_stats(
+    x: [&[f32]; 3],        // (B, D) each
+    present: [&[bool]; 3], // (B) each
+    dim: usize,
+    scale: f32,
+    rows: Range<usize>,
+) -> SliceStats {
+    let valid = ValidRows::new(&present, &rows);
+    let n = valid.len();
+    if n < 2 {
+        return SliceStats::empty(n);
+    }
+    Ctx::new(&valid, x, dim, scale).slice_stats(valid.own.clone())
+}
+
+/// Phase 2: the loss share of the owned rows and (with all three gradient buffers) the
+/// gradient share of the owned k slices, given the *global* statistics.
+#[allow(clippy::too_many_arguments)]
+pub fn tensor_clip_with_stats(
+    da: Option<&mut [f32]>, // (B, D)
+    db: Option<&mut [f32]>, // (B, D)
+    dc: Option<&mut [f32]>, // (B, D)
+    x: [&[f32]; 3],         // (B, D) each
+    present: [&[bool]; 3],  // (B) each
+    dim: usize,
+    scale: f32,
+    rows: Range<usize>,
+    stats: &SliceStats,
 ) -> TripleLoss {
     let valid = ValidRows::new(&present, &rows);
     let n = valid.len();
@@ -90,17 +135,13 @@ pub fn tensor_clip(
             valid_rows: n,
         };
     }
-    let ctx = Ctx {
-        a: valid.gather(x[0], dim),
-        b: valid.gather(x[1], dim),
-        c: valid.gather(x[2], dim),
+    assert_eq!(
+        stats.lse1.len(),
         n,
-        d: dim,
-        s: scale,
-        kb: slices_per_block(n),
-        narrow_exp: scale <= NARROW_EXP_MAX_SCALE,
-    };
-    let stats = ctx.slice_stats(0..n);
+        "tensor_clip_with_stats: statistics for {} rows, batch has {n} valid",
+        stats.lse1.len()
+    );
+    let ctx = Ctx::new(&valid, x, dim, scale);
     // Loss share: the three axis terms of the owned rows.
     let inv3n = 1.0 / (3.0 * n as f64);
     let mut loss = 0.0;
@@ -112,14 +153,11 @@ pub fn tensor_clip(
         loss += inv3n * (stats.lse1[i] + stats.lse2[i] + stats.lse3[i] - 3.0 * pos);
     }
     let mut dscale = 0.0;
-    if outs.iter().all(|g| g.is_some()) {
+    if let [Some(da), Some(db), Some(dc)] = outs {
         let mut dac = vec![0.0f32; n * dim]; // (n, D)
         let mut dbc = vec![0.0f32; n * dim]; // (n, D)
         let mut dcc = vec![0.0f32; n * dim]; // (n, D)
-        dscale = ctx.backward(&mut dac, &mut dbc, &mut dcc, &stats, valid.own.clone());
-        let [Some(da), Some(db), Some(dc)] = outs else {
-            unreachable!("checked above")
-        };
+        dscale = ctx.backward(&mut dac, &mut dbc, &mut dcc, stats, valid.own.clone());
         valid.scatter_add(da, &dac, dim);
         valid.scatter_add(db, &dbc, dim);
         valid.scatter_add(dc, &dcc, dim);
@@ -146,7 +184,8 @@ pub struct SliceStats {
 }
 
 impl SliceStats {
-    fn empty(n: usize) -> SliceStats {
+    /// Statistics of no slices (every entry −∞).
+    pub fn empty(n: usize) -> SliceStats {
         SliceStats {
             lse1: vec![f64::NEG_INFINITY; n],
             lse2: vec![f64::NEG_INFINITY; n],
@@ -211,6 +250,20 @@ fn exp_shifted(x: f32, m: f32, narrow: bool) -> f64 {
 }
 
 impl Ctx {
+    fn new(valid: &ValidRows, x: [&[f32]; 3], dim: usize, scale: f32) -> Ctx {
+        let n = valid.len();
+        Ctx {
+            a: valid.gather(x[0], dim),
+            b: valid.gather(x[1], dim),
+            c: valid.gather(x[2], dim),
+            n,
+            d: dim,
+            s: scale,
+            kb: slices_per_block(n),
+            narrow_exp: scale <= NARROW_EXP_MAX_SCALE,
+        }
+    }
+
     /// W (kb·n, D) = b ⊙ c_k for k in k0..k0+kb; L (n, kb·n) = s·a·Wᵀ, so
     /// L[i, kk·n + j] = l_{i, j, k0+kk}.
     fn logits_block(&self, w: &mut [f32], l: &mut [f32], k0: usize, kb: usize) {

@@ -125,7 +125,8 @@ pub enum Parallelism {
 pub struct ScreenConfig {
     /// Queries per GEMM (rows of the score tile).
     pub block_queries: usize,
-    /// Candidate rows read from the source at a time (memory: block × D × 4 B, twice with prefetch).
+    /// Candidate rows read from the source at a time (memory: about 4 × block × D × 4 B with
+    /// prefetch — the block being read, its transposed copy, one queued, one being scored).
     pub block_candidates: usize,
     /// Candidate columns per GEMM call within a block.
     pub tile_candidates: usize,

@@ -20,7 +20,7 @@ pub use blocked::{
     ScreenConfig, ScreenStats,
 };
 pub use cli::{prepare, write_hits_csv, PreparedScreen, ScreenInputs};
-pub use topk::{hit_order, merge_topk, rank_order, Hit, TopK};
+pub use topk::{decode_hits, encode_hits, hit_order, merge_topk, rank_order, Hit, TopK};
 
 /// Entry point of the `multimat-screen` binary.
 pub fn cli_main() -> anyhow::Result<()> {

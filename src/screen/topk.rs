@@ -179,6 +179,58 @@ fn merge_sorted_lists(mut lists: Vec<std::vec::IntoIter<Hit>>, k: usize) -> Vec<
     out
 }
 
+/// Serialise per-query hit lists to bytes (for shipping a rank's partial results to rank 0):
+/// little-endian u64 query count; per query a u64 hit count; per hit the similarity's f32 bits
+/// (u32), the id's byte length (u32) and its UTF-8 bytes. Bit-exact, so a merge of decoded
+/// parts equals a merge of the originals.
+pub fn encode_hits(lists: &[Vec<Hit>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&(lists.len() as u64).to_le_bytes());
+    for list in lists {
+        out.extend_from_slice(&(list.len() as u64).to_le_bytes());
+        for h in list {
+            out.extend_from_slice(&h.similarity.to_bits().to_le_bytes());
+            out.extend_from_slice(&(h.candidate_id.len() as u32).to_le_bytes());
+            out.extend_from_slice(h.candidate_id.as_bytes());
+        }
+    }
+    out
+}
+
+/// Inverse of [`encode_hits`]; a truncated or malformed buffer is an error, never a panic.
+pub fn decode_hits(bytes: &[u8]) -> anyhow::Result<Vec<Vec<Hit>>> {
+    struct Cursor<'a>(&'a [u8], usize);
+    impl Cursor<'_> {
+        fn take(&mut self, n: usize) -> anyhow::Result<&[u8]> {
+            anyhow::ensure!(self.0.len() - self.1 >= n, "hit buffer truncated at byte {} (need {n} more)", self.1);
+            self.1 += n;
+            Ok(&self.0[self.1 - n..self.1])
+        }
+        fn u64(&mut self) -> anyhow::Result<u64> {
+            Ok(u64::from_le_bytes(self.take(8)?.try_into()?))
+        }
+        fn u32(&mut self) -> anyhow::Result<u32> {
+            Ok(u32::from_le_bytes(self.take(4)?.try_into()?))
+        }
+    }
+    let mut c = Cursor(bytes, 0);
+    let n_queries = c.u64()? as usize;
+    let mut lists = Vec::with_capacity(n_queries.min(bytes.len() / 8));
+    for _ in 0..n_queries {
+        let n = c.u64()? as usize;
+        let mut list = Vec::with_capacity(n.min(bytes.len() / 8));
+        for _ in 0..n {
+            let similarity = f32::from_bits(c.u32()?);
+            let len = c.u32()? as usize;
+            let candidate_id = std::str::from_utf8(c.take(len)?)?.to_owned();
+            list.push(Hit { candidate_id, similarity });
+        }
+        lists.push(list);
+    }
+    anyhow::ensure!(c.1 == bytes.len(), "{} trailing bytes after the hit lists", bytes.len() - c.1);
+    Ok(lists)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +251,19 @@ mod tests {
         t.offer(0.0, "mp-9");
         t.offer(-0.0, "mp-10");
         assert_eq!(t.into_sorted(), vec![h("mp-10", -0.0)]);
+    }
+
+    #[test]
+    fn hits_round_trip_through_bytes_and_bad_buffers_are_errors() {
+        let lists = vec![vec![h("mp-1", 0.25), h("ü,\"x", -0.0)], vec![], vec![h("a", f32::MIN_POSITIVE)]];
+        let bytes = encode_hits(&lists);
+        let back = decode_hits(&bytes).unwrap();
+        assert_eq!(back, lists);
+        assert!(back[0][1].similarity.is_sign_negative(), "bits preserved");
+        assert!(decode_hits(&bytes[..bytes.len() - 1]).is_err());
+        let mut extra = bytes.clone();
+        extra.push(0);
+        assert!(decode_hits(&extra).is_err());
     }
 
     #[test]

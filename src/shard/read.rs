@@ -28,7 +28,7 @@ pub(crate) struct Checks {
 
 /// Read a numeric dataset whole, checking dtype and shape (`None` = any extent). Fatal problems
 /// (missing, wrong dtype/rank/extent, unreadable) are `Err`; others are pushed to `problems`.
-pub(crate) fn read_numeric<T: H5Type + LeBytes>(
+pub(crate) fn read_numeric<T: H5Type + LeBytes + ParallelDecode>(
     file: &hdf5::File,
     path: &str,
     expected: &[Option<usize>],
@@ -37,11 +37,90 @@ pub(crate) fn read_numeric<T: H5Type + LeBytes>(
 ) -> std::result::Result<(Vec<T>, Vec<usize>), String> {
     let ds = open_checked::<T>(file, path, expected, checks, problems)?;
     let shape = ds.shape();
-    let values: Vec<T> = ds.read_raw::<T>().map_err(|e| format!("cannot read values: {e}"))?;
+    let values: Vec<T> = match T::parallel_decode(&ds) {
+        Some(result) => result?,
+        None => ds.read_raw::<T>().map_err(|e| format!("cannot read values: {e}"))?,
+    };
     if checks.checksum {
         check_sha(&ds, &dataset_sha256(&values), problems);
     }
     Ok((values, shape))
+}
+
+/// Element types whose chunks can be decoded outside HDF5 (see [`decode_chunks_parallel`]).
+pub(crate) trait ParallelDecode: Sized {
+    /// `None` when the dataset's layout is not one the parallel path handles (HDF5 reads it).
+    fn parallel_decode(_ds: &hdf5::Dataset) -> Option<std::result::Result<Vec<Self>, String>> {
+        None
+    }
+}
+impl ParallelDecode for u8 {}
+impl ParallelDecode for u32 {}
+impl ParallelDecode for i32 {}
+impl ParallelDecode for i64 {}
+impl ParallelDecode for u64 {}
+impl ParallelDecode for f64 {}
+impl ParallelDecode for f32 {
+    fn parallel_decode(ds: &hdf5::Dataset) -> Option<std::result::Result<Vec<Self>, String>> {
+        decode_chunks_parallel(ds)
+    }
+}
+
+/// Decode a shuffle+deflate f32 dataset chunked one row per chunk (the charge density) with
+/// rayon. HDF5 serialises every call behind one global lock, so its own read inflates chunk after
+/// chunk on one core; here HDF5 only says where each chunk lies (address, size), the compressed
+/// bytes are read with positional reads, and the inflate (zlib format, as HDF5's deflate filter
+/// writes it) + unshuffle run in parallel. Any other layout returns `None` and HDF5 reads it.
+fn decode_chunks_parallel(ds: &hdf5::Dataset) -> Option<std::result::Result<Vec<f32>, String>> {
+    use rayon::prelude::*;
+    use std::io::Read;
+    use std::os::unix::fs::FileExt;
+    use hdf5::filters::Filter;
+
+    let shape = ds.shape();
+    let rows = *shape.first()?;
+    let row_len: usize = shape[1..].iter().product();
+    let chunk = ds.chunk()?;
+    let pipeline = ds.filters();
+    let one_row_chunks = chunk.first() == Some(&1) && chunk[1..] == shape[1..];
+    if rows < 2 || row_len == 0 || !one_row_chunks || !matches!(pipeline.as_slice(), [Filter::Shuffle, Filter::Deflate(_)]) {
+        return None;
+    }
+    let little_endian = ds.dtype().is_ok_and(|t| matches!(t.byte_order(), hdf5::datatype::ByteOrder::LittleEndian));
+    if !little_endian || ds.num_chunks()? != rows {
+        return None; // unallocated chunks (fill values): let HDF5 handle them
+    }
+    // (address, size) of each row's chunk; a chunk with a skipped filter goes back to HDF5.
+    let mut where_ = vec![(0u64, 0u64); rows];
+    for k in 0..rows {
+        let info = ds.chunk_info(k)?;
+        if info.filter_mask != 0 {
+            return None;
+        }
+        where_[*info.offset.first()? as usize] = (info.addr, info.size);
+    }
+    let file = match std::fs::File::open(ds.filename()) {
+        Ok(f) => f,
+        Err(_) => return None,
+    };
+    let mut out = vec![0f32; rows * row_len]; // (rows, row_len)
+    let result = out.par_chunks_mut(row_len).zip(where_.par_iter()).enumerate().try_for_each(|(row, (dst, &(addr, size)))| {
+        let mut packed = vec![0u8; size as usize];
+        file.read_exact_at(&mut packed, addr).map_err(|e| format!("row {row}: reading chunk: {e}"))?;
+        let mut shuffled = Vec::with_capacity(row_len * 4);
+        flate2::read::ZlibDecoder::new(&packed[..])
+            .read_to_end(&mut shuffled)
+            .map_err(|e| format!("row {row}: corrupt compressed chunk: {e}"))?;
+        if shuffled.len() != row_len * 4 {
+            return Err(format!("row {row}: chunk inflates to {} bytes, expected {}", shuffled.len(), row_len * 4));
+        }
+        // Shuffle stored byte j of element k at j·row_len + k.
+        for (k, v) in dst.iter_mut().enumerate() {
+            *v = f32::from_le_bytes([shuffled[k], shuffled[row_len + k], shuffled[2 * row_len + k], shuffled[3 * row_len + k]]);
+        }
+        Ok(())
+    });
+    Some(result.map(|()| out))
 }
 
 /// Read a 1-D variable-length UTF-8 string dataset.
@@ -522,5 +601,36 @@ impl ShardData {
     /// All records as rows.
     pub fn records(&self) -> Vec<ShardRecord> {
         (0..self.len()).map(|i| self.record(i)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard::{ShardRecord, ShardWriter};
+
+    #[test]
+    fn parallel_chunk_decoder_matches_hdf5_and_is_used_for_charge_density() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.h5");
+        let meta = ShardMeta { preprocess: PreprocessParams { density_grid: [3, 4, 5], ..Default::default() }, ..Default::default() };
+        let records: Vec<ShardRecord> = (0..5)
+            .map(|i| ShardRecord {
+                id: format!("r{i}"),
+                charge_density: (i != 2).then(|| (0..60).map(|k| (k * (i + 1)) as f32 * 0.37 - 3.0).collect()),
+                ..Default::default()
+            })
+            .collect();
+        ShardWriter::new(meta).write(&path, &records).unwrap();
+        let file = hdf5::File::open(&path).unwrap();
+        let ds = file.dataset(paths::CHARGE_DENSITY).unwrap();
+        let fast = decode_chunks_parallel(&ds).expect("the charge-density layout takes the parallel path").unwrap();
+        let reference: Vec<f32> = ds.read_raw().unwrap();
+        assert_eq!(fast.len(), reference.len());
+        // Bitwise equality, NaN rows included.
+        assert!(fast.iter().zip(&reference).all(|(a, b)| a.to_bits() == b.to_bits()));
+        assert!(fast[120..180].iter().all(|x| x.is_nan()), "record 2 is absent");
+        // Other layouts go to HDF5.
+        assert!(decode_chunks_parallel(&file.dataset(paths::DOS_ENERGIES).unwrap()).is_none());
     }
 }

@@ -5,7 +5,7 @@
 //! are skipped, while every other dataset is still checked.
 
 use super::checksum::LeBytes;
-use super::read::{read_attr_str, read_ingest_info, read_numeric, read_root_attrs, read_strings, Checks};
+use super::read::{ParallelDecode, read_attr_str, read_ingest_info, read_numeric, read_root_attrs, read_strings, Checks};
 use super::{paths, MODALITIES};
 use hdf5::H5Type;
 use serde::Serialize;
@@ -78,7 +78,7 @@ pub fn validate(path: &Path) -> Vec<Violation> {
 }
 
 /// Read a numeric dataset, turning problems into violations at its path.
-fn get<T: H5Type + LeBytes>(
+fn get<T: H5Type + LeBytes + ParallelDecode>(
     file: &hdf5::File,
     rep: &mut Report,
     path: &str,

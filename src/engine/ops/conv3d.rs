@@ -5,17 +5,24 @@
 //! - `conv3d_forward_reference` / `conv3d_backward_reference`: the direct seven-deep loops with
 //!   f64 accumulation — the readable definition every faster path is tested against;
 //! - `conv3d_forward` / `conv3d_backward`: im2col + `sgemm`. A chunk of samples is unfolded into
-//!   col (C·K, Nc·P) (K = kD·kH·kW taps, P = OD·OH·OW outputs; row = input channel × tap, column =
-//!   sample × output voxel), so each group is one GEMM over the whole chunk, W_g (OC/g, C/g·K) ·
-//!   col_g — far better shaped than one GEMM per sample when P is small (the deep ResNeXt stages
-//!   run on 4³…1³ volumes). The batch is cut into chunks only to bound the col buffer.
-//!   Backward: dW_g += dout_g · colT_g (the same unfolding stored voxel-major, see
-//!   `im2col_transposed`), dcol_g = W_gᵀ · dout_g, then col2im scatters dcol back onto the input. rayon parallelises the unfold/fold loops over
-//!   (sample, channel) planes; the GEMMs are threaded inside `matrixmultiply`.
+//!   col (C/g·K, Nc·P) per group (K = kD·kH·kW taps, P = OD·OH·OW outputs; row = input channel ×
+//!   tap, column = sample × output voxel), so each group is one GEMM over the whole chunk,
+//!   W_g (OC/g, C/g·K) · col_g — far better shaped than one GEMM per sample when P is small (the
+//!   deep ResNeXt stages run on 4³…1³ volumes). The batch is cut into chunks to keep a group's
+//!   col about L2-sized. Backward: dW_g += dout_g · colT_g (the same unfolding stored
+//!   voxel-major, see `im2col_transposed`), dcol_g = W_gᵀ · dout_g, and col2im folds dcol back
+//!   onto the input. The unfold is a precomputed list of copy runs per tap (`UnfoldPlan`).
+//!
+//!   Parallelism: with groups = 1 the GEMMs are large and threaded inside `matrixmultiply`, and
+//!   rayon runs the unfold/fold over (sample, channel) planes. With groups > 1 (cardinality 32 in
+//!   ResNeXt: GEMMs of 4…32 rows) rayon runs the groups in parallel and every GEMM call is kept
+//!   small enough that `matrixmultiply` does not start its own threads (see `INLINE_GEMM_SIZE`):
+//!   3× less CPU time than threading each tiny GEMM.
 //!
 //! Determinism: every sum has a fixed order that depends on the shapes only (chunks are
-//! accumulated in batch order, col2im folds taps in a fixed order per input plane), never on the
-//! thread count, so repeated runs give bit-identical gradients.
+//! accumulated in batch order, each group's dW by one task in column order, col2im folds taps in
+//! a fixed order per input plane), never on the thread count, so repeated runs give
+//! bit-identical gradients.
 //!
 //! Backward accumulates (`+=`) into dweight and dbias and writes (`=`) dinp.
 
@@ -23,8 +30,8 @@ use super::matmul::{sgemm, sgemm_strided};
 use rayon::prelude::*;
 
 /// Floats the im2col buffer of one (sample chunk, group) may hold: 1 MiB, about one core's L2,
-/// so the unfolded columns are still in cache when the GEMM packs them (with 64 MiB chunks the
-/// grouped ResNeXt convs ran 2× slower, bound by DRAM traffic). At least one sample per chunk.
+/// so the unfolded columns are still in cache when the GEMM packs them (64 MiB chunks of all
+/// groups at once were measured slower on the grouped ResNeXt convs). At least one sample.
 const COL_BUDGET_FLOATS: usize = 256 << 10;
 
 /// A sliding window over a 3-D volume: kernel size, stride and zero padding per axis (D, H, W).
@@ -268,13 +275,21 @@ fn chunk_samples(dims: &Conv3dDims) -> usize {
     (COL_BUDGET_FLOATS / per_sample.max(1)).clamp(1, dims.n.max(1))
 }
 
-/// For each tap, the copies (input offset, col offset, length) that move one input plane's
-/// in-volume values into that tap's col row segment of P; padded taps are not covered. Runs that
-/// continue each other in both buffers are merged (a 3³ stride-1 conv's centre-x taps copy whole
-/// slabs). Computed once per call and shared by every (sample, channel), so the unfold loop is
-/// just copies, with no coordinate arithmetic.
+/// For each tap, the copies that move one input plane's in-volume values into that tap's col
+/// row segment of P; padded taps are not covered. A run reads `len` inputs from `src` every `step`
+/// (the x stride) and writes them contiguously at `dst`. Stride-1 runs that continue each other
+/// in both buffers are merged (a 3³ stride-1 conv's centre-x taps copy whole slabs). Computed
+/// once per call and shared by every (sample, channel), so the unfold loop is just copies.
 struct UnfoldPlan {
-    runs: Vec<Vec<(usize, usize, usize)>>, // (K) × [(src, dst, len)]
+    runs: Vec<Vec<Run>>, // (K) × runs
+}
+
+#[derive(Clone, Copy)]
+struct Run {
+    src: usize,
+    dst: usize,
+    len: usize,
+    step: usize,
 }
 
 impl UnfoldPlan {
@@ -287,10 +302,11 @@ impl UnfoldPlan {
         for tap in 0..kd * kh * kw {
             let (tz, ty, tx) = (tap / (kh * kw), (tap / kw) % kh, tap % kw);
             let (x_lo, x_hi) = valid_out_range(tx, win.stride[2], win.padding[2], w, ow);
-            let mut tap_runs: Vec<(usize, usize, usize)> = Vec::new();
+            let mut tap_runs: Vec<Run> = Vec::new();
+            let step = win.stride[2];
             let mut push = |src: usize, dst: usize, len: usize| match tap_runs.last_mut() {
-                Some(last) if last.0 + last.2 == src && last.1 + last.2 == dst => last.2 += len,
-                _ => tap_runs.push((src, dst, len)),
+                Some(last) if step == 1 && last.src + last.len == src && last.dst + last.len == dst => last.len += len,
+                _ => tap_runs.push(Run { src, dst, len, step }),
             };
             for z in 0..od {
                 let iz = (z * win.stride[0] + tz) as isize - win.padding[0] as isize;
@@ -304,13 +320,7 @@ impl UnfoldPlan {
                     }
                     let src_row = (iz as usize * h + iy as usize) * w;
                     let dst_row = (z * oh + y) * ow;
-                    if win.stride[2] == 1 {
-                        push(src_row + x_lo + tx - win.padding[2], dst_row + x_lo, x_hi - x_lo);
-                    } else {
-                        for x in x_lo..x_hi {
-                            push(src_row + x * win.stride[2] + tx - win.padding[2], dst_row + x, 1);
-                        }
-                    }
+                    push(src_row + x_lo * step + tx - win.padding[2], dst_row + x_lo, x_hi - x_lo);
                 }
             }
             runs.push(tap_runs);
@@ -338,8 +348,15 @@ fn im2col(
         for b in 0..nb {
             let ichan = &inp[((n0 + b) * dims.c + ci) * plane..][..plane];
             let cplane = &mut crow[b * p..(b + 1) * p];
-            for &(src, dst, len) in &plan.runs[tap] {
-                cplane[dst..dst + len].copy_from_slice(&ichan[src..src + len]);
+            for r in &plan.runs[tap] {
+                if r.step == 1 {
+                    cplane[r.dst..r.dst + r.len].copy_from_slice(&ichan[r.src..r.src + r.len]);
+                } else {
+                    let from = &ichan[r.src..r.src + (r.len - 1) * r.step + 1];
+                    for (o, v) in cplane[r.dst..r.dst + r.len].iter_mut().zip(from.iter().step_by(r.step)) {
+                        *o = *v;
+                    }
+                }
             }
         }
     });
@@ -400,41 +417,26 @@ fn valid_out_range(t: usize, s: usize, pad: usize, len: usize, out_len: usize) -
 
 /// Fold dcol (cn·K, nb·P) into dst (nb, cn, D·H·W): the input-gradient planes of channels
 /// c0..c0+cn of samples n0..n0+nb, which receive contributions from these rows only (written).
+/// Runs the unfold plan backwards: each copy becomes an add, taps in a fixed order.
 fn col2im(
     dst: &mut [f32],   // (nb, cn, D, H, W)
     dcol: &[f32],      // (cn·K, nb·P)
     dims: &Conv3dDims,
+    plan: &UnfoldPlan,
     cn: usize,
     nb: usize,
 ) {
     let k = dims.window.volume();
-    let [d, h, w] = dims.in_dims;
-    let [_, kh, kw] = dims.window.kernel;
-    let [od, oh, ow] = dims.out_dims();
     let (plane, p) = (dims.in_plane(), dims.out_plane());
-    let win = dims.window;
     dst[..nb * cn * plane].par_chunks_mut(plane).enumerate().for_each(|(bc, dplane)| {
         let (b, ci) = (bc / cn, bc % cn);
         dplane.fill(0.0);
-        for tap in 0..k {
-            let (tz, ty, tx) = (tap / (kh * kw), (tap / kw) % kh, tap % kw);
-            let (x_lo, x_hi) = valid_out_range(tx, win.stride[2], win.padding[2], w, ow);
+        for (tap, runs) in plan.runs.iter().enumerate() {
             let crow = &dcol[(ci * k + tap) * nb * p + b * p..][..p];
-            for z in 0..od {
-                let iz = (z * win.stride[0] + tz) as isize - win.padding[0] as isize;
-                if iz < 0 || iz >= d as isize {
-                    continue;
-                }
-                for y in 0..oh {
-                    let iy = (y * win.stride[1] + ty) as isize - win.padding[1] as isize;
-                    if iy < 0 || iy >= h as isize {
-                        continue;
-                    }
-                    let irow = &mut dplane[(iz as usize * h + iy as usize) * w..][..w];
-                    let grow = &crow[(z * oh + y) * ow..][..ow];
-                    for x in x_lo..x_hi {
-                        irow[x * win.stride[2] + tx - win.padding[2]] += grow[x];
-                    }
+            for r in runs {
+                let to = &mut dplane[r.src..r.src + (r.len - 1) * r.step + 1];
+                for (d, g) in to.iter_mut().step_by(r.step).zip(&crow[r.dst..r.dst + r.len]) {
+                    *d += g;
                 }
             }
         }
@@ -563,6 +565,7 @@ pub fn conv3d_backward(
         return;
     }
     let chunk = chunk_samples(dims);
+    let plan = UnfoldPlan::new(dims);
     let plane = dims.in_plane();
     let mut dtmp = vec![0.0f32; oc * chunk * p];       // (OC, nb·P)
     // groups == 1: one buffer each, large GEMMs threaded inside matrixmultiply.
@@ -595,7 +598,7 @@ pub fn conv3d_backward(
             if let Some(dinp) = dinp.as_deref_mut() {
                 // dcol (C·K, nb·P) = Wᵀ · dout, folded straight into this chunk's dinp planes.
                 sgemm(&mut dcol[..cg * k * cols], &weight[..oc * cg * k], &dtmp[..oc * cols], cg * k, cols, oc, true, false, 1.0, 0.0);
-                col2im(&mut dinp[n0 * dims.c * plane..(n0 + nb) * dims.c * plane], &dcol, dims, cg, nb);
+                col2im(&mut dinp[n0 * dims.c * plane..(n0 + nb) * dims.c * plane], &dcol, dims, &plan, cg, nb);
             }
         } else {
             let want_dinp = dinp.is_some();
@@ -606,7 +609,9 @@ pub fn conv3d_backward(
                 Vec::new()
             };
             let mut dx_iter = dx_blocks.into_iter();
-            let jobs: Vec<(usize, &mut [f32], Option<&mut [f32]>)> = dweight[..oc * cg * k]
+            // One job per group: (group, its dW block, its input-gradient block if wanted).
+            type GroupJob<'a> = (usize, &'a mut [f32], Option<&'a mut [f32]>);
+            let jobs: Vec<GroupJob> = dweight[..oc * cg * k]
                 .chunks_mut(ocg * cg * k)
                 .enumerate()
                 .map(|(g, dw_g)| (g, dw_g, if want_dinp { dx_iter.next() } else { None }))
@@ -622,7 +627,7 @@ pub fn conv3d_backward(
                     if let Some(dx_g) = dx_g {
                         // dcol (C/g·K, nb·P) = W_gᵀ · dout_g, folded into this group's planes.
                         sgemm_inline_columns(dcol, cols, w_g, 1, cg * k, dout_g, cols, cg * k, cols, ocg, 0.0);
-                        col2im(dx_g, dcol, dims, cg, nb);
+                        col2im(dx_g, dcol, dims, &plan, cg, nb);
                     }
                 },
             );
@@ -741,6 +746,33 @@ mod tests {
             let mut o1 = vec![0.0; one.output_len()];
             conv3d_forward(&mut o1, &x[s * one.input_len()..(s + 1) * one.input_len()], &w, None, &one);
             assert_eq!(&out[s * one.output_len()..(s + 1) * one.output_len()], &o1[..], "sample {s}");
+        }
+    }
+
+    #[test]
+    fn results_are_bit_identical_for_any_thread_count() {
+        // Exact --resume relies on this: grouped and dense paths, several chunks.
+        for dims in [
+            Conv3dDims { n: 5, c: 8, in_dims: [8, 8, 8], oc: 8, groups: 4, window: Window3d::cube(3, 1, 1) },
+            Conv3dDims { n: 9, c: 4, in_dims: [8, 8, 8], oc: 6, groups: 1, window: Window3d::cube(3, 2, 1) },
+        ] {
+            let x = random_vec(dims.input_len(), 1, 1.0);
+            let w = random_vec(dims.weight_len(), 2, 1.0);
+            let g = random_vec(dims.output_len(), 3, 1.0);
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                pool.install(|| {
+                    let mut out = vec![0.0; dims.output_len()];
+                    conv3d_forward(&mut out, &x, &w, None, &dims);
+                    let (mut dx, mut dw) = (vec![0.0; x.len()], vec![0.0; w.len()]);
+                    conv3d_backward(Some(&mut dx), &mut dw, None, &g, &x, &w, &dims);
+                    (out, dx, dw)
+                })
+            };
+            let one = run(1);
+            for threads in [2, 3, 5] {
+                assert!(run(threads) == one, "{dims:?}: results differ with {threads} threads");
+            }
         }
     }
 

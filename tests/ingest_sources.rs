@@ -1,0 +1,72 @@
+//! The other ingest sources: labels CSV + CIF folder, and matminer "split" JSON — good rows land
+//! with their targets and units, bad rows end in rejects.jsonl.
+
+use multimat::ingest::{run, Extras, IngestOptions, Reject, Source, REJECTS_FILE};
+use multimat::shard::{validate, ShardData};
+use std::path::{Path, PathBuf};
+
+fn mp() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mp-multimodal")
+}
+
+fn rejects(out: &Path) -> Vec<Reject> {
+    std::fs::read_to_string(out.join(REJECTS_FILE)).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn csv_with_cif_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cifs = tmp.path().join("cif");
+    std::fs::create_dir(&cifs).unwrap();
+    for id in ["mp-1000", "mp-10255"] {
+        std::fs::copy(mp().join(format!("cif/{id}.cif")), cifs.join(format!("{id}.cif"))).unwrap();
+    }
+    let csv = tmp.path().join("labels.csv");
+    std::fs::write(&csv, "material_id,formula,K_VRH,band_gap\nmp-1000,BaTe,25.5,\nmp-10255,Nb3B4,273.9,0.0\nmp-404,X,1.0,2.0\n").unwrap();
+    let out = tmp.path().join("out");
+    let s = run(&Source::CsvCif { csv: csv.clone(), cif_dir: cifs }, &Extras::default(), &IngestOptions::new(out.clone())).unwrap();
+    assert_eq!((s.counts.records, s.counts.structure, s.counts.graphs, s.rejects), (2, 2, 2, 1));
+    let r = &rejects(&out)[0];
+    assert_eq!(r.record, "mp-404");
+    assert!(r.file.ends_with("labels.csv") && r.reason.contains("mp-404.cif"), "{r:?}");
+
+    let shard = out.join("shard-r000-00000.h5");
+    assert!(validate(&shard).is_empty());
+    let data = ShardData::load(&shard).unwrap();
+    assert_eq!(data.meta.targets["K_VRH"].units, "GPa");
+    assert_eq!(data.meta.targets["band_gap"].units, "eV");
+    let k: Vec<f64> = data.targets["K_VRH"].clone();
+    assert_eq!(k, [25.5, 273.9]);
+    assert!(data.targets["band_gap"][0].is_nan(), "empty cell = absent = NaN");
+    assert!(data.record(0).targets.get("band_gap").is_none());
+    assert_eq!(data.record(1).targets["band_gap"], [0.0]);
+}
+
+#[test]
+fn matminer_split_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let structure: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(mp().join("structures/mp-1000.json")).unwrap()).unwrap();
+    let frame = serde_json::json!({
+        "columns": ["material_id", "structure", "K_VRH", "elastic_tensor"],
+        "index": [0, 1, 2],
+        "data": [
+            ["mp-1000", structure, 25.5, [[1.0, 2.0], [3.0, 4.0]]],
+            ["mp-2", {"@class": "Structure", "lattice": "nonsense"}, 10.0, [[1.0, 2.0], [3.0, 4.0]]],
+            ["mp-3", structure, 30.0, [[1.0, 2.0, 3.0]]],
+        ]
+    });
+    let file = tmp.path().join("set.json");
+    std::fs::write(&file, serde_json::to_vec(&frame).unwrap()).unwrap();
+    let out = tmp.path().join("out");
+    let s = run(&Source::Matminer { file: file.clone() }, &Extras::default(), &IngestOptions::new(out.clone())).unwrap();
+    assert_eq!((s.counts.records, s.rejects), (1, 2), "{:?}", rejects(&out));
+    let rj = rejects(&out);
+    assert!(rj.iter().any(|r| r.record.contains("row 1")), "bad structure row rejected: {rj:?}");
+    // mp-3's elastic tensor has 3 values where the set has 4: rejected, not silently padded.
+    assert!(rj.iter().any(|r| r.record == "mp-3" && r.reason.contains("elastic_tensor")), "{rj:?}");
+    let data = ShardData::load(&out.join("shard-r000-00000.h5")).unwrap();
+    let rec = data.record(0);
+    assert_eq!(rec.targets["elastic_tensor"], [1.0, 2.0, 3.0, 4.0]);
+    assert!(rec.provenance.sources["structure"].ends_with("set.json#0"));
+}
