@@ -60,3 +60,49 @@ pub fn check_gradient(
 pub fn dot(w: &[f32], out: &[f32]) -> f64 {
     w.iter().zip(out).map(|(a, b)| *a as f64 * *b as f64).sum()
 }
+
+/// Finite-difference check of a whole layer: the input gradient `backward` returns and every
+/// parameter gradient it accumulates, for loss = Σ w·forward(x) with a fixed random w.
+/// `forward`/`backward` wrap the layer's own calls (so extra arguments such as masks can be bound).
+/// Zeroes the module's gradients first.
+#[allow(clippy::too_many_arguments)]
+pub fn check_module_gradients<M: crate::engine::Module>(
+    name: &str,
+    module: &mut M,
+    x: &crate::engine::Tensor,
+    mut forward: impl FnMut(&mut M, &crate::engine::Tensor) -> crate::engine::Tensor,
+    mut backward: impl FnMut(&mut M, &crate::engine::Tensor) -> crate::engine::Tensor,
+    eps: f32,
+    atol: f64,
+    rtol: f64,
+) {
+    use crate::engine::Tensor;
+    let y = forward(module, x);
+    let w = Tensor::from_vec(&y.shape, random_vec(y.numel(), 0x5eed, 1.0));
+    module.zero_grad();
+    let dx = backward(module, &w);
+    assert_eq!(dx.shape, x.shape, "{name}: input gradient shape");
+    check_gradient(&format!("{name} d(input)"), x.data(), dx.data(), |xp| {
+        let xt = Tensor::from_vec(&x.shape, xp.to_vec());
+        dot(w.data(), forward(module, &xt).data())
+    }, eps, atol, rtol);
+    let mut params: Vec<(String, Vec<f32>, Vec<f32>)> = Vec::new();
+    module.visit_params(&mut |p| params.push((p.name.clone(), p.value.data().to_vec(), p.grad.data().to_vec())));
+    for (k, (pname, value, grad)) in params.iter().enumerate() {
+        let set = |m: &mut M, v: &[f32]| {
+            let mut i = 0;
+            m.visit_params(&mut |p| {
+                if i == k {
+                    p.value.data_mut().copy_from_slice(v);
+                }
+                i += 1;
+            });
+        };
+        check_gradient(&format!("{name} d({pname})"), value, grad, |vp| {
+            set(module, vp);
+            let l = dot(w.data(), forward(module, x).data());
+            set(module, value);
+            l
+        }, eps, atol, rtol);
+    }
+}

@@ -4,5 +4,9 @@
 pub mod tensor;
 pub mod gradcheck;
 pub mod ops;
+pub mod nn;
+pub mod optim;
+pub mod bench;
+pub mod bench_conv3d;
 
 pub use tensor::{Device, Module, Param, Storage, Tensor};

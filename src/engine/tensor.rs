@@ -117,6 +117,21 @@ pub trait Module {
     /// Visit every parameter in a deterministic order.
     fn visit_params(&mut self, f: &mut dyn FnMut(&mut Param));
 
+    /// Visit every non-trainable state tensor that a checkpoint must carry (batch-norm running
+    /// statistics), with its hierarchical name, in a deterministic order. Default: none.
+    fn visit_buffers(&mut self, _f: &mut dyn FnMut(&str, &mut Tensor)) {}
+
+    /// Switch training behaviour (batch statistics, dropout) on or off. Default: no behaviour to
+    /// switch. Composite modules forward the call to every child.
+    fn set_training(&mut self, _training: bool) {}
+
+    /// Names of all parameters in visiting order.
+    fn param_names(&mut self) -> Vec<String> {
+        let mut names = Vec::new();
+        self.visit_params(&mut |p| names.push(p.name.clone()));
+        names
+    }
+
     fn zero_grad(&mut self) {
         self.visit_params(&mut |p| p.zero_grad());
     }

@@ -1,2 +1,534 @@
-//! MultiMat's contrastive losses with per-pair presence masks: CLIP, AllPairsCLIP,
-//! AnchoredCLIP, streamed TensorCLIP and 3-D BarlowTwins.
+//! MultiMat's contrastive losses with per-modality presence masks: CLIP, AllPairsCLIP,
+//! AnchoredCLIP, streamed TensorCLIP and 3-D BarlowTwins (paper Methods and Supplemental
+//! Methods; reference code `clott3/MultiMat`, `src/loss/`).
+//!
+//! Layout, one file per loss with forward and backward side by side (llm.c style):
+//! - `clip.rs` — the fused symmetric InfoNCE for one pair (row-block-wise, never the full B×B
+//!   probability matrix); `pairwise.rs` — AllPairsCLIP / AnchoredCLIP as means of pair terms;
+//! - `tensor_clip.rs` — three-way InfoNCE streamed over one axis with an online log-sum-exp;
+//! - `barlow_twins.rs` — 3-D BarlowTwins in O(B²D + BD²) without any D³ tensor;
+//! - `temperature.rs` — fixed or learnable (clamped log-scale) temperatures.
+//!
+//! Conventions shared by every loss here:
+//! - Inputs are the *global* batch (all ranks' rows gathered): one row-major `(B, D)` slice per
+//!   modality plus a presence mask `(B)`. Rows absent from a modality are never read (they may
+//!   hold anything, even NaN) and get zero gradient.
+//! - `rows: Range<usize>` is the part of the global batch this process owns. Each call returns
+//!   this process's share of the loss, scaled so that the shares of disjoint ranges covering
+//!   `0..B` sum to the full-batch loss, and the gradient of that share w.r.t. the *full* global
+//!   embedding matrices (written, `=`); the caller all-reduce-sums the gradients and slices out
+//!   its local rows (OpenCLIP's `--local-loss --gather-with-grad`). Single process: `0..B`.
+//! - A pairwise term uses only rows where both modalities are present (the softmax runs over the
+//!   present rows of the other modality only); a three-way term only rows where all three are.
+//!   A term with fewer than 2 valid rows contributes exactly 0 with zero gradient (for 1 row the
+//!   InfoNCE formula itself gives 0: a softmax over one candidate), never NaN.
+//! - Temperature gradients are *accumulated* (`+=`) into the temperature parameters (they are
+//!   parameters); embedding gradients are *written*.
+
+pub mod barlow_twins;
+pub mod clip;
+pub mod pairwise;
+pub mod temperature;
+pub mod tensor_clip;
+
+use std::ops::Range;
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Module, Param};
+pub use temperature::Temperature;
+
+/// The four MultiMat modalities. The declaration order is the canonical pair order
+/// (crystal–DOS, crystal–charge density, …), as in the paper's Equation 3.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Modality {
+    Crystal,
+    Dos,
+    ChargeDensity,
+    Text,
+}
+
+impl Modality {
+    pub const ALL: [Modality; 4] = [
+        Modality::Crystal,
+        Modality::Dos,
+        Modality::ChargeDensity,
+        Modality::Text,
+    ];
+
+    /// Short name used in logs and parameter names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Modality::Crystal => "crystal",
+            Modality::Dos => "dos",
+            Modality::ChargeDensity => "charge_density",
+            Modality::Text => "text",
+        }
+    }
+}
+
+impl std::fmt::Display for Modality {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One modality's embeddings for the global batch.
+#[derive(Clone, Copy, Debug)]
+pub struct ModalityEmbeddings<'a> {
+    pub modality: Modality,
+    /// (B, D) row-major; L2-normalised rows for the CLIP family, raw for BarlowTwins.
+    pub data: &'a [f32],
+    /// (B) true where this material has this modality.
+    pub present: &'a [bool],
+}
+
+/// Which loss to train with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossKind {
+    /// Symmetric InfoNCE for exactly two modalities (paper Equation 1b).
+    Clip,
+    /// Mean of CLIP over all n(n−1)/2 pairs (Equation 3).
+    AllPairsClip,
+    /// Mean of CLIP over the n−1 pairs containing the anchor (Equation 4).
+    AnchoredClip,
+    /// Three-way InfoNCE, B² candidates per positive (Supplemental Equations S1, S2).
+    TensorClip,
+    /// 3-D BarlowTwins on the three-way cross-correlation tensor (Supplemental Equation S3).
+    BarlowTwins3d,
+}
+
+fn default_anchor() -> Modality {
+    Modality::Crystal
+}
+fn default_temperature() -> f32 {
+    0.2
+}
+fn default_max_logit_scale() -> f32 {
+    100.0
+}
+fn default_min_logit_scale() -> f32 {
+    1.0
+}
+fn default_barlow_lambda() -> f32 {
+    0.0051
+}
+fn default_true() -> bool {
+    true
+}
+
+/// Loss section of a pre-training config. Defaults follow the reference code: τ = 0.2 fixed,
+/// anchor = crystal, λ = 0.0051, BarlowTwins on batch-standardised embeddings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LossConfig {
+    pub kind: LossKind,
+    #[serde(default = "default_anchor")]
+    pub anchor: Modality,
+    /// Initial (or fixed) temperature τ; logit scale = 1/τ.
+    #[serde(default = "default_temperature")]
+    pub temperature: f32,
+    /// Learn one temperature per pair (one for TensorCLIP), OpenCLIP-style.
+    #[serde(default)]
+    pub learnable_temperature: bool,
+    /// Clamp of the logit scale exp(raw) (OpenCLIP: [1, 100]).
+    #[serde(default = "default_max_logit_scale")]
+    pub max_logit_scale: f32,
+    #[serde(default = "default_min_logit_scale")]
+    pub min_logit_scale: f32,
+    /// Weight λ of the fully off-diagonal BarlowTwins terms.
+    #[serde(default = "default_barlow_lambda")]
+    pub barlow_lambda: f32,
+    /// Standardise each embedding dimension over the batch before BarlowTwins (the reference
+    /// puts a BatchNorm1d at the end of each encoder for BarlowTwins runs).
+    #[serde(default = "default_true")]
+    pub barlow_standardize: bool,
+}
+
+impl LossConfig {
+    pub fn new(kind: LossKind) -> LossConfig {
+        LossConfig {
+            kind,
+            anchor: default_anchor(),
+            temperature: default_temperature(),
+            learnable_temperature: false,
+            max_logit_scale: default_max_logit_scale(),
+            min_logit_scale: default_min_logit_scale(),
+            barlow_lambda: default_barlow_lambda(),
+            barlow_standardize: true,
+        }
+    }
+}
+
+/// One term's share of the loss, for logging.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TermReport {
+    /// "crystal-dos", "crystal-dos-charge_density", …
+    pub name: String,
+    /// This process's share of the term, before averaging over terms.
+    pub loss: f64,
+    /// Rows of the global batch valid for the term (present in all its modalities).
+    pub valid_rows: usize,
+}
+
+/// What one loss evaluation returns.
+#[derive(Clone, Debug)]
+pub struct LossOutput {
+    /// This process's share of the total loss (see the module docs for how shares add up).
+    pub loss: f64,
+    /// d loss / d embeddings, one (B, D) buffer per input in input order (written, not
+    /// accumulated; zero on absent rows). Empty when gradients were not requested.
+    pub grads: Vec<Vec<f32>>,
+    pub terms: Vec<TermReport>,
+}
+
+/// A configured MultiMat loss over a fixed set of modalities, owning the temperature
+/// parameters (visited through `Module` so the optimiser and checkpoints see them).
+#[derive(Clone, Debug)]
+pub struct MultimodalLoss {
+    pub config: LossConfig,
+    /// The modalities the model trains, in canonical order.
+    pub modalities: Vec<Modality>,
+    /// Modality index pairs (into `modalities`) of the pair losses; empty for the 3-way losses.
+    pub pairs: Vec<(usize, usize)>,
+    /// One per pair for the pair losses, one for TensorCLIP, none for BarlowTwins.
+    pub temperatures: Vec<Temperature>,
+}
+
+impl MultimodalLoss {
+    /// Check the config against the modalities and create the temperatures.
+    pub fn new(config: LossConfig, modalities: &[Modality]) -> Result<MultimodalLoss> {
+        let mut mods = modalities.to_vec();
+        mods.sort();
+        mods.dedup();
+        if mods.len() != modalities.len() {
+            bail!("loss: modality listed twice in {modalities:?}");
+        }
+        let n = mods.len();
+        let pairs = match config.kind {
+            LossKind::Clip => {
+                if n != 2 {
+                    bail!("loss: clip needs exactly 2 modalities, got {n} ({mods:?})");
+                }
+                pairwise::all_pairs(n)
+            }
+            LossKind::AllPairsClip => {
+                if n < 2 {
+                    bail!("loss: all_pairs_clip needs at least 2 modalities, got {n}");
+                }
+                pairwise::all_pairs(n)
+            }
+            LossKind::AnchoredClip => {
+                if n < 2 {
+                    bail!("loss: anchored_clip needs at least 2 modalities, got {n}");
+                }
+                let Some(anchor) = mods.iter().position(|&m| m == config.anchor) else {
+                    bail!(
+                        "loss: anchored_clip anchor {} is not among the modalities {mods:?}",
+                        config.anchor
+                    );
+                };
+                pairwise::anchored_pairs(n, anchor)
+            }
+            LossKind::TensorClip | LossKind::BarlowTwins3d => {
+                if n != 3 {
+                    bail!("loss: {:?} needs exactly 3 modalities, got {n} ({mods:?})", config.kind);
+                }
+                Vec::new()
+            }
+        };
+        if config.barlow_lambda.is_nan() || config.barlow_lambda < 0.0 {
+            bail!("loss: barlow_lambda must be ≥ 0, got {}", config.barlow_lambda);
+        }
+        let make_temp = |name: String| {
+            Temperature::new(
+                &name,
+                config.temperature,
+                config.learnable_temperature,
+                config.min_logit_scale,
+                config.max_logit_scale,
+            )
+        };
+        let temperatures = match config.kind {
+            LossKind::BarlowTwins3d => Vec::new(),
+            LossKind::TensorClip => vec![make_temp(format!("{}-{}-{}", mods[0], mods[1], mods[2]))?],
+            _ => pairs
+                .iter()
+                .map(|&(i, j)| make_temp(format!("{}-{}", mods[i], mods[j])))
+                .collect::<Result<Vec<_>>>()?,
+        };
+        Ok(MultimodalLoss {
+            config,
+            modalities: mods,
+            pairs,
+            temperatures,
+        })
+    }
+
+    /// Loss share and (when `want_grads`) embedding gradients for the rows this process owns.
+    /// `inputs` must contain every configured modality (any order; gradients come back in the
+    /// order of `inputs`). Temperature gradients are accumulated into the temperature params.
+    pub fn forward_backward(
+        &mut self,
+        inputs: &[ModalityEmbeddings],
+        dim: usize,
+        rows: Range<usize>,
+        want_grads: bool,
+    ) -> Result<LossOutput> {
+        let order = self.match_inputs(inputs)?;
+        let batch = check_inputs(inputs, dim, &rows, self.config.kind != LossKind::BarlowTwins3d)?;
+        let ordered: Vec<ModalityEmbeddings> = order.iter().map(|&k| inputs[k]).collect();
+        let mut grads_ordered: Vec<Vec<f32>> = if want_grads {
+            vec![vec![0.0; batch * dim]; ordered.len()]
+        } else {
+            Vec::new()
+        };
+        let (loss, terms) = match self.config.kind {
+            LossKind::Clip | LossKind::AllPairsClip | LossKind::AnchoredClip => pairwise::mean_of_pairs(
+                &mut grads_ordered,
+                &ordered,
+                &self.pairs,
+                &mut self.temperatures,
+                dim,
+                rows,
+            ),
+            LossKind::TensorClip => {
+                let temp = &mut self.temperatures[0];
+                let [ga, gb, gc] = split3(&mut grads_ordered);
+                let r = tensor_clip::tensor_clip(
+                    ga,
+                    gb,
+                    gc,
+                    [ordered[0].data, ordered[1].data, ordered[2].data],
+                    [ordered[0].present, ordered[1].present, ordered[2].present],
+                    dim,
+                    temp.logit_scale(),
+                    rows,
+                );
+                temp.accumulate_scale_grad(r.dscale);
+                (
+                    r.loss,
+                    vec![TermReport {
+                        name: triple_name(&ordered),
+                        loss: r.loss,
+                        valid_rows: r.valid_rows,
+                    }],
+                )
+            }
+            LossKind::BarlowTwins3d => {
+                let [ga, gb, gc] = split3(&mut grads_ordered);
+                let r = barlow_twins::barlow_twins_3d(
+                    ga,
+                    gb,
+                    gc,
+                    [ordered[0].data, ordered[1].data, ordered[2].data],
+                    [ordered[0].present, ordered[1].present, ordered[2].present],
+                    dim,
+                    self.config.barlow_lambda,
+                    self.config.barlow_standardize,
+                    rows,
+                );
+                (
+                    r.loss,
+                    vec![TermReport {
+                        name: triple_name(&ordered),
+                        loss: r.loss,
+                        valid_rows: r.valid_rows,
+                    }],
+                )
+            }
+        };
+        if !loss.is_finite() {
+            bail!(
+                "loss: {:?} produced a non-finite value {loss} (terms {terms:?})",
+                self.config.kind
+            );
+        }
+        // Back to the caller's input order.
+        let mut grads = Vec::new();
+        if want_grads {
+            let mut slots: Vec<Option<Vec<f32>>> = grads_ordered.into_iter().map(Some).collect();
+            grads = (0..inputs.len())
+                .map(|k| {
+                    let pos = order.iter().position(|&o| o == k).expect("every input is ordered");
+                    slots[pos].take().expect("each gradient taken once")
+                })
+                .collect();
+        }
+        Ok(LossOutput { loss, grads, terms })
+    }
+
+    /// Clamp every learnable raw log-scale into its range (call after each optimiser step, as
+    /// OpenCLIP does, so the stored value never drifts past the clamp where its gradient is 0).
+    pub fn clamp_temperatures(&mut self) {
+        for t in &mut self.temperatures {
+            t.clamp_in_place();
+        }
+    }
+
+    /// (name, raw log-scale, τ) of every temperature, for logging.
+    pub fn temperature_log(&self) -> Vec<(String, f32, f32)> {
+        self.temperatures
+            .iter()
+            .map(|t| (t.param.name.clone(), t.raw(), 1.0 / t.logit_scale()))
+            .collect()
+    }
+
+    /// Index into `inputs` of each configured modality, in canonical order.
+    fn match_inputs(&self, inputs: &[ModalityEmbeddings]) -> Result<Vec<usize>> {
+        if inputs.len() != self.modalities.len() {
+            bail!(
+                "loss: expected embeddings for {:?}, got {:?}",
+                self.modalities,
+                inputs.iter().map(|e| e.modality).collect::<Vec<_>>()
+            );
+        }
+        self.modalities
+            .iter()
+            .map(|m| {
+                let hits: Vec<usize> = inputs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, e)| e.modality == *m)
+                    .map(|(k, _)| k)
+                    .collect();
+                match hits.as_slice() {
+                    [k] => Ok(*k),
+                    [] => bail!("loss: no embeddings given for modality {m}"),
+                    _ => bail!("loss: embeddings for modality {m} given twice"),
+                }
+            })
+            .collect()
+    }
+}
+
+impl Module for MultimodalLoss {
+    /// Only learnable temperatures are parameters.
+    fn visit_params(&mut self, f: &mut dyn FnMut(&mut Param)) {
+        for t in &mut self.temperatures {
+            if t.learnable {
+                f(&mut t.param);
+            }
+        }
+    }
+}
+
+fn triple_name(e: &[ModalityEmbeddings]) -> String {
+    format!("{}-{}-{}", e[0].modality, e[1].modality, e[2].modality)
+}
+
+fn split3(grads: &mut [Vec<f32>]) -> [Option<&mut [f32]>; 3] {
+    match grads {
+        [a, b, c] => [Some(a.as_mut_slice()), Some(b.as_mut_slice()), Some(c.as_mut_slice())],
+        _ => [None, None, None],
+    }
+}
+
+/// Validate shapes, the row range and the values the losses will read; returns B.
+/// `require_unit_norm`: the CLIP family assumes L2-normalised rows (the logit bound |l| ≤ scale
+/// that keeps the streamed log-sum-exp in range relies on it).
+pub fn check_inputs(
+    inputs: &[ModalityEmbeddings],
+    dim: usize,
+    rows: &Range<usize>,
+    require_unit_norm: bool,
+) -> Result<usize> {
+    let Some(first) = inputs.first() else {
+        bail!("loss: no embeddings given")
+    };
+    if dim == 0 {
+        bail!("loss: embedding dimension is 0");
+    }
+    let batch = first.present.len();
+    if rows.start > rows.end || rows.end > batch {
+        bail!("loss: owned rows {rows:?} are not a range inside the batch 0..{batch}");
+    }
+    for e in inputs {
+        if e.present.len() != batch {
+            bail!(
+                "loss: {} presence mask has {} rows, {} has {batch}",
+                e.modality,
+                e.present.len(),
+                first.modality
+            );
+        }
+        if e.data.len() != batch * dim {
+            bail!(
+                "loss: {} embeddings have {} values, expected B×D = {batch}×{dim} = {}",
+                e.modality,
+                e.data.len(),
+                batch * dim
+            );
+        }
+        for (r, row) in e.data.chunks_exact(dim).enumerate() {
+            if !e.present[r] {
+                continue;
+            }
+            if let Some(c) = row.iter().position(|v| !v.is_finite()) {
+                bail!(
+                    "loss: {} embedding of batch row {r} has a non-finite value {} at column {c}",
+                    e.modality,
+                    row[c]
+                );
+            }
+            if require_unit_norm {
+                let norm = row.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>().sqrt();
+                if (norm - 1.0).abs() > 1e-3 {
+                    bail!(
+                        "loss: {} embedding of batch row {r} has L2 norm {norm:.6}, expected an L2-normalised row",
+                        e.modality
+                    );
+                }
+            }
+        }
+    }
+    Ok(batch)
+}
+
+/// The rows valid for one term, compacted: `index[c]` is the global row of compact row `c`, and
+/// `own` the compact rows whose global row lies in the caller's range (contiguous, because
+/// compaction keeps the order).
+#[derive(Clone, Debug)]
+pub struct ValidRows {
+    pub index: Vec<usize>,
+    pub own: Range<usize>,
+}
+
+impl ValidRows {
+    pub fn new(masks: &[&[bool]], rows: &Range<usize>) -> ValidRows {
+        let batch = masks[0].len();
+        let index: Vec<usize> = (0..batch).filter(|&r| masks.iter().all(|m| m[r])).collect();
+        let start = index.partition_point(|&g| g < rows.start);
+        let end = index.partition_point(|&g| g < rows.end);
+        ValidRows { index, own: start..end }
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// (n, D) copy of the valid rows of a (B, D) matrix.
+    pub fn gather(&self, data: &[f32], dim: usize) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.index.len() * dim);
+        for &g in &self.index {
+            out.extend_from_slice(&data[g * dim..(g + 1) * dim]);
+        }
+        out
+    }
+
+    /// dst (B, D) rows += src (n, D) rows at their global positions.
+    pub fn scatter_add(&self, dst: &mut [f32], src: &[f32], dim: usize) {
+        for (c, &g) in self.index.iter().enumerate() {
+            for (d, s) in dst[g * dim..(g + 1) * dim].iter_mut().zip(&src[c * dim..(c + 1) * dim]) {
+                *d += s;
+            }
+        }
+    }
+}

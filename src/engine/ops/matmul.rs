@@ -31,6 +31,37 @@ pub fn sgemm(
     }
 }
 
+/// Largest flat index reached by a (rows × cols) operand with the given strides, plus one.
+fn strided_extent(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
+    if rows == 0 || cols == 0 { 0 } else { (rows - 1) * rs + (cols - 1) * cs + 1 }
+}
+
+/// C (m×n, row stride `rsc`) = alpha · A (m×k) · B (k×n) + beta · C, every operand given by
+/// (row stride, column stride) into its slice. Used where operands are sub-blocks of a larger
+/// buffer, e.g. one head's Q (T, hs) inside a packed qkv (B, T, 3·H·hs) with row stride 3·H·hs.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_strided(
+    c: &mut [f32], rsc: usize,
+    a: &[f32], rsa: usize, csa: usize,
+    b: &[f32], rsb: usize, csb: usize,
+    m: usize, n: usize, k: usize,
+    alpha: f32, beta: f32,
+) {
+    assert!(c.len() >= strided_extent(m, n, rsc, 1), "sgemm_strided: C too small");
+    assert!(a.len() >= strided_extent(m, k, rsa, csa), "sgemm_strided: A too small");
+    assert!(b.len() >= strided_extent(k, n, rsb, csb), "sgemm_strided: B too small");
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: the asserts above bound every index the strides reach inside the slices.
+    unsafe {
+        matrixmultiply::sgemm(
+            m, k, n, alpha, a.as_ptr(), rsa as isize, csa as isize, b.as_ptr(), rsb as isize, csb as isize,
+            beta, c.as_mut_ptr(), rsc as isize, 1,
+        );
+    }
+}
+
 /// Reference for `sgemm`: the obvious loops, f64 accumulation.
 #[allow(clippy::too_many_arguments)]
 pub fn sgemm_reference(
@@ -69,6 +100,26 @@ mod tests {
             for (x, y) in c1.iter().zip(&c2) {
                 assert!((x - y).abs() < 1e-4, "ta={ta} tb={tb}: {x} vs {y}");
             }
+        }
+    }
+
+    #[test]
+    fn sgemm_strided_on_sub_blocks_matches_reference() {
+        // A is columns 2..2+k of a (m, 20) buffer; B is used transposed from an (n, 11) buffer.
+        let (m, n, k) = (5, 4, 7);
+        let abuf = random_vec(m * 20, 4, 1.0);
+        let bbuf = random_vec(n * 11, 5, 1.0);
+        let a: Vec<f32> = (0..m * k).map(|i| abuf[(i / k) * 20 + 2 + i % k]).collect();
+        let bt: Vec<f32> = (0..n * k).map(|i| bbuf[(i / k) * 11 + i % k]).collect();
+        let mut want = vec![0.0; m * n];
+        sgemm_reference(&mut want, &a, &bt, m, n, k, false, true, 1.0, 0.0);
+        let mut got = vec![9.0; m * 6];
+        sgemm_strided(&mut got, 6, &abuf[2..], 20, 1, &bbuf, 1, 11, m, n, k, 1.0, 0.0);
+        for i in 0..m {
+            for j in 0..n {
+                assert!((got[i * 6 + j] - want[i * n + j]).abs() < 1e-5);
+            }
+            assert_eq!(got[i * 6 + 5], 9.0, "columns past n must be untouched");
         }
     }
 }

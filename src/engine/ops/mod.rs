@@ -2,7 +2,28 @@
 //! - arguments: outputs first, then inputs, then sizes; shapes in comments on every buffer;
 //! - backward *accumulates* (`+=`) into parameter gradients and *writes* (`=`) input gradients;
 //! - the functions here on `&[f32]` are the plain CPU reference; faster CPU paths or CUDA kernels
-//!   must agree with them in a test; every op with a backward has a finite-difference test.
+//!   must agree with them in a test; every op with a backward has a finite-difference test;
+//! - threads (rayon) split work into fixed partitions, and reductions sum the partitions' results
+//!   in order, so every op is bit-identical from run to run whatever the thread count (exact
+//!   resume depends on it).
+
+/// Elements per rayon task in pointwise ops: large enough to amortise scheduling.
+pub(crate) const PAR_CHUNK: usize = 1 << 14;
 
 pub mod matmul;
 pub mod linear;
+pub mod layernorm;
+pub mod gelu;
+pub mod softmax;
+pub mod embedding;
+pub mod attention;
+pub mod activation;
+pub mod dropout;
+pub mod mse;
+pub mod batchnorm;
+pub mod gather;
+pub mod segment;
+pub mod rbf;
+pub mod conv3d;
+pub mod pool3d;
+pub mod l2norm;

@@ -1,0 +1,167 @@
+//! Pointwise activations: ReLU, sigmoid, SiLU, softplus. Each forward maps inp → out of any shape
+//! (flattened); each backward writes (=) dinp from dout and the saved *input*.
+//!
+//! Softplus follows PyTorch: softplus(x) = log(1 + exp(βx))/β, reverting to the identity where
+//! βx > threshold (default β = 1, threshold = 20) so large inputs neither overflow nor round.
+//! Sigmoid is evaluated from exp(−|x|) so neither tail overflows.
+
+use super::PAR_CHUNK;
+use rayon::prelude::*;
+
+/// out[i] = f(inp[i]) in parallel chunks.
+fn map1(out: &mut [f32], inp: &[f32], what: &str, f: impl Fn(f32) -> f32 + Sync) {
+    check(out.len(), inp.len(), what);
+    out.par_chunks_mut(PAR_CHUNK).zip(inp.par_chunks(PAR_CHUNK)).for_each(|(o, x)| {
+        o.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x));
+    });
+}
+
+/// dinp[i] = f(dout[i], inp[i]) in parallel chunks.
+fn map2(dinp: &mut [f32], dout: &[f32], inp: &[f32], what: &str, f: impl Fn(f32, f32) -> f32 + Sync) {
+    check(dinp.len(), inp.len(), what);
+    check(dout.len(), inp.len(), what);
+    dinp.par_chunks_mut(PAR_CHUNK).zip(dout.par_chunks(PAR_CHUNK)).zip(inp.par_chunks(PAR_CHUNK)).for_each(|((d, g), x)| {
+        d.iter_mut().zip(g).zip(x).for_each(|((d, &g), &x)| *d = f(g, x));
+    });
+}
+
+/// σ(x) without overflow in either tail.
+#[inline]
+pub fn sigmoid_scalar(x: f32) -> f32 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// Softplus for one value with PyTorch's β and threshold.
+#[inline]
+pub fn softplus_scalar(x: f32, beta: f32, threshold: f32) -> f32 {
+    let bx = beta * x;
+    if bx > threshold {
+        x
+    } else {
+        // ln(1 + e^{βx}) = max(βx, 0) + ln(1 + e^{−|βx|}): exact for large |βx| of either sign.
+        (bx.max(0.0) + (-bx.abs()).exp().ln_1p()) / beta
+    }
+}
+
+fn check(a: usize, b: usize, what: &str) {
+    assert_eq!(a, b, "{what}: buffer lengths differ");
+}
+
+/// out = max(inp, 0)
+pub fn relu_forward(out: &mut [f32], inp: &[f32]) {
+    map1(out, inp, "relu_forward", |x| x.max(0.0));
+}
+
+/// dinp = dout · [inp > 0]
+pub fn relu_backward(dinp: &mut [f32], dout: &[f32], inp: &[f32]) {
+    map2(dinp, dout, inp, "relu_backward", |g, x| if x > 0.0 { g } else { 0.0 });
+}
+
+/// out = σ(inp)
+pub fn sigmoid_forward(out: &mut [f32], inp: &[f32]) {
+    map1(out, inp, "sigmoid_forward", sigmoid_scalar);
+}
+
+/// dinp = dout · σ(x)(1 − σ(x))
+pub fn sigmoid_backward(dinp: &mut [f32], dout: &[f32], inp: &[f32]) {
+    map2(dinp, dout, inp, "sigmoid_backward", |g, x| {
+        let s = sigmoid_scalar(x);
+        g * s * (1.0 - s)
+    });
+}
+
+/// out = x·σ(x)
+pub fn silu_forward(out: &mut [f32], inp: &[f32]) {
+    map1(out, inp, "silu_forward", |x| x * sigmoid_scalar(x));
+}
+
+/// dinp = dout · σ(x)(1 + x(1 − σ(x)))
+pub fn silu_backward(dinp: &mut [f32], dout: &[f32], inp: &[f32]) {
+    map2(dinp, dout, inp, "silu_backward", |g, x| {
+        let s = sigmoid_scalar(x);
+        g * s * (1.0 + x * (1.0 - s))
+    });
+}
+
+/// out = softplus(inp; β, threshold)
+pub fn softplus_forward(out: &mut [f32], inp: &[f32], beta: f32, threshold: f32) {
+    map1(out, inp, "softplus_forward", |x| softplus_scalar(x, beta, threshold));
+}
+
+/// dinp = dout · σ(βx), or dout where βx > threshold (the identity branch, as PyTorch).
+pub fn softplus_backward(dinp: &mut [f32], dout: &[f32], inp: &[f32], beta: f32, threshold: f32) {
+    map2(dinp, dout, inp, "softplus_backward", |g, x| if beta * x > threshold { g } else { g * sigmoid_scalar(beta * x) });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::gradcheck::{check_gradient, dot, random_vec};
+
+    type Fwd = fn(&mut [f32], &[f32]);
+    type Bwd = fn(&mut [f32], &[f32], &[f32]);
+
+    fn softplus_default_fwd(o: &mut [f32], x: &[f32]) {
+        softplus_forward(o, x, 1.0, 20.0)
+    }
+    fn softplus_default_bwd(d: &mut [f32], g: &[f32], x: &[f32]) {
+        softplus_backward(d, g, x, 1.0, 20.0)
+    }
+    fn softplus_beta_fwd(o: &mut [f32], x: &[f32]) {
+        softplus_forward(o, x, 2.0, 5.0)
+    }
+    fn softplus_beta_bwd(d: &mut [f32], g: &[f32], x: &[f32]) {
+        softplus_backward(d, g, x, 2.0, 5.0)
+    }
+
+    #[test]
+    fn activation_gradients_match_finite_differences() {
+        let n = 128;
+        // Keep inputs away from ReLU's kink and softplus's threshold so differences are smooth.
+        let x: Vec<f32> = random_vec(n, 1, 6.0).into_iter().map(|v| if v.abs() < 0.05 { v + 0.1 } else { v }).collect();
+        let proj = random_vec(n, 2, 1.0);
+        let cases: [(&str, Fwd, Bwd); 5] = [
+            ("relu", relu_forward, relu_backward),
+            ("sigmoid", sigmoid_forward, sigmoid_backward),
+            ("silu", silu_forward, silu_backward),
+            ("softplus", softplus_default_fwd, softplus_default_bwd),
+            ("softplus beta=2 threshold=5", softplus_beta_fwd, softplus_beta_bwd),
+        ];
+        for (name, fwd, bwd) in cases {
+            let x: Vec<f32> = if name.contains("beta=2") {
+                x.iter().map(|&v| if (2.0 * v - 5.0).abs() < 0.1 { v + 0.2 } else { v }).collect()
+            } else {
+                x.clone()
+            };
+            let mut dx = vec![f32::NAN; n];
+            bwd(&mut dx, &proj, &x);
+            check_gradient(name, &x, &dx, |x| {
+                let mut out = vec![0.0; n];
+                fwd(&mut out, x);
+                dot(&proj, &out)
+            }, 1e-3, 1e-3, 1e-3);
+        }
+    }
+
+    #[test]
+    fn softplus_and_sigmoid_are_stable_in_the_tails() {
+        // ln(1 + e^x) for x = −100 is e^−100 ≈ 3.72e−44 (a subnormal f32), never 0/NaN through log(1).
+        assert!((softplus_scalar(-30.0, 1.0, 20.0) - (-30.0f32).exp()).abs() < 1e-18);
+        assert!(softplus_scalar(-100.0, 1.0, 20.0) >= 0.0);
+        assert_eq!(softplus_scalar(1e30, 1.0, 20.0), 1e30);
+        // Threshold: identity strictly above βx = 20, log1p form at and below.
+        assert_eq!(softplus_scalar(20.5, 1.0, 20.0), 20.5);
+        assert!((softplus_scalar(0.0, 1.0, 20.0) - std::f32::consts::LN_2).abs() < 1e-7);
+        assert!((softplus_scalar(0.0, 2.0, 20.0) - std::f32::consts::LN_2 / 2.0).abs() < 1e-7);
+        assert_eq!(sigmoid_scalar(-1000.0), 0.0);
+        assert_eq!(sigmoid_scalar(1000.0), 1.0);
+        let mut d = [0.0f32];
+        softplus_backward(&mut d, &[1.0], &[25.0], 1.0, 20.0);
+        assert_eq!(d[0], 1.0);
+    }
+}
