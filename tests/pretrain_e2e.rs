@@ -90,3 +90,35 @@ fn bad_config_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("fewer than one batch"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn sigusr1_checkpoints_exits_for_requeue_and_the_resumed_run_matches() {
+    let root = tempfile::tempdir().unwrap();
+    let straight = root.path().join("straight");
+    let cfg = write_config(&root.path().join("s"), &straight, "max_steps = 12\ncheckpoint_every = 100");
+    run_pretrain(&cfg, &[]);
+
+    let pre = root.path().join("pre");
+    let cfg = write_config(&root.path().join("p"), &pre, "max_steps = 12\ncheckpoint_every = 100");
+    let mut child = Command::new(bin()).args(["pretrain", "--quiet", "--config"]).arg(&cfg).spawn().unwrap();
+    // Signal once the first steps are logged, as Slurm would before the time limit.
+    let log = pre.join("metrics.jsonl");
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&log).map(|s| s.lines().count()).unwrap_or(0) < 2 {
+        assert!(t0.elapsed().as_secs() < 120, "pre-training did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let kill = Command::new("kill").args(["-USR1", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(75), "a signalled run must exit with the requeue code");
+    let done = std::fs::read_to_string(&log).unwrap().lines().count();
+    assert!(done < 12, "the run stopped early ({done} steps)");
+    assert!(pre.join(format!("checkpoints/step-{done:08}.json")).exists(), "checkpoint at the stop step");
+
+    // The requeued job resumes and ends exactly where the uninterrupted one did.
+    run_pretrain(&cfg, &["--resume", "auto"]);
+    let a = std::fs::read(straight.join("checkpoints/step-00000012.safetensors")).unwrap();
+    let b = std::fs::read(pre.join("checkpoints/step-00000012.safetensors")).unwrap();
+    assert!(a == b, "preempted + resumed run differs from the uninterrupted one");
+}
