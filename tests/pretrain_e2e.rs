@@ -2,95 +2,11 @@
 //! mp-multimodal set (85 materials, DFT DOS and charge densities): the loss falls, outputs are
 //! complete, and a resumed run is bit-identical to an uninterrupted one.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{bin, write_config};
+use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_multimat")
-}
-
-fn data() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data")
-}
-
-/// Shards of the 85 real materials with an 8³ density grid (small encoders, fast test), made once.
-pub fn shards() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("multimat-pretrain-test-{}", std::process::id()));
-        let out = dir.join("shards");
-        let st = Command::new(bin())
-            .args(["ingest", "--quiet", "--density-grid", "8", "--mp-multimodal"])
-            .arg(data().join("mp-multimodal"))
-            .arg("--texts")
-            .arg(data().join("text/mp-multimodal-robocrys.jsonl"))
-            .arg("--out")
-            .arg(&out)
-            .status()
-            .unwrap();
-        assert!(st.success(), "ingest failed");
-        out
-    })
-}
-
-/// A tiny configuration: all four modalities, small encoders, AllPairsCLIP.
-pub fn write_config(dir: &Path, out_dir: &Path, extra: &str) -> PathBuf {
-    let cfg = format!(
-        r#"
-[data]
-shards = ["{shards}"]
-modalities = ["crystal", "dos", "charge_density", "text"]
-holdout_fraction = 0.0
-
-[model]
-embed_dim = 16
-
-[model.encoders.potnet]
-hidden = 16
-conv_layers = 1
-
-[model.encoders.dos_transformer]
-dim = 16
-layers = 1
-heads = 2
-head_size = 8
-ffn_dim = 32
-
-[model.encoders.resnext3d]
-stages = [1]
-planes = [32]
-strides = [1]
-cardinality = 4
-stem_channels = 8
-
-[model.encoders.text_mlp]
-hidden = [32]
-
-[loss]
-kind = "all_pairs_clip"
-temperature = 0.2
-
-[optim]
-lr = 3e-3
-warmup_epochs = 1
-epochs = 4
-batch_size = 24
-
-[run]
-out_dir = "{out}"
-seed = 3
-keep_last = 0
-{extra}
-"#,
-        shards = shards().display(),
-        out = out_dir.display()
-    );
-    std::fs::create_dir_all(dir).unwrap();
-    let p = dir.join("config.toml");
-    std::fs::write(&p, cfg).unwrap();
-    p
-}
 
 fn run_pretrain(config: &Path, args: &[&str]) -> std::process::Output {
     let out = Command::new(bin()).args(["pretrain", "--quiet", "--config"]).arg(config).args(args).output().unwrap();
@@ -173,4 +89,36 @@ fn bad_config_is_a_clear_error() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("fewer than one batch"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn sigusr1_checkpoints_exits_for_requeue_and_the_resumed_run_matches() {
+    let root = tempfile::tempdir().unwrap();
+    let straight = root.path().join("straight");
+    let cfg = write_config(&root.path().join("s"), &straight, "max_steps = 12\ncheckpoint_every = 100");
+    run_pretrain(&cfg, &[]);
+
+    let pre = root.path().join("pre");
+    let cfg = write_config(&root.path().join("p"), &pre, "max_steps = 12\ncheckpoint_every = 100");
+    let mut child = Command::new(bin()).args(["pretrain", "--quiet", "--config"]).arg(&cfg).spawn().unwrap();
+    // Signal once the first steps are logged, as Slurm would before the time limit.
+    let log = pre.join("metrics.jsonl");
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&log).map(|s| s.lines().count()).unwrap_or(0) < 2 {
+        assert!(t0.elapsed().as_secs() < 120, "pre-training did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let kill = Command::new("kill").args(["-USR1", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(75), "a signalled run must exit with the requeue code");
+    let done = std::fs::read_to_string(&log).unwrap().lines().count();
+    assert!(done < 12, "the run stopped early ({done} steps)");
+    assert!(pre.join(format!("checkpoints/step-{done:08}.json")).exists(), "checkpoint at the stop step");
+
+    // The requeued job resumes and ends exactly where the uninterrupted one did.
+    run_pretrain(&cfg, &["--resume", "auto"]);
+    let a = std::fs::read(straight.join("checkpoints/step-00000012.safetensors")).unwrap();
+    let b = std::fs::read(pre.join("checkpoints/step-00000012.safetensors")).unwrap();
+    assert!(a == b, "preempted + resumed run differs from the uninterrupted one");
 }

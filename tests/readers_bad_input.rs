@@ -207,3 +207,43 @@ fn a_bad_matminer_row_does_not_stop_the_batch() {
     let e = format!("{:#}", out[3].as_ref().unwrap_err());
     assert!(e.contains("set.json.gz#3") && e.contains("unknown element 'Zz'"), "{e}");
 }
+
+#[test]
+fn truncation_anywhere_never_panics() {
+    // Cut each real file at 30 evenly spread points (and byte-flip one character there): every
+    // reader must return Ok or a clean Err — a panic fails this test.
+    let tmp = Damaged::new();
+    let cases: [(&str, &str); 7] = [
+        ("vasp-raw/Si_mp-149/CONTCAR.gz", "CONTCAR"),
+        ("mp-multimodal/cif/mp-10003.cif", "x.cif"),
+        ("mp-multimodal/structures/mp-10003.json", "s.json"),
+        ("mp-multimodal/dos/mp-1000.json", "d.json"),
+        ("vasp-raw/Si_mp-149/DOSCAR.gz", "DOSCAR"),
+        ("vasp-raw/Si_mp-149/vasprun.xml.gz", "vasprun.xml"),
+        ("vasp-raw/Li_bcc/CHGCAR.nospin.gz", "CHGCAR"),
+    ];
+    for (rel, name) in cases {
+        let text = io::open_bytes(&data(rel)).unwrap();
+        for k in 0..30 {
+            let cut = text.len() * k / 30;
+            for variant in 0..2 {
+                let mut bytes = text[..cut.max(1)].to_vec();
+                if variant == 1 {
+                    let i = bytes.len() / 2;
+                    bytes[i] = b'#';
+                    bytes.extend_from_slice(&text[cut.max(1)..]);
+                }
+                let p = tmp.write(name, &bytes);
+                let result = match name {
+                    "d.json" | "DOSCAR" | "vasprun.xml" => io::read_dos(&p).map(|_| ()),
+                    "CHGCAR" => io::read_charge_density(&p).map(|_| ()),
+                    _ => io::read_structure(&p).map(|_| ()),
+                };
+                // The CHGCAR grid fills all but its last lines: any plain truncation loses values.
+                if name == "CHGCAR" && variant == 0 {
+                    assert!(result.is_err(), "CHGCAR cut at byte {cut} of {} parsed", text.len());
+                }
+            }
+        }
+    }
+}

@@ -8,7 +8,7 @@ use super::lattice_sums::{all_pair_sums, LatticeSumPlan};
 use super::{build_infinite_edges, GraphParams};
 use crate::material::Structure;
 use anyhow::{Context, Result};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// SrTiO₃ (cubic perovskite, a = 3.905 Å) as a 2×2×2 supercell: 40 atoms, 1,600 ordered pairs.
@@ -27,30 +27,6 @@ pub fn srtio3_2x2x2() -> Structure {
         }
     }
     s
-}
-
-/// Minimal reader for pymatgen `Structure.as_dict()` JSON (lattice.matrix, sites[].species[0]
-/// .element, sites[].abc) so the benchmark runs on real structures; the full reader with
-/// validation lives in `io`.
-pub fn read_pymatgen_json(path: &Path) -> Result<Structure> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    let num = |x: &serde_json::Value, what: &str| x.as_f64().with_context(|| format!("{}: {what} is not a number", path.display()));
-    let mut lattice = [[0.0; 3]; 3];
-    for r in 0..3 {
-        for c in 0..3 {
-            lattice[r][c] = num(&v["lattice"]["matrix"][r][c], "lattice.matrix entry")?;
-        }
-    }
-    let sites = v["sites"].as_array().with_context(|| format!("{}: no sites array", path.display()))?;
-    let mut s = Structure { lattice, species: vec![], frac_coords: vec![] };
-    for (i, site) in sites.iter().enumerate() {
-        let el = site["species"][0]["element"].as_str().with_context(|| format!("{}: site {i} has no element", path.display()))?;
-        let z = crate::elements::atomic_number(el).with_context(|| format!("{}: site {i}: unknown element {el:?}", path.display()))?;
-        s.species.push(z);
-        s.frac_coords.push([num(&site["abc"][0], "abc")?, num(&site["abc"][1], "abc")?, num(&site["abc"][2], "abc")?]);
-    }
-    Ok(s)
 }
 
 fn pool(threads: usize) -> Result<rayon::ThreadPool> {
@@ -136,7 +112,7 @@ pub fn run(opts: LatticeSumBenchArgs) -> Result<()> {
     if let Some(dir) = opts.structures.as_deref() {
         let mut files: Vec<_> = std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect();
         files.sort();
-        let structures: Vec<Structure> = files.iter().map(|p| read_pymatgen_json(p)).collect::<Result<_>>()?;
+        let structures: Vec<Structure> = files.iter().map(|p| crate::io::read_structure(p)).collect::<Result<_>>()?;
         let pairs: f64 = structures.iter().map(|s| (s.num_sites() * s.num_sites()) as f64).sum();
         let run = |s: &Structure| drop(build_infinite_edges(s, &params).unwrap());
         // One thread: structures in sequence. All cores: structures in parallel (each also

@@ -1,0 +1,93 @@
+//! Shared fixtures of the pre-training tests: real shards made once, tiny configurations.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_multimat")
+}
+
+pub fn data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data")
+}
+
+/// Shards of the 85 real materials with an 8³ density grid (small encoders, fast test), made once.
+pub fn shards() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("multimat-pretrain-test-{}", std::process::id()));
+        let out = dir.join("shards");
+        let st = Command::new(bin())
+            .args(["ingest", "--quiet", "--density-grid", "8", "--mp-multimodal"])
+            .arg(data().join("mp-multimodal"))
+            .arg("--texts")
+            .arg(data().join("text/mp-multimodal-robocrys.jsonl"))
+            .arg("--out")
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(st.success(), "ingest failed");
+        out
+    })
+}
+
+/// A tiny configuration: all four modalities, small encoders, AllPairsCLIP.
+pub fn write_config(dir: &Path, out_dir: &Path, extra: &str) -> PathBuf {
+    let cfg = format!(
+        r#"
+[data]
+shards = ["{shards}"]
+modalities = ["crystal", "dos", "charge_density", "text"]
+holdout_fraction = 0.0
+
+[model]
+embed_dim = 16
+
+[model.encoders.potnet]
+hidden = 16
+conv_layers = 1
+
+[model.encoders.dos_transformer]
+dim = 16
+layers = 1
+heads = 2
+head_size = 8
+ffn_dim = 32
+
+[model.encoders.resnext3d]
+stages = [1]
+planes = [32]
+strides = [1]
+cardinality = 4
+stem_channels = 8
+
+[model.encoders.text_mlp]
+hidden = [32]
+
+[loss]
+kind = "all_pairs_clip"
+temperature = 0.2
+
+[optim]
+lr = 3e-3
+warmup_epochs = 1
+epochs = 4
+batch_size = 24
+
+[run]
+out_dir = "{out}"
+seed = 3
+keep_last = 0
+{extra}
+"#,
+        shards = shards().display(),
+        out = out_dir.display()
+    );
+    std::fs::create_dir_all(dir).unwrap();
+    let p = dir.join("config.toml");
+    std::fs::write(&p, cfg).unwrap();
+    p
+}
+
