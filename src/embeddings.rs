@@ -191,6 +191,7 @@ impl EmbeddingsReader {
         if size == 0 {
             bail!("{}: the file is empty (0 bytes), not an HDF5 embeddings file", path.display());
         }
+        crate::shard::hdf5_without_file_locking();
         let file = hdf5::File::open(path)
             .with_context(|| format!("{}: not a readable HDF5 file", path.display()))?;
         let schema = read_str_attr(&file, path, "schema")?;
@@ -386,6 +387,7 @@ impl EmbeddingsWriter {
         );
         let mut written = 0;
         crate::atomic::write_with(path, |tmp| {
+            crate::shard::hdf5_without_file_locking();
             let file = hdf5::File::create(tmp).with_context(|| format!("creating {}", tmp.display()))?;
             let put_str = |name: &str, value: &str| -> Result<()> {
                 let v = VarLenUnicode::from_str(value)

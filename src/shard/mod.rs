@@ -19,6 +19,21 @@ mod validate;
 mod write;
 
 pub use checksum::{dataset_sha256, LeBytes};
+/// Turn off HDF5's advisory file locking for this process (unless the user set
+/// `HDF5_USE_FILE_LOCKING` themselves). multimat never opens a file for writing under its final
+/// name — every shard is written to a temporary file and renamed — so the lock protects nothing,
+/// while HDF5's flock on a second descriptor of a just-renamed file failed intermittently with
+/// EAGAIN in tests, and parallel file systems (Lustre, NFS) often refuse flock altogether.
+/// Called before every HDF5 open/create; HDF5 reads the variable at each file open.
+pub fn hdf5_without_file_locking() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("HDF5_USE_FILE_LOCKING").is_none() {
+            std::env::set_var("HDF5_USE_FILE_LOCKING", "FALSE");
+        }
+    });
+}
+
 pub use read::{EdgeColumns, InfiniteColumns, LoadOptions, ShardData, ShardReader};
 pub use validate::{validate, Violation};
 pub use write::{check_record, ShardWriter};

@@ -311,6 +311,7 @@ pub struct ShardReader {
 impl ShardReader {
     /// Open a shard and check its format name and schema version.
     pub fn open(path: &Path) -> Result<Self> {
+        crate::shard::hdf5_without_file_locking();
         let file = hdf5::File::open(path).with_context(|| format!("opening shard {}", path.display()))?;
         let mut problems = Vec::new();
         let attrs = read_root_attrs(&file, &mut problems);

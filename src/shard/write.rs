@@ -232,6 +232,7 @@ fn write_strings(group: &hdf5::Group, name: &str, values: &[&str]) -> Result<hdf
 
 fn write_file(path: &Path, meta: &ShardMeta, records: &[ShardRecord]) -> Result<()> {
     let n = records.len();
+    crate::shard::hdf5_without_file_locking();
     let file = hdf5::File::with_options()
         .with_fcpl(|p| p.obj_track_times(false))
         .create(path)
