@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MULTIMAT_PYTHON="$(pwd)/.cache/venv/bin/python"
-cargo test --all-targets 2>&1
+cargo test --all-targets --no-fail-fast 2>&1
