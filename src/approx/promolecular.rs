@@ -224,38 +224,24 @@ fn reciprocal_rows(l: &[[f64; 3]; 3], signed_volume: f64) -> [[f64; 3]; 3] {
 
 /// In-place unnormalised inverse DFT along all three axes: out[r] = Σ_G c[G] e^{+2πi G·r/N}.
 fn inverse_dft_3d(data: &mut [Complex64], grid: [usize; 3]) {
-    let [n1, n2, n3] = grid;
     let mut planner = FftPlanner::<f64>::new();
-    // Axis 3 (contiguous).
-    let f3 = planner.plan_fft_inverse(n3);
-    for line in data.chunks_exact_mut(n3) {
-        f3.process(line);
-    }
-    // Axis 2.
-    let f2 = planner.plan_fft_inverse(n2);
-    let mut buf = vec![Complex64::new(0.0, 0.0); n2];
-    for i in 0..n1 {
-        for l in 0..n3 {
-            for j in 0..n2 {
-                buf[j] = data[(i * n2 + j) * n3 + l];
+    for axis in 0..3 {
+        let n = grid[axis];
+        let fft = planner.plan_fft_inverse(n);
+        // Element (i, j, l) sits at (i·n2 + j)·n3 + l; a line along `axis` has this stride.
+        let stride = grid[axis + 1..].iter().product::<usize>();
+        let mut line = vec![Complex64::new(0.0, 0.0); n];
+        for start in 0..data.len() {
+            // Visit each line once: from its first element (index along `axis` = 0).
+            if (start / stride) % n != 0 {
+                continue;
             }
-            f2.process(&mut buf);
-            for j in 0..n2 {
-                data[(i * n2 + j) * n3 + l] = buf[j];
+            for (k, v) in line.iter_mut().enumerate() {
+                *v = data[start + k * stride];
             }
-        }
-    }
-    // Axis 1.
-    let f1 = planner.plan_fft_inverse(n1);
-    let mut buf = vec![Complex64::new(0.0, 0.0); n1];
-    for j in 0..n2 {
-        for l in 0..n3 {
-            for i in 0..n1 {
-                buf[i] = data[(i * n2 + j) * n3 + l];
-            }
-            f1.process(&mut buf);
-            for i in 0..n1 {
-                data[(i * n2 + j) * n3 + l] = buf[i];
+            fft.process(&mut line);
+            for (k, v) in line.iter().enumerate() {
+                data[start + k * stride] = *v;
             }
         }
     }
