@@ -256,6 +256,9 @@ decay, {} optimiser steps.\n\n",
     s
 }
 
+/// Fewest optimiser steps the demo trains when it sizes the run itself.
+const MIN_DEMO_STEPS: u64 = 100;
+
 /// Seconds per step of this configuration, measured on three probe steps in `dir` (the mean of
 /// the last two; the first carries one-off allocation costs).
 fn probe_step_time(cfg: &PretrainConfig, dir: &Path, dist: &Dist) -> Result<f64> {
@@ -321,8 +324,19 @@ pub fn run(args: Args) -> Result<()> {
         Some(n) => (n.max(1), None),
         None => {
             let t = probe_step_time(&cfg, &args.out.join("probe"), &dist)?;
-            let steps = ((args.minutes * 60.0) / t).floor().max(1.0) as u64;
-            eprintln!("[demo] {t:.2} s/step measured → {steps} steps in {} min", args.minutes);
+            let budget = ((args.minutes * 60.0) / t).floor().max(1.0) as u64;
+            // Below ~100 steps the model has not learned the pairing yet and the report would
+            // only show noise; on a busy machine, run longer rather than report nothing.
+            let steps = budget.max(MIN_DEMO_STEPS);
+            if steps > budget {
+                eprintln!(
+                    "[demo] {t:.2} s/step measured: {budget} steps fit in {} min, running {steps} (≈{:.1} min) so the result means something",
+                    args.minutes,
+                    steps as f64 * t / 60.0
+                );
+            } else {
+                eprintln!("[demo] {t:.2} s/step measured → {steps} steps in {} min", args.minutes);
+            }
             (steps, Some(t))
         }
     };
