@@ -18,10 +18,9 @@ pub struct MultiMatModel {
 impl MultiMatModel {
     pub fn new(modalities: &[Modality], encoders: &EncodersConfig, loss: &LossConfig, embed_dim: usize, seed: u64) -> Result<Self> {
         let mut encs = Vec::new();
-        for (k, &m) in modalities.iter().enumerate() {
+        for &m in modalities {
             // A distinct, stable seed per modality: adding a modality does not re-draw the others.
             let s = seed.wrapping_mul(1_000_003).wrapping_add(m as u64 * 7919 + 1);
-            let _ = k;
             encs.push(build_encoder(m, encoders, embed_dim, s)?);
         }
         Ok(MultiMatModel {

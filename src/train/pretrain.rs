@@ -90,12 +90,11 @@ struct StepBatch {
     local: Vec<(Vec<usize>, Option<ModalityBatch>)>,
 }
 
-fn assemble_step(ds: &Dataset, train: &[usize], cfg: &PretrainConfig, step: u64, spe: u64, dist_rank: usize, world: usize) -> Result<StepBatch> {
+/// `perm` is the permutation of `step`'s epoch (computed once per epoch by the caller).
+fn assemble_step(ds: &Dataset, train: &[usize], perm: &[usize], cfg: &PretrainConfig, step: u64, spe: u64, dist_rank: usize, world: usize) -> Result<StepBatch> {
     let bsz = cfg.optim.batch_size;
-    let epoch = step / spe;
     let b = (step % spe) as usize;
-    let perm = epoch_permutation(train.len(), cfg.run.seed, epoch);
-    let records: Vec<usize> = global_batch(&perm, bsz, b).iter().map(|&k| train[k]).collect();
+    let records: Vec<usize> = global_batch(perm, bsz, b).iter().map(|&k| train[k]).collect();
     let rows = rank_rows(bsz, world, dist_rank);
     let mut local = Vec::new();
     for &m in &cfg.data.modalities {
@@ -174,8 +173,13 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
         let cfg = cfg.clone();
         let (rank, world) = (dist.rank(), dist.world_size());
         std::thread::spawn(move || {
+            let mut perm: (u64, Vec<usize>) = (u64::MAX, Vec::new());
             for step in start_step..end_step {
-                let r = assemble_step(&ds, &train, &cfg, step, spe, rank, world);
+                let epoch = step / spe;
+                if perm.0 != epoch {
+                    perm = (epoch, epoch_permutation(train.len(), cfg.run.seed, epoch));
+                }
+                let r = assemble_step(&ds, &train, &perm.1, &cfg, step, spe, rank, world);
                 let failed = r.is_err();
                 if tx.send(r).is_err() || failed {
                     break;
