@@ -53,6 +53,28 @@ pub fn with_promolecular_density(input: &Input, grid: [usize; 3]) -> Result<Inpu
     Ok(out)
 }
 
+/// Provenance label of an attached tight-binding DOS (mix it into fingerprints like
+/// [`APPROX_DENSITY_SOURCE`]).
+pub const APPROX_DOS_SOURCE: &[u8] = b"approx:tight-binding (multimat approx::tight_binding, Harrison universal parameters, not DFT)";
+
+/// `input` with a tight-binding DOS ([`super::tight_binding`]) attached, unless it already has a
+/// DOS (real data wins). Fails if the input has no structure or an element has no parameters.
+pub fn with_tight_binding_dos(input: &Input, params: &super::tight_binding::TightBindingParams) -> Result<Input> {
+    if input.files.dos.is_some() || input.record.dos.is_some() {
+        return Ok(input.clone());
+    }
+    let structure = match (&input.record.structure, &input.files.structure) {
+        (Some(s), _) => s.clone(),
+        (None, Some(p)) => crate::io::read_structure(p)?,
+        (None, None) => anyhow::bail!("no structure to compute an approximate (tight-binding) DOS from"),
+    };
+    let dos = super::tight_binding::tight_binding_dos(&structure, params).context("computing the tight-binding (approximate) DOS")?;
+    let mut out = input.clone();
+    out.record.dos = Some(dos);
+    out.record.provenance.sources.insert("dos".into(), String::from_utf8_lossy(APPROX_DOS_SOURCE).into_owned());
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
