@@ -104,6 +104,24 @@ mod tests {
     }
 
     #[test]
+    fn attached_tight_binding_dos_is_labelled_and_real_data_wins() {
+        use crate::approx::tight_binding::TightBindingParams;
+        let s = rocksalt_nacl();
+        let input = Input { id: "mp-22862".into(), record: MaterialRecord { id: "mp-22862".into(), structure: Some(s), ..Default::default() }, ..Default::default() };
+        let params = TightBindingParams { kgrid: Some([4, 4, 4]), ..Default::default() };
+        let out = with_tight_binding_dos(&input, &params).unwrap();
+        let dos = out.record.dos.as_ref().unwrap();
+        assert_eq!(dos.energies.len(), params.points);
+        assert!(dos.densities_up.iter().any(|&v| v > 0.1));
+        assert!(out.record.provenance.sources["dos"].contains("tight-binding"));
+        // An input that already has a DOS keeps it.
+        let again = with_tight_binding_dos(&out, &TightBindingParams { sigma: 0.5, ..params.clone() }).unwrap();
+        assert_eq!(again.record.dos, out.record.dos);
+        let bare = Input { id: "x".into(), ..Default::default() };
+        assert!(format!("{:#}", with_tight_binding_dos(&bare, &params).unwrap_err()).contains("no structure"));
+    }
+
+    #[test]
     fn missing_explicit_data_file_is_a_clear_error() {
         let e = find_elastic_set(Some(Path::new("/nonexistent/elastic.json.gz"))).unwrap_err();
         assert!(format!("{e:#}").contains("/nonexistent/elastic.json.gz"));

@@ -50,7 +50,7 @@ use rayon::prelude::*;
 #[derive(Clone, Debug, PartialEq)]
 pub struct TightBindingParams {
     /// k-point density ρ_k in Å: n_i = ⌈ρ_k |b*_i|⌉ points along reciprocal vector i (|b*_i| =
-    /// 1 / spacing of the lattice planes). 24 Å gives 8×8×8 for primitive Si.
+    /// 1 / spacing of the lattice planes). 20 Å gives 7×7×7 for primitive Si.
     pub kpoint_density: f64,
     /// An explicit Γ-centred grid instead of the density (tests, convergence studies).
     pub kgrid: Option<[usize; 3]>,
@@ -72,9 +72,9 @@ pub struct TightBindingParams {
 impl Default for TightBindingParams {
     fn default() -> Self {
         TightBindingParams {
-            kpoint_density: 24.0,
+            kpoint_density: 20.0,
             kgrid: None,
-            max_work: 4.0e7,
+            max_work: 1.5e7,
             sigma: 0.15,
             points: 601,
             above_fermi: 10.0,
