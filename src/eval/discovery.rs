@@ -170,7 +170,7 @@ pub fn expected_best_of_random(pool: &[f64], n_max: usize) -> Result<Vec<f64>> {
             e += p * x;
             let j = j0 + 1; // 1-based index of x
             if j < m {
-                p *= (m - j - n + 1) as f64 / (m - j) as f64;
+                p *= (m + 1 - j - n) as f64 / (m - j) as f64; // m + 1 − j ≥ n here
             }
         }
         out.push(e);
