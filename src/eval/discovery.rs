@@ -369,17 +369,22 @@ mod tests {
     fn coarse_candidate_is_interpolated_between_its_own_points() {
         // ρ_c alternates 0, 1 at E = −5.5, −4.5, …, 5.5 (a triangle wave once interpolated);
         // ρ_t = 2 everywhere, so |ρ_t − ρ_c| = 2 − ρ_c. ∫ρ_c over [−5, 5]: [−5, −4.5] rises
-        // 0.5 → 1 (0.375), eight full segments (0.5 each, 4.0), [4.5, 5] rises 0 → 0.5 (0.125);
-        // total 4.5. nMAE = (20 − 4.5) / 20 = 0.775.
+        // 0.5 → 1 (0.375), nine full segments from −4.5 to 4.5 (0.5 each, 4.5), [4.5, 5] rises
+        // 0 → 0.5 (0.125); total 5.0. nMAE = (20 − 5) / 20 = 0.75.
         let et = [-7.0f32, 7.0];
         let rt = [2.0f32, 2.0];
         let ec: Vec<f32> = (0..12).map(|i| -5.5 + i as f32).collect();
         let rc: Vec<f32> = (0..12).map(|i| (i % 2) as f32).collect();
         let v = nmae(curve(&et, &rt), curve(&ec, &rc), &NmaeGrid::paper()).unwrap();
-        assert!((v - 0.775).abs() < 1e-9, "{v}");
-        // Swapping roles is a different quantity (normalised by the other area): ∫|ρ_c − 2| / 4.5.
+        assert!((v - 0.75).abs() < 1e-9, "{v}");
+        // Two far-apart knots: ρ_c = E + 6 between (−6, 0) and (10, 16); ρ_t = 20. Linear
+        // interpolation gives ∫(20 − E − 6) = 200 − 60 = 140 over [−5, 5], nMAE 0.7 (nearest-knot
+        // lookup would give (7·20 + 3·4) / 200 = 0.76).
+        let v = nmae(curve(&[-7.0, 7.0], &[20.0, 20.0]), curve(&[-6.0, 10.0], &[0.0, 16.0]), &NmaeGrid::paper()).unwrap();
+        assert!((v - 0.7).abs() < 1e-9, "{v}");
+        // Swapping roles is a different quantity (normalised by the other area): ∫|ρ_c − 2| / 5.
         let w = nmae(curve(&ec, &rc), curve(&et, &rt), &NmaeGrid::paper()).unwrap();
-        assert!((w - 15.5 / 4.5).abs() < 1e-9, "{w}");
+        assert!((w - 15.0 / 5.0).abs() < 1e-9, "{w}");
     }
 
     #[test]
