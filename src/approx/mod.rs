@@ -3,3 +3,5 @@
 //! descriptions, and synthetic records of realistic size for scale tests.
 pub mod promolecular;
 pub mod demo_data;
+pub mod describe;
+pub mod synth;
