@@ -118,6 +118,23 @@ fn same_seed_gives_byte_identical_shards_at_any_thread_count() {
 }
 
 #[test]
+fn switching_a_modality_off_leaves_the_other_modalities_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut with = small_options(3, &dir.path().join("with"));
+    with.all_modalities = false;
+    let mut without = small_options(3, &dir.path().join("without"));
+    without.density = false;
+    for i in 0..3 {
+        let (a, b) = (synth::synth_record(&with, i).unwrap(), synth::synth_record(&without, i).unwrap());
+        assert!(b.charge_density.is_none());
+        assert_eq!((&a.structure, &a.text, &a.text_embedding), (&b.structure, &b.text, &b.text_embedding), "record {i}");
+        if let Some(d) = &a.dos {
+            assert_eq!(Some(d), b.dos.as_ref(), "record {i}");
+        }
+    }
+}
+
+#[test]
 fn bad_arguments_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let e = synth::run(&small_options(0, &dir.path().join("zero"))).unwrap_err();

@@ -29,8 +29,9 @@
 //! - Density: exp of 8 random low-frequency (|k_i| ≤ 3) plane waves, smooth and positive,
 //!   scaled so the mean of ρ·V equals the valence electron count.
 //!
-//! Determinism: record i depends only on (seed, i) — its own ChaCha8 stream — so the shards are
-//! byte-identical for a seed whatever the thread count or shard size.
+//! Determinism: record i depends only on (seed, i) — its own ChaCha8 streams, one per modality —
+//! so the shards are byte-identical for a seed whatever the thread count, and switching a
+//! modality off changes nothing else (the same structures with and without `--no-density`).
 
 use crate::crystal::element_data::COVALENT_RADIUS_PM;
 use crate::crystal::GraphParams;
@@ -130,10 +131,26 @@ pub struct SynthSummary {
     pub with_density: usize,
 }
 
-/// The random stream of record `index`: independent of every other record's.
+/// Which of a record's independent random streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stream {
+    /// Modality presence, then the structure.
+    Structure = 0,
+    Dos = 1,
+    Density = 2,
+    Embedding = 3,
+}
+
+/// The random stream of record `index`'s structure: independent of every other record's.
 pub fn record_rng(seed: u64, index: u64) -> ChaCha8Rng {
+    stream_rng(seed, index, Stream::Structure)
+}
+
+/// One ChaCha8 stream per (record, modality), so switching a modality off (`--no-density`,
+/// `--all-modalities`) leaves every other value of every record unchanged.
+fn stream_rng(seed: u64, index: u64, stream: Stream) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(index);
+    rng.set_stream(index << 2 | stream as u64);
     rng
 }
 
@@ -310,16 +327,19 @@ fn synth_density(rng: &mut ChaCha8Rng, grid: [usize; 3], electrons: f64) -> Vec<
 pub fn synth_record(opts: &SynthOptions, index: usize) -> Result<ShardRecord> {
     let rng = &mut record_rng(opts.seed, index as u64);
     let id = format!("synth-{index:07}");
-    // Presence first, so the draw order is fixed.
-    let has_dos = opts.all_modalities || rng.random::<f64>() < MP_WITH_DOS as f64 / MP_RECORDS as f64;
-    let density_drawn = opts.all_modalities || rng.random::<f64>() < MP_WITH_DENSITY as f64 / MP_RECORDS as f64;
-    let has_density = opts.density && density_drawn;
+    // Presence first and always drawn, so the structure never depends on the options.
+    let (u_dos, u_density): (f64, f64) = (rng.random(), rng.random());
+    let has_dos = opts.all_modalities || u_dos < MP_WITH_DOS as f64 / MP_RECORDS as f64;
+    let has_density = opts.density && (opts.all_modalities || u_density < MP_WITH_DENSITY as f64 / MP_RECORDS as f64);
     let structure = synth_structure(rng, &opts.sizes);
     let electrons = electron_count(&structure);
     let graphs = crate::crystal::build_graphs(&structure, &opts.graph_params).with_context(|| format!("{id}: building graphs"))?;
     let text = crate::approx::describe::describe(&structure).with_context(|| format!("{id}: describing the structure"))?;
-    let dos = has_dos.then(|| synth_dos(rng, opts.preprocess.dos_points, electrons));
-    let charge_density = has_density.then(|| synth_density(rng, opts.preprocess.density_grid, electrons));
+    let (seed, i) = (opts.seed, index as u64);
+    let dos = has_dos.then(|| synth_dos(&mut stream_rng(seed, i, Stream::Dos), opts.preprocess.dos_points, electrons));
+    let charge_density =
+        has_density.then(|| synth_density(&mut stream_rng(seed, i, Stream::Density), opts.preprocess.density_grid, electrons));
+    let rng = &mut stream_rng(seed, i, Stream::Embedding);
     let mut embedding: Vec<f32> = (0..EMBEDDING_DIM).map(|_| normal(rng) as f32).collect();
     let norm = embedding.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
     embedding.iter_mut().for_each(|x| *x /= norm);
