@@ -33,6 +33,8 @@ enum Command {
     Bench(cli::bench::Args),
     /// End-to-end demo on real MP crystals (approximate charge densities) → report.md.
     Demo(cli::demo::Args),
+    /// PNG figures: training curves, retrieval bars, discovery nMAE, DOS overlays, UMAP maps.
+    Plot(cli::plot::Args),
 }
 
 fn main() {
@@ -46,6 +48,7 @@ fn main() {
         Command::Bench(a) => cli::bench::run(a),
         Command::Doctor(a) => cli::doctor::run(a),
         Command::Demo(a) => cli::demo::run(a),
+        Command::Plot(a) => cli::plot::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -9,3 +9,4 @@ pub mod synth;
 pub mod bench;
 pub mod doctor;
 pub mod demo;
+pub mod plot;
