@@ -6,27 +6,6 @@ use multimat::plot::umap::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// `blobs` Gaussian clusters of `per_blob` points in `dim` dimensions: centres at ±3 in random
-/// coordinates, unit noise — cleanly separable in cosine distance. Returns (data, blob of point).
-fn gaussian_blobs(blobs: usize, per_blob: usize, dim: usize, seed: u64) -> (Vec<f32>, Vec<usize>) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let centres: Vec<Vec<f32>> = (0..blobs).map(|_| (0..dim).map(|_| if rng.random::<bool>() { 3.0 } else { -3.0 }).collect()).collect();
-    let mut data = Vec::with_capacity(blobs * per_blob * dim);
-    let mut label = Vec::new();
-    for (b, c) in centres.iter().enumerate() {
-        for _ in 0..per_blob {
-            for &x in c {
-                // Box–Muller normal noise.
-                let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-12), rng.random());
-                let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
-                data.push(x + z as f32);
-            }
-            label.push(b);
-        }
-    }
-    (data, label)
-}
-
 #[test]
 fn sigma_solves_the_smooth_knn_equation() {
     // For several distance profiles, Σ_j exp(−max(0, d_j − ρ)/σ) must equal log2(k) with k the

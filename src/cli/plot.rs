@@ -85,6 +85,19 @@ pub enum Kind {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Time UMAP on Gaussian blobs and print its trustworthiness (k = 10) against a random layout.
+    BenchUmap {
+        /// Point counts to run.
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+        points: Vec<usize>,
+        #[arg(long, default_value_t = 128)]
+        dim: usize,
+        #[arg(long, default_value_t = 10)]
+        blobs: usize,
+        /// Trustworthiness is averaged over this many random query points (all when N is smaller).
+        #[arg(long, default_value_t = 1000)]
+        trust_queries: usize,
+    },
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -115,6 +128,7 @@ pub fn run(args: Args) -> Result<()> {
             let params = umap::UmapParams { n_neighbors: neighbors, min_dist, n_epochs: epochs, seed, ..Default::default() };
             run_umap(&embeddings, &shards, color, target.as_deref(), symprec, &params, &out)?;
         }
+        Kind::BenchUmap { points, dim, blobs, trust_queries } => bench_umap(&points, dim, blobs, trust_queries)?,
     }
     Ok(())
 }
@@ -219,4 +233,54 @@ pub fn write_coords_csv(path: &Path, ids: &[String], coords: &[f32], colouring: 
         w.flush()?;
         Ok(())
     })
+}
+
+/// `multimat plot bench-umap`: wall time of the exact kNN and of the whole UMAP, trustworthiness
+/// (k = 10) of the layout and of a random layout, and the fraction of 2-D 10-NN in the same blob.
+pub fn bench_umap(points: &[usize], dim: usize, blobs: usize, trust_queries: usize) -> Result<()> {
+    use rand::{Rng, SeedableRng};
+    println!("threads {}  dim {dim}  blobs {blobs}", rayon::current_num_threads());
+    println!("{:>7} {:>9} {:>9} {:>10} {:>9} {:>9} {:>9}", "N", "knn_s", "umap_s", "umap_cpu_s", "trust", "trust_rnd", "blob_nn");
+    for &n in points {
+        ensure!(n >= blobs.max(3) * 2, "N = {n} too small for {blobs} blobs");
+        let (data, label) = umap::gaussian_blobs(blobs, n / blobs, dim, 1);
+        let n = label.len();
+        let t0 = std::time::Instant::now();
+        let unit = umap::normalise_rows(&data, dim)?;
+        let _ = umap::exact_knn_cosine(&unit, dim, 14);
+        let knn_s = t0.elapsed().as_secs_f64();
+        let (t0, c0) = (std::time::Instant::now(), process_cpu_seconds());
+        let layout = umap::umap_cosine(&data, dim, &umap::UmapParams::default())?;
+        let (umap_s, umap_cpu) = (t0.elapsed().as_secs_f64(), process_cpu_seconds() - c0);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let queries: Vec<usize> = if n <= trust_queries { (0..n).collect() } else { (0..trust_queries).map(|_| rng.random_range(0..n)).collect() };
+        let trust = umap::trustworthiness_of(&data, dim, &layout, 2, 10, &queries)?;
+        let random: Vec<f32> = (0..2 * n).map(|_| rng.random_range(-10.0f32..10.0)).collect();
+        let trust_rnd = umap::trustworthiness_of(&data, dim, &random, 2, 10, &queries)?;
+        let same: usize = queries
+            .iter()
+            .map(|&i| {
+                let mut d: Vec<(f32, usize)> = (0..n)
+                    .filter(|&j| j != i)
+                    .map(|j| ((layout[2 * i] - layout[2 * j]).powi(2) + (layout[2 * i + 1] - layout[2 * j + 1]).powi(2), j))
+                    .collect();
+                d.select_nth_unstable_by(9, |a, b| a.0.total_cmp(&b.0));
+                d[..10].iter().filter(|(_, j)| label[*j] == label[i]).count()
+            })
+            .sum();
+        let blob_nn = same as f64 / (10 * queries.len()) as f64;
+        println!("{n:>7} {knn_s:>9.2} {umap_s:>9.2} {umap_cpu:>10.2} {trust:>9.4} {trust_rnd:>9.4} {blob_nn:>9.3}");
+    }
+    Ok(())
+}
+
+/// CPU time (user + system, all threads) of this process so far, from /proc/self/stat (Linux,
+/// 100 clock ticks per second); 0 where unavailable. Wall time alone misleads on a shared machine.
+fn process_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { return 0.0 };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
 }

@@ -434,13 +434,21 @@ pub fn umap_cosine(data: &[f32], dim: usize, params: &UmapParams) -> Result<Vec<
 /// j's rank among i's original-space neighbours (cosine distance on `data`, Euclidean in the
 /// layout). 1 = every layout neighbourhood is a true one. Exact, O(N² log N).
 pub fn trustworthiness(data: &[f32], dim: usize, layout: &[f32], layout_dim: usize, k: usize) -> Result<f64> {
+    let n = data.len() / dim.max(1);
+    trustworthiness_of(data, dim, layout, layout_dim, k, &(0..n).collect::<Vec<_>>())
+}
+
+/// Trustworthiness averaged over the query points `queries` only (ranks still over all N points):
+/// an unbiased estimate of [`trustworthiness`] at O(|queries|·N log N), for large N.
+pub fn trustworthiness_of(data: &[f32], dim: usize, layout: &[f32], layout_dim: usize, k: usize, queries: &[usize]) -> Result<f64> {
     let unit = normalise_rows(data, dim)?;
     let n = unit.len() / dim;
     ensure!(layout.len() == n * layout_dim, "layout has {} values, expected {} × {layout_dim}", layout.len(), n);
     ensure!(k >= 1 && 2 * n > 3 * k + 1, "k = {k} too large for {n} points");
-    let penalty: f64 = (0..n)
-        .into_par_iter()
-        .map(|i| {
+    ensure!(!queries.is_empty() && queries.iter().all(|&q| q < n), "query indices must be non-empty and below {n}");
+    let penalty: f64 = queries
+        .par_iter()
+        .map(|&i| {
             let qi = &unit[i * dim..(i + 1) * dim];
             let mut orig: Vec<(f32, u32)> = (0..n)
                 .filter(|&j| j != i)
@@ -467,6 +475,27 @@ pub fn trustworthiness(data: &[f32], dim: usize, layout: &[f32], layout_dim: usi
             low[..kk].iter().map(|&(_, j)| (rank[j as usize] as f64 - k as f64).max(0.0)).sum::<f64>()
         })
         .sum();
-    let (nf, kf) = (n as f64, k as f64);
-    Ok(1.0 - 2.0 / (nf * kf * (2.0 * nf - 3.0 * kf - 1.0)) * penalty)
+    let (nf, kf, qf) = (n as f64, k as f64, queries.len() as f64);
+    Ok(1.0 - 2.0 / (qf * kf * (2.0 * nf - 3.0 * kf - 1.0)) * penalty)
+}
+
+/// `blobs` Gaussian clusters of `per_blob` points in `dim` dimensions (centres ±3 per coordinate,
+/// unit normal noise), seeded: test and benchmark data with known structure. Returns
+/// (data (N, dim), blob of each point).
+pub fn gaussian_blobs(blobs: usize, per_blob: usize, dim: usize, seed: u64) -> (Vec<f32>, Vec<usize>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let centres: Vec<Vec<f32>> = (0..blobs).map(|_| (0..dim).map(|_| if rng.random::<bool>() { 3.0 } else { -3.0 }).collect()).collect();
+    let mut data = Vec::with_capacity(blobs * per_blob * dim);
+    let mut label = Vec::with_capacity(blobs * per_blob);
+    for (b, c) in centres.iter().enumerate() {
+        for _ in 0..per_blob {
+            for &x in c {
+                // Box–Muller.
+                let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-12), rng.random());
+                data.push(x + ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32);
+            }
+            label.push(b);
+        }
+    }
+    (data, label)
 }
