@@ -9,4 +9,6 @@ pub mod synth;
 pub mod bench;
 pub mod doctor;
 pub mod demo;
+pub mod embed;
+pub mod eval;
 pub mod plot;

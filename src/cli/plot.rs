@@ -143,7 +143,7 @@ pub fn overlay_panels(
     target_ids: &[String],
 ) -> Result<Vec<figures::OverlayPanel>> {
     let chosen: Vec<&inputs::DiscoveryTarget> = if target_ids.is_empty() {
-        r.targets.iter().filter(|t| t.best().is_some()).take(count).collect()
+        r.targets.iter().filter(|t| inputs::best_candidate(t).is_some()).take(count).collect()
     } else {
         target_ids
             .iter()
@@ -162,7 +162,7 @@ pub fn overlay_panels(
     chosen
         .into_iter()
         .map(|t| {
-            let best = t.best().with_context(|| format!("{}: target {} has no candidate with a finite nMAE", input.display(), t.target_id))?;
+            let best = inputs::best_candidate(t).with_context(|| format!("{}: target {} has no candidate with a finite nMAE", input.display(), t.target_id))?;
             let rank = 1 + t.candidates.iter().filter(|c| c.similarity > best.similarity).count();
             Ok(figures::OverlayPanel {
                 target_id: t.target_id.clone(),

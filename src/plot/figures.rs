@@ -2,7 +2,7 @@
 //! (`super::write_png`). Inputs are already parsed and checked (`super::inputs`,
 //! `super::labels`); these functions only lay out and paint.
 
-use super::inputs::{DiscoveryReport, RetrievalReport, StepMetrics};
+use super::inputs::{chance_topk, tops, DiscoveryReport, RetrievalReport, StepMetrics};
 use super::labels::Colouring;
 use super::{plot_err, write_png};
 use anyhow::{ensure, Result};
@@ -137,8 +137,8 @@ fn modality_label(m: &str) -> String {
 }
 
 /// Grouped bars of top-1/5/10/25 retrieval accuracy for every ordered modality pair (Fig. 3A).
-/// Each bar carries a black tick at its chance level k/N (k · `chance_top1`), so small holdout
-/// sets, where top-25 chance is large, read right. The legend sits in a band under the title so
+/// Each bar carries a black tick at its chance level min(k, n)/n (n = the pair's candidate pool),
+/// so small holdout sets, where top-25 chance is large, read right. The legend sits in a band under the title so
 /// it never hides a bar.
 pub fn retrieval(report: &RetrievalReport, out: &Path) -> Result<()> {
     let pairs = &report.pairs;
@@ -159,7 +159,7 @@ pub fn retrieval(report: &RetrievalReport, out: &Path) -> Result<()> {
             x += 100;
         }
         band.draw(&PathElement::new(vec![(x, 18), (x + 22, 18)], BLACK.stroke_width(3))).map_err(plot_err)?;
-        band.draw(&Text::new(format!("chance k/N (top-1 {:.3}%)", report.chance_top1 * 100.0), (x + 28, 10), (FONT, 15)))
+        band.draw(&Text::new(format!("chance min(k, n)/n (top-1 {:.3}%)", report.chance_top1 * 100.0), (x + 28, 10), (FONT, 15)))
             .map_err(plot_err)?;
         let mut chart = ChartBuilder::on(&body)
             .margin(14)
@@ -187,11 +187,13 @@ pub fn retrieval(report: &RetrievalReport, out: &Path) -> Result<()> {
             let colour = CATEGORY_COLOURS[ki];
             let x0 = |g: usize| g as f64 - 0.4 + ki as f64 * bar;
             chart
-                .draw_series(pairs.iter().enumerate().map(|(g, p)| Rectangle::new([(x0(g) + 0.01, 0.0), (x0(g) + bar - 0.01, p.tops()[ki])], colour.filled())))
+                .draw_series(pairs.iter().enumerate().map(|(g, p)| Rectangle::new([(x0(g) + 0.01, 0.0), (x0(g) + bar - 0.01, tops(p)[ki])], colour.filled())))
                 .map_err(plot_err)?;
-            let chance = (k as f64 * report.chance_top1).min(1.0);
             chart
-                .draw_series((0..groups).map(|g| PathElement::new(vec![(x0(g), chance), (x0(g) + bar, chance)], BLACK.stroke_width(3))))
+                .draw_series(pairs.iter().enumerate().map(|(g, p)| {
+                    let chance = chance_topk(p, k, report.chance_top1);
+                    PathElement::new(vec![(x0(g), chance), (x0(g) + bar, chance)], BLACK.stroke_width(3))
+                }))
                 .map_err(plot_err)?;
         }
         Ok(())

@@ -3,7 +3,6 @@
 //! checks the values a figure relies on and names the file (and line or record) in its errors.
 
 use anyhow::{bail, ensure, Context, Result};
-use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -46,36 +45,19 @@ pub fn read_metrics(path: &Path) -> Result<Vec<StepMetrics>> {
     Ok(by_step.into_values().collect())
 }
 
-/// `retrieval.json` of `multimat eval retrieval`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RetrievalReport {
-    pub split: String,
-    pub n_materials: usize,
-    pub chance_top1: f64,
-    pub pairs: Vec<RetrievalPair>,
+// The report types are the writer's own (`eval::report`, data-specs/eval-reports-v1.md), so the
+// schema has one definition; the checks a figure relies on are here.
+pub use crate::eval::report::{DiscoveryCandidate, DiscoveryReport, DiscoveryTarget, RetrievalPair, RetrievalReport};
+
+/// (top-1, top-5, top-10, top-25) accuracies of a pair.
+pub fn tops(p: &RetrievalPair) -> [f64; 4] {
+    [p.top1, p.top5, p.top10, p.top25]
 }
 
-/// Retrieval of one ordered modality pair: query modality → target modality.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RetrievalPair {
-    pub query: String,
-    pub target: String,
-    pub n: usize,
-    pub top1: f64,
-    pub top5: f64,
-    pub top10: f64,
-    pub top25: f64,
-    pub mean_rank: f64,
-    pub median_rank: f64,
-}
-
-impl RetrievalPair {
-    /// (top-1, top-5, top-10, top-25) accuracies.
-    pub fn tops(&self) -> [f64; 4] {
-        [self.top1, self.top5, self.top10, self.top25]
-    }
+/// Chance top-k accuracy of a pair: min(k, n)/n over its candidate pool of n (the spec's rule),
+/// falling back to k · chance_top1 when n is 0.
+pub fn chance_topk(p: &RetrievalPair, k: usize, chance_top1: f64) -> f64 {
+    if p.n > 0 { k.min(p.n) as f64 / p.n as f64 } else { (k as f64 * chance_top1).min(1.0) }
 }
 
 /// Read and check a retrieval report: accuracies in [0, 1] and non-decreasing in k.
@@ -86,7 +68,7 @@ pub fn read_retrieval(path: &Path) -> Result<RetrievalReport> {
     ensure!(!r.pairs.is_empty(), "{}: \"pairs\" is empty", path.display());
     ensure!((0.0..=1.0).contains(&r.chance_top1), "{}: chance_top1 = {} is not in [0, 1]", path.display(), r.chance_top1);
     for (i, p) in r.pairs.iter().enumerate() {
-        let t = p.tops();
+        let t = tops(p);
         if let Some(x) = t.iter().find(|x| !(0.0..=1.0).contains(*x)) {
             bail!("{}: pairs[{i}] ({} → {}): accuracy {x} is not in [0, 1]", path.display(), p.query, p.target);
         }
@@ -95,42 +77,9 @@ pub fn read_retrieval(path: &Path) -> Result<RetrievalReport> {
     Ok(r)
 }
 
-/// `discovery.json` of `multimat eval discovery`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct DiscoveryReport {
-    pub n_max: usize,
-    pub window_ev: [f64; 2],
-    /// Mean over targets of the best nMAE among the n nearest candidates, n = 1…n_max.
-    pub mean_best_nmae: Vec<f64>,
-    /// The same for n random candidates.
-    pub random_mean_best_nmae: Vec<f64>,
-    pub n_targets: usize,
-    pub n_candidates: usize,
-    pub targets: Vec<DiscoveryTarget>,
-}
-
-/// One target DOS and its nearest crystal candidates (by similarity).
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct DiscoveryTarget {
-    pub target_id: String,
-    pub candidates: Vec<DiscoveryCandidate>,
-}
-
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct DiscoveryCandidate {
-    pub id: String,
-    pub similarity: f64,
-    pub nmae: f64,
-}
-
-impl DiscoveryTarget {
-    /// The candidate with the smallest nMAE (the first on ties), if any.
-    pub fn best(&self) -> Option<&DiscoveryCandidate> {
-        self.candidates.iter().filter(|c| c.nmae.is_finite()).min_by(|a, b| a.nmae.total_cmp(&b.nmae))
-    }
+/// The candidate with the smallest finite nMAE (the nearer one on ties), if any.
+pub fn best_candidate(t: &DiscoveryTarget) -> Option<&DiscoveryCandidate> {
+    t.candidates.iter().filter(|c| c.nmae.is_finite()).min_by(|a, b| a.nmae.total_cmp(&b.nmae))
 }
 
 /// Read and check a discovery report: both curves have `n_max` finite values.
