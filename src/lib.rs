@@ -23,4 +23,5 @@ pub mod text;
 pub mod model;
 pub mod train;
 pub mod eval;
+pub mod plot;
 pub mod cli;

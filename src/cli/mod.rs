@@ -11,3 +11,4 @@ pub mod doctor;
 pub mod demo;
 pub mod embed;
 pub mod eval;
+pub mod plot;
