@@ -46,10 +46,10 @@ echo "[$(date -Is)] array job ${SLURM_ARRAY_JOB_ID} task ${SLURM_ARRAY_TASK_ID} 
 
 if [ "$SLURM_ARRAY_TASK_ID" = "${SLURM_ARRAY_TASK_MIN:-0}" ] && [ "$AGGREGATE_JOB" = "1" ] && [ "${SLURM_RESTART_COUNT:-0}" = "0" ]; then
     # afterany: aggregate (or report what is missing) whether or not every task succeeded.
-    sbatch --parsable --dependency="afterany:${SLURM_ARRAY_JOB_ID}" --job-name=multimat-sweep-aggregate \
+    agg=$(sbatch --parsable --dependency="afterany:${SLURM_ARRAY_JOB_ID}" --job-name=multimat-sweep-aggregate \
         --ntasks=1 --time=00:10:00 --output="multimat-sweep-%j-aggregate.out" \
-        --wrap="cd '$PWD' && '$MULTIMAT' sweep --aggregate --config '$CONFIG' $EXTRA_ARGS" \
-        && echo "submitted the aggregation job (runs after every task of ${SLURM_ARRAY_JOB_ID})"
+        --wrap="cd '$PWD' && '$MULTIMAT' sweep --aggregate --config '$CONFIG' $EXTRA_ARGS") \
+        && echo "submitted aggregation job $agg (runs after every task of ${SLURM_ARRAY_JOB_ID})"
 fi
 
 # Not under srun: a sweep task is one process, and `multimat` must not mistake the allocation's

@@ -1,9 +1,9 @@
 //! Regression metrics in the target's units, and the per-component target standardisation.
 //!
 //! For vector targets (an elastic tensor flattened to 36 values) MAE and RMSE average over every
-//! component of every material; R² is computed per component and averaged over the components
-//! whose test values vary (scikit-learn's `r2_score` default, "uniform_average", except that
-//! constant components are left out instead of scoring 1 or 0).
+//! component of every material; R² is scikit-learn's `r2_score(multioutput="variance_weighted")`,
+//! 1 − Σ_c SS_res,c / Σ_c SS_tot,c, so near-constant components (the many ~0 entries of an elastic
+//! tensor) cannot dominate it the way a per-component average lets them. Scalars: the usual R².
 
 use serde::{Deserialize, Serialize};
 
@@ -26,18 +26,13 @@ pub fn regression_metrics(pred: &[f64], truth: &[f64], width: usize) -> Metrics 
     let count = (n * width) as f64;
     let mae = pred.iter().zip(truth).map(|(p, t)| (p - t).abs()).sum::<f64>() / count;
     let rmse = (pred.iter().zip(truth).map(|(p, t)| (p - t) * (p - t)).sum::<f64>() / count).sqrt();
-    let mut r2_sum = 0.0;
-    let mut r2_terms = 0usize;
+    let (mut ss_tot, mut ss_res) = (0.0f64, 0.0f64);
     for c in 0..width {
         let mean = (0..n).map(|i| truth[i * width + c]).sum::<f64>() / n as f64;
-        let ss_tot: f64 = (0..n).map(|i| (truth[i * width + c] - mean).powi(2)).sum();
-        let ss_res: f64 = (0..n).map(|i| (truth[i * width + c] - pred[i * width + c]).powi(2)).sum();
-        if ss_tot > 0.0 {
-            r2_sum += 1.0 - ss_res / ss_tot;
-            r2_terms += 1;
-        }
+        ss_tot += (0..n).map(|i| (truth[i * width + c] - mean).powi(2)).sum::<f64>();
+        ss_res += (0..n).map(|i| (truth[i * width + c] - pred[i * width + c]).powi(2)).sum::<f64>();
     }
-    let r2 = if r2_terms > 0 { r2_sum / r2_terms as f64 } else { f64::NAN };
+    let r2 = if ss_tot > 0.0 { 1.0 - ss_res / ss_tot } else { f64::NAN };
     Metrics { mae, rmse, r2, n }
 }
 
@@ -97,9 +92,11 @@ mod tests {
         assert!((m.mae - 1.5).abs() < 1e-12);
         assert!((m.rmse - 3.5f64.sqrt()).abs() < 1e-12);
         assert!((m.r2 - (1.0 - 14.0 / 5.0)).abs() < 1e-12);
-        // A perfect prediction of a 2-wide target with one constant component: R² over the other.
-        let m = regression_metrics(&[1.0, 5.0, 2.0, 5.0], &[1.0, 5.0, 2.0, 5.0], 2);
-        assert_eq!((m.mae, m.r2, m.n), (0.0, 1.0, 2));
+        // 2-wide target, one component constant: SS_tot = 0.5 (first only); SS_res = 0.25 + 1.
+        let m = regression_metrics(&[1.5, 5.0, 2.0, 6.0], &[1.0, 5.0, 2.0, 5.0], 2);
+        assert!((m.r2 - (1.0 - 1.25 / 0.5)).abs() < 1e-12);
+        assert_eq!((m.mae, m.n), (1.5 / 4.0, 2));
+        assert!(regression_metrics(&[1.0, 2.0], &[3.0, 3.0], 1).r2.is_nan(), "constant truth has no R²");
     }
 
     #[test]
