@@ -9,6 +9,8 @@ pub mod synth;
 pub mod bench;
 pub mod doctor;
 pub mod demo;
+pub mod finetune;
+pub mod sweep;
 pub mod embed;
 pub mod eval;
 pub mod plot;
