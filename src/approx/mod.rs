@@ -5,3 +5,5 @@ pub mod promolecular;
 pub mod demo_data;
 pub mod describe;
 pub mod synth;
+pub mod tb_params;
+pub mod tight_binding;
