@@ -331,10 +331,23 @@ pub fn synth_record(opts: &SynthOptions, index: usize) -> Result<ShardRecord> {
     let (u_dos, u_density): (f64, f64) = (rng.random(), rng.random());
     let has_dos = opts.all_modalities || u_dos < MP_WITH_DOS as f64 / MP_RECORDS as f64;
     let has_density = opts.density && (opts.all_modalities || u_density < MP_WITH_DENSITY as f64 / MP_RECORDS as f64);
-    let structure = synth_structure(rng, &opts.sizes);
+    // A structure the graph builder or the symmetry finder cannot handle (not seen in 10⁴
+    // records, but a run of 10⁵ must not die of one) is redrawn from the same stream, so the
+    // result stays deterministic.
+    let mut attempt = 0;
+    let (structure, graphs, text) = loop {
+        attempt += 1;
+        let structure = synth_structure(rng, &opts.sizes);
+        let built = crate::crystal::build_graphs(&structure, &opts.graph_params)
+            .context("building graphs")
+            .and_then(|g| Ok((g, crate::approx::describe::describe(&structure)?)));
+        match built {
+            Ok((graphs, text)) => break (structure, graphs, text),
+            Err(e) if attempt >= 5 => return Err(e.context(format!("{id}: 5 random structures in a row failed"))),
+            Err(_) => continue,
+        }
+    };
     let electrons = electron_count(&structure);
-    let graphs = crate::crystal::build_graphs(&structure, &opts.graph_params).with_context(|| format!("{id}: building graphs"))?;
-    let text = crate::approx::describe::describe(&structure).with_context(|| format!("{id}: describing the structure"))?;
     let (seed, i) = (opts.seed, index as u64);
     let dos = has_dos.then(|| synth_dos(&mut stream_rng(seed, i, Stream::Dos), opts.preprocess.dos_points, electrons));
     let charge_density =
