@@ -20,7 +20,23 @@
 //! of an n-byte result.
 
 use crate::dist::{CommSnapshot, CommStat, Dist};
+use crate::engine::Module;
+use crate::loss::Modality;
+use crate::model::config::{build_encoder, EncodersConfig};
 use std::time::{Duration, Instant};
+
+/// Parameters of each modality's encoder under `encoders` (the gradient all-reduce moves all of
+/// them every step; the scaling model in ARCHITECTURE.md uses the paper-size defaults).
+pub fn encoder_parameter_counts(encoders: &EncodersConfig, embed_dim: usize) -> anyhow::Result<Vec<(Modality, usize)>> {
+    let mut out = Vec::new();
+    for m in Modality::ALL {
+        let mut e = build_encoder(m, encoders, embed_dim, 0)?;
+        let mut n = 0usize;
+        e.visit_params(&mut |p| n += p.value.numel());
+        out.push((m, n));
+    }
+    Ok(out)
+}
 
 fn diff(after: CommStat, before: CommStat) -> CommStat {
     CommStat { calls: after.calls - before.calls, nanos: after.nanos - before.nanos, bytes: after.bytes - before.bytes }
@@ -135,6 +151,18 @@ impl StepTiming {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paper_size_parameter_counts() {
+        // The text MLP 768→512→512→128 (weights + biases) counted by hand, as a check that the
+        // walk sees every parameter once; the other encoders' totals are printed for the note.
+        let counts = encoder_parameter_counts(&EncodersConfig::default(), 128).unwrap();
+        let text = counts.iter().find(|(m, _)| *m == Modality::Text).unwrap().1;
+        assert_eq!(text, 768 * 512 + 512 + 512 * 512 + 512 + 512 * 128 + 128);
+        let total: usize = counts.iter().map(|c| c.1).sum();
+        eprintln!("paper-size encoders: {counts:?}, total {total} parameters ({:.1} MB of f32 gradients)", total as f64 * 4e-6);
+        assert!(counts.iter().all(|c| c.1 > 0));
+    }
 
     #[test]
     fn single_process_step_counts_payload_and_attributes_the_param_reduce() {
