@@ -20,7 +20,6 @@
 //! of an n-byte result.
 
 use crate::dist::{CommSnapshot, CommStat, Dist};
-use crate::engine::Module;
 use crate::loss::Modality;
 use crate::model::config::{build_encoder, EncodersConfig};
 use std::time::{Duration, Instant};
