@@ -300,71 +300,134 @@ pub fn run_distributed(source: &Source, extras: &Extras, opts: &IngestOptions, d
             .expect("valid progress template"),
     );
     let mut summary = IngestSummary { inputs: plan.inputs.len(), ..Default::default() };
-    for &k in &mine {
-        let slice = slices[k];
-        let path = opts.out.join(shard_name(topo.rank, k));
-        let fp = fingerprint(&meta, opts, slice)?;
-        if resumable(&path, &fp) {
-            summary.shards_resumed += 1;
-            bar.inc(slice.len() as u64);
-            continue;
-        }
-        bar.set_message(shard_name(topo.rank, k));
-        let results: Vec<std::result::Result<ShardRecord, Reject>> = slice
-            .par_iter()
-            .map(|input| {
-                let r = with_approximations(input, opts, &meta)
-                    .map_err(|e| Reject { file: main_source(&input.record.provenance), record: input.id.clone(), reason: format!("{e:#}") })
-                    .and_then(|i| process_input(&i, &meta, opts.build_graphs));
-                bar.inc(1);
-                r
-            })
-            .collect();
-        let mut records = Vec::with_capacity(slice.len());
-        let mut rejects = Vec::new();
-        for r in results {
-            match r {
-                Ok(rec) => records.push(rec),
-                Err(rej) if opts.strict => {
-                    bar.abandon();
-                    bail!("--strict: rejected {} ({}): {}", rej.file, rej.record, rej.reason)
-                }
-                Err(rej) => rejects.push(serde_json::to_string(&rej)?),
+    // This rank's shards, in one Result so that every rank reaches the agreement below
+    // whatever happens (an error on one rank used to leave the others in a barrier).
+    let mut write_mine = || -> Result<()> {
+        for &k in &mine {
+            let slice = slices[k];
+            let path = opts.out.join(shard_name(topo.rank, k));
+            let fp = fingerprint(&meta, opts, slice)?;
+            if resumable(&path, &fp) {
+                summary.shards_resumed += 1;
+                bar.inc(slice.len() as u64);
+                continue;
             }
+            bar.set_message(shard_name(topo.rank, k));
+            let results: Vec<std::result::Result<ShardRecord, Reject>> = slice
+                .par_iter()
+                .map(|input| {
+                    let r = with_approximations(input, opts, &meta)
+                        .map_err(|e| Reject { file: main_source(&input.record.provenance), record: input.id.clone(), reason: format!("{e:#}") })
+                        .and_then(|i| process_input(&i, &meta, opts.build_graphs));
+                    bar.inc(1);
+                    r
+                })
+                .collect();
+            let mut records = Vec::with_capacity(slice.len());
+            let mut rejects = Vec::new();
+            for r in results {
+                match r {
+                    Ok(rec) => records.push(rec),
+                    Err(rej) if opts.strict => {
+                        bar.abandon();
+                        bail!("--strict: rejected {} ({}): {}", rej.file, rej.record, rej.reason)
+                    }
+                    Err(rej) => rejects.push(serde_json::to_string(&rej)?),
+                }
+            }
+            let start = (k * opts.records_per_shard) as u64;
+            let info = IngestInfo { fingerprint: fp, input_start: start, input_end: start + slice.len() as u64, rejects };
+            let writer = ShardWriter::new(ShardMeta { ingest: Some(info), ..meta.clone() });
+            writer.write(&path, &records)?;
+            summary.shards_written += 1;
         }
-        let start = (k * opts.records_per_shard) as u64;
-        let info = IngestInfo { fingerprint: fp, input_start: start, input_end: start + slice.len() as u64, rejects };
-        let writer = ShardWriter::new(ShardMeta { ingest: Some(info), ..meta.clone() });
-        writer.write(&path, &records)?;
-        summary.shards_written += 1;
-    }
-    bar.finish_and_clear();
-    dist.barrier();
+        bar.finish_and_clear();
+        Ok(())
+    };
+    let local = write_mine().map(|()| [summary.shards_written as u64, summary.shards_resumed as u64]);
+    let [written, resumed] = agree(dist, local, "ingest")?;
+    summary.shards_written = written as usize;
+    summary.shards_resumed = resumed as usize;
 
-    // Rank 0 writes the shared outputs (with MPI, after a barrier: every rank's shards exist).
-    if topo.is_root() {
-        let mut manifest = Manifest::new(meta.preprocess.clone(), meta.graph_params.clone());
-        let mut reject_lines: Vec<String> =
-            plan.rejects.iter().map(serde_json::to_string).collect::<std::result::Result<_, _>>()?;
-        for k in 0..slices.len() {
-            let name = shard_name(k % topo.world_size, k);
-            let path = opts.out.join(&name);
-            let data = ShardData::load(&path).with_context(|| format!("reading back {}", path.display()))?;
-            reject_lines.extend(data.meta.ingest.as_ref().map(|i| i.rejects.clone()).unwrap_or_default());
-            manifest.add_shard(&name, &data, file_sha256(&path)?);
+    // Rank 0 writes the shared outputs once every rank's shards exist (all agreed above),
+    // and shares the outcome so that no rank exits 0 without a manifest.
+    let mut write_shared = || -> Result<()> {
+        if topo.is_root() {
+            let mut manifest = Manifest::new(meta.preprocess.clone(), meta.graph_params.clone());
+            let mut reject_lines: Vec<String> =
+                plan.rejects.iter().map(serde_json::to_string).collect::<std::result::Result<_, _>>()?;
+            for k in 0..slices.len() {
+                let name = shard_name(k % topo.world_size, k);
+                let path = opts.out.join(&name);
+                let data = ShardData::load(&path).with_context(|| format!("reading back {}", path.display()))?;
+                reject_lines.extend(data.meta.ingest.as_ref().map(|i| i.rejects.clone()).unwrap_or_default());
+                manifest.add_shard(&name, &data, file_sha256(&path)?);
+            }
+            manifest.rejects = reject_lines.len();
+            let mut text = reject_lines.join("\n");
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            crate::atomic::write_bytes(&opts.out.join(REJECTS_FILE), text.as_bytes())?;
+            let manifest_path = opts.out.join(MANIFEST_FILE);
+            manifest.write(&manifest_path)?;
+            summary.rejects = manifest.rejects;
+            summary.counts = manifest.counts.clone();
+            summary.manifest = Some(manifest_path);
         }
-        manifest.rejects = reject_lines.len();
-        let mut text = reject_lines.join("\n");
-        if !text.is_empty() {
-            text.push('\n');
-        }
-        crate::atomic::write_bytes(&opts.out.join(REJECTS_FILE), text.as_bytes())?;
-        let manifest_path = opts.out.join(MANIFEST_FILE);
-        manifest.write(&manifest_path)?;
-        summary.rejects = manifest.rejects;
-        summary.counts = manifest.counts.clone();
-        summary.manifest = Some(manifest_path);
-    }
+        Ok(())
+    };
+    let shared = write_shared();
+    agree_with_root(dist, shared, "writing the manifest")?;
     Ok(summary)
 }
 
+
+/// Every rank contributes its outcome (two counters, or an error) and learns everyone's.
+/// Returns the counters summed over ranks, or — on every rank — an error when any rank failed
+/// (rank 0's names each failing rank and its message).
+fn agree(dist: &Dist, local: Result<[u64; 2]>, what: &str) -> Result<[u64; 2]> {
+    let msg = match &local {
+        Ok([a, b]) => [&[0u8][..], &a.to_le_bytes(), &b.to_le_bytes()].concat(),
+        Err(e) => [&[1u8][..], format!("{e:#}").as_bytes()].concat(),
+    };
+    let all = dist.all_gather_bytes(&msg);
+    if dist.world_size() == 1 {
+        return local; // the original error, with its context chain
+    }
+    let mut failed = Vec::new();
+    let mut sums = [0u64; 2];
+    for (r, m) in all.iter().enumerate() {
+        match m.split_first() {
+            Some((0, rest)) if rest.len() == 16 => {
+                sums[0] += u64::from_le_bytes(rest[..8].try_into()?);
+                sums[1] += u64::from_le_bytes(rest[8..].try_into()?);
+            }
+            Some((_, rest)) => failed.push((r, String::from_utf8_lossy(rest).into_owned())),
+            None => failed.push((r, "sent nothing".to_string())),
+        }
+    }
+    if failed.is_empty() {
+        return Ok(sums);
+    }
+    if dist.is_root() {
+        let lines: Vec<String> = failed.iter().map(|(r, m)| format!("rank {r}: {m}")).collect();
+        bail!("{what} failed on {} of {} ranks:\n{}", failed.len(), dist.world_size(), lines.join("\n"));
+    }
+    let ranks: Vec<String> = failed.iter().map(|(r, _)| r.to_string()).collect();
+    bail!("rank {}: stopping because {what} failed on rank(s) {} (rank 0 prints the errors)", dist.rank(), ranks.join(", "))
+}
+
+/// Rank 0's outcome on every rank.
+fn agree_with_root(dist: &Dist, root: Result<()>, what: &str) -> Result<()> {
+    let msg = match &root {
+        Ok(()) => vec![0u8],
+        Err(e) => [&[1u8][..], format!("{e:#}").as_bytes()].concat(),
+    };
+    let verdict = dist.broadcast_bytes(msg);
+    root?;
+    if verdict.first() != Some(&0) {
+        bail!("rank {}: rank 0 failed {what}: {}", dist.rank(), String::from_utf8_lossy(verdict.get(1..).unwrap_or_default()));
+    }
+    Ok(())
+}
