@@ -1,0 +1,105 @@
+//! The real `slurm/*.sh` scripts submitted with `sbatch` to a single-machine Slurm cluster
+//! (`scripts/local-slurm.sh`, started once per test binary by `common/slurm.rs`): a 2-task
+//! pre-training job preempted with `scancel --signal=USR1`, requeued by the script, finishes with
+//! the same weights as an uninterrupted 2-task job.
+
+mod common;
+#[path = "common/slurm.rs"]
+mod slurm;
+
+use common::{bin, write_config};
+use slurm::{cluster, repo};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Steps of the pre-training jobs: long enough that the signal lands mid-run on a loaded machine.
+const STEPS: usize = 24;
+
+/// A 2-modality (crystal, text) version of the tiny pre-training configuration: the cheap
+/// encoders keep each step well under a second, and the test is about the job's lifecycle.
+fn pretrain_config(dir: &Path, out: &Path) -> std::path::PathBuf {
+    let cfg = write_config(dir, out, &format!("max_steps = {STEPS}\ncheckpoint_every = 100"));
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(r#"modalities = ["crystal", "dos", "charge_density", "text"]"#, r#"modalities = ["crystal", "text"]"#)
+        .replace("epochs = 4", "epochs = 10");
+    assert!(text.contains(r#"modalities = ["crystal", "text"]"#), "the shared test configuration changed: {text}");
+    std::fs::write(&cfg, text).unwrap();
+    cfg
+}
+
+fn metric_lines(out: &Path) -> usize {
+    std::fs::read_to_string(out.join("metrics.jsonl")).map(|s| s.lines().count()).unwrap_or(0)
+}
+
+fn losses(out: &Path) -> Vec<f64> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn pretrain_job_preempted_with_usr1_is_requeued_and_ends_with_the_uninterrupted_weights() {
+    let slurm = cluster();
+    let root = tempfile::tempdir().unwrap();
+    let script = repo().join("slurm/pretrain.sh");
+
+    // Both jobs run at once (the local node advertises more CPUs than the two 2-task jobs need).
+    let mut jobs = Vec::new();
+    for name in ["straight", "preempted"] {
+        let work = root.path().join(name);
+        let out = work.join("run");
+        let cfg = pretrain_config(&work, &out);
+        let job = slurm.submit(
+            &script,
+            &work,
+            name,
+            &[],
+            &[("CONFIG", cfg.to_str().unwrap()), ("MULTIMAT", bin())],
+        );
+        jobs.push((job, out));
+    }
+    let (mut preempted, pre_out) = jobs.pop().unwrap();
+    let (mut straight, straight_out) = jobs.pop().unwrap();
+
+    // Preempt once two steps are logged (every rank has installed its handlers by then), as
+    // Slurm does `--signal=USR1@120` before the time limit.
+    let t0 = Instant::now();
+    while metric_lines(&pre_out) < 2 {
+        let recs = preempted.records();
+        assert!(
+            t0.elapsed() < Duration::from_secs(120) && !recs.iter().any(|r| r.state() != "PENDING" && r.state() != "RUNNING"),
+            "the pre-training job did not start training\n{}",
+            preempted.diagnostics()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    preempted.signal_steps("USR1");
+
+    let s = straight.wait_completed(Duration::from_secs(150));
+    assert_eq!(s[0].restarts(), 0, "{}", straight.diagnostics());
+    let p = preempted.wait_completed(Duration::from_secs(150));
+    let log = preempted.output();
+    assert_eq!(p[0].restarts(), 1, "the preempted job must have been requeued once\n{}", preempted.diagnostics());
+    assert!(log.contains("requeueing job"), "the script did not requeue after exit 75\n{log}");
+    assert!(log.contains("restart 1"), "the requeued job did not run again\n{log}");
+
+    // The preempted run checkpointed at its stop step, then resumed from it to the end.
+    let mut stops: Vec<String> = std::fs::read_dir(pre_out.join("checkpoints"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".json") && *n != format!("step-{STEPS:08}.json"))
+        .collect();
+    stops.sort();
+    assert_eq!(stops.len(), 1, "expected exactly one preemption checkpoint before the end, found {stops:?}\n{log}");
+
+    // Same rank count, same data order, same reduction order: the resumed job must be bit-identical
+    // to the uninterrupted one, optimiser state included, and must have logged the same losses.
+    let final_ckpt = format!("checkpoints/step-{STEPS:08}.safetensors");
+    let a = std::fs::read(straight_out.join(&final_ckpt)).unwrap();
+    let b = std::fs::read(pre_out.join(&final_ckpt)).unwrap();
+    assert!(a == b, "weights after {STEPS} steps differ between the preempted+requeued job and the uninterrupted one\n{log}");
+    assert_eq!(losses(&pre_out), losses(&straight_out), "the requeued job must log the same losses");
+}
