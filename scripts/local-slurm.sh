@@ -30,16 +30,15 @@ export SLURM_CONF=$CONF
 say() { echo "[local-slurm] $*"; }
 die() { echo "[local-slurm] ERROR: $*" >&2; exit 1; }
 
-# `pid_of NAME` prints the pid recorded in $STATE/pids/NAME.pid if that process is alive and runs
-# the right executable (pids are reused; Debian's binaries are named e.g. slurmd-wlm).
+# `pid_of NAME` prints the pid recorded in $STATE/pids/NAME.pid if that process is alive and is
+# NAME (pids are reused). /proc/PID/comm, unlike /proc/PID/exe, is readable by any user.
 pid_of() {
-    local f=$STATE/pids/$1.pid pid exe
+    local f=$STATE/pids/$1.pid pid
     [ -s "$f" ] || return 1
     pid=$(tr -dc 0-9 < "$f")
     [ -n "$pid" ] || return 1
-    exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
-    exe=${exe##*/}
-    case "$exe" in "$1"*) echo "$pid" ;; *) return 1 ;; esac
+    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$1" ] || return 1
+    echo "$pid"
 }
 
 # `wait_for SECONDS CMD…` retries CMD every 0.2 s.
@@ -150,7 +149,14 @@ start_munge() {
 node_state() { sinfo -h -N -o '%t' 2>/dev/null | head -n 1; }
 
 start() {
-    [ "$(id -u)" = 0 ] || die "run as root: slurmd must launch jobs (sudo $0 start)"
+    if [ "$(id -u)" != 0 ]; then
+        # Anyone may use a cluster root started; only root can start one.
+        if pid_of slurmctld >/dev/null && pid_of slurmd >/dev/null && scontrol ping 2>/dev/null | grep -q "is UP"; then
+            say "already up (started by root); clients need: export SLURM_CONF=$CONF"
+            return 0
+        fi
+        die "run as root: slurmd must launch jobs (sudo $0 start)"
+    fi
     local b
     for b in /usr/sbin/slurmctld /usr/sbin/slurmd /usr/sbin/munged /usr/bin/sbatch; do
         [ -x "$b" ] || die "$b is missing: install Debian's slurmctld slurmd slurm-client munge (scripts/bootstrap.sh does)"
@@ -193,7 +199,11 @@ start() {
 stop() {
     stop_daemons
     local pid
-    if pid=$(pid_of munged); then kill -TERM "$pid"; fi
+    # munged only if this script started it (another cluster on the host may share it).
+    if pid=$(pid_of munged); then
+        kill -TERM "$pid"
+        wait_for 10 sh -c "! [ -d /proc/$pid ]" || kill -KILL "$pid" 2>/dev/null || true
+    fi
     rm -f "$STATE/pids/munged.pid"
     say "stopped"
 }
