@@ -1,7 +1,8 @@
 //! The real `slurm/*.sh` scripts submitted with `sbatch` to a single-machine Slurm cluster
 //! (`scripts/local-slurm.sh`, started once per test binary by `common/slurm.rs`): a 2-task
 //! pre-training job preempted with `scancel --signal=USR1`, requeued by the script, finishes with
-//! the same weights as an uninterrupted 2-task job.
+//! the same weights as an uninterrupted 2-task job; a job whose config is wrong fails once, with
+//! the reason in its log, instead of being requeued.
 
 mod common;
 #[path = "common/slurm.rs"]
@@ -102,4 +103,29 @@ fn pretrain_job_preempted_with_usr1_is_requeued_and_ends_with_the_uninterrupted_
     let b = std::fs::read(pre_out.join(&final_ckpt)).unwrap();
     assert!(a == b, "weights after {STEPS} steps differ between the preempted+requeued job and the uninterrupted one\n{log}");
     assert_eq!(losses(&pre_out), losses(&straight_out), "the requeued job must log the same losses");
+}
+
+#[test]
+fn pretrain_job_with_a_bad_config_fails_once_with_the_reason_in_its_log() {
+    let slurm = cluster();
+    let root = tempfile::tempdir().unwrap();
+    let work = root.path().join("bad");
+    let cfg = pretrain_config(&work, &work.join("run"));
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("batch_size = 24", "batch_size = 1000");
+    std::fs::write(&cfg, text).unwrap();
+    let mut job = slurm.submit(
+        &repo().join("slurm/pretrain.sh"),
+        &work,
+        "bad-config",
+        &[],
+        &[("CONFIG", cfg.to_str().unwrap()), ("MULTIMAT", bin())],
+    );
+    let recs = job.wait(Duration::from_secs(120));
+    // An error that would recur must not be requeued (only exit 75 is); the job fails with it.
+    assert_eq!(recs[0].state(), "FAILED", "{}", job.diagnostics());
+    assert_ne!(recs[0].exit_code(), Some(0), "{}", job.diagnostics());
+    assert_eq!(recs[0].restarts(), 0, "{}", job.diagnostics());
+    let log = job.output();
+    assert!(log.contains("fewer than one batch"), "the job log must say why it failed:\n{log}");
+    assert!(!log.contains("requeueing"), "{log}");
 }
