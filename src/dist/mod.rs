@@ -13,6 +13,8 @@ mod multi_node;
 
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 /// This process's place in the job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,18 +128,51 @@ enum Backend {
     Mpi(multi_node::MpiWorld),
 }
 
+/// Cumulative count, wall time and payload bytes of one kind of collective in this process.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommStat {
+    pub calls: u64,
+    pub nanos: u64,
+    /// Payload: the buffer reduced, or the gathered result, in bytes (not the bytes on the wire,
+    /// which depend on the algorithm; see `train::step_timing`).
+    pub bytes: u64,
+}
+
+/// [`CommStat`] per kind of collective, for step-time breakdowns (`train::step_timing`).
+/// The time of a collective includes waiting for the slowest rank to arrive.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommSnapshot {
+    pub all_gather: CommStat,
+    pub all_reduce_f32: CommStat,
+    /// f64 sums: SyncBN statistics and the loss.
+    pub all_reduce_f64: CommStat,
+    /// Barriers, byte gathers and broadcasts, integer reductions.
+    pub other: CommStat,
+}
+
+const COMM_KINDS: usize = 4;
+const GATHER: usize = 0;
+const REDUCE_F32: usize = 1;
+const REDUCE_F64: usize = 2;
+const OTHER: usize = 3;
+
+/// Always-on counters: three relaxed atomic adds per collective, negligible next to one.
+#[derive(Default)]
+struct CommCounters([[AtomicU64; 3]; COMM_KINDS]);
+
 /// A handle to the job: topology plus collectives. Create one per process with [`Dist::init`]
 /// and pass it down; dropping it finalises MPI.
 pub struct Dist {
     pub topology: Topology,
     pub launcher: &'static str,
     backend: Backend,
+    counters: CommCounters,
 }
 
 impl Dist {
     /// Single process, no MPI, whatever the environment says.
     pub fn single() -> Dist {
-        Dist { topology: Topology::single(), launcher: "none", backend: Backend::Single }
+        Dist { topology: Topology::single(), launcher: "none", backend: Backend::Single, counters: CommCounters::default() }
     }
 
     /// Discover the topology and start MPI when a launcher started several processes. Refuses to
@@ -147,7 +182,7 @@ impl Dist {
         let env: BTreeMap<String, String> = std::env::vars().collect();
         let launcher = discover_from(&env)?;
         if launcher.topology.world_size == 1 {
-            return Ok(Dist { topology: launcher.topology, launcher: launcher.source, backend: Backend::Single });
+            return Ok(Dist { topology: launcher.topology, launcher: launcher.source, backend: Backend::Single, counters: CommCounters::default() });
         }
         #[cfg(feature = "mpi")]
         {
@@ -161,7 +196,7 @@ impl Dist {
                     launcher.source, launcher.topology.rank, launcher.topology.world_size, rank, size
                 );
             }
-            Ok(Dist { topology: launcher.topology, launcher: launcher.source, backend: Backend::Mpi(world) })
+            Ok(Dist { topology: launcher.topology, launcher: launcher.source, backend: Backend::Mpi(world), counters: CommCounters::default() })
         }
         #[cfg(not(feature = "mpi"))]
         {
@@ -183,7 +218,29 @@ impl Dist {
         self.topology.is_root()
     }
 
+    fn record(&self, kind: usize, since: Instant, bytes: usize) {
+        let c = &self.counters.0[kind];
+        c[0].fetch_add(1, Ordering::Relaxed);
+        c[1].fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        c[2].fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Totals of this process's collectives so far; subtract two snapshots for an interval.
+    pub fn comm_snapshot(&self) -> CommSnapshot {
+        let get = |k: usize| {
+            let c = &self.counters.0[k];
+            CommStat { calls: c[0].load(Ordering::Relaxed), nanos: c[1].load(Ordering::Relaxed), bytes: c[2].load(Ordering::Relaxed) }
+        };
+        CommSnapshot { all_gather: get(GATHER), all_reduce_f32: get(REDUCE_F32), all_reduce_f64: get(REDUCE_F64), other: get(OTHER) }
+    }
+
     pub fn barrier(&self) {
+        let t = Instant::now();
+        self.barrier_untimed();
+        self.record(OTHER, t, 0);
+    }
+
+    fn barrier_untimed(&self) {
         match &self.backend {
             Backend::Single => {}
             #[cfg(feature = "mpi")]
@@ -193,6 +250,12 @@ impl Dist {
 
     /// Element-wise sum over ranks, in place, identical on every rank.
     pub fn all_reduce_sum_f32(&self, buf: &mut [f32]) {
+        let t = Instant::now();
+        self.all_reduce_sum_f32_untimed(buf);
+        self.record(REDUCE_F32, t, std::mem::size_of_val(buf));
+    }
+
+    fn all_reduce_sum_f32_untimed(&self, buf: &mut [f32]) {
         let _ = &buf; // untouched by a single process
         match &self.backend {
             Backend::Single => {}
@@ -202,6 +265,12 @@ impl Dist {
     }
 
     pub fn all_reduce_sum_f64(&self, buf: &mut [f64]) {
+        let t = Instant::now();
+        self.all_reduce_sum_f64_untimed(buf);
+        self.record(REDUCE_F64, t, std::mem::size_of_val(buf));
+    }
+
+    fn all_reduce_sum_f64_untimed(&self, buf: &mut [f64]) {
         let _ = &buf; // untouched by a single process
         match &self.backend {
             Backend::Single => {}
@@ -212,38 +281,50 @@ impl Dist {
 
     /// Maximum over ranks of one integer (used to agree on a stop step after a signal).
     pub fn all_reduce_max_i64(&self, v: i64) -> i64 {
-        match &self.backend {
+        let t = Instant::now();
+        let out = match &self.backend {
             Backend::Single => v,
             #[cfg(feature = "mpi")]
             Backend::Mpi(w) => w.all_reduce_max_i64(v),
-        }
+        };
+        self.record(OTHER, t, 8);
+        out
     }
 
     /// Concatenate every rank's slice in rank order (slices may differ in length).
     pub fn all_gather_f32(&self, local: &[f32]) -> Vec<f32> {
-        match &self.backend {
+        let t = Instant::now();
+        let out = match &self.backend {
             Backend::Single => local.to_vec(),
             #[cfg(feature = "mpi")]
             Backend::Mpi(w) => w.all_gather_varcount_f32(local),
-        }
+        };
+        self.record(GATHER, t, std::mem::size_of_val(&out[..]));
+        out
     }
 
     /// Every rank's bytes, in rank order, on every rank (for ids, JSON summaries, hit lists).
     pub fn all_gather_bytes(&self, local: &[u8]) -> Vec<Vec<u8>> {
-        match &self.backend {
+        let t = Instant::now();
+        let out = match &self.backend {
             Backend::Single => vec![local.to_vec()],
             #[cfg(feature = "mpi")]
             Backend::Mpi(w) => w.all_gather_bytes(local),
-        }
+        };
+        self.record(OTHER, t, out.iter().map(Vec::len).sum());
+        out
     }
 
     /// Root's bytes on every rank.
     pub fn broadcast_bytes(&self, root_bytes: Vec<u8>) -> Vec<u8> {
-        match &self.backend {
+        let t = Instant::now();
+        let out = match &self.backend {
             Backend::Single => root_bytes,
             #[cfg(feature = "mpi")]
             Backend::Mpi(w) => w.broadcast_bytes(root_bytes),
-        }
+        };
+        self.record(OTHER, t, out.len());
+        out
     }
 }
 

@@ -79,7 +79,8 @@ pub struct ScreenInputs {
     #[arg(long, requires = "queries2")]
     pub candidates2: Option<PathBuf>,
     /// Weights of the two similarities in a multi-modal screen: score = w1·cos1 + w2·cos2.
-    #[arg(long, value_delimiter = ',', num_args = 2, default_values_t = vec![0.5f32, 0.5])]
+    // One argument `w1,w2` (with `num_args = 2` clap rejected the documented comma form).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![0.5f32, 0.5])]
     pub weights: Vec<f32>,
     /// Screen even if queries and candidates come from different models/checkpoints (their
     /// similarities are then usually meaningless).
@@ -320,29 +321,40 @@ fn screen(a: &ScreenArgs) -> Result<()> {
     ensure!(a.k >= 1, "-k must be at least 1");
     let out = a.out.as_ref().context("--out is required")?;
     let t0 = Instant::now();
-    let prepared = prepare(&a.inputs)?;
-    for line in &prepared.summary {
-        eprintln!("{line}");
-    }
+    // Under `mpirun -n R` / `srun` each rank screens a contiguous range of candidate rows and
+    // rank 0 merges; without a launcher this is rank 0 of 1 and the plain serial screen.
+    let dist = crate::dist::Dist::init()?;
     let cfg = a.tuning.config(!a.quiet);
-    let n = prepared.candidates.len();
-    let stats = ScreenStats::default();
     let (t1, cpu1) = (Instant::now(), process_cpu_seconds());
-    let hits = topk_over_range_with_stats(&prepared.queries, &*prepared.candidates, 0..n, a.k, &cfg, &stats)?;
+    let report = super::distributed::screen_distributed(&a.inputs, a.k, &cfg, out, &dist)?;
     let screen_s = t1.elapsed().as_secs_f64();
     let screen_cpu_s = process_cpu_seconds().zip(cpu1).map_or(f64::NAN, |(b, a)| b - a);
-    write_hits_csv(out, &prepared.queries.ids, &hits)?;
-    eprintln!(
-        "screened {} queries × {} candidates (k = {}) in {:.3} s ({:.2} CPU s; {:.0} queries/s; {:.2} s total with reading queries and writing {})",
-        prepared.queries.len(),
-        n,
-        a.k,
-        screen_s,
-        screen_cpu_s,
-        prepared.queries.len() as f64 / screen_s,
-        t0.elapsed().as_secs_f64(),
-        out.display()
-    );
+    if let Some(r) = report {
+        for line in &r.summary {
+            eprintln!("{line}");
+        }
+        if dist.world_size() > 1 {
+            let per_rank: Vec<String> = r.rank_screen_s.iter().map(|s| format!("{s:.3}")).collect();
+            eprintln!(
+                "{} ranks: local screen seconds per rank [{}]; gather + merge {:.3} s, {} bytes of hits",
+                dist.world_size(),
+                per_rank.join(", "),
+                r.merge_s,
+                r.hit_bytes
+            );
+        }
+        eprintln!(
+            "screened {} queries × {} candidates (k = {}) in {:.3} s (rank 0: {:.2} CPU s; {:.0} queries/s; {:.2} s total with reading queries and writing {})",
+            r.queries,
+            r.candidates,
+            a.k,
+            screen_s,
+            screen_cpu_s,
+            r.queries as f64 / screen_s,
+            t0.elapsed().as_secs_f64(),
+            out.display()
+        );
+    }
     Ok(())
 }
 

@@ -6,10 +6,11 @@
 //! Layout: `topk` (hits, ranking rule, heaps, k-way merge), `blocked` (the streaming GEMM
 //! engine and the `topk_over_range` building block the MPI screen shards with), `multimodal`
 //! (joins by id), `reference` (the plain f64 screen tests compare against), `random` (test and
-//! benchmark data), `cli` (the binary). Inputs are `crate::embeddings` files.
+//! benchmark data), `distributed` (the screen over MPI ranks), `cli` (the binary). Inputs are `crate::embeddings` files.
 
 pub mod blocked;
 pub mod cli;
+pub mod distributed;
 pub mod multimodal;
 pub mod random;
 pub mod reference;
@@ -19,6 +20,7 @@ pub use blocked::{
     shard_range, topk_over_range, topk_over_range_with_stats, CandidateSource, EmbeddingMatrix, Parallelism,
     ScreenConfig, ScreenStats,
 };
+pub use distributed::{screen_distributed, ScreenReport};
 pub use cli::{prepare, write_hits_csv, PreparedScreen, ScreenInputs};
 pub use topk::{decode_hits, encode_hits, hit_order, merge_topk, rank_order, Hit, TopK};
 

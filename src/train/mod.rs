@@ -8,3 +8,4 @@ pub mod dataset;
 pub mod model;
 pub mod preempt;
 pub mod pretrain;
+pub mod step_timing;

@@ -212,8 +212,10 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
     let rows = rank_rows(bsz, dist.world_size(), dist.rank());
     let d = cfg.model.embed_dim;
     while step < end_step {
+        let t_wait = Instant::now();
         let sb = rx.recv().context("batch prefetch thread stopped")??;
         debug_assert_eq!(sb.step, step);
+        let mut timer = super::step_timing::StepTimer::start(dist, t_wait.elapsed());
         let t0 = Instant::now();
         model.set_training(true);
         let ctx = StepContext { train: true, dist, dropout_seed: cfg.run.seed ^ step.wrapping_mul(0x2545_F491_4F6C_DD1D) };
@@ -275,7 +277,7 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
         if dist.world_size() > 1 {
             let mut flat = Vec::with_capacity(params_count);
             model.visit_params(&mut |p| flat.extend_from_slice(p.grad.data()));
-            dist.all_reduce_sum_f32(&mut flat);
+            timer.param_all_reduce(dist, || dist.all_reduce_sum_f32(&mut flat));
             let mut off = 0;
             model.visit_params(&mut |p| {
                 let n = p.grad.numel();
@@ -311,6 +313,7 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
         model.zero_grad();
         step += 1;
         let dt = t0.elapsed().as_secs_f64();
+        let timing = timer.finish(dist);
         first_loss.get_or_insert(loss);
         last_loss = Some(loss);
 
@@ -326,6 +329,7 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
                 "step_time_s": dt, "materials_per_s": bsz as f64 / dt,
                 "terms": out.terms.iter().map(|t| serde_json::json!({"name": t.name, "valid_rows": t.valid_rows})).collect::<Vec<_>>(),
                 "temperatures": temps,
+                "timing": timing.to_json(),
             });
             append_line(&out_dir.join("metrics.jsonl"), &line.to_string())?;
             if let Some(pb) = &bar {
