@@ -2,7 +2,8 @@
 //! (`scripts/local-slurm.sh`, started once per test binary by `common/slurm.rs`): a 2-task
 //! pre-training job preempted with `scancel --signal=USR1`, requeued by the script, finishes with
 //! the same weights as an uninterrupted 2-task job; a job whose config is wrong fails once, with
-//! the reason in its log, instead of being requeued.
+//! the reason in its log, instead of being requeued; `slurm/screen.sh` as a 2- and a 3-task job
+//! writes the same CSV, byte for byte, as the serial `multimat-screen`.
 
 mod common;
 #[path = "common/slurm.rs"]
@@ -11,6 +12,7 @@ mod slurm;
 use common::{bin, write_config};
 use slurm::{cluster, repo};
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Steps of the pre-training jobs: long enough that the signal lands mid-run on a loaded machine.
@@ -128,4 +130,66 @@ fn pretrain_job_with_a_bad_config_fails_once_with_the_reason_in_its_log() {
     let log = job.output();
     assert!(log.contains("fewer than one batch"), "the job log must say why it failed:\n{log}");
     assert!(!log.contains("requeueing"), "{log}");
+}
+
+const SCREEN: &str = env!("CARGO_BIN_EXE_multimat-screen");
+
+fn gen_embeddings(path: &Path, n: usize, seed: u64, prefix: &str) {
+    // Lattice vectors with exact duplicate rows under other ids: exact similarity ties, which
+    // straddle the ranks' candidate ranges and must be broken by id, not by rank.
+    let out = Command::new(SCREEN)
+        .args(["gen-random", "--out", path.to_str().unwrap(), "-n", &n.to_string(), "--dim", "8"])
+        .args(["--seed", &seed.to_string(), "--kind", "lattice", "--duplicates", "0.2", "--id-prefix", prefix])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "gen-random: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn screen_job_on_two_and_three_tasks_writes_the_serial_csv() {
+    let slurm = cluster();
+    let root = tempfile::tempdir().unwrap();
+    let (q, c) = (root.path().join("q.h5"), root.path().join("c.h5"));
+    gen_embeddings(&q, 40, 11, "q-");
+    gen_embeddings(&c, 3000, 12, "mp-");
+    let serial = root.path().join("serial.csv");
+    let out = Command::new(SCREEN)
+        .args(["--queries", q.to_str().unwrap(), "--candidates", c.to_str().unwrap(), "-k", "12", "-q"])
+        .args(["--out", serial.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "serial screen: {}", String::from_utf8_lossy(&out.stderr));
+    let expected = std::fs::read(&serial).unwrap();
+    assert_eq!(String::from_utf8_lossy(&expected).lines().count(), 1 + 40 * 12);
+
+    // The script's own task count (2), and 3 tasks from the command line; both at once.
+    let mut jobs = Vec::new();
+    for (tasks, sbatch_args) in [(2usize, &[][..]), (3, &["--ntasks=3"][..])] {
+        let work = root.path().join(format!("tasks{tasks}"));
+        std::fs::create_dir_all(&work).unwrap();
+        let csv = work.join("hits.csv");
+        let job = slurm.submit(
+            &repo().join("slurm/screen.sh"),
+            &work,
+            &format!("screen{tasks}"),
+            sbatch_args,
+            &[
+                ("QUERIES", q.to_str().unwrap()),
+                ("CANDIDATES", c.to_str().unwrap()),
+                ("K", "12"),
+                ("OUT", csv.to_str().unwrap()),
+                ("SCREEN", SCREEN),
+            ],
+        );
+        jobs.push((tasks, job, csv));
+    }
+    for (tasks, mut job, csv) in jobs {
+        job.wait_completed(Duration::from_secs(120));
+        // Rank 0 reports the MPI world it merged: proof that srun gave MPICH one world of
+        // `tasks` ranks, not `tasks` independent serial screens writing the same file.
+        let log = job.output();
+        assert!(log.contains(&format!("{tasks} ranks: local screen seconds per rank")), "not a {tasks}-rank MPI world:\n{log}");
+        let got = std::fs::read(&csv).unwrap_or_else(|e| panic!("{}: {e}\n{}", csv.display(), job.diagnostics()));
+        assert!(got == expected, "{tasks}-task screen job's CSV differs from the serial one\n{log}");
+    }
 }
