@@ -22,5 +22,7 @@ pub mod dist;
 pub mod text;
 pub mod model;
 pub mod train;
+pub mod finetune;
+pub mod sweep;
 pub mod eval;
 pub mod cli;

@@ -23,6 +23,10 @@ enum Command {
     Validate(cli::validate::Args),
     /// Contrastive pre-training of the encoders from a TOML config.
     Pretrain(cli::pretrain::Args),
+    /// Fine-tune a (pre-trained or fresh) crystal encoder + linear head on one property.
+    Finetune(cli::finetune::Args),
+    /// Fine-tuning grid (learning rates × seeds × variants) over ranks or array tasks → table.
+    Sweep(cli::sweep::Args),
     /// Embed text descriptions with a frozen BERT model into the shards.
     EmbedText(cli::embed_text::Args),
     /// Generate synthetic records of realistic size for throughput and scale tests.
@@ -41,6 +45,8 @@ fn main() {
         Command::Ingest(a) => cli::ingest::run(a),
         Command::Validate(a) => cli::validate::run(a),
         Command::Pretrain(a) => cli::pretrain::run(a),
+        Command::Finetune(a) => cli::finetune::run(a),
+        Command::Sweep(a) => cli::sweep::run(a),
         Command::EmbedText(a) => cli::embed_text::run(a),
         Command::Synth(a) => cli::synth::run(a),
         Command::Bench(a) => cli::bench::run(a),

@@ -315,6 +315,40 @@ impl Dist {
         out
     }
 
+    /// Point-to-point: send one integer to rank `dest` (the sweep's work dispatcher). A single
+    /// process has nobody to talk to, so this is an error there rather than a silent no-op.
+    pub fn send_i64(&self, dest: usize, v: i64) -> Result<()> {
+        let _ = (dest, v);
+        match &self.backend {
+            Backend::Single => bail!("send_i64: a single process has no rank {dest} to send to"),
+            #[cfg(feature = "mpi")]
+            Backend::Mpi(w) => {
+                w.send_i64(dest, v);
+                Ok(())
+            }
+        }
+    }
+
+    /// Point-to-point: receive one integer from rank `src` (blocking).
+    pub fn recv_i64(&self, src: usize) -> Result<i64> {
+        let _ = src;
+        match &self.backend {
+            Backend::Single => bail!("recv_i64: a single process has no rank {src} to receive from"),
+            #[cfg(feature = "mpi")]
+            Backend::Mpi(w) => Ok(w.recv_i64(src)),
+        }
+    }
+
+    /// Non-blocking: the rank of some process with a message waiting for this one, if any
+    /// (receive it with `recv_i64`). Always `None` in a single process.
+    pub fn probe_any(&self) -> Option<usize> {
+        match &self.backend {
+            Backend::Single => None,
+            #[cfg(feature = "mpi")]
+            Backend::Mpi(w) => w.probe_any(),
+        }
+    }
+
     /// Root's bytes on every rank.
     pub fn broadcast_bytes(&self, root_bytes: Vec<u8>) -> Vec<u8> {
         let t = Instant::now();

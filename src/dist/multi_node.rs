@@ -88,4 +88,17 @@ impl MpiWorld {
         root.broadcast_into(&mut buf[..]);
         buf
     }
+
+    pub fn send_i64(&self, dest: usize, v: i64) {
+        self.world.process_at_rank(dest as i32).send(&v);
+    }
+
+    pub fn recv_i64(&self, src: usize) -> i64 {
+        let (v, _status) = self.world.process_at_rank(src as i32).receive::<i64>();
+        v
+    }
+
+    pub fn probe_any(&self) -> Option<usize> {
+        self.world.any_process().immediate_probe().map(|s| s.source_rank() as usize)
+    }
 }

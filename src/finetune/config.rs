@@ -1,0 +1,229 @@
+//! The fine-tuning configuration (TOML): which shards and target, which crystal encoder (from a
+//! pre-training checkpoint or from scratch), the optimiser (the paper's fine-tuning settings by
+//! default: AdamW, 10 warm-up epochs then cosine decay, batch 120, no weight decay) and early
+//! stopping. `--set section.key=value` overrides any field; the resolved configuration is written
+//! into the run directory.
+
+use crate::model::config::{CrystalEncoderKind, EncodersConfig};
+use crate::train::config::apply_override;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinetuneConfig {
+    pub data: FtDataConfig,
+    #[serde(default)]
+    pub model: FtModelConfig,
+    #[serde(default)]
+    pub optim: FtOptimConfig,
+    #[serde(default)]
+    pub run: FtRunConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FtDataConfig {
+    /// Shard files or directories of shards (relative paths are relative to the config file).
+    pub shards: Vec<PathBuf>,
+    /// Target name as stored in the shards (`K_VRH`, `G_VRH`, `elastic_tensor`, `band_gap`, …);
+    /// scalar or vector.
+    pub target: String,
+    /// Use only the first N usable records in material-id order (0: all). For quick runs and tests.
+    #[serde(default)]
+    pub max_records: usize,
+    /// Train / validation / test fractions (must sum to 1).
+    #[serde(default = "default_split")]
+    pub split: [f64; 3],
+    /// Seed of the split (default: `run.seed`, so each seed of a sweep also draws a new split, and
+    /// every variant with the same seed sees the same split).
+    #[serde(default)]
+    pub split_seed: Option<u64>,
+    /// Standardise each target component with the training set's mean and standard deviation
+    /// (the loss is then on standardised values; metrics are always reported in the target's
+    /// units). `false` trains on raw units, as the reference code did.
+    #[serde(default = "default_true")]
+    pub standardize: bool,
+}
+
+fn default_split() -> [f64; 3] {
+    [0.6, 0.2, 0.2]
+}
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FtModelConfig {
+    /// Output width of the crystal encoder (the pre-training embedding width).
+    pub embed_dim: usize,
+    /// The crystal encoder: `encoders.crystal_encoder` (potnet or cgcnn) and its hyper-parameters.
+    /// Only the crystal sub-tables matter here.
+    pub encoders: EncodersConfig,
+    /// A pre-training checkpoint's `.json`: its crystal encoder's weights are loaded (relative
+    /// paths are relative to the config file). Absent: the encoder starts from random weights.
+    pub checkpoint: Option<PathBuf>,
+}
+
+impl Default for FtModelConfig {
+    fn default() -> Self {
+        FtModelConfig { embed_dim: 128, encoders: EncodersConfig::default(), checkpoint: None }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FtOptimConfig {
+    /// Peak learning rate (the paper sweeps 1e-3, 1e-4, 1e-5).
+    pub lr: f64,
+    pub final_lr: f64,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// Linear warm-up length in epochs (fractions allowed).
+    pub warmup_epochs: f64,
+    /// Maximum number of epochs (the cosine schedule spans all of them).
+    pub epochs: u64,
+    pub batch_size: usize,
+    /// Global-norm gradient clipping; 0 disables it.
+    pub grad_clip: f64,
+    /// Stop when the validation MAE has not improved for this many epochs (0: never stop early).
+    pub patience: u64,
+}
+
+impl Default for FtOptimConfig {
+    fn default() -> Self {
+        FtOptimConfig {
+            lr: 1e-4,
+            final_lr: 0.0,
+            weight_decay: 0.0,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            warmup_epochs: 10.0,
+            epochs: 200,
+            batch_size: 120,
+            grad_clip: 0.0,
+            patience: 50,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FtRunConfig {
+    /// Run directory: config.resolved.toml, split.csv, metrics.jsonl, best/, predictions.csv,
+    /// result.json.
+    pub out_dir: PathBuf,
+    /// Seed of the head and (from scratch) encoder initialisation, the data order and, unless
+    /// `data.split_seed` is set, the split.
+    pub seed: u64,
+}
+
+impl Default for FtRunConfig {
+    fn default() -> Self {
+        FtRunConfig { out_dir: PathBuf::from("runs/finetune"), seed: 0 }
+    }
+}
+
+impl FinetuneConfig {
+    /// Read a TOML config, apply `key=value` overrides, resolve relative shard and checkpoint paths
+    /// against the config file's directory, and check it.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<FinetuneConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        let mut value: toml::Value = toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
+        for o in overrides {
+            apply_override(&mut value, o).with_context(|| format!("applying override {o:?}"))?;
+        }
+        let mut cfg: FinetuneConfig =
+            value.try_into().map_err(|e: toml::de::Error| anyhow::anyhow!("config {}: {e}", path.display()))?;
+        cfg.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        cfg.check().with_context(|| format!("config {}", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// Make relative shard and checkpoint paths relative to `base`.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        for s in &mut self.data.shards {
+            if s.is_relative() {
+                *s = base.join(&*s);
+            }
+        }
+        if let Some(c) = &mut self.model.checkpoint {
+            if c.is_relative() {
+                *c = base.join(&*c);
+            }
+        }
+    }
+
+    pub fn check(&self) -> Result<()> {
+        if self.data.shards.is_empty() {
+            bail!("data.shards is empty");
+        }
+        if self.data.target.trim().is_empty() {
+            bail!("data.target is empty");
+        }
+        let s = self.data.split;
+        if s.iter().any(|f| !(0.0..=1.0).contains(f)) || (s.iter().sum::<f64>() - 1.0).abs() > 1e-9 || s[0] <= 0.0 || s[1] <= 0.0 {
+            bail!("data.split must be three fractions in [0, 1] summing to 1 with train and validation > 0, got {s:?}");
+        }
+        let o = &self.optim;
+        if !(o.lr > 0.0 && o.lr.is_finite()) {
+            bail!("optim.lr must be a positive number, got {}", o.lr);
+        }
+        if o.batch_size < 2 {
+            bail!("optim.batch_size must be at least 2 (BatchNorm needs more than one row)");
+        }
+        if o.epochs == 0 {
+            bail!("optim.epochs must be positive");
+        }
+        if self.model.embed_dim == 0 {
+            bail!("model.embed_dim must be positive");
+        }
+        Ok(())
+    }
+
+    pub fn crystal_encoder(&self) -> CrystalEncoderKind {
+        self.model.encoders.crystal_encoder
+    }
+
+    /// The seed of the train/validation/test split.
+    pub fn split_seed(&self) -> u64 {
+        self.data.split_seed.unwrap_or(self.run.seed)
+    }
+
+    pub fn to_toml(&self) -> Result<String> {
+        Ok(toml::to_string_pretty(self)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paper_defaults_overrides_and_validation() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.toml");
+        std::fs::write(&p, "[data]\nshards = [\"shards\"]\ntarget = \"K_VRH\"\n[model]\ncheckpoint = \"ck/step-1.json\"\n").unwrap();
+        let c = FinetuneConfig::load(&p, &["optim.lr=1e-3".into(), "model.encoders.crystal_encoder=cgcnn".into()]).unwrap();
+        assert_eq!(c.optim.batch_size, 120);
+        assert_eq!(c.optim.weight_decay, 0.0);
+        assert_eq!(c.optim.warmup_epochs, 10.0);
+        assert_eq!(c.data.split, [0.6, 0.2, 0.2]);
+        assert!(c.data.standardize);
+        assert_eq!(c.optim.lr, 1e-3);
+        assert_eq!(c.crystal_encoder(), CrystalEncoderKind::Cgcnn);
+        assert_eq!(c.data.shards[0], dir.path().join("shards"));
+        assert_eq!(c.model.checkpoint.as_deref(), Some(dir.path().join("ck/step-1.json").as_path()));
+        assert_eq!(c.split_seed(), 0);
+        assert!(FinetuneConfig::load(&p, &["data.split=[0.5, 0.2, 0.2]".into()]).is_err());
+        assert!(FinetuneConfig::load(&p, &["optim.batch_size=1".into()]).is_err());
+        assert!(FinetuneConfig::load(&p, &["optim.learning_rate=1".into()]).is_err(), "unknown keys are refused");
+        let again: FinetuneConfig = toml::from_str(&c.to_toml().unwrap()).unwrap();
+        assert_eq!(again, c);
+    }
+}

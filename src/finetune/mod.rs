@@ -1,0 +1,433 @@
+//! Fine-tuning (`multimat finetune`): a crystal encoder — transferred from a pre-training
+//! checkpoint or from scratch — plus a randomly initialised linear head, trained end to end with
+//! MSE on one scalar or vector property (the paper's "Fine-tuning for prediction tasks").
+//!
+//! One run:
+//! 1. load the shards; keep records with a crystal graph and a finite target (the others are
+//!    counted and reported by reason), optionally the first `max_records` by material id;
+//! 2. split 60/20/20 by a hash of (seed, id) (`split.rs`; written to `split.csv`);
+//! 3. standardise the target per component with training statistics (or keep raw units);
+//! 4. AdamW with linear warm-up + cosine decay over `epochs`, batch 120 drawn by
+//!    `train::data_order::epoch_permutation(seed, epoch)`; after every epoch the validation MAE
+//!    (target units) is logged to `metrics.jsonl`, and an improvement is kept in memory and
+//!    written as `best/step-<epoch>` (atomic); no improvement for `patience` epochs stops;
+//! 5. the best-validation weights are evaluated on the test split: MAE, RMSE, R² in the target's
+//!    units → `predictions.csv` and `result.json` (written last: a run is complete exactly when
+//!    its `result.json` exists, which is what `multimat sweep` checks).
+//!
+//! Each run is a single process (`Dist::single`): a sweep spreads whole runs over ranks.
+
+pub mod config;
+pub mod metrics;
+pub mod model;
+pub mod split;
+
+pub use config::FinetuneConfig;
+pub use metrics::{regression_metrics, Metrics, Standardizer};
+pub use model::{load_pretrained_crystal, FinetuneModel, TransferInfo};
+
+use crate::dist::Dist;
+use crate::engine::optim::{clip_grad_norm, grad_norm, AdamW, AdamWConfig, WarmupCosine};
+use crate::engine::{Module, Tensor};
+use crate::model::{Modality, StepContext};
+use crate::train::checkpoint::{self, NamedTensors};
+use crate::train::data_order::epoch_permutation;
+use crate::train::dataset::{shard_paths, Dataset};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use split::Part;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Name of the file that marks a complete run.
+pub const RESULT_FILE: &str = "result.json";
+
+/// Options that are not part of the experiment's definition.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Show a progress bar over epochs.
+    pub progress: bool,
+    /// Start over even if `result.json` already exists in the run directory.
+    pub force: bool,
+    /// Print a one-line summary per epoch to stderr.
+    pub verbose: bool,
+}
+
+/// Counts of records left out, by reason (reported, never silently dropped).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Excluded {
+    /// Records whose target is absent or not finite.
+    pub missing_target: usize,
+    /// Records without a crystal graph.
+    pub missing_crystal: usize,
+    /// Usable records beyond `data.max_records`.
+    pub over_limit: usize,
+    /// Up to 20 ids of records missing the target, for the log.
+    pub missing_target_examples: Vec<String>,
+}
+
+/// Everything `result.json` holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FinetuneResult {
+    pub target: String,
+    pub units: String,
+    pub target_width: usize,
+    pub standardized: bool,
+    pub crystal_encoder: String,
+    /// The pre-training checkpoint's JSON, or null when trained from scratch.
+    pub checkpoint: Option<String>,
+    pub checkpoint_sha256: Option<String>,
+    pub seed: u64,
+    pub split_seed: u64,
+    pub lr: f64,
+    pub records_total: usize,
+    pub excluded: Excluded,
+    pub n_train: usize,
+    pub n_val: usize,
+    pub n_test: usize,
+    pub epochs_run: u64,
+    /// 1-based epoch of the lowest validation MAE.
+    pub best_epoch: u64,
+    pub val_mae: f64,
+    pub val_rmse: f64,
+    pub test_mae: f64,
+    pub test_rmse: f64,
+    pub test_r2: Option<f64>,
+    /// Validation and test MAE of predicting the training mean for every material.
+    pub val_mae_train_mean: f64,
+    pub test_mae_train_mean: f64,
+    pub stopped_early: bool,
+    pub parameters: usize,
+    pub wall_s: f64,
+}
+
+/// The usable records, their targets and parts.
+struct Prepared {
+    ds: Dataset,
+    records: Vec<usize>,  // global record indices, usable, in material-id order
+    targets: Vec<f64>,    // (n, width) in target units
+    parts: Vec<Part>,     // (n)
+    width: usize,
+    units: String,
+    excluded: Excluded,
+}
+
+fn prepare(cfg: &FinetuneConfig) -> Result<Prepared> {
+    let paths = shard_paths(&cfg.data.shards)?;
+    let ds = Dataset::load(&paths)?;
+    let name = &cfg.data.target;
+    let mut spec = None;
+    for sh in &ds.shards {
+        match (sh.meta.targets.get(name), &spec) {
+            (None, _) => {}
+            (Some(s), None) => spec = Some(s.clone()),
+            (Some(s), Some(first)) if s.width != first.width => {
+                bail!("{}: target {name:?} has width {} but an earlier shard has {}", sh.path.display(), s.width, first.width)
+            }
+            _ => {}
+        }
+    }
+    let spec = spec.with_context(|| {
+        let mut names: Vec<&String> = ds.shards.iter().flat_map(|s| s.meta.targets.keys()).collect();
+        names.sort();
+        names.dedup();
+        format!("no shard in {:?} has a target {name:?}; targets present: {names:?}", cfg.data.shards)
+    })?;
+    let width = spec.width;
+    let mut excluded = Excluded::default();
+    let mut usable: Vec<(usize, Vec<f64>)> = Vec::new();
+    for r in 0..ds.len() {
+        if !ds.has(Modality::Crystal, r) {
+            excluded.missing_crystal += 1;
+            continue;
+        }
+        match ds.target(name, r) {
+            Some(v) => usable.push((r, v)),
+            None => {
+                excluded.missing_target += 1;
+                if excluded.missing_target_examples.len() < 20 {
+                    excluded.missing_target_examples.push(ds.id(r).to_string());
+                }
+            }
+        }
+    }
+    usable.sort_by(|a, b| ds.id(a.0).cmp(ds.id(b.0)).then(a.0.cmp(&b.0)));
+    if cfg.data.max_records > 0 && usable.len() > cfg.data.max_records {
+        excluded.over_limit = usable.len() - cfg.data.max_records;
+        usable.truncate(cfg.data.max_records);
+    }
+    let ids: Vec<&str> = usable.iter().map(|(r, _)| ds.id(*r)).collect();
+    let parts = split::assign(&ids, cfg.split_seed(), cfg.data.split);
+    let n_train = parts.iter().filter(|&&p| p == Part::Train).count();
+    let n_val = parts.iter().filter(|&&p| p == Part::Val).count();
+    if n_train < 2 || n_val < 1 {
+        bail!(
+            "target {name:?}: {} usable records ({} missing the target, {} without a crystal graph) give {n_train} training and {n_val} validation records; need at least 2 and 1",
+            usable.len(), excluded.missing_target, excluded.missing_crystal
+        );
+    }
+    let records = usable.iter().map(|(r, _)| *r).collect();
+    let targets = usable.into_iter().flat_map(|(_, v)| v).collect();
+    Ok(Prepared { ds, records, targets, parts, width, units: spec.units, excluded })
+}
+
+/// Predictions (n, width) in model space for `rows` (indices into `p.records`), eval mode.
+fn predict(model: &mut FinetuneModel, p: &Prepared, rows: &[usize], batch: usize) -> Result<Vec<f64>> {
+    let single = Dist::single();
+    let ctx = StepContext { train: false, dist: &single, dropout_seed: 0 };
+    model.set_training(false);
+    let mut out = Vec::with_capacity(rows.len() * p.width);
+    for chunk in rows.chunks(batch.max(1)) {
+        let recs: Vec<usize> = chunk.iter().map(|&i| p.records[i]).collect();
+        let b = p.ds.assemble(Modality::Crystal, &recs)?;
+        let y = model.forward(&b, &ctx)?;
+        out.extend(y.data().iter().map(|&v| v as f64));
+    }
+    Ok(out)
+}
+
+fn rows_targets(p: &Prepared, rows: &[usize]) -> Vec<f64> {
+    rows.iter().flat_map(|&i| p.targets[i * p.width..(i + 1) * p.width].iter().copied()).collect()
+}
+
+fn snapshot(model: &mut FinetuneModel) -> NamedTensors {
+    let mut t = NamedTensors::new();
+    model.visit_params(&mut |q| {
+        t.insert(format!("param.{}", q.name), (q.value.shape.clone(), q.value.data().to_vec()));
+    });
+    model.visit_buffers(&mut |name, b| {
+        t.insert(format!("buffer.{name}"), (b.shape.clone(), b.data().to_vec()));
+    });
+    t
+}
+
+fn restore_snapshot(model: &mut FinetuneModel, t: &NamedTensors) {
+    model.visit_params(&mut |q| q.value.data_mut().copy_from_slice(&t[&format!("param.{}", q.name)].1));
+    model.visit_buffers(&mut |name, b| b.data_mut().copy_from_slice(&t[&format!("buffer.{name}")].1));
+}
+
+fn append_line(path: &Path, line: &str) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("opening {}", path.display()))?;
+    f.write_all(format!("{line}\n").as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn mean_of(rows: &[f64], width: usize) -> Vec<f64> {
+    let n = rows.len() / width;
+    (0..width).map(|c| (0..n).map(|i| rows[i * width + c]).sum::<f64>() / n as f64).collect()
+}
+
+/// Run one fine-tuning experiment into `cfg.run.out_dir`.
+pub fn run(cfg: &FinetuneConfig, opts: &RunOptions) -> Result<FinetuneResult> {
+    cfg.check()?;
+    let t_start = Instant::now();
+    let out = cfg.run.out_dir.clone();
+    let result_path = out.join(RESULT_FILE);
+    if result_path.exists() && !opts.force {
+        bail!("{} exists: this run is complete (pass --force to run it again, or choose another run.out_dir)", result_path.display());
+    }
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    // A previous incomplete attempt: start its log over (the run restarts from epoch 0).
+    for stale in ["metrics.jsonl", RESULT_FILE] {
+        let _ = std::fs::remove_file(out.join(stale));
+    }
+    crate::atomic::write_bytes(&out.join("config.resolved.toml"), cfg.to_toml()?.as_bytes())?;
+
+    let p = prepare(cfg)?;
+    let rows_of = |part: Part| -> Vec<usize> { (0..p.records.len()).filter(|&i| p.parts[i] == part).collect() };
+    let (train, val, test) = (rows_of(Part::Train), rows_of(Part::Val), rows_of(Part::Test));
+    let mut split_csv = String::from("material_id,part\n");
+    for (i, &r) in p.records.iter().enumerate() {
+        split_csv.push_str(&format!("{},{}\n", p.ds.id(r), p.parts[i].name()));
+    }
+    crate::atomic::write_bytes(&out.join("split.csv"), split_csv.as_bytes())?;
+
+    let width = p.width;
+    let train_y = rows_targets(&p, &train);
+    let std = Standardizer::fit(&train_y, width, cfg.data.standardize);
+    let z_all = std.forward(&p.targets); // (n, width) model space
+    let train_mean = mean_of(&train_y, width);
+    let baseline = |rows: &[usize]| -> f64 {
+        let t = rows_targets(&p, rows);
+        let pred: Vec<f64> = (0..t.len()).map(|k| train_mean[k % width]).collect();
+        regression_metrics(&pred, &t, width).mae
+    };
+    let (val_mae_train_mean, test_mae_train_mean) = (baseline(&val), if test.is_empty() { f64::NAN } else { baseline(&test) });
+
+    let mut model = FinetuneModel::new(cfg, width, cfg.run.seed)?;
+    let transfer = match &cfg.model.checkpoint {
+        Some(path) => Some(load_pretrained_crystal(model.encoder.as_mut(), cfg, path)?),
+        None => None,
+    };
+    let parameters = model.num_params();
+    let bsz = cfg.optim.batch_size;
+    // The last partial batch is kept unless it has a single row (BatchNorm needs two).
+    let spe = (train.len() / bsz + usize::from(train.len() % bsz >= 2)).max(1) as u64;
+    let total_steps = spe * cfg.optim.epochs;
+    let schedule = WarmupCosine {
+        peak_lr: cfg.optim.lr,
+        warmup_steps: (cfg.optim.warmup_epochs * spe as f64).round() as u64,
+        total_steps,
+        final_lr: cfg.optim.final_lr,
+    };
+    let mut adam = AdamW::new(AdamWConfig { beta1: cfg.optim.beta1, beta2: cfg.optim.beta2, eps: cfg.optim.eps, weight_decay: cfg.optim.weight_decay });
+    adam.init_state(&mut model)?;
+
+    let bar = opts.progress.then(|| {
+        let pb = indicatif::ProgressBar::new(cfg.optim.epochs);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} epochs  {msg}  [{elapsed_precise} < {eta_precise}]")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        pb
+    });
+    let single = Dist::single();
+    let metrics_path = out.join("metrics.jsonl");
+    let mut best: Option<(u64, f64, NamedTensors)> = None; // (epoch, val MAE, weights)
+    let mut since_best = 0u64;
+    let mut step = 0u64;
+    let mut epochs_run = 0u64;
+    let mut stopped_early = false;
+    for epoch in 0..cfg.optim.epochs {
+        let t0 = Instant::now();
+        let perm = epoch_permutation(train.len(), cfg.run.seed, epoch);
+        let mut loss_sum = 0.0;
+        let mut loss_rows = 0usize;
+        for chunk in perm.chunks(bsz).filter(|c| c.len() >= 2) {
+            let rows: Vec<usize> = chunk.iter().map(|&k| train[k]).collect();
+            let recs: Vec<usize> = rows.iter().map(|&i| p.records[i]).collect();
+            let batch = p.ds.assemble(Modality::Crystal, &recs)?;
+            model.set_training(true);
+            let ctx = StepContext { train: true, dist: &single, dropout_seed: cfg.run.seed ^ step.wrapping_mul(0x2545_F491_4F6C_DD1D) };
+            let pred = model.forward(&batch, &ctx).with_context(|| format!("epoch {}: crystal encoder", epoch + 1))?; // (B, width)
+            let b = rows.len();
+            let scale = 2.0 / (b * width) as f64;
+            let mut loss = 0.0f64;
+            let mut dpred = vec![0.0f32; b * width]; // (B, width)
+            for (j, &i) in rows.iter().enumerate() {
+                for c in 0..width {
+                    let d = pred.data()[j * width + c] as f64 - z_all[i * width + c];
+                    loss += d * d;
+                    dpred[j * width + c] = (scale * d) as f32;
+                }
+            }
+            loss /= (b * width) as f64;
+            model.backward(&Tensor::from_vec(&[b, width], dpred), &ctx).with_context(|| format!("epoch {}: backward", epoch + 1))?;
+            let gnorm = if cfg.optim.grad_clip > 0.0 { clip_grad_norm(&mut model, cfg.optim.grad_clip) } else { grad_norm(&mut model) };
+            if !loss.is_finite() || !gnorm.is_finite() {
+                let ids: Vec<&str> = recs.iter().map(|&r| p.ds.id(r)).collect();
+                bail!(
+                    "non-finite loss {loss} or gradient norm {gnorm} at epoch {} (step {}, lr {:.3e}); batch materials: {}",
+                    epoch + 1, step + 1, schedule.lr(step), ids.join(", ")
+                );
+            }
+            adam.step(&mut model, schedule.lr(step))?;
+            model.zero_grad();
+            step += 1;
+            loss_sum += loss * b as f64;
+            loss_rows += b;
+        }
+        epochs_run = epoch + 1;
+        let val_pred = std.inverse(&predict(&mut model, &p, &val, bsz)?);
+        let vm = regression_metrics(&val_pred, &rows_targets(&p, &val), width);
+        if !vm.mae.is_finite() {
+            bail!("epoch {}: validation predictions are not finite", epoch + 1);
+        }
+        let improved = best.as_ref().is_none_or(|b| vm.mae < b.1);
+        if improved {
+            let weights = snapshot(&mut model);
+            let meta = serde_json::json!({
+                "kind": "multimat-finetune",
+                "schema_version": 1,
+                "multimat_version": env!("CARGO_PKG_VERSION"),
+                "epoch": epoch + 1,
+                "val_mae": vm.mae,
+                "target": cfg.data.target,
+                "units": p.units,
+                "standardizer": std,
+                "config": cfg,
+            });
+            checkpoint::save(&out.join("best"), epoch + 1, &weights, meta, 1)?;
+            best = Some((epoch + 1, vm.mae, weights));
+            since_best = 0;
+        } else {
+            since_best += 1;
+        }
+        let train_loss = loss_sum / loss_rows.max(1) as f64;
+        let line = serde_json::json!({
+            "epoch": epoch + 1, "step": step, "lr": schedule.lr(step.saturating_sub(1)), "train_loss": train_loss,
+            "val_mae": vm.mae, "val_rmse": vm.rmse, "best": improved, "epoch_time_s": t0.elapsed().as_secs_f64(),
+        });
+        append_line(&metrics_path, &line.to_string())?;
+        let best_mae = best.as_ref().map(|b| b.1).unwrap_or(f64::NAN);
+        if let Some(pb) = &bar {
+            pb.set_position(epoch + 1);
+            pb.set_message(format!("loss {train_loss:.4}  val MAE {:.4} {}  best {best_mae:.4}", vm.mae, p.units));
+        }
+        if opts.verbose {
+            eprintln!("epoch {:>4}  loss {train_loss:.4}  val MAE {:.4} {}  best {best_mae:.4}", epoch + 1, vm.mae, p.units);
+        }
+        if cfg.optim.patience > 0 && since_best >= cfg.optim.patience {
+            stopped_early = true;
+            break;
+        }
+    }
+    if let Some(pb) = bar {
+        pb.finish_and_clear();
+    }
+
+    let (best_epoch, _, weights) = best.context("no epoch was evaluated")?;
+    restore_snapshot(&mut model, &weights);
+    let val_pred = std.inverse(&predict(&mut model, &p, &val, bsz)?);
+    let vm = regression_metrics(&val_pred, &rows_targets(&p, &val), width);
+    let test_truth = rows_targets(&p, &test);
+    let test_pred = std.inverse(&predict(&mut model, &p, &test, bsz)?);
+    let tm = regression_metrics(&test_pred, &test_truth, width);
+    let mut csv = String::from("material_id,component,target,prediction\n");
+    for (j, &i) in test.iter().enumerate() {
+        for c in 0..width {
+            csv.push_str(&format!("{},{c},{},{}\n", p.ds.id(p.records[i]), test_truth[j * width + c], test_pred[j * width + c]));
+        }
+    }
+    crate::atomic::write_bytes(&out.join("predictions.csv"), csv.as_bytes())?;
+
+    let result = FinetuneResult {
+        target: cfg.data.target.clone(),
+        units: p.units.clone(),
+        target_width: width,
+        standardized: cfg.data.standardize,
+        crystal_encoder: format!("{:?}", cfg.crystal_encoder()).to_lowercase(),
+        checkpoint: transfer.as_ref().map(|t| t.checkpoint.clone()),
+        checkpoint_sha256: transfer.as_ref().map(|t| t.tensors_sha256.clone()),
+        seed: cfg.run.seed,
+        split_seed: cfg.split_seed(),
+        lr: cfg.optim.lr,
+        records_total: p.ds.len(),
+        excluded: p.excluded.clone(),
+        n_train: train.len(),
+        n_val: val.len(),
+        n_test: test.len(),
+        epochs_run,
+        best_epoch,
+        val_mae: vm.mae,
+        val_rmse: vm.rmse,
+        test_mae: tm.mae,
+        test_rmse: tm.rmse,
+        test_r2: tm.r2.is_finite().then_some(tm.r2),
+        val_mae_train_mean,
+        test_mae_train_mean,
+        stopped_early,
+        parameters,
+        wall_s: t_start.elapsed().as_secs_f64(),
+    };
+    crate::atomic::write_bytes(&result_path, serde_json::to_string_pretty(&result)?.as_bytes())?;
+    Ok(result)
+}
+
+/// Read a run's `result.json`.
+pub fn read_result(dir: &Path) -> Result<FinetuneResult> {
+    let path: PathBuf = dir.join(RESULT_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not a fine-tuning result", path.display()))
+}

@@ -1,0 +1,348 @@
+//! Hyper-parameter sweeps of fine-tuning (`multimat sweep`): learning rates × seeds × variants
+//! (a variant = a crystal encoder, optionally a pre-training checkpoint, optionally extra
+//! overrides), each run a `finetune::run` in its own directory, aggregated into a Table-1-style
+//! table (`aggregate.rs`).
+//!
+//! - Every run has a stable id: the first 16 hex digits of SHA-256 over its variant name and its
+//!   resolved configuration (with the run directory blanked and the checkpoint path replaced by
+//!   the checkpoint's tensor hash), so the same settings always land in `runs/<id>/`.
+//! - A run whose `result.json` exists is skipped: a crashed or cancelled sweep is re-submitted
+//!   as is.
+//! - The plan is sorted by id. `--task-id I --num-tasks N` (Slurm arrays) takes runs k with
+//!   k mod N = I. Under `mpirun -n R` rank 0 hands out run indices one at a time (`dispatch`):
+//!   a worker rank asks for the next run when it finishes one; rank 0's own runs execute on a
+//!   worker thread while its main thread answers requests (MPI is called from the main thread
+//!   only). Runs are single-process, so the result of a run does not depend on who ran it.
+
+pub mod aggregate;
+
+use crate::dist::Dist;
+use crate::finetune::{self, FinetuneConfig, RESULT_FILE};
+use crate::model::config::CrystalEncoderKind;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepConfig {
+    /// The fine-tuning config every run starts from (relative to the sweep file).
+    pub base: PathBuf,
+    /// Sweep directory: runs/<id>/, table.md, table.csv (relative to the current directory).
+    pub out_dir: PathBuf,
+    #[serde(default = "default_lrs")]
+    pub lrs: Vec<f64>,
+    #[serde(default = "default_seeds")]
+    pub seeds: Vec<u64>,
+    /// Overrides applied to every run (`key=value`, as `multimat finetune --set`).
+    #[serde(default)]
+    pub set: Vec<String>,
+    pub variants: Vec<Variant>,
+}
+
+fn default_lrs() -> Vec<f64> {
+    vec![1e-3, 1e-4, 1e-5]
+}
+fn default_seeds() -> Vec<u64> {
+    vec![0, 1, 2]
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    /// Row label of the table, e.g. "PotNet scratch", "PotNet MultiMat".
+    pub name: String,
+    pub crystal_encoder: CrystalEncoderKind,
+    /// Pre-training checkpoint `.json` (relative to the sweep file); absent = from scratch.
+    #[serde(default)]
+    pub checkpoint: Option<PathBuf>,
+    /// Extra overrides for this variant's runs (applied after the sweep's `set`).
+    #[serde(default)]
+    pub set: Vec<String>,
+}
+
+/// One planned run.
+#[derive(Clone, Debug)]
+pub struct PlannedRun {
+    pub id: String,
+    pub variant: usize,
+    pub variant_name: String,
+    pub lr: f64,
+    pub seed: u64,
+    pub dir: PathBuf,
+    pub config: FinetuneConfig,
+}
+
+impl PlannedRun {
+    pub fn is_complete(&self) -> bool {
+        self.dir.join(RESULT_FILE).exists()
+    }
+}
+
+/// The whole sweep, runs sorted by id.
+pub struct Plan {
+    pub config: SweepConfig,
+    pub runs: Vec<PlannedRun>,
+}
+
+impl SweepConfig {
+    /// Read the sweep file; `extra_set` is appended to its `set`. Relative `base` and checkpoint
+    /// paths are resolved against the sweep file's directory.
+    pub fn load(path: &Path, extra_set: &[String]) -> Result<SweepConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading sweep config {}", path.display()))?;
+        let mut cfg: SweepConfig = toml::from_str(&text).with_context(|| format!("parsing sweep config {}", path.display()))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        if cfg.base.is_relative() {
+            cfg.base = dir.join(&cfg.base);
+        }
+        for v in &mut cfg.variants {
+            if let Some(c) = &mut v.checkpoint {
+                if c.is_relative() {
+                    *c = dir.join(&*c);
+                }
+            }
+        }
+        cfg.set.extend(extra_set.iter().cloned());
+        cfg.check().with_context(|| format!("sweep config {}", path.display()))?;
+        Ok(cfg)
+    }
+
+    pub fn check(&self) -> Result<()> {
+        if self.lrs.is_empty() || self.seeds.is_empty() || self.variants.is_empty() {
+            bail!("lrs, seeds and variants must each have at least one entry");
+        }
+        if let Some(lr) = self.lrs.iter().find(|l| !(**l > 0.0 && l.is_finite())) {
+            bail!("learning rate {lr} is not a positive number");
+        }
+        let mut names: Vec<&str> = self.variants.iter().map(|v| v.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            bail!("variant name {:?} is used twice", w[0]);
+        }
+        let mut seeds = self.seeds.clone();
+        seeds.sort_unstable();
+        seeds.dedup();
+        let mut lrs = self.lrs.clone();
+        lrs.sort_by(f64::total_cmp);
+        lrs.dedup();
+        if seeds.len() != self.seeds.len() || lrs.len() != self.lrs.len() {
+            bail!("lrs and seeds must not repeat a value");
+        }
+        Ok(())
+    }
+}
+
+/// The checkpoint's tensor hash (from its JSON), which identifies it in run ids.
+fn checkpoint_hash(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing checkpoint {}", path.display()))?;
+    Ok(v["tensors_sha256"].as_str().with_context(|| format!("{}: no tensors_sha256 (not a multimat checkpoint)", path.display()))?.to_string())
+}
+
+/// Stable id of a run: variant name + resolved config, independent of where the sweep lives.
+pub fn run_id(variant_name: &str, cfg: &FinetuneConfig) -> Result<String> {
+    let mut c = cfg.clone();
+    c.run.out_dir = PathBuf::new();
+    if let Some(ck) = &c.model.checkpoint {
+        c.model.checkpoint = Some(PathBuf::from(format!("sha256:{}", checkpoint_hash(ck)?)));
+    }
+    let mut h = Sha256::new();
+    h.update(variant_name.as_bytes());
+    h.update([0u8]);
+    h.update(c.to_toml()?.as_bytes());
+    Ok(hex::encode(h.finalize())[..16].to_string())
+}
+
+/// Expand the grid into runs sorted by id.
+pub fn plan(cfg: &SweepConfig) -> Result<Plan> {
+    let mut runs = Vec::new();
+    for (vi, v) in cfg.variants.iter().enumerate() {
+        for &lr in &cfg.lrs {
+            for &seed in &cfg.seeds {
+                let mut set = cfg.set.clone();
+                set.extend(v.set.iter().cloned());
+                let encoder = match v.crystal_encoder {
+                    CrystalEncoderKind::Potnet => "potnet",
+                    CrystalEncoderKind::Cgcnn => "cgcnn",
+                };
+                set.push(format!("model.encoders.crystal_encoder=\"{encoder}\""));
+                set.push(format!("optim.lr={lr:e}"));
+                set.push(format!("run.seed={seed}"));
+                let mut c = FinetuneConfig::load(&cfg.base, &set).with_context(|| format!("variant {:?}, lr {lr:e}, seed {seed}", v.name))?;
+                c.model.checkpoint = v.checkpoint.clone();
+                let id = run_id(&v.name, &c).with_context(|| format!("variant {:?}", v.name))?;
+                let dir = cfg.out_dir.join("runs").join(&id);
+                c.run.out_dir = dir.clone();
+                runs.push(PlannedRun { id, variant: vi, variant_name: v.name.clone(), lr, seed, dir, config: c });
+            }
+        }
+    }
+    runs.sort_by(|a, b| a.id.cmp(&b.id));
+    if let Some(w) = runs.windows(2).find(|w| w[0].id == w[1].id) {
+        bail!("two runs resolve to the same settings (id {}): {:?} and {:?}", w[0].id, w[0].variant_name, w[1].variant_name);
+    }
+    Ok(Plan { config: cfg.clone(), runs })
+}
+
+/// Indices of the runs that array task `task_id` of `num_tasks` owns (round-robin over the sorted
+/// plan).
+pub fn task_share(n_runs: usize, task_id: usize, num_tasks: usize) -> Vec<usize> {
+    (0..n_runs).filter(|k| k % num_tasks == task_id).collect()
+}
+
+/// What happened to the runs this process executed.
+#[derive(Debug, Default)]
+pub struct ExecSummary {
+    pub ran: usize,
+    pub skipped: usize,
+    pub failed: Vec<(String, String)>, // (id, error)
+}
+
+/// Run one planned run unless it is complete; failures are recorded in `<dir>/error.txt` and
+/// returned, so the rest of the sweep goes on.
+fn execute_one(r: &PlannedRun, verbose: bool, summary: &mut ExecSummary, who: &str) {
+    if r.is_complete() {
+        summary.skipped += 1;
+        return;
+    }
+    let desc = format!("{} lr {:e} seed {}", r.variant_name, r.lr, r.seed);
+    eprintln!("[sweep{who}] run {} ({desc})", r.id);
+    let outcome = (|| -> Result<finetune::FinetuneResult> {
+        std::fs::create_dir_all(&r.dir)?;
+        let info = serde_json::json!({"id": r.id, "variant": r.variant_name, "lr": r.lr, "seed": r.seed});
+        crate::atomic::write_bytes(&r.dir.join("run.json"), serde_json::to_string_pretty(&info)?.as_bytes())?;
+        let _ = std::fs::remove_file(r.dir.join("error.txt"));
+        finetune::run(&r.config, &finetune::RunOptions { progress: false, force: false, verbose })
+    })();
+    match outcome {
+        Ok(res) => {
+            summary.ran += 1;
+            eprintln!(
+                "[sweep{who}] done {} ({desc}): best epoch {}, val MAE {:.4}, test MAE {:.4} {}",
+                r.id, res.best_epoch, res.val_mae, res.test_mae, res.units
+            );
+        }
+        Err(e) => {
+            let msg = format!("{e:#}");
+            eprintln!("[sweep{who}] FAILED {} ({desc}): {msg}", r.id);
+            let _ = crate::atomic::write_bytes(&r.dir.join("error.txt"), msg.as_bytes());
+            summary.failed.push((r.id.clone(), msg));
+        }
+    }
+}
+
+/// Execute the runs `indices` of `plan` in this process, in order.
+pub fn execute_static(plan: &Plan, indices: &[usize], verbose: bool) -> ExecSummary {
+    let mut s = ExecSummary::default();
+    for &k in indices {
+        execute_one(&plan.runs[k], verbose, &mut s, "");
+    }
+    s
+}
+
+/// Execute the whole plan over the job's ranks, handing out runs dynamically: rank 0 answers
+/// "next?" requests with the next pending index (or −1 when none are left). Runs already complete
+/// are never handed out. A single process runs everything itself. Returns this rank's summary.
+pub fn execute_dynamic(plan: &Plan, dist: &Dist, verbose: bool) -> Result<ExecSummary> {
+    let pending: Vec<usize> = (0..plan.runs.len()).filter(|&k| !plan.runs[k].is_complete()).collect();
+    let skipped = plan.runs.len() - pending.len();
+    if dist.world_size() == 1 {
+        let mut s = execute_static(plan, &pending, verbose);
+        s.skipped += skipped;
+        return Ok(s);
+    }
+    let who = format!(" rank {}", dist.rank());
+    if !dist.is_root() {
+        let mut s = ExecSummary::default();
+        loop {
+            dist.send_i64(0, 0)?; // "give me the next run"
+            let k = dist.recv_i64(0)?;
+            if k < 0 {
+                break;
+            }
+            execute_one(&plan.runs[k as usize], verbose, &mut s, &who);
+        }
+        return Ok(s);
+    }
+    // Rank 0: a local worker thread asks over a channel; remote ranks ask over MPI.
+    let mut next = pending.into_iter();
+    let (ask_tx, ask_rx) = mpsc::channel::<()>();
+    let (give_tx, give_rx) = mpsc::channel::<Option<usize>>();
+    let summary = std::thread::scope(|scope| -> Result<ExecSummary> {
+        let local = scope.spawn(move || {
+            let mut s = ExecSummary::default();
+            loop {
+                if ask_tx.send(()).is_err() {
+                    break;
+                }
+                match give_rx.recv() {
+                    Ok(Some(k)) => execute_one(&plan.runs[k], verbose, &mut s, " rank 0"),
+                    _ => break,
+                }
+            }
+            s
+        });
+        let mut remote_open = dist.world_size() - 1;
+        let mut local_open = true;
+        while remote_open > 0 || local_open {
+            let mut idle = true;
+            if let Some(src) = dist.probe_any() {
+                idle = false;
+                let _request = dist.recv_i64(src)?;
+                match next.next() {
+                    Some(k) => dist.send_i64(src, k as i64)?,
+                    None => {
+                        dist.send_i64(src, -1)?;
+                        remote_open -= 1;
+                    }
+                }
+            }
+            if local_open {
+                match ask_rx.try_recv() {
+                    Ok(()) => {
+                        idle = false;
+                        let k = next.next();
+                        if k.is_none() {
+                            local_open = false;
+                        }
+                        let _ = give_tx.send(k);
+                    }
+                    Err(mpsc::TryRecvError::Empty) => {}
+                    Err(mpsc::TryRecvError::Disconnected) => local_open = false,
+                }
+            }
+            if idle {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+        local.join().map_err(|_| anyhow::anyhow!("sweep worker thread panicked"))
+    })?;
+    Ok(summary)
+}
+
+/// True when every planned run has its `result.json`.
+pub fn all_complete(plan: &Plan) -> bool {
+    plan.runs.iter().all(|r| r.is_complete())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_shares_cover_every_run_once() {
+        for n in [0usize, 1, 5, 27] {
+            for tasks in 1..6 {
+                let mut seen = vec![0usize; n];
+                for t in 0..tasks {
+                    for k in task_share(n, t, tasks) {
+                        seen[k] += 1;
+                    }
+                }
+                assert!(seen.iter().all(|&c| c == 1), "n {n}, {tasks} tasks: {seen:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! `multimat sweep`: stable run ids, skipping complete runs, array-task partitions that cover the
+//! grid exactly once (real tiny runs on 60 matminer crystals), and aggregation that equals a
+//! hand computation on fabricated result.json files.
+
+#[path = "finetune_common/mod.rs"]
+mod finetune_common;
+
+use finetune_common::*;
+use multimat::finetune::{Excluded, FinetuneResult};
+use multimat::sweep::{self, SweepConfig};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+fn sweep_cli(cfg: &Path, extra: &[&str]) -> (String, String) {
+    let out = Command::new(bin()).args(["sweep", "--config"]).arg(cfg).args(extra).output().unwrap();
+    let (o, e) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    assert!(out.status.success(), "sweep {extra:?} failed:\n{o}\n{e}");
+    (o, e)
+}
+
+fn fake_result(val: f64, test: f64) -> FinetuneResult {
+    FinetuneResult {
+        target: "K_VRH".into(), units: "GPa".into(), target_width: 1, standardized: true, crystal_encoder: "potnet".into(),
+        checkpoint: None, checkpoint_sha256: None, seed: 0, split_seed: 0, lr: 0.0, records_total: 100,
+        excluded: Excluded::default(), n_train: 60, n_val: 20, n_test: 20, epochs_run: 5, best_epoch: 3,
+        val_mae: val, val_rmse: val * 1.5, test_mae: test, test_rmse: test * 2.0, test_r2: Some(0.5),
+        val_mae_train_mean: 50.0, test_mae_train_mean: 50.0, stopped_early: false, parameters: 10, wall_s: 1.0,
+    }
+}
+
+#[test]
+fn ids_are_stable_and_aggregation_matches_a_hand_computation() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_path = write_sweep(&dir.path().join("a"), &dir.path().join("out"));
+    let cfg = SweepConfig::load(&cfg_path, &[]).unwrap();
+    let plan = sweep::plan(&cfg).unwrap();
+    assert_eq!(plan.runs.len(), 8);
+    let ids: BTreeSet<String> = plan.runs.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(ids.len(), 8, "ids are distinct");
+    // Same settings, other sweep directory and config location → same ids.
+    let moved = write_sweep(&dir.path().join("b"), &dir.path().join("elsewhere"));
+    let plan2 = sweep::plan(&SweepConfig::load(&moved, &[]).unwrap()).unwrap();
+    assert_eq!(ids, plan2.runs.iter().map(|r| r.id.clone()).collect());
+    // A changed setting changes every id; an extra learning rate keeps the existing ones.
+    let plan3 = sweep::plan(&SweepConfig::load(&cfg_path, &["optim.epochs=3".into()]).unwrap()).unwrap();
+    assert!(plan3.runs.iter().all(|r| !ids.contains(&r.id)));
+    let mut wider = cfg.clone();
+    wider.lrs.push(1e-5);
+    let plan4 = sweep::plan(&wider).unwrap();
+    assert_eq!(plan4.runs.len(), 12);
+    assert!(ids.iter().all(|id| plan4.runs.iter().any(|r| &r.id == id)));
+
+    // Fabricated results: val/test MAE chosen per (variant, lr, seed).
+    let val = |v: usize, lr: f64, s: u64| if (v == 0) == (lr > 1e-3) { 10.0 + s as f64 } else { 20.0 + s as f64 };
+    let test = |v: usize, lr: f64, s: u64| 5.0 + v as f64 + [0.5, 2.0][s as usize] + if lr > 1e-3 { 100.0 } else { 0.0 };
+    for r in &plan.runs {
+        std::fs::create_dir_all(&r.dir).unwrap();
+        let res = fake_result(val(r.variant, r.lr, r.seed), test(r.variant, r.lr, r.seed));
+        std::fs::write(r.dir.join("result.json"), serde_json::to_string(&res).unwrap()).unwrap();
+    }
+    // Everything is complete: a sweep run skips all 8 and aggregates.
+    let (_, stderr) = sweep_cli(&cfg_path, &[]);
+    assert!(stderr.contains("ran 0, skipped 8"), "{stderr}");
+    let csv = std::fs::read_to_string(dir.path().join("out/table.csv")).unwrap();
+    let rows: Vec<Vec<String>> = csv.lines().skip(1).map(|l| l.split(',').map(String::from).collect()).collect();
+    assert_eq!(rows.len(), 4, "{csv}");
+    // PotNet (variant 0): val is lower at lr 3e-3 → chosen; test MAE over seeds {105.5, 107.0}.
+    // CGCNN (variant 1): val is lower at lr 1e-4 → chosen; test MAE {6.5, 8.0}.
+    // mean ± sample std of {a, a + 1.5}: a + 0.75 ± 1.5/√2.
+    let sd = 1.5 / 2f64.sqrt();
+    for (variant, lr, mean) in [("PotNet scratch", "3e-3", 106.25), ("CGCNN scratch", "1e-4", 7.25)] {
+        let row = rows.iter().find(|r| r[0] == variant && r[2] == "true").unwrap_or_else(|| panic!("no chosen row for {variant}: {csv}"));
+        assert_eq!(row[1], lr, "{variant}: chosen lr");
+        let (m, s): (f64, f64) = (row[6].parse().unwrap(), row[7].parse().unwrap());
+        assert!((m - mean).abs() < 1e-12 && (s - sd).abs() < 1e-12, "{variant}: {m} ± {s}, expected {mean} ± {sd}");
+        let (vm, vs): (f64, f64) = (row[4].parse().unwrap(), row[5].parse().unwrap());
+        assert!((vm - 10.5).abs() < 1e-12 && (vs - 0.5f64.sqrt()).abs() < 1e-12, "{variant}: val {vm} ± {vs}");
+    }
+    let md = std::fs::read_to_string(dir.path().join("out/table.md")).unwrap();
+    assert!(md.contains("| PotNet scratch | 3e-3 | 106.250 ± 1.061 |"), "{md}");
+    assert!(md.contains("| CGCNN scratch | 1e-4 | 7.250 ± 1.061 |"), "{md}");
+
+    // An incomplete sweep is not aggregated.
+    std::fs::remove_file(plan.runs[3].dir.join("result.json")).unwrap();
+    let out = Command::new(bin()).args(["sweep", "--aggregate", "--config"]).arg(&cfg_path).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("1 of 8 runs are not complete"));
+}
+
+#[test]
+fn array_tasks_cover_the_grid_exactly_once_and_the_last_aggregates() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_path = write_sweep(dir.path(), &dir.path().join("out"));
+    let plan = sweep::plan(&SweepConfig::load(&cfg_path, &[]).unwrap()).unwrap();
+    let mut ran = Vec::new();
+    for task in 0..3 {
+        let (_, stderr) = sweep_cli(&cfg_path, &["--task-id", &task.to_string(), "--num-tasks", "3"]);
+        ran.extend(stderr.lines().filter_map(|l| l.strip_prefix("[sweep] run ")).map(|l| l.split(' ').next().unwrap().to_string()));
+        let table = dir.path().join("out/table.md").exists();
+        assert_eq!(table, task == 2, "the table appears when the last task completes the grid (task {task})");
+    }
+    ran.sort();
+    let mut all: Vec<String> = plan.runs.iter().map(|r| r.id.clone()).collect();
+    all.sort();
+    assert_eq!(ran, all, "every run exactly once over the three tasks");
+    for r in &plan.runs {
+        let res = multimat::finetune::read_result(&r.dir).unwrap();
+        assert_eq!((res.lr, res.seed, res.n_train + res.n_val + res.n_test), (r.lr, r.seed, 60));
+    }
+    // Re-submitting a task runs nothing.
+    let (_, stderr) = sweep_cli(&cfg_path, &["--task-id", "1", "--num-tasks", "3"]);
+    assert!(stderr.contains("ran 0, skipped"), "{stderr}");
+}
