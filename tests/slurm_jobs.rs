@@ -3,9 +3,13 @@
 //! pre-training job preempted with `scancel --signal=USR1`, requeued by the script, finishes with
 //! the same weights as an uninterrupted 2-task job; a job whose config is wrong fails once, with
 //! the reason in its log, instead of being requeued; `slurm/screen.sh` as a 2- and a 3-task job
-//! writes the same CSV, byte for byte, as the serial `multimat-screen`.
+//! writes the same CSV, byte for byte, as the serial `multimat-screen`; `slurm/finetune-sweep.sh`
+//! as a 4-task array (plus the aggregation job it submits) completes the grid and writes the same
+//! table as a serial sweep.
 
 mod common;
+#[path = "finetune_common/mod.rs"]
+mod finetune_common;
 #[path = "common/slurm.rs"]
 mod slurm;
 
@@ -191,5 +195,50 @@ fn screen_job_on_two_and_three_tasks_writes_the_serial_csv() {
         assert!(log.contains(&format!("{tasks} ranks: local screen seconds per rank")), "not a {tasks}-rank MPI world:\n{log}");
         let got = std::fs::read(&csv).unwrap_or_else(|e| panic!("{}: {e}\n{}", csv.display(), job.diagnostics()));
         assert!(got == expected, "{tasks}-task screen job's CSV differs from the serial one\n{log}");
+    }
+}
+
+#[test]
+fn finetune_sweep_array_of_four_tasks_aggregates_into_the_serial_table() {
+    let slurm = cluster();
+    let root = tempfile::tempdir().unwrap();
+    // 2 variants × 2 learning rates × 2 seeds of tiny fine-tuning runs (tests/finetune_common).
+    let serial_cfg = finetune_common::write_sweep(&root.path().join("serial"), &root.path().join("serial/out"));
+    let work = root.path().join("array");
+    let array_cfg = finetune_common::write_sweep(&work, &work.join("out"));
+    let mut array = slurm.submit(
+        &repo().join("slurm/finetune-sweep.sh"),
+        &work,
+        "sweep",
+        &[],
+        &[("CONFIG", array_cfg.to_str().unwrap()), ("MULTIMAT", finetune_common::bin())],
+    );
+    // The serial reference runs while the array does.
+    let out = std::process::Command::new(finetune_common::bin()).args(["sweep", "--config"]).arg(&serial_cfg).output().unwrap();
+    assert!(out.status.success(), "serial sweep: {}", String::from_utf8_lossy(&out.stderr));
+
+    let tasks = array.wait_completed(Duration::from_secs(150));
+    assert_eq!(tasks.len(), 4, "the script asks for a 4-task array\n{}", array.diagnostics());
+    let log = array.output();
+    // "[sweep…] done <run id> (…)": 8 lines naming 8 distinct runs.
+    let done: Vec<&str> = log.lines().filter_map(|l| l.split("] done ").nth(1)?.split(' ').next()).collect();
+    let distinct: std::collections::BTreeSet<&str> = done.iter().copied().collect();
+    assert!(done.len() == 8 && distinct.len() == 8, "each of the 8 runs exactly once over the array: {done:?}\n{log}");
+
+    // Task 0 submitted the aggregation job (afterany on the array); sbatch --parsable printed its
+    // id into task 0's log. It must run after the array and succeed.
+    let agg_id = log
+        .lines()
+        .filter_map(|l| l.trim().split(';').next())
+        .find(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_digit()))
+        .unwrap_or_else(|| panic!("no aggregation job id in the array's log\n{log}"))
+        .to_string();
+    let mut agg = slurm.job(&agg_id, &work);
+    agg.wait_completed(Duration::from_secs(60));
+
+    for f in ["table.csv", "table.md"] {
+        let a = std::fs::read_to_string(root.path().join("serial/out").join(f)).unwrap();
+        let b = std::fs::read_to_string(work.join("out").join(f)).unwrap_or_else(|e| panic!("{f}: {e}\n{log}"));
+        assert_eq!(a, b, "{f} of the Slurm array differs from the serial sweep's");
     }
 }

@@ -92,6 +92,13 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// A handle on a job submitted some other way (e.g. by a job script), by id.
+    pub fn job(&self, id: &str, workdir: &Path) -> Job<'_> {
+        Job { cluster: self, id: id.to_string(), name: String::new(), workdir: workdir.to_path_buf(), finished: false }
+    }
+}
+
 /// A submitted job (or job array: `scontrol` lists one record per array task).
 pub struct Job<'a> {
     cluster: &'a Cluster,
