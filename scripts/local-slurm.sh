@@ -13,14 +13,14 @@
 #
 # Settings (environment):
 #   MULTIMAT_SLURM_STATE=/tmp/multimat-local-slurm   config, logs, spool, pid files, controller state
-#   MULTIMAT_SLURM_CPUS=8        CPUs the node advertises (may exceed the real cores: test jobs
+#   MULTIMAT_SLURM_CPUS=16       CPUs the node advertises (may exceed the real cores: test jobs
 #                                 are small, and several must run at once)
 #   MULTIMAT_SLURM_PORT=6917     slurmctld port; slurmd uses the next one (Slurm's defaults are
 #                                 6817/6818, left free for a site or shared test cluster)
 set -euo pipefail
 
 STATE=${MULTIMAT_SLURM_STATE:-/tmp/multimat-local-slurm}
-CPUS=${MULTIMAT_SLURM_CPUS:-8}
+CPUS=${MULTIMAT_SLURM_CPUS:-16}
 CTLD_PORT=${MULTIMAT_SLURM_PORT:-6917}
 SLURMD_PORT=$((CTLD_PORT + 1))
 CONF=$STATE/etc/slurm.conf
