@@ -199,8 +199,10 @@ start() {
 stop() {
     stop_daemons
     local pid
-    # munged only if this script started it (another cluster on the host may share it).
-    if pid=$(pid_of munged); then
+    # munged only if this script started it and no other Slurm daemon on the host still uses it.
+    if pgrep -x 'slurmctld|slurmd|slurmdbd' >/dev/null; then
+        say "leaving munged running: another Slurm on this host uses it"
+    elif pid=$(pid_of munged); then
         kill -TERM "$pid"
         wait_for 10 sh -c "! [ -d /proc/$pid ]" || kill -KILL "$pid" 2>/dev/null || true
     fi
