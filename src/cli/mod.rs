@@ -11,3 +11,5 @@ pub mod doctor;
 pub mod demo;
 pub mod finetune;
 pub mod sweep;
+pub mod embed;
+pub mod eval;
