@@ -30,7 +30,10 @@ fn pretrain_config(dir: &Path, out: &Path) -> std::path::PathBuf {
         .unwrap()
         .replace(r#"modalities = ["crystal", "dos", "charge_density", "text"]"#, r#"modalities = ["crystal", "text"]"#)
         .replace("epochs = 4", "epochs = 10");
-    assert!(text.contains(r#"modalities = ["crystal", "text"]"#), "the shared test configuration changed: {text}");
+    assert!(
+        text.contains(r#"modalities = ["crystal", "text"]"#) && text.contains("epochs = 10"),
+        "the shared test configuration changed: {text}"
+    );
     std::fs::write(&cfg, text).unwrap();
     cfg
 }
