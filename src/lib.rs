@@ -25,4 +25,5 @@ pub mod train;
 pub mod finetune;
 pub mod sweep;
 pub mod eval;
+pub mod plot;
 pub mod cli;

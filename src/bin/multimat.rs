@@ -41,6 +41,8 @@ enum Command {
     Embed(cli::embed::Args),
     /// Evaluate a checkpoint: cross-modal retrieval, material discovery (paper Fig. 3).
     Eval(cli::eval::Args),
+    /// PNG figures: training curves, retrieval bars, discovery nMAE, DOS overlays, UMAP maps.
+    Plot(cli::plot::Args),
 }
 
 fn main() {
@@ -58,6 +60,7 @@ fn main() {
         Command::Demo(a) => cli::demo::run(a),
         Command::Embed(a) => cli::embed::run(a),
         Command::Eval(a) => cli::eval::run(a),
+        Command::Plot(a) => cli::plot::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

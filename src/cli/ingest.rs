@@ -67,6 +67,15 @@ pub struct Args {
     /// that has a structure but no charge density (for the demo; labelled in the provenance).
     #[arg(long)]
     pub approx_charge_density: bool,
+    /// Attach an APPROXIMATE tight-binding DOS (Harrison's universal parameters, computed by
+    /// multimat) to every record that has a structure but no DOS (labelled in the provenance).
+    #[arg(long)]
+    pub approx_dos: bool,
+    /// Attach a generated structure description (formula, symmetry, coordination, bond lengths)
+    /// as the text of every record that has a structure but no text; embed it afterwards with
+    /// `multimat embed-text`.
+    #[arg(long)]
+    pub generated_text: bool,
     /// Ingest only the first N inputs (in material-id order).
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
@@ -116,6 +125,8 @@ pub fn run(args: Args) -> Result<()> {
     opts.preprocess = preprocess_params(&args)?;
     opts.units = units;
     opts.approx_charge_density = args.approx_charge_density;
+    opts.approx_dos = args.approx_dos.then(crate::approx::tight_binding::TightBindingParams::default);
+    opts.generated_text = args.generated_text;
     opts.limit = args.limit;
     opts.progress = !args.quiet && std::io::stderr().is_terminal();
     let extras = Extras { texts: args.texts.clone(), labels: args.labels.clone(), embedding_model: args.embedding_model.clone() };

@@ -13,3 +13,4 @@ pub mod finetune;
 pub mod sweep;
 pub mod embed;
 pub mod eval;
+pub mod plot;

@@ -67,6 +67,12 @@ pub struct IngestOptions {
     /// Attach a promolecular charge density (`approx::promolecular`, an approximation, labelled
     /// as such in the provenance) to every input that has a structure but no charge density.
     pub approx_charge_density: bool,
+    /// Attach a tight-binding DOS (`approx::tight_binding`, an approximation, labelled as such)
+    /// to every input that has a structure but no DOS.
+    pub approx_dos: Option<crate::approx::tight_binding::TightBindingParams>,
+    /// Attach a generated structure description (`approx::describe`) as the text of every input
+    /// that has a structure but no text.
+    pub generated_text: bool,
     /// Keep only the first N inputs (in id order) of the plan; `None` keeps all.
     pub limit: Option<usize>,
 }
@@ -83,6 +89,8 @@ impl IngestOptions {
             units: BTreeMap::new(),
             progress: false,
             approx_charge_density: false,
+            approx_dos: None,
+            generated_text: false,
             limit: None,
         }
     }
@@ -200,13 +208,38 @@ fn target_specs(inputs: &[Input], units: &BTreeMap<String, String>) -> BTreeMap<
     specs
 }
 
+/// `input` with the approximate modalities the options ask for attached (real data always wins;
+/// see `approx::demo_data`). Borrowed unchanged when none is asked for.
+fn with_approximations<'a>(input: &'a Input, opts: &IngestOptions, meta: &ShardMeta) -> Result<std::borrow::Cow<'a, Input>> {
+    use crate::approx::demo_data as approx;
+    let mut current = std::borrow::Cow::Borrowed(input);
+    if opts.approx_charge_density {
+        current = std::borrow::Cow::Owned(approx::with_promolecular_density(&current, meta.preprocess.density_grid)?);
+    }
+    if let Some(tb) = &opts.approx_dos {
+        current = std::borrow::Cow::Owned(approx::with_tight_binding_dos(&current, tb)?);
+    }
+    if opts.generated_text {
+        current = std::borrow::Cow::Owned(approx::with_generated_text(&current)?);
+    }
+    Ok(current)
+}
+
 /// sha256 over everything that decides shard `slice`'s content: options, metadata, and each
 /// input's id, known values, and files with their sizes.
-fn fingerprint(meta: &ShardMeta, build_graphs: bool, approx_charge_density: bool, inputs: &[Input]) -> Result<String> {
+fn fingerprint(meta: &ShardMeta, opts: &IngestOptions, inputs: &[Input]) -> Result<String> {
+    let build_graphs = opts.build_graphs;
     let mut h = Sha256::new();
     h.update(b"multimat-ingest-v1");
-    if approx_charge_density {
+    if opts.approx_charge_density {
         h.update(crate::approx::demo_data::APPROX_DENSITY_SOURCE);
+    }
+    if let Some(tb) = &opts.approx_dos {
+        h.update(crate::approx::demo_data::APPROX_DOS_SOURCE);
+        h.update(format!("{tb:?}"));
+    }
+    if opts.generated_text {
+        h.update(crate::approx::demo_data::GENERATED_TEXT_SOURCE);
     }
     h.update(env!("CARGO_PKG_VERSION"));
     h.update(serde_json::to_vec(&(&meta.preprocess, &meta.graph_params, &meta.targets, &meta.text_embedding, build_graphs))?);
@@ -270,7 +303,7 @@ pub fn run_distributed(source: &Source, extras: &Extras, opts: &IngestOptions, d
     for &k in &mine {
         let slice = slices[k];
         let path = opts.out.join(shard_name(topo.rank, k));
-        let fp = fingerprint(&meta, opts.build_graphs, opts.approx_charge_density, slice)?;
+        let fp = fingerprint(&meta, opts, slice)?;
         if resumable(&path, &fp) {
             summary.shards_resumed += 1;
             bar.inc(slice.len() as u64);
@@ -280,13 +313,9 @@ pub fn run_distributed(source: &Source, extras: &Extras, opts: &IngestOptions, d
         let results: Vec<std::result::Result<ShardRecord, Reject>> = slice
             .par_iter()
             .map(|input| {
-                let r = if opts.approx_charge_density {
-                    crate::approx::demo_data::with_promolecular_density(input, meta.preprocess.density_grid)
-                        .map_err(|e| Reject { file: main_source(&input.record.provenance), record: input.id.clone(), reason: format!("{e:#}") })
-                        .and_then(|i| process_input(&i, &meta, opts.build_graphs))
-                } else {
-                    process_input(input, &meta, opts.build_graphs)
-                };
+                let r = with_approximations(input, opts, &meta)
+                    .map_err(|e| Reject { file: main_source(&input.record.provenance), record: input.id.clone(), reason: format!("{e:#}") })
+                    .and_then(|i| process_input(&i, &meta, opts.build_graphs));
                 bar.inc(1);
                 r
             })
