@@ -24,6 +24,28 @@ if [ -n "$missing" ]; then
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
 fi
+# 1b. Slurm + munge for the tests that submit slurm/*.sh to a local cluster (scripts/local-slurm.sh).
+#     policy-rc.d keeps the packages' maintainer scripts from starting munge/slurmd as system
+#     services: scripts/local-slurm.sh runs its own daemons.
+SLURM_PKGS="slurmctld slurmd slurm-client munge"
+missing=""
+for p in $SLURM_PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    echo "[bootstrap] installing Debian packages:$missing"
+    policy_added=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+        $SUDO chmod 755 /usr/sbin/policy-rc.d
+        policy_added=1
+    fi
+    rc=0
+    { $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+      $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing; } || rc=$?
+    if [ "$policy_added" = 1 ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
+    [ "$rc" = 0 ] || exit "$rc"
+fi
 # If OpenMPI is also installed, the build must still find MPICH's mpicc (see environment notes).
 if command -v update-alternatives >/dev/null && [ -e /usr/bin/mpicc.mpich ]; then
     $SUDO update-alternatives --set mpi /usr/bin/mpicc.mpich >/dev/null 2>&1 || true

@@ -1,26 +1,39 @@
 #!/bin/bash
 # Distributed MultiMat pre-training, one MPI rank per GPU (or per CPU socket), preemptible.
 #
-#   sbatch slurm/pretrain.sh                       # uses configs/pretrain.toml
-#   CONFIG=configs/demo.toml sbatch slurm/pretrain.sh
+#   cargo build --release                          # once, on a login node
+#   sbatch slurm/pretrain.sh                       # uses configs/mp-multimodal-cpu.toml
+#   CONFIG=configs/x.toml sbatch slurm/pretrain.sh
+#   CONFIG=configs/x.toml EXTRA_ARGS="--set optim.lr=3e-4" sbatch slurm/pretrain.sh
+#
+# Submit from the repository root: relative paths (CONFIG, MULTIMAT, the log) are relative to
+# the directory sbatch ran in. sbatch passes your environment (CONFIG, MULTIMAT, EXTRA_ARGS) on.
 #
 # How preemption works: Slurm sends SIGUSR1 to every task 120 s before the time limit (and
 # `scancel --signal=USR1 JOBID` does the same by hand). multimat finishes the current step, all
 # ranks agree on it, rank 0 writes one checkpoint atomically, and every rank exits with code 75.
 # This script turns 75 into `scontrol requeue`; the requeued job starts again from the top with
-# `--resume auto`, which continues exactly from the newest complete checkpoint.
+# `--resume auto`, which continues exactly from the newest complete checkpoint (same rank count:
+# bit-identical; another rank count: equal within float summation order). Slurm holds a requeued
+# job for its credential lifetime (AuthInfo cred_expire, 120 s by default) before it can start.
+# tests/slurm_jobs.rs submits this very script to a local cluster and checks all of this.
+#
+# Lines marked NOTE: are site-specific; everything else should work unchanged on any Slurm with
+# MPICH (or another MPI whose PMI-2 Slurm provides).
 #
 #SBATCH --job-name=multimat-pretrain
 #SBATCH --nodes=1                  # NOTE: change for your cluster
 #SBATCH --ntasks-per-node=2        # NOTE: one rank per GPU on GPU nodes
 #SBATCH --cpus-per-task=1          # NOTE: CPU threads per rank (data loading + CPU ops)
 #SBATCH --time=00:30:00            # NOTE: your partition's limit
-#SBATCH --signal=USR1@120
+#SBATCH --signal=USR1@120          # to the job steps (not this shell), 120 s before the limit
 #SBATCH --requeue
-#SBATCH --open-mode=append
+#SBATCH --open-mode=append         # a requeued run appends to the same log
 #SBATCH --output=multimat-pretrain-%j.out
 ##SBATCH --partition=gpu           # NOTE: your partition
 ##SBATCH --gres=gpu:2              # NOTE: GPUs per node, matching --ntasks-per-node
+##SBATCH --account=myproject       # NOTE: your account, if the site requires one
+# No `set -e`: srun's exit code is inspected below.
 set -uo pipefail
 
 if [ -z "${SLURM_JOB_ID:-}" ]; then
@@ -28,18 +41,36 @@ if [ -z "${SLURM_JOB_ID:-}" ]; then
     exit 2
 fi
 cd "${SLURM_SUBMIT_DIR:-.}"
-CONFIG=${CONFIG:-configs/pretrain.toml}
+CONFIG=${CONFIG:-configs/mp-multimodal-cpu.toml}
 MULTIMAT=${MULTIMAT:-./target/release/multimat}
 EXTRA_ARGS=${EXTRA_ARGS:-}
-echo "[$(date -Is)] job $SLURM_JOB_ID restart ${SLURM_RESTART_COUNT:-0} on $SLURM_JOB_NODELIST: $CONFIG"
+for f in "$CONFIG" "$MULTIMAT"; do
+    # Exit 2 without a requeue: resubmitting would fail the same way.
+    [ -e "$f" ] || { echo "$f not found (submit from the repository root, or set CONFIG / MULTIMAT)" >&2; exit 2; }
+done
 
-# --mpi=pmi2: MPICH needs a PMI from srun, else every task is a world of one.
+# One thread pool per rank, sized to the CPUs Slurm gave it. Since Slurm 22.05 srun no longer
+# inherits --cpus-per-task from sbatch; SRUN_CPUS_PER_TASK passes it on explicitly.
+export SRUN_CPUS_PER_TASK=${SLURM_CPUS_PER_TASK:-1}
+export RAYON_NUM_THREADS=$SRUN_CPUS_PER_TASK MATMUL_NUM_THREADS=$SRUN_CPUS_PER_TASK
+
+echo "[$(date -Is)] job $SLURM_JOB_ID restart ${SLURM_RESTART_COUNT:-0} on $SLURM_JOB_NODELIST:" \
+    "$("$MULTIMAT" --version), $SLURM_NTASKS ranks x $SRUN_CPUS_PER_TASK threads, config $CONFIG $EXTRA_ARGS"
+
+# --mpi=pmi2: MPICH needs a PMI from srun, else every task is a world of one (multimat checks
+#   the world size against Slurm's and refuses to start on a mismatch).
 # --kill-on-bad-exit: if one rank dies, stop the others instead of letting them hang in MPI.
-srun --mpi=pmi2 --kill-on-bad-exit=1 "$MULTIMAT" pretrain --config "$CONFIG" --resume auto $EXTRA_ARGS
+# $EXTRA_ARGS is split into words on purpose (several --set options).
+# shellcheck disable=SC2086
+srun --mpi=pmi2 --kill-on-bad-exit=1 "$MULTIMAT" pretrain --quiet --config "$CONFIG" --resume auto $EXTRA_ARGS
 rc=$?
 if [ "$rc" -eq 75 ]; then
     echo "[$(date -Is)] checkpointed after a signal; requeueing job $SLURM_JOB_ID"
-    scontrol requeue "$SLURM_JOB_ID"
+    if ! scontrol requeue "$SLURM_JOB_ID"; then
+        echo "requeue refused; the checkpoint is complete: resubmit this script to resume" >&2
+        exit 75
+    fi
     exit 0
 fi
+echo "[$(date -Is)] multimat exited with code $rc"
 exit "$rc"

@@ -1,0 +1,247 @@
+//! The real `slurm/*.sh` scripts submitted with `sbatch` to a single-machine Slurm cluster
+//! (`scripts/local-slurm.sh`, started once per test binary by `common/slurm.rs`): a 2-task
+//! pre-training job preempted with `scancel --signal=USR1`, requeued by the script, finishes with
+//! the same weights as an uninterrupted 2-task job; a job whose config is wrong fails once, with
+//! the reason in its log, instead of being requeued; `slurm/screen.sh` as a 2- and a 3-task job
+//! writes the same CSV, byte for byte, as the serial `multimat-screen`; `slurm/finetune-sweep.sh`
+//! as a 4-task array (plus the aggregation job it submits) completes the grid and writes the same
+//! table as a serial sweep.
+
+mod common;
+#[path = "finetune_common/mod.rs"]
+mod finetune_common;
+#[path = "common/slurm.rs"]
+mod slurm;
+
+use common::{bin, write_config};
+use slurm::{cluster, repo};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Steps of the pre-training jobs: long enough that the signal lands mid-run on a loaded machine.
+const STEPS: usize = 24;
+
+/// A 2-modality (crystal, text) version of the tiny pre-training configuration: the cheap
+/// encoders keep each step well under a second, and the test is about the job's lifecycle.
+fn pretrain_config(dir: &Path, out: &Path) -> std::path::PathBuf {
+    let cfg = write_config(dir, out, &format!("max_steps = {STEPS}\ncheckpoint_every = 100"));
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(r#"modalities = ["crystal", "dos", "charge_density", "text"]"#, r#"modalities = ["crystal", "text"]"#)
+        .replace("epochs = 4", "epochs = 10");
+    assert!(
+        text.contains(r#"modalities = ["crystal", "text"]"#) && text.contains("epochs = 10"),
+        "the shared test configuration changed: {text}"
+    );
+    std::fs::write(&cfg, text).unwrap();
+    cfg
+}
+
+fn metric_lines(out: &Path) -> usize {
+    std::fs::read_to_string(out.join("metrics.jsonl")).map(|s| s.lines().count()).unwrap_or(0)
+}
+
+fn losses(out: &Path) -> Vec<f64> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn pretrain_job_preempted_with_usr1_is_requeued_and_ends_with_the_uninterrupted_weights() {
+    let slurm = cluster();
+    let root = tempfile::tempdir().unwrap();
+    let script = repo().join("slurm/pretrain.sh");
+
+    // Both jobs run at once (the local node advertises more CPUs than the two 2-task jobs need).
+    let mut jobs = Vec::new();
+    for name in ["straight", "preempted"] {
+        let work = root.path().join(name);
+        let out = work.join("run");
+        let cfg = pretrain_config(&work, &out);
+        let job = slurm.submit(
+            &script,
+            &work,
+            name,
+            &[],
+            &[("CONFIG", cfg.to_str().unwrap()), ("MULTIMAT", bin())],
+        );
+        jobs.push((job, out));
+    }
+    let (mut preempted, pre_out) = jobs.pop().unwrap();
+    let (mut straight, straight_out) = jobs.pop().unwrap();
+
+    // Preempt once two steps are logged (every rank has installed its handlers by then), as
+    // Slurm does `--signal=USR1@120` before the time limit.
+    let t0 = Instant::now();
+    while metric_lines(&pre_out) < 2 {
+        let recs = preempted.records();
+        assert!(
+            t0.elapsed() < Duration::from_secs(120) && !recs.iter().any(|r| r.state() != "PENDING" && r.state() != "RUNNING"),
+            "the pre-training job did not start training\n{}",
+            preempted.diagnostics()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    preempted.signal_steps("USR1");
+
+    let s = straight.wait_completed(Duration::from_secs(150));
+    assert_eq!(s[0].restarts(), 0, "{}", straight.diagnostics());
+    let p = preempted.wait_completed(Duration::from_secs(150));
+    let log = preempted.output();
+    assert_eq!(p[0].restarts(), 1, "the preempted job must have been requeued once\n{}", preempted.diagnostics());
+    assert!(log.contains("requeueing job"), "the script did not requeue after exit 75\n{log}");
+    assert!(log.contains("restart 1"), "the requeued job did not run again\n{log}");
+
+    // The preempted run checkpointed at its stop step, then resumed from it to the end.
+    let mut stops: Vec<String> = std::fs::read_dir(pre_out.join("checkpoints"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".json") && *n != format!("step-{STEPS:08}.json"))
+        .collect();
+    stops.sort();
+    assert_eq!(stops.len(), 1, "expected exactly one preemption checkpoint before the end, found {stops:?}\n{log}");
+
+    // Same rank count, same data order, same reduction order: the resumed job must be bit-identical
+    // to the uninterrupted one, optimiser state included, and must have logged the same losses.
+    let final_ckpt = format!("checkpoints/step-{STEPS:08}.safetensors");
+    let a = std::fs::read(straight_out.join(&final_ckpt)).unwrap();
+    let b = std::fs::read(pre_out.join(&final_ckpt)).unwrap();
+    assert!(a == b, "weights after {STEPS} steps differ between the preempted+requeued job and the uninterrupted one\n{log}");
+    assert_eq!(losses(&pre_out), losses(&straight_out), "the requeued job must log the same losses");
+}
+
+#[test]
+fn pretrain_job_with_a_bad_config_fails_once_with_the_reason_in_its_log() {
+    let slurm = cluster();
+    let root = tempfile::tempdir().unwrap();
+    let work = root.path().join("bad");
+    let cfg = pretrain_config(&work, &work.join("run"));
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("batch_size = 24", "batch_size = 1000");
+    std::fs::write(&cfg, text).unwrap();
+    let mut job = slurm.submit(
+        &repo().join("slurm/pretrain.sh"),
+        &work,
+        "bad-config",
+        &[],
+        &[("CONFIG", cfg.to_str().unwrap()), ("MULTIMAT", bin())],
+    );
+    let recs = job.wait(Duration::from_secs(120));
+    // An error that would recur must not be requeued (only exit 75 is); the job fails with it.
+    assert_eq!(recs[0].state(), "FAILED", "{}", job.diagnostics());
+    assert_ne!(recs[0].exit_code(), Some(0), "{}", job.diagnostics());
+    assert_eq!(recs[0].restarts(), 0, "{}", job.diagnostics());
+    let log = job.output();
+    assert!(log.contains("fewer than one batch"), "the job log must say why it failed:\n{log}");
+    assert!(!log.contains("requeueing"), "{log}");
+}
+
+const SCREEN: &str = env!("CARGO_BIN_EXE_multimat-screen");
+
+fn gen_embeddings(path: &Path, n: usize, seed: u64, prefix: &str) {
+    // Lattice vectors with exact duplicate rows under other ids: exact similarity ties, which
+    // straddle the ranks' candidate ranges and must be broken by id, not by rank.
+    let out = Command::new(SCREEN)
+        .args(["gen-random", "--out", path.to_str().unwrap(), "-n", &n.to_string(), "--dim", "8"])
+        .args(["--seed", &seed.to_string(), "--kind", "lattice", "--duplicates", "0.2", "--id-prefix", prefix])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "gen-random: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn screen_job_on_two_and_three_tasks_writes_the_serial_csv() {
+    let slurm = cluster();
+    let root = tempfile::tempdir().unwrap();
+    let (q, c) = (root.path().join("q.h5"), root.path().join("c.h5"));
+    gen_embeddings(&q, 40, 11, "q-");
+    gen_embeddings(&c, 3000, 12, "mp-");
+    let serial = root.path().join("serial.csv");
+    let out = Command::new(SCREEN)
+        .args(["--queries", q.to_str().unwrap(), "--candidates", c.to_str().unwrap(), "-k", "12", "-q"])
+        .args(["--out", serial.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "serial screen: {}", String::from_utf8_lossy(&out.stderr));
+    let expected = std::fs::read(&serial).unwrap();
+    assert_eq!(String::from_utf8_lossy(&expected).lines().count(), 1 + 40 * 12);
+
+    // The script's own task count (2), and 3 tasks from the command line; both at once.
+    let mut jobs = Vec::new();
+    for (tasks, sbatch_args) in [(2usize, &[][..]), (3, &["--ntasks=3"][..])] {
+        let work = root.path().join(format!("tasks{tasks}"));
+        std::fs::create_dir_all(&work).unwrap();
+        let csv = work.join("hits.csv");
+        let job = slurm.submit(
+            &repo().join("slurm/screen.sh"),
+            &work,
+            &format!("screen{tasks}"),
+            sbatch_args,
+            &[
+                ("QUERIES", q.to_str().unwrap()),
+                ("CANDIDATES", c.to_str().unwrap()),
+                ("K", "12"),
+                ("OUT", csv.to_str().unwrap()),
+                ("SCREEN", SCREEN),
+            ],
+        );
+        jobs.push((tasks, job, csv));
+    }
+    for (tasks, mut job, csv) in jobs {
+        job.wait_completed(Duration::from_secs(120));
+        // Rank 0 reports the MPI world it merged: proof that srun gave MPICH one world of
+        // `tasks` ranks, not `tasks` independent serial screens writing the same file.
+        let log = job.output();
+        assert!(log.contains(&format!("{tasks} ranks: local screen seconds per rank")), "not a {tasks}-rank MPI world:\n{log}");
+        let got = std::fs::read(&csv).unwrap_or_else(|e| panic!("{}: {e}\n{}", csv.display(), job.diagnostics()));
+        assert!(got == expected, "{tasks}-task screen job's CSV differs from the serial one\n{log}");
+    }
+}
+
+#[test]
+fn finetune_sweep_array_of_four_tasks_aggregates_into_the_serial_table() {
+    let slurm = cluster();
+    let root = tempfile::tempdir().unwrap();
+    // 2 variants × 2 learning rates × 2 seeds of tiny fine-tuning runs (tests/finetune_common).
+    let serial_cfg = finetune_common::write_sweep(&root.path().join("serial"), &root.path().join("serial/out"));
+    let work = root.path().join("array");
+    let array_cfg = finetune_common::write_sweep(&work, &work.join("out"));
+    let mut array = slurm.submit(
+        &repo().join("slurm/finetune-sweep.sh"),
+        &work,
+        "sweep",
+        &[],
+        &[("CONFIG", array_cfg.to_str().unwrap()), ("MULTIMAT", finetune_common::bin())],
+    );
+    // The serial reference runs while the array does.
+    let out = std::process::Command::new(finetune_common::bin()).args(["sweep", "--config"]).arg(&serial_cfg).output().unwrap();
+    assert!(out.status.success(), "serial sweep: {}", String::from_utf8_lossy(&out.stderr));
+
+    let tasks = array.wait_completed(Duration::from_secs(150));
+    assert_eq!(tasks.len(), 4, "the script asks for a 4-task array\n{}", array.diagnostics());
+    let log = array.output();
+    // "[sweep…] done <run id> (…)": 8 lines naming 8 distinct runs.
+    let done: Vec<&str> = log.lines().filter_map(|l| l.split("] done ").nth(1)?.split(' ').next()).collect();
+    let distinct: std::collections::BTreeSet<&str> = done.iter().copied().collect();
+    assert!(done.len() == 8 && distinct.len() == 8, "each of the 8 runs exactly once over the array: {done:?}\n{log}");
+
+    // Task 0 submitted the aggregation job (afterany on the array); sbatch --parsable printed its
+    // id into task 0's log. It must run after the array and succeed.
+    let agg_id = log
+        .lines()
+        .filter_map(|l| l.trim().split(';').next())
+        .find(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_digit()))
+        .unwrap_or_else(|| panic!("no aggregation job id in the array's log\n{log}"))
+        .to_string();
+    let mut agg = slurm.job(&agg_id, &work);
+    agg.wait_completed(Duration::from_secs(60));
+
+    for f in ["table.csv", "table.md"] {
+        let a = std::fs::read_to_string(root.path().join("serial/out").join(f)).unwrap();
+        let b = std::fs::read_to_string(work.join("out").join(f)).unwrap_or_else(|e| panic!("{f}: {e}\n{log}"));
+        assert_eq!(a, b, "{f} of the Slurm array differs from the serial sweep's");
+    }
+}
