@@ -172,7 +172,7 @@ struct Steps {
 
 impl Steps {
     fn run(&mut self, what: &str, args: &[OsString]) -> Result<()> {
-        let shown: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        let shown: Vec<String> = args.iter().map(|a| shell_word(&a.to_string_lossy())).collect();
         self.commands.push(format!("multimat {}", shown.join(" ")));
         eprintln!("[demo] {what}");
         let out = std::process::Command::new(&self.exe)
@@ -190,6 +190,15 @@ impl Steps {
             }
         }
         Ok(())
+    }
+}
+
+/// `word` quoted for a POSIX shell when it needs it, so the report's commands paste verbatim.
+fn shell_word(word: &str) -> String {
+    if !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
     }
 }
 
