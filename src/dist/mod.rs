@@ -69,7 +69,8 @@ pub fn discover_from(env: &BTreeMap<String, String>) -> Result<LauncherEnv> {
                 .map_err(|_| anyhow::anyhow!("launcher variable {k}={v:?} is not a non-negative integer")),
         }
     };
-    let mut found: Vec<(&'static str, Topology)> = Vec::new();
+    // (launcher, topology, whether it named the local rank itself)
+    let mut found: Vec<(&'static str, Topology, bool)> = Vec::new();
     let candidates: [(&'static str, &str, &str, &[&str]); 4] = [
         ("slurm", "SLURM_PROCID", "SLURM_NTASKS", &["SLURM_LOCALID"]),
         ("pmi", "PMI_RANK", "PMI_SIZE", &["MPI_LOCALRANKID", "PMI_LOCAL_RANK"]),
@@ -91,16 +92,16 @@ pub fn discover_from(env: &BTreeMap<String, String>) -> Result<LauncherEnv> {
                     break;
                 }
             }
-            found.push((name, Topology { rank, world_size: size, local_rank: local_rank.unwrap_or(0) }));
+            found.push((name, Topology { rank, world_size: size, local_rank: local_rank.unwrap_or(0) }, local_rank.is_some()));
         }
     }
     // A job step under `srun` sets both SLURM_* and PMI_*; they must agree when both describe
     // more than one process. (A batch script under `mpirun` inside an allocation legitimately has
     // SLURM_NTASKS of the allocation and PMI_* of mpirun: prefer the MPI launcher's view then.)
-    let mpi_like: Vec<_> = found.iter().filter(|(n, _)| *n != "slurm").collect();
-    let slurm = found.iter().find(|(n, _)| *n == "slurm");
-    if let Some((name, topo)) = mpi_like.first() {
-        for (other, t) in &mpi_like[1..] {
+    let mpi_like: Vec<_> = found.iter().filter(|(n, _, _)| *n != "slurm").collect();
+    let slurm = found.iter().find(|(n, _, _)| *n == "slurm");
+    if let Some((name, topo, has_local)) = mpi_like.first() {
+        for (other, t, _) in &mpi_like[1..] {
             if t.rank != topo.rank || t.world_size != topo.world_size {
                 bail!(
                     "launcher variables disagree: {name} says rank {}/{} but {other} says rank {}/{}",
@@ -108,9 +109,19 @@ pub fn discover_from(env: &BTreeMap<String, String>) -> Result<LauncherEnv> {
                 );
             }
         }
-        return Ok(LauncherEnv { topology: *topo, source: name });
+        let mut topology = *topo;
+        // `srun --mpi=pmi2` sets PMI_RANK/PMI_SIZE but no PMI local rank; the step's
+        // SLURM_LOCALID is then the one to trust (a GPU per rank depends on it).
+        if !has_local {
+            if let Some((_, s, true)) = slurm {
+                if env.contains_key("SLURM_STEP_ID") && s.rank == topo.rank && s.world_size == topo.world_size {
+                    topology.local_rank = s.local_rank;
+                }
+            }
+        }
+        return Ok(LauncherEnv { topology, source: name });
     }
-    if let Some((_, topo)) = slurm {
+    if let Some((_, topo, _)) = slurm {
         // Inside `sbatch` without `srun`, SLURM_NTASKS is the allocation's task count but only
         // this one process runs; SLURM_STEP_ID distinguishes a real job step.
         if env.contains_key("SLURM_STEP_ID") || topo.world_size == 1 {
@@ -380,11 +391,19 @@ mod tests {
     #[test]
     fn srun_step_with_pmi_and_slurm_agreeing() {
         let l = discover_from(&env(&[
-            ("SLURM_PROCID", "2"), ("SLURM_NTASKS", "4"), ("SLURM_LOCALID", "0"), ("SLURM_STEP_ID", "0"),
+            ("SLURM_PROCID", "2"), ("SLURM_NTASKS", "4"), ("SLURM_LOCALID", "1"), ("SLURM_STEP_ID", "0"),
             ("PMI_RANK", "2"), ("PMI_SIZE", "4"),
         ]))
         .unwrap();
-        assert_eq!(l.topology, Topology { rank: 2, world_size: 4, local_rank: 0 });
+        // srun's PMI-2 names no local rank: SLURM_LOCALID of the same step supplies it.
+        assert_eq!(l.topology, Topology { rank: 2, world_size: 4, local_rank: 1 });
+        // A PMI local rank, when given, wins.
+        let l = discover_from(&env(&[
+            ("SLURM_PROCID", "2"), ("SLURM_NTASKS", "4"), ("SLURM_LOCALID", "1"), ("SLURM_STEP_ID", "0"),
+            ("PMI_RANK", "2"), ("PMI_SIZE", "4"), ("MPI_LOCALRANKID", "0"),
+        ]))
+        .unwrap();
+        assert_eq!(l.topology.local_rank, 0);
     }
 
     #[test]
