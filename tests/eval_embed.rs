@@ -23,7 +23,7 @@ const HOLDOUT: f64 = 0.25;
 fn trained() -> &'static Path {
     static RUN: OnceLock<PathBuf> = OnceLock::new();
     RUN.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("multimat-eval-test-{}", std::process::id()));
+        let dir = common::fixture_dir("multimat-eval-test");
         std::fs::create_dir_all(&dir).unwrap();
         let run = dir.join("run");
         let cfg = format!(

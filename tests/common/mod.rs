@@ -9,6 +9,10 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_multimat")
 }
 
+#[path = "fixture_dir.rs"]
+mod fixture_dir_impl;
+pub use fixture_dir_impl::fixture_dir;
+
 pub fn data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data")
 }
@@ -17,7 +21,7 @@ pub fn data() -> PathBuf {
 pub fn shards() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("multimat-pretrain-test-{}", std::process::id()));
+        let dir = fixture_dir("multimat-pretrain-test");
         let out = dir.join("shards");
         let st = Command::new(bin())
             .args(["ingest", "--quiet", "--density-grid", "8", "--mp-multimodal"])

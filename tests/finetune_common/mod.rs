@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+#[path = "../common/fixture_dir.rs"]
+mod fixture_dir_impl;
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_multimat")
 }
@@ -22,7 +25,7 @@ pub fn elastic_set() -> PathBuf {
 pub fn shards() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let out = std::env::temp_dir().join(format!("multimat-finetune-test-{}", std::process::id())).join("shards");
+        let out = fixture_dir_impl::fixture_dir("multimat-finetune-test").join("shards");
         let st = Command::new(bin())
             .args(["ingest", "--quiet", "--limit", "100", "--records-per-shard", "50", "--approx-charge-density", "--density-grid", "8", "--matminer"])
             .arg(elastic_set())
