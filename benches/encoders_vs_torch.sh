@@ -8,7 +8,7 @@
 # Environment: THREADS (default: nproc; rayon, matrixmultiply and torch all get it), BATCH (360),
 # DOS_BATCH and FULL_BATCH (default BATCH; the DOS Transformer at T = 601 dominates the time),
 # RESNEXT50_BATCH (16, workload resnext50), REPEATS (timed steps after one warm-up; 3),
-# PROFILE (release | dev; release), VENV (a virtualenv with torch and numpy; default
+# PROFILE (release | dev; release), BIN (an already built multimat binary: skips the build), VENV (a virtualenv with torch and numpy; default
 # .cache/bench-venv, built from PyPI on first use).
 #
 # For every workload our binary writes its exact batch (`multimat bench encoders --dump-dir`) and
@@ -36,7 +36,9 @@ if ! "$VENV/bin/python" -c "import torch, numpy" 2>/dev/null; then
 fi
 PY="$VENV/bin/python"
 
-if [ "$PROFILE" = release ]; then
+if [ -n "${BIN:-}" ]; then
+    echo "using $BIN as built" >&2
+elif [ "$PROFILE" = release ]; then
     cargo build --release --bin multimat
     BIN=target/release/multimat
 else
