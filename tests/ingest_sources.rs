@@ -22,12 +22,15 @@ fn csv_with_cif_folder() {
         std::fs::copy(mp().join(format!("cif/{id}.cif")), cifs.join(format!("{id}.cif"))).unwrap();
     }
     let csv = tmp.path().join("labels.csv");
-    std::fs::write(&csv, "material_id,formula,K_VRH,band_gap\nmp-1000,BaTe,25.5,\nmp-10255,Nb3B4,273.9,0.0\nmp-404,X,1.0,2.0\n").unwrap();
+    std::fs::write(&csv, "material_id,formula,K_VRH,band_gap\nmp-1000,BaTe,25.5,\nmp-10255,Nb3B4,273.9,0.0\nmp-404,X,1.0,2.0\nmp-1001,Y,huge,1.0\n").unwrap();
     let out = tmp.path().join("out");
     let s = run(&Source::CsvCif { csv: csv.clone(), cif_dir: cifs }, &Extras::default(), &IngestOptions::new(out.clone())).unwrap();
-    assert_eq!((s.counts.records, s.counts.structure, s.counts.graphs, s.rejects), (2, 2, 2, 1));
-    let r = &rejects(&out)[0];
-    assert_eq!(r.record, "mp-404");
+    // Two rejects: a bad label cell (that row only, line named) and a row without its CIF.
+    assert_eq!((s.counts.records, s.counts.structure, s.counts.graphs, s.rejects), (2, 2, 2, 2));
+    let rj = rejects(&out);
+    let bad_cell = rj.iter().find(|r| r.record.contains("mp-1001")).expect("the bad label row is in rejects.jsonl");
+    assert!(bad_cell.record.contains("line 5") && bad_cell.reason.contains("column 'K_VRH': 'huge'"), "{bad_cell:?}");
+    let r = rj.iter().find(|r| r.record == "mp-404").expect("the CIF-less row is in rejects.jsonl");
     assert!(r.file.ends_with("labels.csv") && r.reason.contains("mp-404.cif"), "{r:?}");
 
     let shard = out.join("shard-r000-00000.h5");

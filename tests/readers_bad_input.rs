@@ -184,8 +184,12 @@ fn bad_text_embeddings_and_labels() {
     // A non-numeric modulus in the real materials.csv.
     let csv = std::fs::read_to_string(data("mp-multimodal/materials.csv")).unwrap();
     let p = tmp.write("labels.csv", csv.replacen("184.643", "big", 1).as_bytes());
-    let e = err_of(io::labels::read_csv(&p));
-    assert!(e.contains("labels.csv: line 40, column 'bulk_modulus': 'big'"), "{e}");
+    // One bad cell rejects that row only (line and column named); the other 84 are kept.
+    let parsed = io::labels::read_csv(&p).unwrap();
+    assert_eq!(parsed.labels.len(), 84);
+    assert_eq!(parsed.rejected.len(), 1);
+    assert_eq!(parsed.rejected[0].line, 40);
+    assert!(parsed.rejected[0].reason.contains("column 'bulk_modulus': 'big'"), "{:?}", parsed.rejected);
 }
 
 #[test]

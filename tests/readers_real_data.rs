@@ -72,7 +72,8 @@ fn mp_multimodal_structures_json_and_cif_agree_for_all_85() {
     let jsons = files_in("mp-multimodal/structures", ".json");
     assert_eq!(jsons.len(), 85);
     let csv = io::labels::read_csv(&data("mp-multimodal/materials.csv")).unwrap();
-    let nsites: std::collections::HashMap<_, _> = csv.iter().map(|(id, t)| (id.clone(), t["nsites"][0] as usize)).collect();
+    assert!(csv.rejected.is_empty(), "{:?}", csv.rejected);
+    let nsites: std::collections::HashMap<_, _> = csv.labels.iter().map(|(id, t)| (id.clone(), t["nsites"][0] as usize)).collect();
     jsons.par_iter().for_each(|json| {
         let id = stem_id(json);
         let from_json = io::read_structure(json).unwrap();
@@ -311,7 +312,9 @@ fn robocrys_descriptions_and_matbert_embeddings_cover_the_85_materials() {
 
 #[test]
 fn materials_csv_labels() {
-    let labels = io::labels::read_csv(&data("mp-multimodal/materials.csv")).unwrap();
+    let parsed = io::labels::read_csv(&data("mp-multimodal/materials.csv")).unwrap();
+    assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected);
+    let labels = parsed.labels;
     assert_eq!(labels.len(), 85);
     let with_k = labels.iter().filter(|(_, t)| t.contains_key("bulk_modulus")).count();
     assert_eq!(with_k, 46, "README: bulk and shear moduli for 46 materials");

@@ -33,6 +33,10 @@ enum Command {
     Bench(cli::bench::Args),
     /// End-to-end demo on real MP crystals (approximate charge densities) → report.md.
     Demo(cli::demo::Args),
+    /// Per-material embeddings of one modality from a checkpoint → embeddings HDF5 file.
+    Embed(cli::embed::Args),
+    /// Evaluate a checkpoint: cross-modal retrieval, material discovery (paper Fig. 3).
+    Eval(cli::eval::Args),
 }
 
 fn main() {
@@ -46,6 +50,8 @@ fn main() {
         Command::Bench(a) => cli::bench::run(a),
         Command::Doctor(a) => cli::doctor::run(a),
         Command::Demo(a) => cli::demo::run(a),
+        Command::Embed(a) => cli::embed::run(a),
+        Command::Eval(a) => cli::eval::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -9,3 +9,5 @@ pub mod synth;
 pub mod bench;
 pub mod doctor;
 pub mod demo;
+pub mod embed;
+pub mod eval;

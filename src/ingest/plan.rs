@@ -64,6 +64,14 @@ pub struct Plan {
 /// Columns of `materials.csv` that describe the file rather than the material's properties.
 const MP_MULTIMODAL_METADATA_COLUMNS: [&str; 3] = ["nsites", "has_dos", "has_charge_density"];
 
+/// Unusable label rows become rejects (one per row, naming the line) instead of failing the file.
+fn label_row_rejects(csv: &Path, rows: &[crate::io::labels::RejectedRow], rejects: &mut Vec<Reject>) {
+    for r in rows {
+        let what = if r.id.is_empty() { format!("line {}", r.line) } else { format!("line {} ({})", r.line, r.id) };
+        rejects.push(Reject::new(csv, what, format!("labels row: {}", r.reason)));
+    }
+}
+
 fn first_existing(dir: &Path, names: &[&str]) -> Option<PathBuf> {
     names.iter().map(|n| dir.join(n)).find(|p| p.is_file())
 }
@@ -193,8 +201,9 @@ pub fn plan(source: &Source, extras: &Extras) -> Result<Plan> {
         Source::CsvCif { csv, cif_dir } => {
             anyhow::ensure!(cif_dir.is_dir(), "{}: not a directory", cif_dir.display());
             let cifs = files_by_id(cif_dir, &[".cif.gz", ".cif"])?;
-            let rows = crate::io::labels::read_csv(csv).with_context(|| format!("reading labels {}", csv.display()))?;
-            for (id, targets) in rows {
+            let parsed = crate::io::labels::read_csv(csv).with_context(|| format!("reading labels {}", csv.display()))?;
+            label_row_rejects(csv, &parsed.rejected, &mut rejects);
+            for (id, targets) in parsed.labels {
                 match cifs.get(&id) {
                     Some(cif) => {
                         let input = get(&mut by_id, &id);
@@ -212,8 +221,9 @@ pub fn plan(source: &Source, extras: &Extras) -> Result<Plan> {
         labels_files.push((labels.clone(), false));
     }
     for (csv, own) in labels_files {
-        let rows = crate::io::labels::read_csv(&csv).with_context(|| format!("reading labels {}", csv.display()))?;
-        for (id, targets) in rows {
+        let parsed = crate::io::labels::read_csv(&csv).with_context(|| format!("reading labels {}", csv.display()))?;
+        label_row_rejects(&csv, &parsed.rejected, &mut rejects);
+        for (id, targets) in parsed.labels {
             // Labels for ids no other file mentions would make records with nothing but targets.
             let Some(input) = by_id.get_mut(&id) else {
                 if !own {
