@@ -20,7 +20,7 @@ pub enum Bench {
     /// PotNet lattice sums: pairs/s for a 40-atom cell and a structure directory, 1 thread and
     /// all cores, and the extrapolation to an MP-sized ingest.
     LatticeSums(crate::crystal::throughput::LatticeSumBenchArgs),
-    /// Encoder forward+backward materials/s at batch 360 (PotNet, CGCNN, DOS, text, ResNeXt).
+    /// Pre-training step (fwd + bwd + AdamW) materials/s per encoder and full model; dumps batches for benches/encoders_torch.py.
     Encoders(crate::model::bench::EncodersBenchArgs),
     /// Frozen BERT text encoder: texts/s and GFLOP/s vs the sgemm peak, peak memory.
     Text(crate::text::bench::Args),

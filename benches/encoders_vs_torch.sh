@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# multimat's encoders vs the same encoders in PyTorch, same batches, same machine, same run:
+# one pre-training step (forward + backward + AdamW) per encoder, and the full four-modality
+# model (PotNet + DOS Transformer + small 3-D ResNeXt + text MLP, AllPairsCLIP).
+#
+#   benches/encoders_vs_torch.sh [workload ...]     (default: potnet cgcnn dos text resnext_small full)
+#
+# Environment: THREADS (default: nproc; rayon, matrixmultiply and torch all get it), BATCH (360),
+# DOS_BATCH and FULL_BATCH (default BATCH; the DOS Transformer at T = 601 dominates the time),
+# RESNEXT50_BATCH (16, workload resnext50), REPEATS (timed steps after one warm-up; 3),
+# PROFILE (release | dev; release), BIN (an already built multimat binary: skips the build),
+# RESULTS (keep every JSON here; default: a temporary directory), TORCH_FROM (a RESULTS directory
+# of an earlier run: reuse its PyTorch numbers, e.g. to time a new multimat build against them),
+# SUMMARY_ONLY=1 (with RESULTS: print the table of the JSONs already there, run nothing), VENV (a virtualenv with torch and numpy; default
+# .cache/bench-venv, built from PyPI on first use).
+#
+# For every workload our binary writes its exact batch (`multimat bench encoders --dump-dir`) and
+# benches/encoders_torch.py loads it, so graph sizes, edge lists, sequence lengths and grids are
+# identical. Each side runs in its own process per workload, so each peak RSS is that workload's.
+# PotNet and the full model are also timed with a factorised PyTorch PotNet (the formulation
+# multimat uses) beside the reference formulation (per-edge concatenation).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.cache/bench-venv}
+PROFILE=${PROFILE:-release}
+THREADS=${THREADS:-$(nproc)}
+BATCH=${BATCH:-360}
+DOS_BATCH=${DOS_BATCH:-$BATCH}
+FULL_BATCH=${FULL_BATCH:-$BATCH}
+RESNEXT50_BATCH=${RESNEXT50_BATCH:-16}
+REPEATS=${REPEATS:-3}
+WORKLOADS=("$@")
+[ ${#WORKLOADS[@]} -eq 0 ] && WORKLOADS=(potnet cgcnn dos text resnext_small full)
+
+if ! "$VENV/bin/python" -c "import torch, numpy" 2>/dev/null; then
+    echo "building $VENV (torch + numpy from PyPI) ..." >&2
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet torch numpy
+fi
+PY="$VENV/bin/python"
+
+if [ -n "${SUMMARY_ONLY:-}" ]; then
+    BIN=true
+elif [ -n "${BIN:-}" ]; then
+    echo "using $BIN as built" >&2
+elif [ "$PROFILE" = release ]; then
+    cargo build --release --bin multimat
+    BIN=target/release/multimat
+else
+    cargo build --bin multimat
+    BIN=target/debug/multimat
+fi
+
+if [ -n "${RESULTS:-}" ]; then
+    WORK=$RESULTS
+    mkdir -p "$WORK"
+    trap 'rm -rf "$WORK/batch"' EXIT
+else
+    WORK=$(mktemp -d)
+    trap 'rm -rf "$WORK"' EXIT
+fi
+export RAYON_NUM_THREADS=$THREADS MATMUL_NUM_THREADS=$THREADS
+
+if [ -z "${SUMMARY_ONLY:-}" ]; then
+echo "machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "threads $THREADS; batch $BATCH (dos $DOS_BATCH, full $FULL_BATCH, resnext50 $RESNEXT50_BATCH); median of $REPEATS steps after 1 warm-up; profile $PROFILE"
+echo "PyTorch $("$PY" -c 'import torch; print(torch.__version__)')"
+if [ -n "${TORCH_FROM:-}" ]; then
+    echo "PyTorch numbers reused from $TORCH_FROM"
+    [ "$(cd "$TORCH_FROM" && pwd)" = "$(cd "$WORK" && pwd)" ] || cp "$TORCH_FROM"/torch*_*.json "$WORK"/
+else
+    "$PY" benches/encoders_torch.py --sgemm --threads "$THREADS" > "$WORK/torch_sgemm.json"
+fi
+SGEMM_ARG=(--sgemm 2048)
+for w in "${WORKLOADS[@]}"; do
+    echo "== $w" >&2
+    "$BIN" bench encoders --only "$w" --batch "$BATCH" --dos-batch "$DOS_BATCH" --full-batch "$FULL_BATCH" \
+        --resnext-full-batch "$RESNEXT50_BATCH" --repeats "$REPEATS" "${SGEMM_ARG[@]}" \
+        --dump-dir "$WORK/batch" --json-out "$WORK/ours_$w.json" >&2
+    SGEMM_ARG=()
+    if [ -z "${TORCH_FROM:-}" ]; then
+        "$PY" benches/encoders_torch.py "$WORK/batch" "$w" --repeats "$REPEATS" --threads "$THREADS" > "$WORK/torch_$w.json"
+        if [ "$w" = potnet ] || [ "$w" = full ]; then
+            "$PY" benches/encoders_torch.py "$WORK/batch" "$w" --repeats "$REPEATS" --threads "$THREADS" --potnet-factorised > "$WORK/torchf_$w.json"
+        fi
+    fi
+    rm -rf "$WORK/batch"
+done
+fi
+
+"$PY" - "$WORK" "${WORKLOADS[@]}" <<'PY'
+import json, os, sys
+work, workloads = sys.argv[1], sys.argv[2:]
+tsg = json.load(open(f"{work}/torch_sgemm.json"))
+ours_sgemm = json.load(open(f"{work}/ours_{workloads[0]}.json")).get("sgemm") or {}
+peak = tsg["gflops_wall"]
+print(f"\nsgemm 2048³, {tsg['threads']} threads: torch {tsg['gflops_wall']:.1f} GFLOP/s wall ({tsg['gflops_cpu_per_thread_x_threads']:.1f} by CPU time); "
+      f"multimat/matrixmultiply {ours_sgemm.get('gflops_wall', float('nan')):.1f} wall ({ours_sgemm.get('gflops_cpu_per_thread_x_threads') or float('nan'):.1f} by CPU time)")
+print("%pk = model FLOPs of the step (torch FlopCounterMode on that row's PyTorch formulation; multimat does the factorised PotNet FLOPs) / wall step time / torch's sgemm wall GFLOP/s;")
+print("%pkCPU = the same per CPU-second × threads, over torch's sgemm GFLOP per CPU-second × threads\n")
+hdr = (f"{'workload':<26} {'B':>4} {'ours mat/s':>10} {'torch mat/s':>11} {'ratio':>6} | {'ours mat/CPU·s':>14} {'torch':>9} {'ratio':>6} | "
+       f"{'RSS ours':>8} {'RSS torch':>9} | {'GFLOP/step':>10} {'%pk ours':>8} {'%pk torch':>9} | {'%pkCPU ours':>11} {'torch':>6}")
+print(hdr)
+print("-" * len(hdr))
+fmt = lambda v, spec: "-" if v is None else format(v, spec)
+peak_cpu = tsg["gflops_cpu_per_thread_x_threads"]
+# GFLOP per (CPU-second ÷ threads), as a share of sgemm's: the efficiency that survives other load.
+pct_cpu = lambda gf, r: 100 * gf / (r["cpu_step_s"] / r["threads"]) / peak_cpu if r.get("cpu_step_s") else None
+for w in workloads:
+    ours = json.load(open(f"{work}/ours_{w}.json"))["results"][0]
+    peers = [json.load(open(f"{work}/torch_{w}.json"))]
+    if os.path.exists(f"{work}/torchf_{w}.json"):
+        peers.append(json.load(open(f"{work}/torchf_{w}.json")))
+    for t in peers:
+        label = w if t is peers[0] else w + " (torch factorised)"
+        gf = t["model_flops"] / 1e9
+        cpu_ratio = ours["materials_per_cpu_s"] / t["materials_per_cpu_s"] if ours.get("materials_per_cpu_s") and t.get("materials_per_cpu_s") else None
+        print(f"{label:<26} {ours['batch']:>4} {ours['materials_per_s']:>10.1f} {t['materials_per_s']:>11.1f} {ours['materials_per_s'] / t['materials_per_s']:>5.2f}x | "
+              f"{fmt(ours.get('materials_per_cpu_s'), '14.1f')} {fmt(t.get('materials_per_cpu_s'), '9.1f')} {fmt(cpu_ratio, '5.2f')}x | "
+              f"{fmt(ours.get('peak_rss_mib'), '5.0f')} MiB {t['peak_rss_mib']:>5.0f} MiB | {gf:>10.1f} "
+              f"{100 * gf / ours['step_s'] / peak:>7.1f}% {100 * gf / t['step_s'] / peak:>8.1f}% | "
+              f"{fmt(pct_cpu(gf, ours), '10.1f')}% {fmt(pct_cpu(gf, t), '5.1f')}%")
+print("\nratio = multimat ÷ PyTorch (> 1: multimat faster). mat/CPU·s = batch ÷ (CPU seconds per step ÷ threads).")
+print("step phases (s, ours / torch):")
+for w in workloads:
+    o = json.load(open(f"{work}/ours_{w}.json"))["results"][0]
+    t = json.load(open(f"{work}/torch_{w}.json"))
+    print(f"  {w:<14} fwd {o['forward_s']:.3f}/{t['forward_s']:.3f}  bwd {o['backward_s']:.3f}/{t['backward_s']:.3f}  "
+          f"adamw {o['optimizer_s']:.3f}/{t['optimizer_s']:.3f}  CPU-s/step {fmt(o.get('cpu_step_s'), '.2f')}/{fmt(t.get('cpu_step_s'), '.2f')}")
+PY
