@@ -228,12 +228,12 @@ fn finetune_sweep_array_of_four_tasks_aggregates_into_the_serial_table() {
     let distinct: std::collections::BTreeSet<&str> = done.iter().copied().collect();
     assert!(done.len() == 8 && distinct.len() == 8, "each of the 8 runs exactly once over the array: {done:?}\n{log}");
 
-    // Task 0 submitted the aggregation job (afterany on the array); sbatch --parsable printed its
-    // id into task 0's log. It must run after the array and succeed.
+    // Task 0 submitted the aggregation job (afterany on the array) and logged
+    // "submitted aggregation job <id> (…)". It must run after the array and succeed.
     let agg_id = log
         .lines()
-        .filter_map(|l| l.trim().split(';').next())
-        .find(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_digit()))
+        .filter_map(|l| l.split("submitted aggregation job ").nth(1)?.split_whitespace().next())
+        .find(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_digit()))
         .unwrap_or_else(|| panic!("no aggregation job id in the array's log\n{log}"))
         .to_string();
     let mut agg = slurm.job(&agg_id, &work);
