@@ -19,8 +19,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Steps of the pre-training jobs: long enough that the signal lands mid-run on a loaded machine.
-const STEPS: usize = 24;
+/// Steps of the pre-training jobs: long enough that the signal lands mid-run on a quiet machine
+/// too (a crystal + text step takes ~0.08 s there, and scancel needs a few hundred ms to land).
+const STEPS: usize = 90;
 
 /// A 2-modality (crystal, text) version of the tiny pre-training configuration: the cheap
 /// encoders keep each step well under a second, and the test is about the job's lifecycle.
@@ -29,9 +30,9 @@ fn pretrain_config(dir: &Path, out: &Path) -> std::path::PathBuf {
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
         .replace(r#"modalities = ["crystal", "dos", "charge_density", "text"]"#, r#"modalities = ["crystal", "text"]"#)
-        .replace("epochs = 4", "epochs = 10");
+        .replace("epochs = 4", "epochs = 30");
     assert!(
-        text.contains(r#"modalities = ["crystal", "text"]"#) && text.contains("epochs = 10"),
+        text.contains(r#"modalities = ["crystal", "text"]"#) && text.contains("epochs = 30"),
         "the shared test configuration changed: {text}"
     );
     std::fs::write(&cfg, text).unwrap();
@@ -74,10 +75,10 @@ fn pretrain_job_preempted_with_usr1_is_requeued_and_ends_with_the_uninterrupted_
     let (mut preempted, pre_out) = jobs.pop().unwrap();
     let (mut straight, straight_out) = jobs.pop().unwrap();
 
-    // Preempt once two steps are logged (every rank has installed its handlers by then), as
+    // Preempt once a step is logged (every rank has installed its handlers by then), as
     // Slurm does `--signal=USR1@120` before the time limit.
     let t0 = Instant::now();
-    while metric_lines(&pre_out) < 2 {
+    while metric_lines(&pre_out) < 1 {
         let recs = preempted.records();
         assert!(
             t0.elapsed() < Duration::from_secs(120) && !recs.iter().any(|r| r.state() != "PENDING" && r.state() != "RUNNING"),
