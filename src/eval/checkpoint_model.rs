@@ -131,27 +131,7 @@ impl LoadedModel {
 
 /// Copy parameters and BatchNorm buffers from the checkpoint into `model` (shapes checked).
 fn load_weights(model: &mut MultiMatModel, c: &Checkpoint) -> Result<()> {
-    let mut err: Option<anyhow::Error> = None;
-    model.visit_params(&mut |p| {
-        if err.is_none() {
-            match c.tensor(&format!("param.{}", p.name), &p.value.shape) {
-                Ok(v) => p.value.data_mut().copy_from_slice(v),
-                Err(e) => err = Some(e),
-            }
-        }
-    });
-    model.visit_buffers(&mut |name, b| {
-        if err.is_none() {
-            match c.tensor(&format!("buffer.{name}"), &b.shape.clone()) {
-                Ok(v) => b.data_mut().copy_from_slice(v),
-                Err(e) => err = Some(e),
-            }
-        }
-    });
-    match err {
-        Some(e) => Err(e.context("checkpoint does not match the model built from its stored config")),
-        None => Ok(()),
-    }
+    crate::train::pretrain::load_model_weights(model, c).map_err(|e| e.context("checkpoint does not match the model built from its stored config"))
 }
 
 /// Records per encoder call (and progress-bar tick).

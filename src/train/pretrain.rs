@@ -447,8 +447,9 @@ fn save(dir: &Path, model: &mut MultiMatModel, adam: &mut AdamW, step: u64, cfg:
     checkpoint::save(dir, step, &t, meta, keep)
 }
 
-/// Load parameters, buffers and optimiser state from a checkpoint into a freshly built model.
-pub fn restore(model: &mut MultiMatModel, adam: &mut AdamW, c: &checkpoint::Checkpoint) -> Result<()> {
+/// Copy a checkpoint's parameters and BatchNorm buffers into `model` (names and shapes checked;
+/// the first mismatch is the error). Shared by resuming and by evaluation.
+pub fn load_model_weights(model: &mut MultiMatModel, c: &checkpoint::Checkpoint) -> Result<()> {
     let mut err: Option<anyhow::Error> = None;
     model.visit_params(&mut |p| {
         if err.is_none() {
@@ -466,6 +467,13 @@ pub fn restore(model: &mut MultiMatModel, adam: &mut AdamW, c: &checkpoint::Chec
             }
         }
     });
+    err.map_or(Ok(()), Err)
+}
+
+/// Load parameters, buffers and optimiser state from a checkpoint into a freshly built model.
+pub fn restore(model: &mut MultiMatModel, adam: &mut AdamW, c: &checkpoint::Checkpoint) -> Result<()> {
+    load_model_weights(model, c).map_err(|e| e.context("checkpoint does not match the model built from this config"))?;
+    let mut err: Option<anyhow::Error> = None;
     adam.visit_state(&mut |name, s| {
         if err.is_none() {
             match c.tensor(&format!("adamw.{name}"), &s.shape.clone()) {
