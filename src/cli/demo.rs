@@ -115,7 +115,7 @@ pub fn demo_config(shards: &Path, out_dir: &Path, modalities: Vec<Modality>, tex
 /// The bulk-modulus fine-tuning run of the demo: the pre-training config's crystal encoder
 /// (so the checkpoint transfers), the paper's fine-tuning settings, `epochs` epochs.
 pub fn finetune_config(pre: &PretrainConfig, out_dir: &Path, checkpoint: Option<PathBuf>, epochs: u64, seed: u64) -> FinetuneConfig {
-    let mut cfg: FinetuneConfig = toml::from_str(&format!("[data]\nshards = []\ntarget = \"K_VRH\"\n")).expect("a fixed, valid config");
+    let mut cfg: FinetuneConfig = toml::from_str("[data]\nshards = []\ntarget = \"K_VRH\"\n").expect("a fixed, valid config");
     cfg.data.shards = pre.data.shards.clone();
     cfg.model.embed_dim = pre.model.embed_dim;
     cfg.model.encoders = pre.model.encoders.clone();
