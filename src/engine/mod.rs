@@ -4,6 +4,8 @@
 //! checking (`gradcheck`) and the `multimat bench engine` measurements (`bench`).
 
 pub mod tensor;
+pub mod backend;
+pub mod gpu;
 pub mod gradcheck;
 pub mod ops;
 pub mod nn;
