@@ -13,4 +13,4 @@ pub mod optim;
 pub mod bench;
 pub mod bench_conv3d;
 
-pub use tensor::{Device, Module, Param, Storage, Tensor};
+pub use tensor::{Device, Indices, Module, Param, Storage, Tensor};

@@ -144,6 +144,67 @@ fn host_access_panic(v: &GpuVec<f32>) -> ! {
     panic!("host access to a tensor on {}: device code must use engine::ops, and host code must copy it with to_host() first", v.gpu().device)
 }
 
+/// Integer data that ops read on the tensor's device: edge endpoints, token ids, segment
+/// offsets, padding masks (1 = valid). Uploaded once per batch (a real boundary), then passed to
+/// ops alongside the tensors.
+#[derive(Clone, Debug)]
+pub enum Indices {
+    Cpu(Vec<u32>),
+    Gpu(GpuVec<u32>),
+}
+
+impl Indices {
+    pub fn len(&self) -> usize {
+        match self {
+            Indices::Cpu(v) => v.len(),
+            Indices::Gpu(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn device(&self) -> Device {
+        match self {
+            Indices::Cpu(_) => Device::Cpu,
+            Indices::Gpu(v) => v.gpu().device,
+        }
+    }
+
+    /// The same values on `device`.
+    pub fn to_device(&self, device: Device) -> Result<Indices> {
+        Ok(match (self, device) {
+            (Indices::Cpu(v), Device::Cpu) => Indices::Cpu(v.clone()),
+            (Indices::Cpu(v), d) => Indices::Gpu(gpu(d)?.upload(v)?),
+            (Indices::Gpu(v), Device::Cpu) => Indices::Cpu(v.gpu().download(v)?),
+            (Indices::Gpu(v), d) if v.gpu().device == d => Indices::Gpu(v.try_clone()?),
+            (Indices::Gpu(v), d) => Indices::Gpu(gpu(d)?.upload(&v.gpu().download(v)?)?),
+        })
+    }
+
+    /// Host view (CPU only; like `Tensor::data`, a device access is a bug that panics).
+    pub fn host(&self) -> &[u32] {
+        match self {
+            Indices::Cpu(v) => v,
+            Indices::Gpu(v) => panic!("host access to indices on {}: copy them with to_device(Device::Cpu) first", v.gpu().device),
+        }
+    }
+
+    /// The device buffer (GPU only).
+    pub fn gpu_vec(&self) -> &GpuVec<u32> {
+        match self {
+            Indices::Gpu(v) => v,
+            Indices::Cpu(_) => panic!("gpu_vec() on CPU indices"),
+        }
+    }
+
+    /// A padding mask (true = valid) as 1/0 values.
+    pub fn from_mask(mask: &[bool]) -> Indices {
+        Indices::Cpu(mask.iter().map(|&b| b as u32).collect())
+    }
+}
+
 /// A trainable parameter: value, accumulated gradient, and whether AdamW applies weight decay to
 /// it (the reference excludes biases and normalisation parameters).
 #[derive(Clone, Debug)]
