@@ -113,6 +113,21 @@ fn core_checks() -> Vec<OpCheck> {
     ]
 }
 
+/// Runs every check on `device`, catching a panicking op so one broken kernel cannot hide the
+/// results of the others.
+pub fn run_all(device: Device) -> Vec<(&'static str, Result<Comparison>)> {
+    all()
+        .into_iter()
+        .map(|c| {
+            let r = std::panic::catch_unwind(|| (c.run)(device)).unwrap_or_else(|p| {
+                let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+                Err(anyhow::anyhow!("panicked: {}", msg.unwrap_or_default()))
+            });
+            (c.name, r)
+        })
+        .collect()
+}
+
 /// Every op check, in the order `doctor` prints them: one line per family's `checks()`.
 #[allow(unused_mut)]
 pub fn all() -> Vec<OpCheck> {
