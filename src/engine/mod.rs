@@ -10,5 +10,6 @@ pub mod nn;
 pub mod optim;
 pub mod bench;
 pub mod bench_conv3d;
+pub mod backend;
 
 pub use tensor::{Device, Module, Param, Storage, Tensor};
