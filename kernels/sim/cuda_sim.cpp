@@ -287,7 +287,9 @@ struct Runner {
         to.state = FiberState::Ready;
         cur = i;
         thread_idx = to.tid;
-        switch_context(from, to.ctx);
+        // A fiber that released its own barrier and is next in line just carries on (switching
+        // to itself would load the stack pointer saved at its previous switch).
+        if (&from != &to.ctx) switch_context(from, to.ctx);
     }
 
     // The current fiber stops (it waits, or has exited): run the next ready fiber directly, or
