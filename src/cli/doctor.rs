@@ -9,7 +9,7 @@ use crate::engine::backend::{self, Device, GpuKind};
 use anyhow::{bail, Result};
 
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Examples:\n  multimat doctor\n  multimat doctor --device cuda-sim\n  srun --mpi=pmi2 -n 2 multimat doctor --device cuda")]
+#[command(after_help = "Examples:\n  multimat doctor\n  multimat doctor --device cuda-sim")]
 pub struct Args {
     /// Print one JSON line per rank instead of text.
     #[arg(long)]
