@@ -168,7 +168,6 @@ pub fn check_fits(modalities: &[Modality], c: &EncodersConfig, embed_dim: usize,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Module;
     use crate::model::config::build_encoder;
 
     const ALL: [Modality; 4] = [Modality::Crystal, Modality::Dos, Modality::ChargeDensity, Modality::Text];
