@@ -64,7 +64,7 @@ impl Act {
         let mut out = Tensor::zeros(&x.shape);
         match x.device() {
             Device::Cpu => self.kind.forward(out.data_mut(), x.data()),
-            Device::Cuda(_) => no_cuda_kernel("Act"),
+            Device::Cuda(_) | Device::CudaSim => no_cuda_kernel("Act"),
         }
         self.input = Some(x.clone());
         out
@@ -76,7 +76,7 @@ impl Act {
         let mut dx = Tensor::zeros(&x.shape);
         match dout.device() {
             Device::Cpu => self.kind.backward(dx.data_mut(), dout.data(), x.data()),
-            Device::Cuda(_) => no_cuda_kernel("Act"),
+            Device::Cuda(_) | Device::CudaSim => no_cuda_kernel("Act"),
         }
         dx
     }

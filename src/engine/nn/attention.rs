@@ -47,7 +47,7 @@ impl MultiHeadAttention {
         let mut lse = vec![0.0f32; dims.b * dims.h * dims.t];
         match x.device() {
             Device::Cpu => attention_forward(att.data_mut(), &mut lse, qkv.data(), key_valid, dims),
-            Device::Cuda(_) => no_cuda_kernel("MultiHeadAttention"),
+            Device::Cuda(_) | Device::CudaSim => no_cuda_kernel("MultiHeadAttention"),
         }
         self.saved = Some(Saved { qkv, lse, key_valid: key_valid.map(|m| m.to_vec()), dims });
         self.proj.forward(&att)
@@ -59,7 +59,7 @@ impl MultiHeadAttention {
         let mut dqkv = Tensor::zeros(&sv.qkv.shape);
         match dout.device() {
             Device::Cpu => attention_backward(dqkv.data_mut(), datt.data(), sv.qkv.data(), &sv.lse, sv.key_valid.as_deref(), sv.dims),
-            Device::Cuda(_) => no_cuda_kernel("MultiHeadAttention"),
+            Device::Cuda(_) | Device::CudaSim => no_cuda_kernel("MultiHeadAttention"),
         }
         self.qkv.backward(&dqkv)
     }

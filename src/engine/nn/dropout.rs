@@ -36,7 +36,7 @@ impl Dropout {
         let mut mask = vec![false; x.numel()];
         match x.device() {
             Device::Cpu => dropout_forward(out.data_mut(), &mut mask, x.data(), self.p, &mut rng),
-            Device::Cuda(_) => no_cuda_kernel("Dropout"),
+            Device::Cuda(_) | Device::CudaSim => no_cuda_kernel("Dropout"),
         }
         self.mask = Some(Some(mask));
         out
@@ -47,7 +47,7 @@ impl Dropout {
         let mut dx = Tensor::zeros(&dout.shape);
         match dout.device() {
             Device::Cpu => dropout_backward(dx.data_mut(), dout.data(), &mask, self.p),
-            Device::Cuda(_) => no_cuda_kernel("Dropout"),
+            Device::Cuda(_) | Device::CudaSim => no_cuda_kernel("Dropout"),
         }
         dx
     }

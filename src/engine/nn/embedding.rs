@@ -40,7 +40,7 @@ impl Embedding {
         match self.table.value.device() {
             Device::Cpu => embedding_forward(out.data_mut(), ids, self.table.value.data(), self.dim(), self.vocab())
                 .map_err(|e| e.context(format!("embedding table {}", self.table.name)))?,
-            Device::Cuda(_) => no_cuda_kernel("Embedding"),
+            Device::Cuda(_) | Device::CudaSim => no_cuda_kernel("Embedding"),
         }
         self.ids = Some(ids.to_vec());
         Ok(out)
@@ -52,7 +52,7 @@ impl Embedding {
         let (c, v) = (self.dim(), self.vocab());
         match dout.device() {
             Device::Cpu => embedding_backward(self.table.grad.data_mut(), dout.data(), &ids, c, v),
-            Device::Cuda(_) => no_cuda_kernel("Embedding"),
+            Device::Cuda(_) | Device::CudaSim => no_cuda_kernel("Embedding"),
         }
     }
 }

@@ -37,7 +37,7 @@ impl LayerNorm {
             Device::Cpu => layernorm_forward(
                 out.data_mut(), &mut mean, &mut rstd, x.data(), self.weight.value.data(), self.bias.value.data(), n, c, self.eps,
             ),
-            Device::Cuda(_) => no_cuda_kernel("LayerNorm"),
+            Device::Cuda(_) | Device::CudaSim => no_cuda_kernel("LayerNorm"),
         }
         self.saved = Some((x.clone(), mean, rstd));
         out
@@ -53,7 +53,7 @@ impl LayerNorm {
                 dx.data_mut(), self.weight.grad.data_mut(), self.bias.grad.data_mut(), dout.data(), x.data(),
                 self.weight.value.data(), &mean, &rstd, n, c,
             ),
-            Device::Cuda(_) => no_cuda_kernel("LayerNorm"),
+            Device::Cuda(_) | Device::CudaSim => no_cuda_kernel("LayerNorm"),
         }
         dx
     }

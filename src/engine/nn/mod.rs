@@ -53,57 +53,7 @@ pub(crate) fn rows_and_features(x: &Tensor, layer: &str, features: usize) -> usi
     x.numel() / features.max(1)
 }
 
-/// Same shape as `like` with the last dimension replaced.
-pub(crate) fn with_last_dim(like: &[usize], last: usize) -> Vec<usize> {
-    let mut s = like.to_vec();
-    *s.last_mut().expect("non-scalar shape") = last;
-    s
-}
-
-/// a + b elementwise into a new tensor (residual connections).
-pub fn add(a: &Tensor, b: &Tensor) -> Tensor {
-    assert_eq!(a.shape, b.shape, "add: shapes differ");
-    let data = a.data().iter().zip(b.data()).map(|(x, y)| x + y).collect();
-    Tensor::from_vec(&a.shape, data)
-}
-
-/// a += b elementwise (accumulating gradients of a residual's two branches).
-pub fn add_assign(a: &mut Tensor, b: &Tensor) {
-    assert_eq!(a.shape, b.shape, "add_assign: shapes differ");
-    a.data_mut().iter_mut().zip(b.data()).for_each(|(x, y)| *x += y);
-}
-
-/// Concatenate tensors along the last dimension: (…, C₁), (…, C₂) → (…, C₁ + C₂).
-pub fn concat_last(parts: &[&Tensor]) -> Tensor {
-    assert!(!parts.is_empty(), "concat_last: nothing to concatenate");
-    let lead = &parts[0].shape[..parts[0].shape.len() - 1];
-    assert!(parts.iter().all(|p| &p.shape[..p.shape.len() - 1] == lead), "concat_last: leading shapes differ");
-    let widths: Vec<usize> = parts.iter().map(|p| *p.shape.last().unwrap()).collect();
-    let total: usize = widths.iter().sum();
-    let rows: usize = lead.iter().product();
-    let mut data = Vec::with_capacity(rows * total);
-    for r in 0..rows {
-        for (p, &w) in parts.iter().zip(&widths) {
-            data.extend_from_slice(&p.data()[r * w..(r + 1) * w]);
-        }
-    }
-    Tensor::from_vec(&with_last_dim(&parts[0].shape, total), data)
-}
-
-/// The backward of `concat_last`: split (…, Σ Cᵢ) into (…, Cᵢ) pieces.
-pub fn split_last(t: &Tensor, widths: &[usize]) -> Vec<Tensor> {
-    let total: usize = widths.iter().sum();
-    let rows = rows_and_features(t, "split_last", total);
-    let mut out: Vec<Vec<f32>> = widths.iter().map(|w| Vec::with_capacity(rows * w)).collect();
-    for row in t.data().chunks_exact(total.max(1)).take(rows) {
-        let mut off = 0;
-        for (o, &w) in out.iter_mut().zip(widths) {
-            o.extend_from_slice(&row[off..off + w]);
-            off += w;
-        }
-    }
-    out.into_iter().zip(widths).map(|(d, &w)| Tensor::from_vec(&with_last_dim(&t.shape, w), d)).collect()
-}
+pub use crate::engine::ops::elementwise::{add, add_assign, concat_last, split_last};
 
 /// Take a layer's saved activation or panic naming the layer (backward without forward).
 pub(crate) fn saved<T>(slot: &mut Option<T>, layer: &str) -> T {

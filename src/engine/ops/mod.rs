@@ -28,3 +28,7 @@ pub mod rbf;
 pub mod conv3d;
 pub mod pool3d;
 pub mod l2norm;
+pub mod elementwise;
+
+pub use elementwise::{add, add_assign, concat_last, fill, split_last};
+pub use linear::{linear, linear_grad};
