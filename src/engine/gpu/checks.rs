@@ -39,9 +39,12 @@ impl Comparison {
         self.worst_ratio <= 1.0
     }
 
-    /// The worse of two comparisons of one check (parts held to different tolerances).
+    /// The worse of two comparisons of one check (parts held to different tolerances); the
+    /// device hash covers both parts' results.
     pub fn worst_of(self, other: Comparison) -> Comparison {
-        if other.worst_ratio > self.worst_ratio { other } else { self }
+        let hash = self.device_hash.rotate_left(1) ^ other.device_hash;
+        let worse = if other.worst_ratio > self.worst_ratio { other } else { self };
+        Comparison { device_hash: hash, ..worse }
     }
 }
 
