@@ -14,7 +14,7 @@ use super::ELEMENTWISE_THREADS;
 use crate::engine::backend::{arg, Gpu, GemmDesc, GpuVec, Kernel, LaunchConfig};
 use crate::engine::ops;
 use crate::engine::ops::attention::AttnDims;
-use crate::engine::tensor::{Device, Indices, Tensor};
+use crate::engine::tensor::{Device, Indices, Module, Tensor};
 use anyhow::Result;
 
 const fn k(name: &'static str) -> Kernel {
@@ -225,8 +225,66 @@ fn check_softmax(dev: Device) -> Result<Comparison> {
     compare(&[("y", &gy, &y), ("dx", &gdx, &dx)], 1e-6, 1e-5)
 }
 
+/// Parameter gradients of a module, in visiting order (moved to the host).
+fn grads_of(m: &mut dyn Module) -> Result<Vec<Tensor>> {
+    let mut v = Vec::new();
+    m.visit_params(&mut |p| v.push(p.grad.clone()));
+    v.iter().map(|g| Ok(Tensor::from_vec(&g.shape, g.to_host()?))).collect()
+}
+
+/// A whole pre-LN Transformer block (the DOS encoder's: LN, packed qkv, masked attention with
+/// hs ≠ C/H, GELU FFN, residuals) then the masked mean pool, and a post-LN block, all on the
+/// device vs the same layers on the CPU: forward, input gradient and every parameter gradient
+/// (accumulated on top of a first backward). Composition of the ops above through ~8 GEMMs with
+/// K ≤ 37 and two layer norms, values O(1): 2e-4 absolute + 2e-4 relative.
+fn check_transformer_block(dev: Device) -> Result<Comparison> {
+    use crate::engine::nn::transformer::{TransformerBlock, TransformerConfig};
+    use crate::engine::ops::activation::Activation;
+    use crate::engine::ops::gelu::GeluKind;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+    let (b, t) = (3, 37);
+    let valid: Vec<bool> = (0..b * t).map(|i| i < t || (i < 2 * t && i % t < 30)).collect();
+    let mask = Indices::from_mask(&valid);
+    let gmask = mask.to_device(dev)?;
+    let mut worst: Option<Comparison> = None;
+    for norm_first in [true, false] {
+        let cfg = TransformerConfig {
+            dim: 16, heads: 2, head_size: 5, ffn_dim: 24, activation: Activation::Gelu(GeluKind::Erf), ln_eps: 1e-5, qkv_bias: true, norm_first,
+        };
+        let build = || TransformerBlock::new("blk", &cfg, &mut ChaCha8Rng::seed_from_u64(7));
+        let (mut cpu, mut gpu) = (build(), build());
+        gpu.to_device(dev)?;
+        let (x, dpool) = (rand(&[b, t, 16], 81), rand(&[b, 16], 82));
+        let (gx, gdpool) = (on(&x, dev)?, on(&dpool, dev)?);
+        let run = |blk: &mut TransformerBlock, x: &Tensor, m: &Indices, dpool: &Tensor| {
+            let mut last = None;
+            for _ in 0..2 {
+                let y = blk.forward(x, Some(m));
+                let pooled = ops::masked_mean(&y, Some(m));
+                let dx = blk.backward(&ops::masked_mean_grad(dpool, Some(m), t));
+                last = Some((y, pooled, dx));
+            }
+            last.expect("two steps")
+        };
+        let (y, pooled, dx) = run(&mut cpu, &x, &mask, &dpool);
+        let (gy, gpooled, gdx) = run(&mut gpu, &gx, &gmask, &gdpool);
+        let (cg, gg) = (grads_of(&mut cpu)?, grads_of(&mut gpu)?);
+        let mut pairs: Vec<(&str, &Tensor, &Tensor)> = vec![("y", &gy, &y), ("pooled", &gpooled, &pooled), ("dx", &gdx, &dx)];
+        pairs.extend(gg.iter().zip(&cg).map(|(g, c)| ("param grad", g, c)));
+        let c = compare(&pairs, 2e-4, 2e-4)?;
+        worst = Some(worst.map_or(c, |w| w.worst_of(c)));
+    }
+    Ok(worst.expect("two layouts"))
+}
+
 pub fn checks() -> Vec<OpCheck> {
     vec![
+        OpCheck {
+            name: "transformer block, pre- and post-LN, + masked mean (layer level)",
+            kernels: &["layernorm_forward_f32", "softmax_rows_f32", "attention_probs_f32", "gelu_erf_forward", "masked_mean_forward_f32"],
+            run: check_transformer_block,
+        },
         OpCheck {
             name: "attention (masked, lse saved, P recomputed; chunked batched GEMMs)",
             kernels: &["attention_split_heads_f32", "attention_merge_heads_f32", "softmax_rows_f32", "attention_probs_f32", "softmax_rows_backward_f32"],
