@@ -165,3 +165,24 @@ pub fn all() -> Vec<OpCheck> {
     v.extend(super::activation::checks());
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every op's GPU code — launchers, launch configurations and each kernel's own CUDA source —
+    /// runs on the simulator and matches the CPU reference within its stated tolerance, twice with
+    /// identical device results.
+    #[test]
+    fn every_gpu_op_matches_its_cpu_reference_on_cuda_sim() {
+        let failures: Vec<String> = run_all(Device::CudaSim)
+            .into_iter()
+            .filter_map(|(name, r)| match r {
+                Ok(c) if c.passed() => None,
+                Ok(c) => Some(format!("{name}: {c:?}")),
+                Err(e) => Some(format!("{name}: {e:#}")),
+            })
+            .collect();
+        assert!(failures.is_empty(), "GPU ops differing from the CPU reference on cuda-sim:\n{}", failures.join("\n"));
+    }
+}
