@@ -38,6 +38,14 @@ impl Comparison {
     pub fn passed(&self) -> bool {
         self.worst_ratio <= 1.0
     }
+
+    /// The worse of two comparisons of one check (parts held to different tolerances); the
+    /// device hash covers both parts' results.
+    pub fn worst_of(self, other: Comparison) -> Comparison {
+        let hash = self.device_hash.rotate_left(1) ^ other.device_hash;
+        let worse = if other.worst_ratio > self.worst_ratio { other } else { self };
+        Comparison { device_hash: hash, ..worse }
+    }
 }
 
 /// Compares named device results with CPU ones; the worst value decides.
@@ -64,11 +72,11 @@ pub fn compare(pairs: &[(&str, &Tensor, &Tensor)], abs: f64, rel: f64) -> Result
     Ok(c)
 }
 
-fn rand(shape: &[usize], seed: u64) -> Tensor {
+pub(crate) fn rand(shape: &[usize], seed: u64) -> Tensor {
     Tensor::from_vec(shape, random_vec(shape.iter().product(), seed, 1.0))
 }
 
-fn on(t: &Tensor, d: Device) -> Result<Tensor> {
+pub(crate) fn on(t: &Tensor, d: Device) -> Result<Tensor> {
     t.to_device(d)
 }
 
@@ -149,6 +157,12 @@ pub fn run_all(device: Device) -> Vec<(&'static str, Result<Comparison>)> {
 pub fn all() -> Vec<OpCheck> {
     let mut v = core_checks();
     // Each kernel family appends its own, one line each: v.extend(super::<family>::checks());
+    v.extend(super::layernorm::checks());
+    v.extend(super::attention::checks());
+    v.extend(super::masked_mean::checks());
+    v.extend(super::dropout::checks());
+    v.extend(super::embedding::checks());
+    v.extend(super::activation::checks());
     v
 }
 
