@@ -68,6 +68,10 @@ extern "C" __global__ void layernorm_backward_f32(float* __restrict__ dinp, floa
     unsigned lane = mm_lane();
     float* acc = smem + (size_t)mm_warp() * 2 * c;
     for (int j = lane; j < 2 * c; j += 32) acc[j] = 0.0f;
+    // Lane ℓ zeroes slots ≡ ℓ (mod 32) of [0, 2C) but accumulates columns ≡ ℓ of both halves;
+    // when C is not a multiple of 32 those differ, so the warp must sync between the phases
+    // (a real race under independent thread scheduling, found by the simulator).
+    __syncwarp();
     long long first = task * rows_per_task;
     long long last = first + rows_per_task < n ? first + rows_per_task : n;
     for (long long r = first; r < last; r++) {
@@ -92,6 +96,7 @@ extern "C" __global__ void layernorm_backward_f32(float* __restrict__ dinp, floa
             d[j] = s * (__fmul_rn(dy[j], weight[j]) - mean_g - __fmul_rn(xhat, mean_gx));
         }
     }
+    __syncwarp();  // the copy below reads slots other lanes accumulated
     float* p = partials + task * 2 * c;
     for (int j = lane; j < 2 * c; j += 32) p[j] = acc[j];
 }

@@ -224,7 +224,8 @@ mod tests {
         let cases = [
             (SI.replace("Si\n2", "Xq\n2"), "line 6"),
             (SI.replace("0.75 0.5 0.75", "0.75 abc 0.75"), "line 10"),
-            (SI.replace("0.75 0.5 0.75\n", ""), "atom 2 of 2"),
+            // A missing atom line is caught by the declared-size check before any parsing.
+            (SI.replace("0.75 0.5 0.75\n", ""), "declares 2 atoms, but the rest of the file can hold at most 1"),
             (SI.replace("Direct", "0 0 0"), "line 8"),
             (SI.replace("1.933711 3.349287 0", "nan 3.3 0"), "line 4"),
         ];

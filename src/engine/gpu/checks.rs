@@ -169,10 +169,11 @@ pub fn all() -> Vec<OpCheck> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::backend::{gpu, kernels, GpuKind};
 
     /// Every op's GPU code — launchers, launch configurations and each kernel's own CUDA source —
     /// runs on the simulator and matches the CPU reference within its stated tolerance, twice with
-    /// identical device results.
+    /// identical device results; and every kernel compiled into the build has run.
     #[test]
     fn every_gpu_op_matches_its_cpu_reference_on_cuda_sim() {
         let failures: Vec<String> = run_all(Device::CudaSim)
@@ -184,5 +185,11 @@ mod tests {
             })
             .collect();
         assert!(failures.is_empty(), "GPU ops differing from the CPU reference on cuda-sim:\n{}", failures.join("\n"));
+        let g = gpu(Device::CudaSim).unwrap();
+        let GpuKind::Sim(mem) = &g.kind else { unreachable!() };
+        let launched = mem.launched_kernels();
+        // The simulator's own self-test kernels are exercised by its tests (engine::backend::sim).
+        let never: Vec<&str> = kernels::KERNELS.iter().filter(|k| k.source != "selftest" && !launched.contains(k.name)).map(|k| k.name).collect();
+        assert!(never.is_empty(), "kernels no op check runs (add them to a family's checks()): {never:?}");
     }
 }
