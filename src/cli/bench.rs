@@ -26,6 +26,8 @@ pub enum Bench {
     Text(crate::text::bench::Args),
     /// Forward+backward time of every contrastive loss at batch 360 with MP-like masks.
     Loss(crate::loss::bench::LossBenchArgs),
+    /// cuda-sim: launch overhead, elementwise and block-reduction kernel throughput vs plain loops.
+    CudaSim(crate::engine::backend::sim::SimBenchArgs),
 }
 
 
@@ -38,5 +40,6 @@ pub fn run(args: Args) -> Result<()> {
         Bench::Text(a) => crate::text::bench::run(a),
         Bench::LatticeSums(a) => crate::crystal::throughput::run(a),
         Bench::Loss(a) => crate::loss::bench::run(a),
+        Bench::CudaSim(a) => crate::engine::backend::sim::bench(a),
     }
 }
