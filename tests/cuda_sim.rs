@@ -504,5 +504,6 @@ fn on_a_real_gpu_the_kernels_give_the_simulators_results() {
 
 #[test]
 fn the_benchmark_runs_and_checks_its_results_on_tiny_sizes() {
-    sim::bench(sim::SimBenchArgs { elements: 3000, blocks: 3, launches: 5, reps: 1 }).unwrap();
+    use multimat::bench::cuda_sim::{run, SimBenchArgs};
+    run(SimBenchArgs { elements: 3000, blocks: 3, launches: 5, reps: 1 }).unwrap();
 }

@@ -95,7 +95,7 @@ impl BatchNorm {
                 }
                 batchnorm_normalize(out.data_mut(), x.data(), self.weight.value.data(), self.bias.value.data(), &mean, &rstd, n, c, s);
             }
-            Device::Cuda(_) => no_cuda_kernel("BatchNorm"),
+            Device::Cuda(_) | Device::CudaSim => no_cuda_kernel("BatchNorm"),
         }
         self.saved = Some(Saved { input: x.clone(), mean, rstd, count, training: self.training });
         Ok(out)
@@ -124,7 +124,7 @@ impl BatchNorm {
                 );
             }
             Device::Cpu => batchnorm_backward_eval(dx.data_mut(), dw, db, dout.data(), sv.input.data(), w, &sv.mean, &sv.rstd, n, c, s),
-            Device::Cuda(_) => no_cuda_kernel("BatchNorm"),
+            Device::Cuda(_) | Device::CudaSim => no_cuda_kernel("BatchNorm"),
         }
         dx
     }
