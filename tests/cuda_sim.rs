@@ -306,6 +306,21 @@ type Bwd = Box<dyn Fn(&mut [f32], &[f32], &[f32])>;
 
 #[test]
 fn activation_kernels_match_the_cpu_references() {
+    let report = check_activations(&|kernel, grid, block, args, bufs| {
+        let mut ptrs: Vec<Arg> = bufs.iter_mut().map(|b| ptr_mut(b.as_mut_slice())).collect();
+        ptrs.extend(args);
+        launch(kernel, grid, block, 0, &ptrs).unwrap();
+    });
+    println!("cuda-sim vs CPU reference:\n{}", report.join("\n"));
+}
+
+/// Runs `kernel` on some device: `bufs` are the pointer arguments (in order, uploaded and
+/// downloaded by the launcher), `args` the scalars after them.
+type Launcher<'a> = dyn Fn(&str, [u32; 3], [u32; 3], &[Arg], &mut [&mut Vec<f32>]) + 'a;
+
+/// Every activation kernel, forward and backward, against its CPU reference; returns the worst
+/// error of each as a fraction of its tolerance.
+fn check_activations(run: &Launcher) -> Vec<String> {
     // Tolerance (see worst_ratio), in units of f32 ε: the references compute e^x with a polynomial (fast_exp, a
     // few ulp) and GELU in f64; the kernels use expf/erfcf/log1pf (≤ 2 ulp each), so forward
     // values agree to a few ε relative. Backward: the references form σ' as s·(1 − s), which
@@ -344,21 +359,151 @@ fn activation_kernels_match_the_cpu_references() {
         let floor = if *name == "gelu_tanh" { GELU_TANH_REFERENCE_FLOOR } else { 0.0 };
         let want = three(&|o: &mut [f32], i: &[f32]| fwd(o, i));
         let mut got = vec![f32::NAN; n];
-        let mut args = vec![ptr_mut(&mut got), ptr(&x), Arg::I64(n as i64)];
+        let mut args = vec![Arg::I64(n as i64)];
         args.extend(extra);
-        launch(&format!("{name}_forward"), grid, block, 0, &args).unwrap();
+        run(&format!("{name}_forward"), grid, block, &args, &mut [&mut got, &mut x.clone()]);
         let (r, i) = worst_ratio(&got, [&want[0], &want[1], &want[2]], &x, None, 8.0, 0.0, floor);
         report.push(format!("{name}_forward: worst {r:.3} of tolerance at x = {}", x[i]));
         assert!(r <= 1.0, "{name}_forward at x = {}: sim {} ref {}", x[i], got[i], want[0][i]);
 
         let want = three(&|o: &mut [f32], i: &[f32]| bwd(o, &dout, i));
         let mut got = vec![f32::NAN; n];
-        let mut args = vec![ptr_mut(&mut got), ptr(&dout), ptr(&x), Arg::I64(n as i64)];
+        let mut args = vec![Arg::I64(n as i64)];
         args.extend(extra);
-        launch(&format!("{name}_backward"), grid, block, 0, &args).unwrap();
+        run(&format!("{name}_backward"), grid, block, &args, &mut [&mut got, &mut dout.clone(), &mut x.clone()]);
         let (r, i) = worst_ratio(&got, [&want[0], &want[1], &want[2]], &x, Some(&dout), 8.0, 1.0, floor);
         report.push(format!("{name}_backward: worst {r:.3} of tolerance at x = {}", x[i]));
         assert!(r <= 1.0, "{name}_backward at x = {} (dout {}): sim {} ref {}", x[i], dout[i], got[i], want[0][i]);
     }
-    println!("{}", report.join("\n"));
+    report
+}
+
+// ---------------------------------------------------------------------------------------------
+// The same kernels on a real GPU, where there is one: the simulator's results must be the GPU's.
+
+/// The CUDA device, or None when this machine has no driver/GPU. With MULTIMAT_REQUIRE_GPU=1
+/// (scripts for the GPU machines) a missing GPU is a failure.
+fn gpu() -> Option<std::sync::Arc<cudarc::driver::CudaContext>> {
+    let required = std::env::var("MULTIMAT_REQUIRE_GPU").is_ok_and(|v| v == "1");
+    // SAFETY: only tries to open the driver library.
+    let ctx = if unsafe { cudarc::driver::sys::is_culib_present() } { cudarc::driver::CudaContext::new(0).ok() } else { None };
+    if ctx.is_none() {
+        assert!(!required, "MULTIMAT_REQUIRE_GPU=1 but no CUDA driver or GPU is usable");
+        println!("no CUDA driver or GPU here: the GPU comparison did not run (it runs on the GPU machines)");
+    }
+    ctx
+}
+
+/// Launches on the GPU with the same cuLaunchKernel parameter convention as the simulator:
+/// buffers are uploaded, the kernel (NVRTC-compiled for this GPU) runs, buffers come back.
+fn gpu_launcher(ctx: &std::sync::Arc<cudarc::driver::CudaContext>) -> impl Fn(&str, [u32; 3], [u32; 3], u32, &[Arg], &mut [&mut Vec<u32>]) + '_ {
+    use cudarc::driver::result as cu;
+    use multimat::engine::backend::{kernels, nvrtc};
+    let (major, minor) = ctx.compute_capability().unwrap();
+    let arch = format!("sm_{major}{minor}");
+    let nvrtc = nvrtc::load().unwrap_or_else(|e| panic!("{e:#}"));
+    println!("GPU {} ({arch}), {}", ctx.name().unwrap(), nvrtc.describe());
+    let modules = std::sync::Mutex::new(std::collections::HashMap::new());
+    move |kernel, grid, block, shared, scalars, bufs| {
+        let stem = kernels::find(kernel).unwrap_or_else(|| panic!("no kernel {kernel}")).source;
+        let module = modules
+            .lock()
+            .unwrap()
+            .entry(stem)
+            .or_insert_with(|| {
+                let cubin = nvrtc.compile(stem, &arch).unwrap_or_else(|e| panic!("{e:#}"));
+                ctx.load_module(cudarc::nvrtc::Ptx::from_binary(cubin.image)).unwrap()
+            })
+            .clone();
+        let function = module.load_function(kernel).unwrap();
+        ctx.bind_to_thread().unwrap();
+        // SAFETY: device buffers sized as the host ones; parameters of the kernel's types.
+        unsafe {
+            let mut dev: Vec<u64> = bufs.iter().map(|b| cu::malloc_sync(b.len().max(1) * 4).unwrap()).collect();
+            for (d, b) in dev.iter().zip(bufs.iter()) {
+                cu::memcpy_htod_sync(*d, &b[..]).unwrap();
+            }
+            let mut values: Vec<Arg> = dev.iter().map(|&d| Arg::Ptr(d)).chain(scalars.iter().copied()).collect();
+            let mut params: Vec<*mut c_void> = values
+                .iter_mut()
+                .map(|a| match a {
+                    Arg::Ptr(v) => v as *mut u64 as *mut c_void,
+                    Arg::I32(v) => v as *mut i32 as *mut c_void,
+                    Arg::I64(v) => v as *mut i64 as *mut c_void,
+                    Arg::F32(v) => v as *mut f32 as *mut c_void,
+                })
+                .collect();
+            let stream = ctx.default_stream();
+            cu::launch_kernel(function.cu_function(), (grid[0], grid[1], grid[2]), (block[0], block[1], block[2]), shared, stream.cu_stream(), &mut params)
+                .unwrap_or_else(|e| panic!("{kernel}: {e:?}"));
+            stream.synchronize().unwrap_or_else(|e| panic!("{kernel}: {e:?}"));
+            for (d, b) in dev.iter_mut().zip(bufs.iter_mut()) {
+                cu::memcpy_dtoh_sync(&mut b[..], *d).unwrap();
+                cu::free_sync(*d).unwrap();
+            }
+        }
+    }
+}
+
+/// The same launch on the simulator, with buffers of 32-bit words.
+fn sim_launch_words(kernel: &str, grid: [u32; 3], block: [u32; 3], shared: u32, scalars: &[Arg], bufs: &mut [&mut Vec<u32>]) {
+    let mut args: Vec<Arg> = bufs.iter_mut().map(|b| ptr_mut(b.as_mut_slice())).collect();
+    args.extend(scalars);
+    launch(kernel, grid, block, shared, &args).unwrap();
+}
+
+#[test]
+fn on_a_real_gpu_the_kernels_give_the_simulators_results() {
+    let Some(ctx) = gpu() else { return };
+    let on_gpu = gpu_launcher(&ctx);
+    let f = |v: f32| v.to_bits();
+    // (kernel, grid, block, shared bytes, scalars, buffers, words where the GPU may differ:
+    // reads of absent lanes, which CUDA leaves undefined and the simulator poisons; atomicExch's winner)
+    type Case = (&'static str, [u32; 3], [u32; 3], u32, Vec<Arg>, Vec<Vec<u32>>);
+    let n = 2000usize;
+    let inp: Vec<u32> = (0..n).map(|i| f(((i * 7919) % 13) as f32 - 6.0)).collect();
+    let mut cases: Vec<Case> = vec![
+        ("selftest_block_reverse", [8, 1, 1], [256, 1, 1], 0, vec![Arg::I32(n as i32)], vec![vec![0; n], inp.clone()]),
+        ("selftest_dynamic_tree_sum", [16, 1, 1], [128, 1, 1], 512, vec![Arg::I32(n as i32)], vec![vec![0; 16], inp.clone()]),
+        ("selftest_half_warps", [1, 1, 1], [64, 1, 1], 0, vec![], vec![vec![0; 64]]),
+        ("selftest_votes", [1, 1, 1], [40, 1, 1], 0, vec![], vec![vec![0; 120]]),
+        ("selftest_indices", [3, 2, 2], [4, 2, 3], 0, vec![], vec![vec![0; 12 * 4 * 6]]),
+        ("selftest_atomics", [24, 1, 1], [96, 1, 1], 0, vec![], vec![vec![0, 0, 0, 0, u32::MAX], vec![0; 2], vec![0; 1]]),
+        ("selftest_block_reduce", [2, 1, 1], [40, 1, 1], 0, vec![Arg::I32(1000)], vec![vec![0; 2], vec![0; 2], inp.clone()]),
+        ("selftest_block_reduce", [2, 1, 1], [8, 4, 3], 0, vec![Arg::I32(1000)], vec![vec![0; 2], vec![0; 2], inp.clone()]),
+    ];
+    for block in [40u32, 64] {
+        for width in [32, 16, 8] {
+            for arg in [1, 3, 17] {
+                cases.push(("selftest_shuffles", [1, 1, 1], [block, 1, 1], 0, vec![Arg::I32(arg), Arg::I32(width)], vec![vec![0; block as usize * 5]]));
+            }
+        }
+    }
+    for (kernel, grid, block, shared, scalars, bufs) in cases {
+        let mut sim_bufs = bufs.clone();
+        let mut gpu_bufs = bufs;
+        sim_launch_words(kernel, grid, block, shared, &scalars, &mut sim_bufs.iter_mut().collect::<Vec<_>>());
+        on_gpu(kernel, grid, block, shared, &scalars, &mut gpu_bufs.iter_mut().collect::<Vec<_>>());
+        for (b, (s, g)) in sim_bufs.iter().zip(&gpu_bufs).enumerate() {
+            for (i, (&sv, &gv)) in s.iter().zip(g).enumerate() {
+                let undefined = sv == u32::MAX && kernel == "selftest_shuffles" || kernel == "selftest_atomics" && b == 0 && i == 4;
+                assert!(undefined || sv == gv, "{kernel} {grid:?}×{block:?} {scalars:?}: buffer {b}[{i}]: simulator {sv:#x}, GPU {gv:#x}");
+            }
+        }
+    }
+    println!("selftest kernels: GPU results equal the simulator's");
+    let report = check_activations(&|kernel, grid, block, args, bufs| {
+        let mut words: Vec<Vec<u32>> = bufs.iter().map(|b| b.iter().map(|v| v.to_bits()).collect()).collect();
+        on_gpu(kernel, grid, block, 0, args, &mut words.iter_mut().collect::<Vec<_>>());
+        for (b, w) in bufs.iter_mut().zip(words) {
+            **b = w.into_iter().map(f32::from_bits).collect();
+        }
+    });
+    println!("GPU vs CPU reference:\n{}", report.join("\n"));
+}
+
+#[test]
+fn the_benchmark_runs_and_checks_its_results_on_tiny_sizes() {
+    use multimat::bench::cuda_sim::{run, SimBenchArgs};
+    run(SimBenchArgs { elements: 3000, blocks: 3, launches: 5, reps: 1 }).unwrap();
 }

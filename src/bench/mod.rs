@@ -1,12 +1,13 @@
 //! `multimat bench …`: every throughput measurement of the project in one place, one file per
 //! subject (engine GEMM and Transformer block, 3-D convolutions, encoders vs PyTorch, BERT text
-//! embedding, contrastive losses, ingest, lattice sums), plus the process counters they share.
+//! embedding, contrastive losses, ingest, lattice sums, the cuda-sim executor), plus the process counters they share.
 //!
 //! The counters read Linux's `/proc/self`: CPU time (user + system over all threads) barely moves
 //! when other processes share the cores, so benchmarks print it beside wall time on shared
 //! machines; the peak resident set size (VmHWM) is the memory figure users compare with PyTorch.
 
 pub mod conv3d;
+pub mod cuda_sim;
 pub mod encoders;
 pub mod engine;
 pub mod ingest;

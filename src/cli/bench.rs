@@ -26,6 +26,8 @@ pub enum Bench {
     Text(crate::bench::text::Args),
     /// Forward+backward time of every contrastive loss at batch 360 with MP-like masks.
     Loss(crate::bench::loss::LossBenchArgs),
+    /// cuda-sim: launch overhead, elementwise and block-reduction kernel throughput vs plain loops.
+    CudaSim(crate::bench::cuda_sim::SimBenchArgs),
 }
 
 
@@ -38,5 +40,6 @@ pub fn run(args: Args) -> Result<()> {
         Bench::Text(a) => crate::bench::text::run(a),
         Bench::LatticeSums(a) => crate::bench::lattice_sums::run(a),
         Bench::Loss(a) => crate::bench::loss::run(a),
+        Bench::CudaSim(a) => crate::bench::cuda_sim::run(a),
     }
 }

@@ -128,3 +128,4 @@ pub unsafe fn launch(kernel: &str, grid: [u32; 3], block: [u32; 3], shared_bytes
 pub fn device_address<T>(p: *const T) -> u64 {
     p as usize as u64
 }
+
