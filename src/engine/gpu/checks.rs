@@ -118,5 +118,9 @@ fn core_checks() -> Vec<OpCheck> {
 pub fn all() -> Vec<OpCheck> {
     let mut v = core_checks();
     // Each kernel family appends its own, one line each: v.extend(super::<family>::checks());
+    v.extend(super::batchnorm::checks());
+    v.extend(super::gather::checks());
+    v.extend(super::rbf::checks());
+    v.extend(super::segment::checks());
     v
 }

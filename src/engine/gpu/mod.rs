@@ -10,6 +10,10 @@
 pub mod elementwise;
 pub mod linear;
 pub mod checks;
+pub mod batchnorm;
+pub mod gather;
+pub mod rbf;
+pub mod segment;
 
 use super::backend::{Gpu, GemmDesc};
 use super::tensor::Tensor;
