@@ -1,4 +1,4 @@
-// Elementwise and copy kernels shared by every layer: fill, add, axpy, and the strided
+// Elementwise and copy kernels shared by every layer: fill, add, mul, axpy, scale, and the strided
 // column-block copy behind concat/split along the last dimension. Grid-stride loops, so any grid
 // size is correct; the launcher caps the grid (engine::backend::MAX_ELEMENTWISE_BLOCKS).
 #include "common.cuh"
@@ -24,6 +24,20 @@ extern "C" __global__ void axpy_f32(float* y, const float* x, float alpha, long 
     }
 }
 
+// x[i] *= s
+extern "C" __global__ void scale_f32(float* x, float s, long long n) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        x[i] *= s;
+    }
+}
+
+// out[i] = a[i] * b[i]
+extern "C" __global__ void mul_f32(float* out, const float* a, const float* b, long long n) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        out[i] = a[i] * b[i];
+    }
+}
+
 // dst[r * dst_ld + dst_col + c] = src[r * src_ld + src_col + c] for r < rows, c < cols:
 // one column block of a row-major matrix into another (concat/split along the last dimension).
 extern "C" __global__ void copy_columns_f32(float* dst, long long dst_ld, long long dst_col,
@@ -38,5 +52,6 @@ extern "C" __global__ void copy_columns_f32(float* dst, long long dst_ld, long l
 
 MULTIMAT_EXPORT(fill_f32)
 MULTIMAT_EXPORT(add_f32)
+MULTIMAT_EXPORT(mul_f32)
 MULTIMAT_EXPORT(axpy_f32)
 MULTIMAT_EXPORT(copy_columns_f32)

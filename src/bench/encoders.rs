@@ -293,15 +293,15 @@ fn dump_batch(dir: &Path, prefix: &str, batch: &ModalityBatch) -> Result<()> {
 fn dump_graph(dir: &Path, prefix: &str, g: &GraphBatch) -> Result<()> {
     let x = crate::model::common::batch_atom_features(&g.species)?; // (N, 92)
     dump_f32(dir, prefix, "atom_features", &[g.species.len(), ATOM_FEATURE_DIM], x.data())?;
-    dump_index(dir, prefix, "node_offsets", &g.node_offsets.iter().map(|&o| o as i64).collect::<Vec<_>>())?;
+    dump_index(dir, prefix, "node_offsets", &to_i64(g.node_offsets.host()))?;
     for (name, e) in [("local", &g.local), ("cgcnn", &g.cgcnn)] {
-        dump_index(dir, prefix, &format!("{name}_src"), &to_i64(&e.src))?;
-        dump_index(dir, prefix, &format!("{name}_dst"), &to_i64(&e.dst))?;
+        dump_index(dir, prefix, &format!("{name}_src"), &to_i64(e.src.host()))?;
+        dump_index(dir, prefix, &format!("{name}_dst"), &to_i64(e.dst.host()))?;
         dump_f32(dir, prefix, &format!("{name}_distance"), &[e.distance.len()], &e.distance)?;
     }
     let inf = &g.infinite;
-    dump_index(dir, prefix, "infinite_src", &to_i64(&inf.src))?;
-    dump_index(dir, prefix, "infinite_dst", &to_i64(&inf.dst))?;
+    dump_index(dir, prefix, "infinite_src", &to_i64(inf.src.host()))?;
+    dump_index(dir, prefix, "infinite_dst", &to_i64(inf.dst.host()))?;
     for (name, v) in [("coulomb", &inf.coulomb), ("london", &inf.london), ("pauli", &inf.pauli)] {
         dump_f32(dir, prefix, &format!("infinite_{name}"), &[v.len()], v)?;
     }

@@ -203,6 +203,33 @@ impl Indices {
     pub fn from_mask(mask: &[bool]) -> Indices {
         Indices::Cpu(mask.iter().map(|&b| b as u32).collect())
     }
+
+    /// Mutable host values, for building a batch on the host (CPU only, like [`Indices::host`]).
+    pub fn host_mut(&mut self) -> &mut Vec<u32> {
+        match self {
+            Indices::Cpu(v) => v,
+            Indices::Gpu(v) => panic!("host access to indices on {}: copy them with to_device(Device::Cpu) first", v.gpu().device),
+        }
+    }
+}
+
+/// No indices, on the CPU (an empty edge list).
+impl Default for Indices {
+    fn default() -> Indices {
+        Indices::Cpu(Vec::new())
+    }
+}
+
+impl From<Vec<u32>> for Indices {
+    fn from(v: Vec<u32>) -> Indices {
+        Indices::Cpu(v)
+    }
+}
+
+impl FromIterator<u32> for Indices {
+    fn from_iter<I: IntoIterator<Item = u32>>(it: I) -> Indices {
+        Indices::Cpu(it.into_iter().collect())
+    }
 }
 
 /// A trainable parameter: value, accumulated gradient, and whether AdamW applies weight decay to

@@ -163,6 +163,10 @@ pub fn all() -> Vec<OpCheck> {
     v.extend(super::dropout::checks());
     v.extend(super::embedding::checks());
     v.extend(super::activation::checks());
+    v.extend(super::batchnorm::checks());
+    v.extend(super::gather::checks());
+    v.extend(super::rbf::checks());
+    v.extend(super::segment::checks());
     v
 }
 

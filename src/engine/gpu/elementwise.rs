@@ -1,4 +1,4 @@
-//! Launchers of `kernels/elementwise.cu`: fill, add, axpy, column-block copies.
+//! Launchers of `kernels/elementwise.cu`: fill, add, mul, axpy, scale, column-block copies.
 
 use super::ELEMENTWISE_THREADS;
 use crate::engine::backend::{arg, Gpu, GpuVec, Kernel, LaunchConfig};
@@ -22,6 +22,12 @@ pub fn fill(g: &Gpu, x: &mut GpuVec<f32>, v: f32) -> Result<()> {
 pub fn add(g: &Gpu, out: &mut GpuVec<f32>, a: &GpuVec<f32>, b: &GpuVec<f32>) -> Result<()> {
     let (o, pa, pb, n) = (out.ptr(), a.ptr(), b.ptr(), out.len() as i64);
     g.launch(k("add_f32"), cfg(out.len()), &mut [arg(&o), arg(&pa), arg(&pb), arg(&n)])
+}
+
+/// out = a ⊙ b (all the same length)
+pub fn mul(g: &Gpu, out: &mut GpuVec<f32>, a: &GpuVec<f32>, b: &GpuVec<f32>) -> Result<()> {
+    let (o, pa, pb, n) = (out.ptr(), a.ptr(), b.ptr(), out.len() as i64);
+    g.launch(k("mul_f32"), cfg(out.len()), &mut [arg(&o), arg(&pa), arg(&pb), arg(&n)])
 }
 
 /// y += α·x

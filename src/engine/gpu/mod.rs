@@ -16,6 +16,10 @@ pub mod masked_mean;
 pub mod dropout;
 pub mod embedding;
 pub mod activation;
+pub mod batchnorm;
+pub mod gather;
+pub mod rbf;
+pub mod segment;
 
 use super::backend::{Gpu, GemmDesc, GpuVec};
 use super::tensor::{Indices, Storage, Tensor};

@@ -30,7 +30,7 @@ pub mod pool3d;
 pub mod l2norm;
 pub mod elementwise;
 
-pub use elementwise::{add, add_assign, concat_last, fill, split_last};
+pub use elementwise::{add, add_assign, concat_last, concat_rows, fill, mul, split_last, split_rows};
 pub use linear::{linear, linear_grad};
 pub use layernorm::{layernorm, layernorm_grad};
 pub use attention::{attention, attention_grad};
