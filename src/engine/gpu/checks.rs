@@ -118,5 +118,6 @@ fn core_checks() -> Vec<OpCheck> {
 pub fn all() -> Vec<OpCheck> {
     let mut v = core_checks();
     // Each kernel family appends its own, one line each: v.extend(super::<family>::checks());
+    v.extend(super::adamw::checks());
     v
 }

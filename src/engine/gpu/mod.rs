@@ -9,6 +9,7 @@
 
 pub mod elementwise;
 pub mod linear;
+pub mod adamw;
 pub mod checks;
 
 use super::backend::{Gpu, GemmDesc};
