@@ -119,5 +119,8 @@ pub fn all() -> Vec<OpCheck> {
     let mut v = core_checks();
     // Each kernel family appends its own, one line each: v.extend(super::<family>::checks());
     v.extend(super::adamw::checks());
+    v.extend(super::l2norm::checks());
+    v.extend(super::mse::checks());
+    v.extend(super::infonce::checks());
     v
 }

@@ -10,6 +10,9 @@
 pub mod elementwise;
 pub mod linear;
 pub mod adamw;
+pub mod l2norm;
+pub mod mse;
+pub mod infonce;
 pub mod checks;
 
 use super::backend::{Gpu, GemmDesc};

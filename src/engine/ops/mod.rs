@@ -32,3 +32,5 @@ pub mod elementwise;
 
 pub use elementwise::{add, add_assign, concat_last, fill, split_last};
 pub use linear::{linear, linear_grad};
+pub use l2norm::{l2norm, l2norm_grad};
+pub use mse::{mse, mse_grad};
