@@ -26,4 +26,5 @@ pub mod finetune;
 pub mod sweep;
 pub mod eval;
 pub mod plot;
+pub mod bench;
 pub mod cli;

@@ -1,15 +1,69 @@
 //! `multimat doctor`: what this process sees — launcher, rank/world/local rank, MPI collectives
-//! checked end to end, CUDA availability. Run it under the same launcher as the real job
-//! (`srun multimat doctor`, `mpirun -n 4 multimat doctor`) before spending GPU hours.
+//! checked end to end — and, with `--device cuda[:N]` or `--device cuda-sim`, the GPU stack
+//! (device, driver, NVRTC, cuBLAS) with every kernel compiled and every GPU op run once against
+//! its CPU reference. Run it under the same launcher as the real job (`srun multimat doctor
+//! --device cuda`, `mpirun -n 4 multimat doctor`) before spending GPU hours.
 
 use crate::dist::Dist;
+use crate::engine::backend::{self, Device, GpuKind};
 use anyhow::{bail, Result};
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  multimat doctor\n  multimat doctor --device cuda-sim\n  srun --mpi=pmi2 -n 2 multimat doctor --device cuda")]
 pub struct Args {
     /// Print one JSON line per rank instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Also check a GPU device: `cuda`, `cuda:N` (a real GPU) or `cuda-sim` (the GPU code run on
+    /// the CPU). Prints one line per op with its largest error and tolerance; exits non-zero on
+    /// any failure.
+    #[arg(long, default_value = "cpu")]
+    pub device: Device,
+}
+
+/// Versions and the kernel compilation of a GPU device; `Err` when the device cannot be used.
+fn gpu_report(device: Device) -> Result<Vec<String>> {
+    let g = backend::gpu(device)?;
+    let mut lines = Vec::new();
+    match &g.kind {
+        GpuKind::Sim(_) => lines.push("cuda-sim: kernels/*.cu compiled as C++ and executed on the CPU; GEMMs by the CPU GEMM from cuBLAS descriptors".into()),
+        GpuKind::Cuda(c) => {
+            let (maj, min) = c.compute_capability;
+            lines.push(format!("GPU {device}: {} (sm_{maj}{min})", c.name()?));
+            if let Some((dm, dn)) = backend::cuda::driver_version() {
+                lines.push(format!("CUDA driver API {dm}.{dn}"));
+            }
+            lines.push(format!("cuBLAS {}", c.cublas_version()?));
+        }
+    }
+    lines.push(format!("NVRTC {}", backend::nvrtc::version_string()));
+    if let GpuKind::Cuda(c) = &g.kind {
+        let (maj, min) = c.compute_capability;
+        for family in backend::nvrtc::families() {
+            backend::nvrtc::compile_family(family, &format!("sm_{maj}{min}"))?;
+        }
+        lines.push(format!("compiled {} kernel families for sm_{maj}{min}", backend::nvrtc::families().len()));
+    }
+    Ok(lines)
+}
+
+/// Runs every GPU op check on `device`, printing one line each; the number of failures.
+fn check_ops(device: Device) -> usize {
+    let mut failed = 0;
+    for (name, r) in crate::engine::gpu::checks::run_all(device) {
+        match r {
+            Ok(c) => {
+                let verdict = if c.passed() { "ok" } else { "FAIL" };
+                failed += !c.passed() as usize;
+                println!("  {verdict:4} {name}: max |Δ| {:.3e}, worst Δ/tolerance {:.3} (tolerance {:.0e} + {:.0e}·|ref|)", c.max_abs_err, c.worst_ratio, c.abs, c.rel);
+            }
+            Err(e) => {
+                failed += 1;
+                println!("  FAIL {name}: {e:#}");
+            }
+        }
+    }
+    failed
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -29,7 +83,7 @@ pub fn run(args: Args) -> Result<()> {
     let line = serde_json::json!({
         "rank": rank, "world_size": size, "local_rank": dist.topology.local_rank,
         "launcher": dist.launcher, "mpi_compiled": cfg!(feature = "mpi"),
-        "cuda_compiled": true,
+        "cuda_compiled": true, "cuda_driver": backend::cuda::driver_present(),
         "collectives_ok": collectives_ok,
         "hosts": hosts.iter().map(|h| String::from_utf8_lossy(h).into_owned()).collect::<Vec<_>>(),
     });
@@ -46,6 +100,16 @@ pub fn run(args: Args) -> Result<()> {
     }
     if !collectives_ok {
         bail!("collectives returned wrong values on rank {rank}");
+    }
+    if args.device.is_gpu() {
+        for line in gpu_report(args.device)? {
+            println!("{line}");
+        }
+        println!("GPU ops on {} vs the CPU reference:", args.device);
+        let failed = check_ops(args.device);
+        if failed > 0 {
+            bail!("{failed} GPU op check(s) failed on {}", args.device);
+        }
     }
     Ok(())
 }

@@ -29,7 +29,6 @@ pub mod lattice;
 pub mod lattice_sums;
 pub mod neighbors;
 pub mod special;
-pub mod throughput;
 
 pub use features::{atom_features, ATOM_FEATURE_DIM};
 

@@ -10,7 +10,5 @@ pub mod gradcheck;
 pub mod ops;
 pub mod nn;
 pub mod optim;
-pub mod bench;
-pub mod bench_conv3d;
 
 pub use tensor::{Device, Indices, Module, Param, Storage, Tensor};

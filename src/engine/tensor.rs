@@ -252,6 +252,29 @@ pub trait Module {
         self.visit_params(&mut |p| p.zero_grad());
     }
 
+    /// Moves every parameter (value and gradient) and buffer to `device`. Saved activations
+    /// are transient and follow the inputs of the next forward.
+    fn to_device(&mut self, device: Device) -> Result<()> {
+        let mut err = None;
+        self.visit_params(&mut |p| {
+            if err.is_none() {
+                match (p.value.to_device(device), p.grad.to_device(device)) {
+                    (Ok(v), Ok(g)) => (p.value, p.grad) = (v, g),
+                    (Err(e), _) | (_, Err(e)) => err = Some(e.context(format!("moving {} to {device}", p.name))),
+                }
+            }
+        });
+        self.visit_buffers(&mut |name, b| {
+            if err.is_none() {
+                match b.to_device(device) {
+                    Ok(v) => *b = v,
+                    Err(e) => err = Some(e.context(format!("moving buffer {name} to {device}"))),
+                }
+            }
+        });
+        err.map_or(Ok(()), Err)
+    }
+
     fn num_params(&mut self) -> usize {
         let mut n = 0;
         self.visit_params(&mut |p| n += p.value.numel());

@@ -13,7 +13,7 @@
 //! byte-identical shards and a re-run skips every shard that exists, validates and carries the
 //! same fingerprint (resume). Every output is written atomically.
 
-pub mod bench;
+mod approximations;
 mod plan;
 
 pub use plan::{plan, Extras, Input, InputFiles, Plan, Source};
@@ -120,10 +120,7 @@ pub struct IngestSummary {
     pub manifest: Option<PathBuf>,
 }
 
-/// Name of shard `slice` written by `rank`.
-pub fn shard_name(rank: usize, slice: usize) -> String {
-    format!("shard-r{rank:03}-{slice:05}.h5")
-}
+pub use crate::shard::shard_name;
 
 /// Parse and preprocess one input into a shard record, or say why not.
 pub fn process_input(input: &Input, meta: &ShardMeta, build_graphs: bool) -> std::result::Result<ShardRecord, Reject> {
@@ -211,7 +208,7 @@ fn target_specs(inputs: &[Input], units: &BTreeMap<String, String>) -> BTreeMap<
 /// `input` with the approximate modalities the options ask for attached (real data always wins;
 /// see `approx::demo_data`). Borrowed unchanged when none is asked for.
 fn with_approximations<'a>(input: &'a Input, opts: &IngestOptions, meta: &ShardMeta) -> Result<std::borrow::Cow<'a, Input>> {
-    use crate::approx::demo_data as approx;
+    use approximations as approx;
     let mut current = std::borrow::Cow::Borrowed(input);
     if opts.approx_charge_density {
         current = std::borrow::Cow::Owned(approx::with_promolecular_density(&current, meta.preprocess.density_grid)?);

@@ -3,9 +3,8 @@
 //! loop (`train::*`): the loop assembles `ModalityBatch`es from shards, calls `forward` on the
 //! rows present for a modality, runs the loss, and calls `backward` with d(embeddings).
 
-pub mod bench;
 pub mod cgcnn;
-mod common;
+pub(crate) mod common;
 pub mod config;
 pub mod dos_transformer;
 pub mod potnet;

@@ -46,6 +46,11 @@ use std::collections::BTreeMap;
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
+
+/// File name of shard `slice` written by `rank` (ingest and `synth` both name shards this way).
+pub fn shard_name(rank: usize, slice: usize) -> String {
+    format!("shard-r{rank:03}-{slice:05}.h5")
+}
 /// Value of the root attribute `format`.
 pub const FORMAT_NAME: &str = "multimat-shard";
 

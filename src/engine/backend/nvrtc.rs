@@ -7,3 +7,13 @@ use anyhow::{bail, Result};
 pub fn compile_family(family: &str, arch: &str) -> Result<Vec<u8>> {
     bail!("NVRTC is not wired into this build: cannot compile kernels/{family}.cu for {arch}")
 }
+
+/// NVRTC's version, or why it is unavailable.
+pub fn version_string() -> String {
+    "unavailable (placeholder build)".into()
+}
+
+/// Every kernel family (`kernels/<family>.cu`) embedded in the binary.
+pub fn families() -> Vec<&'static str> {
+    Vec::new()
+}

@@ -3,6 +3,8 @@
 //! own CUDA source, executed on the CPU), `multimat doctor --device cuda|cuda-sim` (one line per
 //! op with its largest error and tolerance), and `scripts/gpu-check.sh` on a real GPU.
 //!
+//! Each check runs twice on the device and the two device results must be bit-identical.
+//!
 //! Tolerances are |gpu − cpu| ≤ abs + rel·|cpu|, stated per check with the reason: exact for
 //! copies and single adds; a few f32 ulps for transcendental functions (the GPU's expf/erff differ
 //! from libm's by ≤ 2 ulp); GEMM-based ops ~1e-5 relative (cuBLAS and the CPU GEMM sum in
@@ -28,6 +30,8 @@ pub struct Comparison {
     pub max_abs_err: f64,
     pub abs: f64,
     pub rel: f64,
+    /// Hash of every device result's bits: two runs of a deterministic op agree on it.
+    pub device_hash: u64,
 }
 
 impl Comparison {
@@ -38,12 +42,14 @@ impl Comparison {
 
 /// Compares named device results with CPU ones; the worst value decides.
 pub fn compare(pairs: &[(&str, &Tensor, &Tensor)], abs: f64, rel: f64) -> Result<Comparison> {
-    let mut c = Comparison { worst_ratio: 0.0, max_abs_err: 0.0, abs, rel };
+    let mut c = Comparison { worst_ratio: 0.0, max_abs_err: 0.0, abs, rel, device_hash: 0 };
+    let mut h = std::collections::hash_map::DefaultHasher::new();
     for (what, dev, cpu) in pairs {
         if dev.shape != cpu.shape {
             bail!("{what}: shape {:?} on the device, {:?} on the CPU", dev.shape, cpu.shape);
         }
         let d = dev.to_host()?;
+        std::hash::Hash::hash(&d.iter().map(|v| v.to_bits()).collect::<Vec<u32>>(), &mut h);
         for (i, (&x, &y)) in d.iter().zip(cpu.data()).enumerate() {
             let err = (x as f64 - y as f64).abs();
             if !err.is_finite() && !(x.is_nan() && y.is_nan()) && x != y {
@@ -54,6 +60,7 @@ pub fn compare(pairs: &[(&str, &Tensor, &Tensor)], abs: f64, rel: f64) -> Result
             c.worst_ratio = c.worst_ratio.max(ratio);
         }
     }
+    c.device_hash = std::hash::Hasher::finish(&h);
     Ok(c)
 }
 
@@ -111,6 +118,30 @@ fn core_checks() -> Vec<OpCheck> {
         OpCheck { name: "elementwise (fill, add, add_assign, concat/split)", kernels: &["fill_f32", "add_f32", "axpy_f32", "copy_columns_f32"], run: check_elementwise },
         OpCheck { name: "linear (cuBLAS GEMMs + bias)", kernels: &["add_bias_rows_f32", "bias_grad_f32"], run: check_linear },
     ]
+}
+
+/// Runs every check on `device` twice — the device results must be bit-identical between the
+/// runs (determinism) — catching a panicking op so one broken kernel cannot hide the others.
+pub fn run_all(device: Device) -> Vec<(&'static str, Result<Comparison>)> {
+    let once = |c: &OpCheck| {
+        std::panic::catch_unwind(|| (c.run)(device)).unwrap_or_else(|p| {
+            let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+            Err(anyhow::anyhow!("panicked: {}", msg.unwrap_or_default()))
+        })
+    };
+    all()
+        .into_iter()
+        .map(|c| {
+            let r = once(&c).and_then(|first| {
+                let second = once(&c)?;
+                if second.device_hash != first.device_hash {
+                    bail!("not deterministic: two runs with the same inputs gave different device results");
+                }
+                Ok(first)
+            });
+            (c.name, r)
+        })
+        .collect()
 }
 
 /// Every op check, in the order `doctor` prints them: one line per family's `checks()`.

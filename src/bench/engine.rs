@@ -6,16 +6,17 @@
 //! BERT-base shape, with the GFLOP/s they reach. Nothing is asserted; numbers vary ±20 % on shared
 //! machines, so every figure is the best of `--repeats` runs.
 
-use super::gradcheck::random_vec;
-use super::nn::transformer::{TransformerBlock, TransformerConfig};
-use super::nn::Activation;
-use super::ops::gelu::GeluKind;
-use super::ops::matmul::sgemm;
-use super::tensor::{Module, Tensor};
+use crate::engine::gradcheck::random_vec;
+use crate::engine::nn::transformer::{TransformerBlock, TransformerConfig};
+use crate::engine::nn::Activation;
+use crate::engine::ops::gelu::GeluKind;
+use crate::engine::ops::matmul::sgemm;
+use crate::engine::tensor::{Module, Tensor};
 use anyhow::Result;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::time::Instant;
+use crate::bench::process_cpu_seconds;
 
 #[derive(clap::Args, Debug)]
 pub struct EngineBenchArgs {
@@ -36,14 +37,6 @@ pub struct EngineBenchArgs {
     pub blocks_only: bool,
 }
 
-/// CPU time (user + system, all threads) used by this process so far, in seconds, from
-/// /proc/self/stat (Linux, 10 ms ticks); None elsewhere. Other processes' load barely moves it.
-fn process_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the parenthesised command name: utime and stime are the 12th and 13th.
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
-    Some((fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?) / 100.0)
-}
 
 /// Best wall time and mean CPU time (seconds) of `repeats` calls after one warm-up call.
 fn best_time(repeats: usize, mut f: impl FnMut()) -> (f64, Option<f64>) {
