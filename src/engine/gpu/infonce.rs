@@ -101,10 +101,7 @@ fn check_clip_family(d: Device) -> Result<Comparison> {
         let mut cpu = MultimodalLoss::new(cfg.clone(), &mods)?;
         cpu.temperatures[1].param.value.data_mut()[0] = 100f32.ln(); // at the clamp's bound
         let mut dev = cpu.clone();
-        dev.visit_params(&mut |p| {
-            p.value = p.value.to_device(d).expect("temperature to the device");
-            p.grad = p.grad.to_device(d).expect("temperature gradient to the device");
-        });
+        dev.to_device(d)?;
         let ddev: Vec<Tensor> = data.iter().map(|t| t.to_device(d)).collect::<Result<_>>()?;
         let on_cpu: Vec<ModalityTensor> = (0..3).map(|m| ModalityTensor { modality: mods[m], data: &data[m], present: &present[m] }).collect();
         let on_dev: Vec<ModalityTensor> = (0..3).map(|m| ModalityTensor { modality: mods[m], data: &ddev[m], present: &present[m] }).collect();
