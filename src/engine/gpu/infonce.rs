@@ -85,7 +85,7 @@ fn unit_rows(b: usize, d: usize, seed: u64) -> Vec<f32> {
 fn check_clip_family(d: Device) -> Result<Comparison> {
     use crate::loss::{LossConfig, LossKind, Modality, ModalityTensor, MultimodalLoss};
     // Three modalities with different missing rows (one row absent everywhere), learnable
-    // temperatures (one pinned at the clamp's upper bound, where the gradient must be 0), the
+    // temperatures (one past the clamp's upper bound: scale 100, gradient 0, clamped after), the
     // owned rows a strict sub-range (a rank's share), 300 rows → the kernel's 256 threads stride.
     let (b, dim) = (300, 24);
     let mods = [Modality::Crystal, Modality::Dos, Modality::Text];
@@ -99,7 +99,7 @@ fn check_clip_family(d: Device) -> Result<Comparison> {
         cfg.kind = kind;
         cfg.anchor = Modality::Dos;
         let mut cpu = MultimodalLoss::new(cfg.clone(), &mods)?;
-        cpu.temperatures[1].param.value.data_mut()[0] = 100f32.ln(); // at the clamp's bound
+        cpu.temperatures[1].param.value.data_mut()[0] = 100f32.ln() + 0.5; // past the clamp
         let mut dev = cpu.clone();
         dev.to_device(d)?;
         let ddev: Vec<Tensor> = data.iter().map(|t| t.to_device(d)).collect::<Result<_>>()?;
@@ -112,15 +112,17 @@ fn check_clip_family(d: Device) -> Result<Comparison> {
         if (oc.loss - od.loss).abs() > 2e-6 * oc.loss.abs().max(1.0) {
             bail!("{kind:?} loss {} on {d}, {} on the CPU", od.loss, oc.loss);
         }
+        cpu.clamp_temperatures();
+        dev.clamp_temperatures();
         let (mut tc, mut td) = (Vec::new(), Vec::new());
-        cpu.visit_params(&mut |p| tc.push(p.grad.clone()));
-        dev.visit_params(&mut |p| td.push(p.grad.clone()));
+        cpu.visit_params(&mut |p| tc.extend([p.grad.clone(), p.value.clone()]));
+        dev.visit_params(&mut |p| td.extend([p.grad.clone(), p.value.clone()]));
         let mut pairs: Vec<(String, &Tensor, &Tensor)> = Vec::new();
         for (m, (gd, gc)) in od.grads.iter().zip(&oc.grads).enumerate() {
             pairs.push((format!("{kind:?} d{}", mods[m]), gd, gc));
         }
         for (p, (gd, gc)) in td.iter().zip(&tc).enumerate() {
-            pairs.push((format!("{kind:?} dtemperature[{p}]"), gd, gc));
+            pairs.push((format!("{kind:?} temperature[{}] {}", p / 2, ["gradient", "clamped value"][p % 2]), gd, gc));
         }
         let refs: Vec<(&str, &Tensor, &Tensor)> = pairs.iter().map(|(n, a, c)| (n.as_str(), *a, *c)).collect();
         // Gradients of O(1/n) per value: the GEMMs' order and the scale folded into the logit
@@ -137,7 +139,7 @@ fn check_clip_family(d: Device) -> Result<Comparison> {
 pub fn checks() -> Vec<OpCheck> {
     vec![OpCheck {
         name: "fused InfoNCE (AllPairsCLIP, AnchoredCLIP; masks, learnable temperatures, a rank's rows)",
-        kernels: &["gather_rows_f32", "scatter_rows_add_f32", "infonce_rows_f32", "temperature_grad_f32"],
+        kernels: &["gather_rows_f32", "scatter_rows_add_f32", "infonce_rows_f32", "temperature_grad_f32", "clamp_log_scale_f32"],
         run: check_clip_family,
     }]
 }
