@@ -6,10 +6,10 @@ mod loss_common;
 
 use loss_common::{check_partition, poison_absent, unit_rows};
 use multimat::engine::gradcheck::check_gradient;
-use multimat::engine::Module;
+use multimat::engine::{Module, Tensor};
 use multimat::loss::clip::clip_pair;
 use multimat::loss::pairwise::{all_pairs, anchored_pairs, mean_of_pairs};
-use multimat::loss::{LossConfig, LossKind, Modality, ModalityEmbeddings, MultimodalLoss, Temperature};
+use multimat::loss::{LossConfig, LossKind, Modality, ModalityEmbeddings, ModalityTensor, MultimodalLoss, Temperature};
 
 /// Textbook symmetric InfoNCE (Equation 1b, mean over rows) on the rows present in both, f64.
 fn clip_reference(a: &[f32], b: &[f32], pa: &[bool], pb: &[bool], d: usize, s: f64) -> f64 {
@@ -189,6 +189,43 @@ fn all_pairs_and_anchored_match_mean_of_reference_pairs() {
         .sum::<f64>()
         / 3.0;
     assert!((out.loss - want).abs() < 1e-5);
+}
+
+/// The training step's entry point on CPU tensors runs the reference itself: the same bits for
+/// the loss, every embedding gradient (in the caller's input order) and the temperature
+/// gradients; a tensor that is not (B, D) is refused naming its modality and shape.
+#[test]
+fn tensor_entry_point_on_the_cpu_is_the_reference_bit_for_bit() {
+    let (b, d) = (13, 5);
+    let f = FourModalities::new(b, d);
+    let mut cfg = LossConfig::new(LossKind::AllPairsClip);
+    cfg.learnable_temperature = true;
+    let mut reference = MultimodalLoss::new(cfg, &Modality::ALL).unwrap();
+    let mut on_tensors = reference.clone();
+    let mut inputs = f.inputs();
+    inputs.reverse();
+    let want = reference.forward_backward(&inputs, d, 2..11, true).unwrap();
+    let tensors: Vec<Tensor> = inputs.iter().map(|e| Tensor::from_vec(&[b, d], e.data.to_vec())).collect();
+    let tin: Vec<ModalityTensor> =
+        inputs.iter().zip(&tensors).map(|(e, t)| ModalityTensor { modality: e.modality, data: t, present: e.present }).collect();
+    let got = on_tensors.forward_backward_tensors(&tin, 2..11, true).unwrap();
+    assert_eq!(got.loss.to_bits(), want.loss.to_bits());
+    assert_eq!(got.terms, want.terms);
+    assert_eq!(got.grads.len(), 4);
+    for (g, w) in got.grads.iter().zip(&want.grads) {
+        assert_eq!(g.shape, vec![b, d]);
+        assert!(g.data().iter().zip(w).all(|(x, y)| x.to_bits() == y.to_bits()));
+    }
+    let (mut tg, mut tw) = (Vec::new(), Vec::new());
+    on_tensors.visit_params(&mut |p| tg.push(p.grad.data()[0].to_bits()));
+    reference.visit_params(&mut |p| tw.push(p.grad.data()[0].to_bits()));
+    assert_eq!(tg, tw);
+    assert!(tw.iter().any(|&g| f32::from_bits(g) != 0.0), "learnable temperatures got gradients");
+    let flat = Tensor::from_vec(&[b * d], f.data[3].to_vec());
+    let mut bad = tin.clone();
+    bad[0].data = &flat;
+    let err = on_tensors.forward_backward_tensors(&bad, 0..b, true).unwrap_err().to_string();
+    assert!(err.contains("text") && err.contains("[65]") && err.contains("(B, D)"), "{err}");
 }
 
 #[test]

@@ -4,13 +4,26 @@
 //!   bias-corrected Adam step), defaults β = (0.9, 0.999), eps = 1e-8, λ = 0.01. Decay applies
 //!   only to parameters with `decay == true` (the reference excludes biases and normalisation
 //!   parameters). Moments live in the optimiser, one pair per parameter in `visit_params` order,
-//!   and are checked against the parameter names so a model/optimiser mismatch is an error.
+//!   on the parameter's device, and are checked against the parameter names so a model/optimiser
+//!   mismatch is an error.
 //! - [`WarmupCosine`]: linear warm-up to the peak, then half-cosine decay to a floor.
-//! - [`clip_grad_norm`]: global L2-norm clipping with PyTorch's `clip_grad_norm_` semantics.
+//! - [`clip_grad_norm`]: global L2-norm clipping with PyTorch's `clip_grad_norm_` semantics;
+//!   [`zero_grads`] clears every gradient.
+//!
+//! Devices: parameters on the CPU are updated by the loops below (the reference); parameters on
+//! a GPU device are updated by ONE launch per device for all of them (`kernels/adamw.cu`, through
+//! a cached chunk table), and so are the norm, the clip and the zeroing. The update and the clip
+//! are bit-identical on both; the norm's f64 partial sums are added in a different order (a
+//! relative difference of ~1e-16). Nothing here reads device memory except the norm's per-block
+//! partials (one small download: the norm is a host decision and a logged metric).
 
-use super::tensor::{Module, Tensor};
+use super::backend::{gpu, Gpu};
+use super::gpu::adamw::{self as dev, AdamWStep, ParamAddrs, ParamChunks};
+use super::gpu::device_ok;
+use super::tensor::{Device, Module, Param, Storage, Tensor};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// AdamW hyper-parameters other than the learning rate (which comes from the schedule per step).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -49,23 +62,37 @@ impl AdamW {
 
     /// Creates zero moments for every parameter of `module` if there are none yet (done by the
     /// first `step`; call it before loading moments from a checkpoint), else checks they match.
+    /// Moments are created on (and, if the model moved since, copied to) each parameter's device.
     pub fn init_state(&mut self, module: &mut dyn Module) -> Result<()> {
+        let mut problem = None;
         if self.state.is_empty() {
             module.visit_params(&mut |p| {
-                self.state.push(Moments {
-                    name: p.name.clone(),
-                    exp_avg: Tensor::zeros(&p.value.shape),
-                    exp_avg_sq: Tensor::zeros(&p.value.shape),
-                })
+                let device = p.value.device();
+                match (Tensor::zeros_on(&p.value.shape, device), Tensor::zeros_on(&p.value.shape, device)) {
+                    (Ok(exp_avg), Ok(exp_avg_sq)) => self.state.push(Moments { name: p.name.clone(), exp_avg, exp_avg_sq }),
+                    (Err(e), _) | (_, Err(e)) => {
+                        problem.get_or_insert(format!("allocating the moments of {} on {device}: {e:#}", p.name));
+                    }
+                }
             });
-            return Ok(());
+            return match problem {
+                Some(p) => bail!("AdamW: {p}"),
+                None => Ok(()),
+            };
         }
-        let mut problem = None;
         let mut i = 0;
         module.visit_params(&mut |p| {
             if problem.is_none() {
-                match self.state.get(i) {
-                    Some(s) if s.name == p.name && s.exp_avg.shape == p.value.shape => {}
+                match self.state.get_mut(i) {
+                    Some(s) if s.name == p.name && s.exp_avg.shape == p.value.shape => {
+                        let device = p.value.device();
+                        if s.exp_avg.device() != device {
+                            match (s.exp_avg.to_device(device), s.exp_avg_sq.to_device(device)) {
+                                (Ok(m), Ok(v)) => (s.exp_avg, s.exp_avg_sq) = (m, v),
+                                (Err(e), _) | (_, Err(e)) => problem = Some(format!("moving the moments of {} to {device}: {e:#}", p.name)),
+                            }
+                        }
+                    }
                     Some(s) => problem = Some(format!("parameter {i} is {} {:?}, optimiser state has {} {:?}", p.name, p.value.shape, s.name, s.exp_avg.shape)),
                     None => problem = Some(format!("parameter {} has no optimiser state", p.name)),
                 }
@@ -90,11 +117,31 @@ impl AdamW {
         let step_size = lr / (1.0 - beta1.powi(t));
         let bias_correction2_sqrt = (1.0 - beta2.powi(t)).sqrt();
         let (b1, b2) = (beta1 as f32, beta2 as f32);
+        let decay_factor = (1.0 - lr * weight_decay) as f32;
+        let mut on_devices: Vec<(Device, Vec<ParamAddrs>)> = Vec::new();
+        let mut problem = None;
         let mut i = 0;
         module.visit_params(&mut |p| {
             let s = &mut self.state[i];
             i += 1;
-            let decay = if p.decay { (1.0 - lr * weight_decay) as f32 } else { 1.0 };
+            let device = p.value.device();
+            if let Some(other) = [&p.grad, &s.exp_avg, &s.exp_avg_sq].iter().map(|t| t.device()).find(|&d| d != device) {
+                problem.get_or_insert(format!("parameter {} lives on {device} but its gradient or moments on {other}", p.name));
+                return;
+            }
+            if device.is_gpu() {
+                let addrs = ParamAddrs {
+                    value: p.value.gpu_vec().ptr(),
+                    grad: p.grad.gpu_vec().ptr(),
+                    exp_avg: s.exp_avg.gpu_vec().ptr(),
+                    exp_avg_sq: s.exp_avg_sq.gpu_vec().ptr(),
+                    len: p.value.numel(),
+                    decay: p.decay,
+                };
+                group_for(&mut on_devices, device).push(addrs);
+                return;
+            }
+            let decay = if p.decay { decay_factor } else { 1.0 };
             let (value, grad) = (p.value.data_mut(), p.grad.data());
             for (((w, &g), m), v) in value.iter_mut().zip(grad).zip(s.exp_avg.data_mut()).zip(s.exp_avg_sq.data_mut()) {
                 *w *= decay;
@@ -104,6 +151,15 @@ impl AdamW {
                 *w -= (step_size * *m as f64 / denom) as f32;
             }
         });
+        if let Some(p) = problem {
+            bail!("AdamW: {p}");
+        }
+        let hyper = AdamWStep { beta1: b1, beta2: b2, decay_factor, step_size, bias_correction2_sqrt, eps };
+        for (device, params) in on_devices {
+            let g = gpu(device)?;
+            let table = ParamChunks::cached(&g, &params)?;
+            dev::adamw(&g, &table, &hyper)?;
+        }
         Ok(())
     }
 
@@ -139,10 +195,64 @@ impl WarmupCosine {
     }
 }
 
-/// Global L2 norm of all gradients of `module` (f64 accumulation).
+/// The group of `device` in a per-device list (created on first use; visit order kept).
+fn group_for<T>(groups: &mut Vec<(Device, Vec<T>)>, device: Device) -> &mut Vec<T> {
+    let k = match groups.iter().position(|(d, _)| *d == device) {
+        Some(k) => k,
+        None => {
+            groups.push((device, Vec::new()));
+            groups.len() - 1
+        }
+    };
+    &mut groups[k].1
+}
+
+/// Every gradient of `module`: host ones are passed to `cpu` with their parameter index, device
+/// ones are returned as one chunk table per device with the indices of its parameters.
+fn visit_grads(module: &mut dyn Module, cpu: &mut dyn FnMut(usize, &mut Param)) -> Vec<(Arc<Gpu>, Arc<ParamChunks>, Vec<usize>)> {
+    let mut groups: Vec<(Device, Vec<(usize, ParamAddrs)>)> = Vec::new();
+    let mut i = 0;
+    module.visit_params(&mut |p| {
+        match &p.grad.storage {
+            Storage::Cpu(_) => cpu(i, p),
+            Storage::Gpu(g) => {
+                let addrs = ParamAddrs { value: 0, grad: g.ptr(), exp_avg: 0, exp_avg_sq: 0, len: g.len(), decay: false };
+                group_for(&mut groups, g.gpu().device).push((i, addrs));
+            }
+        }
+        i += 1;
+    });
+    groups
+        .into_iter()
+        .map(|(device, members)| {
+            let g = device_ok(gpu(device), "gradient table");
+            let addrs: Vec<ParamAddrs> = members.iter().map(|m| m.1).collect();
+            let table = device_ok(ParamChunks::cached(&g, &addrs), "gradient table");
+            (g, table, members.into_iter().map(|m| m.0).collect())
+        })
+        .collect()
+}
+
+/// Global L2 norm of all gradients of `module` (f64 accumulation: per parameter, then over the
+/// parameters in visiting order).
 pub fn grad_norm(module: &mut dyn Module) -> f64 {
+    let mut sums: Vec<f64> = Vec::new();
+    let mut cpu = |i: usize, p: &mut Param| {
+        sums.resize(sums.len().max(i + 1), 0.0);
+        sums[i] = p.grad.data().iter().map(|&g| g as f64 * g as f64).sum::<f64>();
+    };
+    let devices = visit_grads(module, &mut cpu);
+    for (g, table, members) in devices {
+        let per_param = device_ok(dev::grad_sumsq(&g, &table), "grad_norm");
+        for (i, s) in members.into_iter().zip(per_param) {
+            sums.resize(sums.len().max(i + 1), 0.0);
+            sums[i] = s;
+        }
+    }
     let mut sq = 0.0f64;
-    module.visit_params(&mut |p| sq += p.grad.data().iter().map(|&g| g as f64 * g as f64).sum::<f64>());
+    for s in sums {
+        sq += s;
+    }
     sq.sqrt()
 }
 
@@ -154,9 +264,19 @@ pub fn clip_grad_norm(module: &mut dyn Module, max_norm: f64) -> f64 {
     let coef = max_norm / (norm + 1e-6);
     if norm.is_finite() && coef < 1.0 {
         let c = coef as f32;
-        module.visit_params(&mut |p| p.grad.data_mut().iter_mut().for_each(|g| *g *= c));
+        for (g, table, _) in visit_grads(module, &mut |_, p| p.grad.data_mut().iter_mut().for_each(|g| *g *= c)) {
+            device_ok(dev::grad_scale(&g, &table, c), "clip_grad_norm");
+        }
     }
     norm
+}
+
+/// Sets every gradient of `module` to zero: host ones in place, device ones with one launch per
+/// device (rather than one per parameter, as `Module::zero_grad` does).
+pub fn zero_grads(module: &mut dyn Module) {
+    for (g, table, _) in visit_grads(module, &mut |_, p| p.grad.fill(0.0)) {
+        device_ok(dev::grad_fill(&g, &table, 0.0), "zero_grads");
+    }
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ pub use metrics::{regression_metrics, Metrics, Standardizer};
 pub use model::{load_pretrained_crystal, FinetuneModel, TransferInfo};
 
 use crate::dist::Dist;
-use crate::engine::optim::{clip_grad_norm, grad_norm, AdamW, AdamWConfig, WarmupCosine};
+use crate::engine::optim::{clip_grad_norm, grad_norm, zero_grads, AdamW, AdamWConfig, WarmupCosine};
 use crate::engine::{Module, Tensor};
 use crate::model::{Modality, StepContext};
 use crate::train::checkpoint::{self, NamedTensors};
@@ -323,7 +323,7 @@ pub fn run(cfg: &FinetuneConfig, opts: &RunOptions) -> Result<FinetuneResult> {
                 );
             }
             adam.step(&mut model, schedule.lr(step))?;
-            model.zero_grad();
+            zero_grads(&mut model);
             step += 1;
             loss_sum += loss * b as f64;
             loss_rows += b;

@@ -15,11 +15,20 @@
 //! and the B→A terms of its rows in R, each still against all n candidates; the gradient of
 //! that share reaches every row (candidates too). Shares over a partition of 0..B add up to the
 //! full loss and gradient.
+//!
+//! On a GPU device, [`clip_pair_device`] runs the same algorithm with the same masking and the
+//! same per-row terms: cuBLAS for the three GEMMs of a row block and the fused row kernel of
+//! `kernels/infonce.cu` in between (see there); the per-row terms come back to the host, which
+//! adds them in row order as [`infonce_direction`] does ([`DevicePairTerms::finish`]).
 
 use std::ops::Range;
 
+use anyhow::{bail, Result};
+
 use super::ValidRows;
+use crate::engine::gpu::{self, gpu_of, matmul_row_major};
 use crate::engine::ops::matmul::sgemm;
+use crate::engine::{Storage, Tensor};
 
 /// Rows of queries per fused block: (64, n) logits ≈ 92 KB at n = 360.
 const ROW_BLOCK: usize = 64;
@@ -169,6 +178,122 @@ pub fn infonce_direction(
         r0 = r1;
     }
     (loss, dscale)
+}
+
+/// Most dot products one device row block holds (64 MiB of f32): the batch sizes of the paper
+/// (B = 360) and far beyond are one block per direction.
+const DEVICE_BLOCK_VALUES: usize = 1 << 24;
+
+/// What a device pair term leaves for the host: its per-row terms on the device, summed by
+/// [`DevicePairTerms::finish`] after every pair has been queued (one wait for all of them).
+pub struct DevicePairTerms {
+    /// Rows where both modalities are present (n).
+    pub valid_rows: usize,
+    /// (2 directions, owned rows, 2) = [lse − l_ii, (E[l] − l_ii)/s] per row; None: no term.
+    terms: Option<Tensor>,
+    /// ½·1/n: each row's weight in the pair term.
+    weight: f64,
+    want_grads: bool,
+}
+
+impl DevicePairTerms {
+    /// (this process's share of the pair loss, its d/d logit scale), added up in the order of
+    /// the host loss: rows in order, direction A→B, then B→A.
+    pub fn finish(&self) -> Result<(f64, f64)> {
+        let Some(t) = &self.terms else { return Ok((0.0, 0.0)) };
+        let v = t.to_host()?;
+        let own = t.shape[1];
+        let mut out = [(0.0f64, 0.0f64); 2];
+        for (dir, acc) in out.iter_mut().enumerate() {
+            for r in 0..own {
+                let at = 2 * (dir * own + r);
+                acc.0 += self.weight * v[at] as f64;
+                if self.want_grads {
+                    acc.1 += self.weight * v[at + 1] as f64;
+                }
+            }
+        }
+        Ok((out[0].0 + out[1].0, out[0].1 + out[1].1))
+    }
+}
+
+/// The device form of [`clip_pair`] for embeddings a, b (B, D) on one GPU device: queues the
+/// pair's kernels and GEMMs and, with `grads`, ACCUMULATES `grad_weight`·d share/d a and
+/// d share/d b into them (so the mean over pairs needs no extra pass). The temperature is read
+/// on the device from `raw_scale` ([1]) clamped to [min_raw, max_raw].
+#[allow(clippy::too_many_arguments)]
+pub fn clip_pair_device(
+    grads: Option<(&mut Tensor, &mut Tensor)>, // (B, D), (B, D), accumulated
+    a: &Tensor,                                // (B, D)
+    b: &Tensor,                                // (B, D)
+    present_a: &[bool],                        // (B)
+    present_b: &[bool],                        // (B)
+    raw_scale: &Tensor,                        // (1)
+    min_raw: f32,
+    max_raw: f32,
+    rows: Range<usize>,
+    grad_weight: f64,
+) -> Result<DevicePairTerms> {
+    let dim = *a.shape.last().unwrap_or(&0);
+    let valid = ValidRows::new(&[present_a, present_b], &rows);
+    let n = valid.len();
+    let weight = 0.5 / n.max(1) as f64;
+    let want = grads.is_some();
+    if n < 2 || valid.own.is_empty() {
+        return Ok(DevicePairTerms { valid_rows: n, terms: None, weight, want_grads: want });
+    }
+    let device = a.device();
+    let g = gpu_of(a).clone();
+    // The batch metadata of the pair: its valid rows (a real boundary, like a batch upload).
+    let index_host: Vec<u32> = valid.index.iter().map(|&r| r as u32).collect();
+    let index = g.upload(&index_host)?;
+    let mut ac = Tensor::uninit_on(&[n, dim], device)?; // (n, D)
+    let mut bc = Tensor::uninit_on(&[n, dim], device)?; // (n, D)
+    for (dst, src) in [(&mut ac, a), (&mut bc, b)] {
+        if let Storage::Gpu(d) = &mut dst.storage {
+            gpu::infonce::gather_rows(&g, d, src.gpu_vec(), &index, dim)?;
+        }
+    }
+    let (dac, dbc) = if want {
+        (Some(Tensor::zeros_on(&[n, dim], device)?), Some(Tensor::zeros_on(&[n, dim], device)?))
+    } else {
+        (None, None)
+    };
+    let own = valid.own.clone();
+    let terms = Tensor::uninit_on(&[2, own.len(), 2], device)?;
+    let block_rows = (DEVICE_BLOCK_VALUES / n).clamp(1, own.len());
+    let dots = Tensor::uninit_on(&[block_rows, n], device)?; // (rows, n), reused by every block
+    let raw = raw_scale.gpu_vec();
+    for (dir, (q, kk)) in [(&ac, &bc), (&bc, &ac)].into_iter().enumerate() {
+        let (pq, pk, pd) = (q.gpu_vec().ptr(), kk.gpu_vec().ptr(), dots.gpu_vec().ptr());
+        let (dq, dk) = if dir == 0 { (&dac, &dbc) } else { (&dbc, &dac) };
+        let mut r0 = own.start;
+        while r0 < own.end {
+            let r1 = (r0 + block_rows).min(own.end);
+            let rb = r1 - r0;
+            let q_block = pq + (4 * r0 * dim) as u64;
+            // dots (rb, n) = q[r0..r1] · kᵀ
+            matmul_row_major(&g, false, true, rb, n, dim, 1.0, q_block, pk, 0.0, pd)?;
+            let row_terms = terms.gpu_vec().ptr() + (4 * 2 * (dir * own.len() + (r0 - own.start))) as u64;
+            gpu::infonce::infonce_rows(&g, pd, row_terms, raw, min_raw, max_raw, rb, n, r0, weight * grad_weight, want)?;
+            if let (Some(dq), Some(dk)) = (dq, dk) {
+                // dq[r0..r1] += ddots · k ;  dk += ddotsᵀ · q[r0..r1]
+                let dq_block = dq.gpu_vec().ptr() + (4 * r0 * dim) as u64;
+                matmul_row_major(&g, false, false, rb, dim, n, 1.0, pd, pk, 1.0, dq_block)?;
+                matmul_row_major(&g, true, false, n, dim, rb, 1.0, pd, q_block, 1.0, dk.gpu_vec().ptr())?;
+            }
+            r0 = r1;
+        }
+    }
+    if let (Some((da, db)), Some(dac), Some(dbc)) = (grads, &dac, &dbc) {
+        for (dst, src) in [(da, dac), (db, dbc)] {
+            match &mut dst.storage {
+                Storage::Gpu(d) => gpu::infonce::scatter_rows_add(&g, d, src.gpu_vec(), &index, dim)?,
+                Storage::Cpu(_) => bail!("clip: embedding gradient on the CPU, embeddings on {device}"),
+            }
+        }
+    }
+    Ok(DevicePairTerms { valid_rows: n, terms: Some(terms), weight, want_grads: want })
 }
 
 #[cfg(test)]

@@ -24,6 +24,14 @@
 //!   InfoNCE formula itself gives 0: a softmax over one candidate), never NaN.
 //! - Temperature gradients are *accumulated* (`+=`) into the temperature parameters (they are
 //!   parameters); embedding gradients are *written*.
+//!
+//! Two entry points: [`MultimodalLoss::forward_backward`] on host slices (the reference, and what
+//! the loss tests drive), and [`MultimodalLoss::forward_backward_tensors`] on `Tensor`s, which
+//! the training step calls: CPU tensors go through the reference unchanged (bit-identical), and
+//! on a GPU device the CLIP family runs the fused device InfoNCE (`clip::clip_pair_device`,
+//! `kernels/infonce.cu`) with the same masking, scaling and row-order sums. TensorCLIP and
+//! BarlowTwins have no device kernels yet: on a GPU device they copy the embeddings to the host,
+//! run the reference and upload the gradients (stated in `forward_backward_tensors`).
 
 pub mod barlow_twins;
 pub mod clip;
@@ -31,12 +39,13 @@ pub mod pairwise;
 pub mod temperature;
 pub mod tensor_clip;
 
+use std::borrow::Cow;
 use std::ops::Range;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Module, Param};
+use crate::engine::{ops, Module, Param, Tensor};
 pub use temperature::Temperature;
 
 /// The modality type lives with the record types; re-exported here for the loss API.
@@ -50,6 +59,27 @@ pub struct ModalityEmbeddings<'a> {
     pub data: &'a [f32],
     /// (B) true where this material has this modality.
     pub present: &'a [bool],
+}
+
+/// One modality's embeddings for the global batch as a tensor on any device.
+#[derive(Clone, Copy, Debug)]
+pub struct ModalityTensor<'a> {
+    pub modality: Modality,
+    /// (B, D); L2-normalised rows for the CLIP family, raw for BarlowTwins.
+    pub data: &'a Tensor,
+    /// (B) true where this material has this modality (batch metadata: on the host).
+    pub present: &'a [bool],
+}
+
+/// What [`MultimodalLoss::forward_backward_tensors`] returns: [`LossOutput`] with the
+/// gradients as tensors on the embeddings' device.
+#[derive(Clone, Debug)]
+pub struct TensorLossOutput {
+    pub loss: f64,
+    /// d loss / d embeddings, (B, D) per input in input order (written; zero on absent rows).
+    /// Empty when gradients were not requested.
+    pub grads: Vec<Tensor>,
+    pub terms: Vec<TermReport>,
 }
 
 /// Which loss to train with.
@@ -250,7 +280,7 @@ impl MultimodalLoss {
         rows: Range<usize>,
         want_grads: bool,
     ) -> Result<LossOutput> {
-        let order = self.match_inputs(inputs)?;
+        let order = self.match_inputs(&inputs.iter().map(|e| e.modality).collect::<Vec<_>>())?;
         let batch = check_inputs(inputs, dim, &rows, self.config.kind != LossKind::BarlowTwins3d)?;
         let ordered: Vec<ModalityEmbeddings> = order.iter().map(|&k| inputs[k]).collect();
         let mut grads_ordered: Vec<Vec<f32>> = if want_grads {
@@ -333,6 +363,100 @@ impl MultimodalLoss {
         Ok(LossOutput { loss, grads, terms })
     }
 
+    /// [`forward_backward`](Self::forward_backward) on tensors: embeddings (B, D) on one device,
+    /// gradients returned on that device. CPU tensors run the host reference as it is. On a GPU
+    /// device the CLIP family runs on the device; TensorCLIP and BarlowTwins (no device kernels
+    /// yet) copy the embeddings to the host, run the reference and upload the gradients.
+    pub fn forward_backward_tensors(&mut self, inputs: &[ModalityTensor], rows: Range<usize>, want_grads: bool) -> Result<TensorLossOutput> {
+        let Some(first) = inputs.first() else { bail!("loss: no embeddings given") };
+        let device = first.data.device();
+        let dim = match first.data.shape.as_slice() {
+            [_, d] => *d,
+            s => bail!("loss: {} embeddings have shape {s:?}, expected (B, D)", first.modality.name()),
+        };
+        for e in inputs {
+            if e.data.device() != device {
+                bail!("loss: {} embeddings on {}, {} embeddings on {device}", e.modality.name(), e.data.device(), first.modality.name());
+            }
+            if e.data.shape.len() != 2 || e.data.shape[1] != dim {
+                bail!("loss: {} embeddings have shape {:?}, expected (B, {dim})", e.modality.name(), e.data.shape);
+            }
+        }
+        let pairwise = matches!(self.config.kind, LossKind::Clip | LossKind::AllPairsClip | LossKind::AnchoredClip);
+        if device.is_gpu() && pairwise {
+            return self.forward_backward_pairs_device(inputs, dim, rows, want_grads);
+        }
+        let host: Vec<Cow<[f32]>> = inputs
+            .iter()
+            .map(|e| Ok(if device.is_gpu() { Cow::Owned(e.data.to_host()?) } else { Cow::Borrowed(e.data.data()) }))
+            .collect::<Result<_>>()?;
+        let slices: Vec<ModalityEmbeddings> =
+            inputs.iter().zip(&host).map(|(e, h)| ModalityEmbeddings { modality: e.modality, data: h, present: e.present }).collect();
+        let out = self.forward_backward(&slices, dim, rows, want_grads)?;
+        let grads = out
+            .grads
+            .into_iter()
+            .zip(inputs)
+            .map(|(g, e)| {
+                let t = Tensor::from_vec(&e.data.shape, g);
+                if device.is_gpu() { t.to_device(device) } else { Ok(t) }
+            })
+            .collect::<Result<_>>()?;
+        Ok(TensorLossOutput { loss: out.loss, grads, terms: out.terms })
+    }
+
+    /// The CLIP family on a GPU device: every pair's kernels queued, then one wait for the
+    /// per-row terms, added on the host in the order of `pairwise::mean_of_pairs`.
+    fn forward_backward_pairs_device(&mut self, inputs: &[ModalityTensor], dim: usize, rows: Range<usize>, want_grads: bool) -> Result<TensorLossOutput> {
+        let order = self.match_inputs(&inputs.iter().map(|e| e.modality).collect::<Vec<_>>())?;
+        let batch = check_inputs_device(inputs, dim, &rows)?;
+        let device = inputs[0].data.device();
+        let ordered: Vec<ModalityTensor> = order.iter().map(|&k| inputs[k]).collect();
+        let mut grads: Vec<Tensor> = if want_grads {
+            (0..ordered.len()).map(|_| Tensor::zeros_on(&[batch, dim], device)).collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
+        let inv = 1.0 / self.pairs.len() as f64;
+        let mut pending = Vec::with_capacity(self.pairs.len());
+        for (p, &(i, j)) in self.pairs.iter().enumerate() {
+            let (ei, ej) = (&ordered[i], &ordered[j]);
+            let t = &self.temperatures[p];
+            let raw = t.raw_on(device)?;
+            let pair_grads = if want_grads { Some(two_mut(&mut grads, i, j)) } else { None };
+            let r = clip::clip_pair_device(pair_grads, ei.data, ej.data, ei.present, ej.present, &raw, t.min_raw, t.max_raw, rows.clone(), inv)
+                .with_context(|| format!("loss: {}-{} on {device}", ei.modality.name(), ej.modality.name()))?;
+            pending.push(r);
+        }
+        let mut total = 0.0;
+        let mut terms = Vec::with_capacity(pending.len());
+        for (p, (r, &(i, j))) in pending.iter().zip(&self.pairs).enumerate() {
+            let (loss, dscale) = r.finish()?;
+            self.temperatures[p].accumulate_scale_grad(dscale * inv);
+            total += loss * inv;
+            terms.push(TermReport {
+                name: format!("{}-{}", ordered[i].modality.name(), ordered[j].modality.name()),
+                loss,
+                valid_rows: r.valid_rows,
+            });
+        }
+        if !total.is_finite() {
+            bail!("loss: {:?} produced a non-finite value {total} (terms {terms:?})", self.config.kind);
+        }
+        let mut slots: Vec<Option<Tensor>> = grads.into_iter().map(Some).collect();
+        let grads = if want_grads {
+            (0..inputs.len())
+                .map(|k| {
+                    let pos = order.iter().position(|&o| o == k).expect("every input is ordered");
+                    slots[pos].take().expect("each gradient taken once")
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(TensorLossOutput { loss: total, grads, terms })
+    }
+
     /// Clamp every learnable raw log-scale into its range (call after each optimiser step, as
     /// OpenCLIP does, so the stored value never drifts past the clamp where its gradient is 0).
     pub fn clamp_temperatures(&mut self) {
@@ -350,13 +474,9 @@ impl MultimodalLoss {
     }
 
     /// Index into `inputs` of each configured modality, in canonical order.
-    fn match_inputs(&self, inputs: &[ModalityEmbeddings]) -> Result<Vec<usize>> {
+    fn match_inputs(&self, inputs: &[Modality]) -> Result<Vec<usize>> {
         if inputs.len() != self.modalities.len() {
-            bail!(
-                "loss: expected embeddings for {:?}, got {:?}",
-                self.modalities,
-                inputs.iter().map(|e| e.modality).collect::<Vec<_>>()
-            );
+            bail!("loss: expected embeddings for {:?}, got {:?}", self.modalities, inputs);
         }
         self.modalities
             .iter()
@@ -364,7 +484,7 @@ impl MultimodalLoss {
                 let hits: Vec<usize> = inputs
                     .iter()
                     .enumerate()
-                    .filter(|(_, e)| e.modality == *m)
+                    .filter(|(_, e)| **e == *m)
                     .map(|(k, _)| k)
                     .collect();
                 match hits.as_slice() {
@@ -461,6 +581,53 @@ pub fn check_inputs(
                 }
             }
         }
+    }
+    Ok(batch)
+}
+
+/// Two distinct elements of `v`, mutably, in the order asked.
+fn two_mut<T>(v: &mut [T], i: usize, j: usize) -> (&mut T, &mut T) {
+    assert_ne!(i, j, "two_mut: the same element twice");
+    if i < j {
+        let (lo, hi) = v.split_at_mut(j);
+        (&mut lo[i], &mut hi[0])
+    } else {
+        let (lo, hi) = v.split_at_mut(i);
+        (&mut hi[0], &mut lo[j])
+    }
+}
+
+/// [`check_inputs`] for device embeddings of the CLIP family: the shapes on the host, the
+/// values through their row norms computed on the device (one (B) download per modality). Any
+/// row that fails is re-checked by `check_inputs` on a host copy, which gives the error (and is
+/// the judge: the device norm is an f32 rounding of the same f64 sum).
+pub fn check_inputs_device(inputs: &[ModalityTensor], dim: usize, rows: &Range<usize>) -> Result<usize> {
+    let Some(first) = inputs.first() else { bail!("loss: no embeddings given") };
+    let batch = first.present.len();
+    if dim == 0 {
+        bail!("loss: embedding dimension is 0");
+    }
+    if rows.start > rows.end || rows.end > batch {
+        bail!("loss: owned rows {rows:?} are not a range inside the batch 0..{batch}");
+    }
+    let mut suspect = false;
+    for e in inputs {
+        if e.present.len() != batch || e.data.numel() != batch * dim {
+            suspect = true;
+            break;
+        }
+        let (_, norms) = ops::l2norm(e.data, 1.0);
+        let norms = norms.to_host()?;
+        if norms.iter().zip(e.present).any(|(&n, &p)| p && !(n.is_finite() && (n as f64 - 1.0).abs() <= 1e-3)) {
+            suspect = true;
+            break;
+        }
+    }
+    if suspect {
+        let host: Vec<Vec<f32>> = inputs.iter().map(|e| e.data.to_host()).collect::<Result<_>>()?;
+        let slices: Vec<ModalityEmbeddings> =
+            inputs.iter().zip(&host).map(|(e, h)| ModalityEmbeddings { modality: e.modality, data: h, present: e.present }).collect();
+        check_inputs(&slices, dim, rows, true)?;
     }
     Ok(batch)
 }

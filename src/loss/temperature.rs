@@ -6,10 +6,16 @@
 //! `logit_scale.clamp_(0, ln 100)`). The gradient w.r.t. raw is d loss/d scale · scale inside
 //! the range (bounds included, as torch.clamp) and 0 outside it. A fixed temperature is the same
 //! object with `learnable = false`: it never accumulates a gradient and is not a parameter.
+//!
+//! The raw log-scale may live on a GPU device (a learnable temperature moves with the model's
+//! parameters): the device losses then read it there (`raw_on`), its gradient is accumulated and
+//! its clamp applied by kernels, and only `raw`/`logit_scale` (logging, the host losses) copy the
+//! one value to the host.
 
 use anyhow::{bail, Result};
 
-use crate::engine::{Param, Tensor};
+use crate::engine::gpu::{self, device_ok};
+use crate::engine::{Device, Param, Storage, Tensor};
 
 #[derive(Clone, Debug)]
 pub struct Temperature {
@@ -59,8 +65,22 @@ impl Temperature {
         Temperature::new("fixed", tau, false, 1.0, 100.0)
     }
 
+    /// The raw log-scale on the host (one value copied back when it lives on a device).
     pub fn raw(&self) -> f32 {
-        self.param.value.data()[0]
+        match &self.param.value.storage {
+            Storage::Cpu(v) => v[0],
+            Storage::Gpu(_) => device_ok(self.param.value.to_host(), "temperature")[0],
+        }
+    }
+
+    /// The raw log-scale as a [1] tensor on `device`: the parameter itself when it lives there,
+    /// else a copy (a fixed temperature stays on the host and is uploaded per use: 4 bytes).
+    pub fn raw_on(&self, device: Device) -> Result<std::borrow::Cow<'_, Tensor>> {
+        if self.param.value.device() == device {
+            Ok(std::borrow::Cow::Borrowed(&self.param.value))
+        } else {
+            Ok(std::borrow::Cow::Owned(self.param.value.to_device(device)?))
+        }
     }
 
     /// exp(clamp(raw)) — the factor multiplying cosine similarities.
@@ -74,6 +94,17 @@ impl Temperature {
         if !self.learnable {
             return;
         }
+        if let Storage::Gpu(_) = &self.param.grad.storage {
+            // The same rule, applied by a kernel that reads raw on the device.
+            let device = self.param.grad.device();
+            let raw = device_ok(self.raw_on(device), "temperature gradient").into_owned();
+            let (lo, hi) = (self.min_raw, self.max_raw);
+            if let Storage::Gpu(g) = &mut self.param.grad.storage {
+                let dev = g.gpu().clone();
+                device_ok(gpu::infonce::temperature_grad(&dev, g, raw.gpu_vec(), dscale, lo, hi), "temperature gradient");
+            }
+            return;
+        }
         let raw = self.raw();
         if raw >= self.min_raw && raw <= self.max_raw {
             let g = dscale * self.logit_scale() as f64;
@@ -83,8 +114,13 @@ impl Temperature {
 
     pub fn clamp_in_place(&mut self) {
         let (lo, hi) = (self.min_raw, self.max_raw);
-        let v = &mut self.param.value.data_mut()[0];
-        *v = v.clamp(lo, hi);
+        match &mut self.param.value.storage {
+            Storage::Cpu(v) => v[0] = v[0].clamp(lo, hi),
+            Storage::Gpu(v) => {
+                let dev = v.gpu().clone();
+                device_ok(gpu::infonce::clamp_log_scale(&dev, v, lo, hi), "temperature clamp")
+            }
+        }
     }
 }
 

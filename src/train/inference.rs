@@ -6,7 +6,7 @@ use super::checkpoint;
 use super::dataset::Dataset;
 use super::model::MultiMatModel;
 use crate::dist::Dist;
-use crate::engine::ops::l2norm::l2norm_forward;
+use crate::engine::ops::l2norm;
 use crate::engine::Module;
 use crate::eval::retrieval::{match_ranks, metrics, RetrievalMetrics};
 use crate::loss::Modality;
@@ -39,10 +39,8 @@ pub fn embed_records(model: &mut MultiMatModel, ds: &Dataset, m: Modality, recor
     for chunk in records.chunks(64) {
         let batch = ds.assemble(m, chunk)?;
         let z = enc.forward(&batch, &ctx)?;
-        let mut y = vec![0.0f32; chunk.len() * d];
-        let mut norms = vec![0.0f32; chunk.len()];
-        l2norm_forward(&mut y, &mut norms, z.data(), chunk.len(), d, L2_EPS);
-        out.extend_from_slice(&y);
+        let (y, _) = l2norm(&z, L2_EPS);
+        out.extend_from_slice(&y.to_host()?); // the embeddings leave the device here
     }
     Ok(out)
 }

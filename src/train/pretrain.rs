@@ -20,11 +20,11 @@ use super::dataset::{shard_paths, Dataset};
 use super::model::MultiMatModel;
 use super::preempt::StopSignal;
 use crate::dist::Dist;
-use crate::engine::ops::l2norm::{l2norm_backward, l2norm_forward};
-use crate::engine::optim::{clip_grad_norm, grad_norm, AdamW, AdamWConfig, WarmupCosine};
+use crate::engine::ops::{l2norm, l2norm_grad};
+use crate::engine::optim::{clip_grad_norm, grad_norm, zero_grads, AdamW, AdamWConfig, WarmupCosine};
 use crate::engine::{Module, Tensor};
 use crate::eval::retrieval::RetrievalMetrics;
-use crate::loss::ModalityEmbeddings;
+use crate::loss::ModalityTensor;
 use crate::model::{ModalityBatch, StepContext};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
@@ -209,40 +209,40 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
         let ctx = StepContext { train: true, dist, dropout_seed: cfg.run.seed ^ step.wrapping_mul(0x2545_F491_4F6C_DD1D) };
 
         // 1–2. Encode this rank's rows, normalise, gather the global batch.
-        let mut global: Vec<Vec<f32>> = Vec::new(); // per modality (B, D)
-        let mut normalised: Vec<(Vec<f32>, Vec<f32>)> = Vec::new(); // per modality (n_m, D) y and norms
+        let mut global: Vec<Tensor> = Vec::new(); // per modality (B, D)
+        let mut normalised: Vec<Option<(Tensor, Tensor)>> = Vec::new(); // per modality (n_m, D) y and (n_m) norms
         for (k, (pos, batch)) in sb.local.iter().enumerate() {
             let mut local_rows = vec![0.0f32; rows.len() * d]; // (B_local, D), zeros where absent
-            let mut y = Vec::new();
-            let mut norms = Vec::new();
+            let mut yn = None;
             if let Some(batch) = batch {
                 let z = model.encoders[k].forward(batch, &ctx).with_context(|| format!("step {step}: {} encoder", cfg.data.modalities[k].name()))?;
-                let n = pos.len();
-                y = vec![0.0f32; n * d];
-                norms = vec![0.0f32; n];
-                l2norm_forward(&mut y, &mut norms, z.data(), n, d, L2_EPS);
+                let (y, norms) = l2norm(&z, L2_EPS);
+                let yh = y.to_host()?;
                 for (i, &p) in pos.iter().enumerate() {
-                    local_rows[p * d..(p + 1) * d].copy_from_slice(&y[i * d..(i + 1) * d]);
+                    local_rows[p * d..(p + 1) * d].copy_from_slice(&yh[i * d..(i + 1) * d]);
                 }
+                yn = Some((y, norms));
             }
-            global.push(dist.all_gather_f32(&local_rows));
-            normalised.push((y, norms));
+            let gathered = dist.all_gather_f32(&local_rows);
+            global.push(Tensor::from_vec(&[gathered.len() / d, d], gathered));
+            normalised.push(yn);
         }
         let present: Vec<Vec<bool>> = cfg.data.modalities.iter().map(|&m| sb.records.iter().map(|&r| ds.has(m, r)).collect()).collect();
 
         // 3. Loss on this rank's rows against the global batch; sum shares over ranks.
-        let inputs: Vec<ModalityEmbeddings> = cfg
+        let inputs: Vec<ModalityTensor> = cfg
             .data
             .modalities
             .iter()
             .enumerate()
-            .map(|(k, &m)| ModalityEmbeddings { modality: m, data: &global[k], present: &present[k] })
+            .map(|(k, &m)| ModalityTensor { modality: m, data: &global[k], present: &present[k] })
             .collect();
-        let out = model.loss.forward_backward(&inputs, d, rows.clone(), true).with_context(|| format!("step {step}: loss"))?;
+        let out = model.loss.forward_backward_tensors(&inputs, rows.clone(), true).with_context(|| format!("step {step}: loss"))?;
         let mut loss_buf = [out.loss];
         dist.all_reduce_sum_f64(&mut loss_buf);
         let loss = loss_buf[0];
-        for (k, mut g) in out.grads.into_iter().enumerate() {
+        for (k, g) in out.grads.into_iter().enumerate() {
+            let mut g = g.to_host()?;
             dist.all_reduce_sum_f32(&mut g);
             // This rank's rows, present ones only → through the L2 norm → encoder backward.
             let (pos, batch) = &sb.local[k];
@@ -255,10 +255,9 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
                 let gr = rows.start + p;
                 dy[i * d..(i + 1) * d].copy_from_slice(&g[gr * d..(gr + 1) * d]);
             }
-            let (y, norms) = &normalised[k];
-            let mut dz = vec![0.0f32; n * d];
-            l2norm_backward(&mut dz, &dy, y, norms, n, d, L2_EPS);
-            model.encoders[k].backward(&Tensor::from_vec(&[n, d], dz), &ctx).with_context(|| format!("step {step}: {} backward", cfg.data.modalities[k].name()))?;
+            let (y, norms) = normalised[k].as_ref().expect("an encoded modality has its normalised rows");
+            let dz = l2norm_grad(&Tensor::from_vec(&[n, d], dy).to_device(y.device())?, y, norms, L2_EPS);
+            model.encoders[k].backward(&dz, &ctx).with_context(|| format!("step {step}: {} backward", cfg.data.modalities[k].name()))?;
         }
 
         // 4. Gradient all-reduce, checks, clipping, update.
@@ -298,7 +297,7 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
         let lr = schedule.lr(step);
         adam.step(&mut model, lr)?;
         model.loss.clamp_temperatures();
-        model.zero_grad();
+        zero_grads(&mut model);
         step += 1;
         let dt = t0.elapsed().as_secs_f64();
         let timing = timer.finish(dist);
@@ -377,9 +376,19 @@ fn save(dir: &Path, model: &mut MultiMatModel, adam: &mut AdamW, step: u64, cfg:
     model.visit_buffers(&mut |name, b| {
         t.insert(format!("buffer.{name}"), (b.shape.clone(), b.data().to_vec()));
     });
-    adam.visit_state(&mut |name, s| {
-        t.insert(format!("adamw.{name}"), (s.shape.clone(), s.data().to_vec()));
+    // AdamW moments live on the parameters' device: the checkpoint copies them to the host.
+    let mut moment_err = None;
+    adam.visit_state(&mut |name, s| match s.to_host() {
+        Ok(v) => {
+            t.insert(format!("adamw.{name}"), (s.shape.clone(), v));
+        }
+        Err(e) => {
+            moment_err.get_or_insert(e.context(format!("copying AdamW moment {name} to the host")));
+        }
     });
+    if let Some(e) = moment_err {
+        return Err(e);
+    }
     let meta = serde_json::json!({
         "kind": "multimat-pretrain",
         "schema_version": 1,
@@ -399,8 +408,9 @@ pub fn restore(model: &mut MultiMatModel, adam: &mut AdamW, c: &checkpoint::Chec
     let mut err: Option<anyhow::Error> = None;
     adam.visit_state(&mut |name, s| {
         if err.is_none() {
-            match c.tensor(&format!("adamw.{name}"), &s.shape.clone()) {
-                Ok(v) => s.data_mut().copy_from_slice(v),
+            // Loaded on the host, then placed on the moment's (= its parameter's) device.
+            match c.tensor(&format!("adamw.{name}"), &s.shape.clone()).and_then(|v| Tensor::from_vec(&s.shape, v.to_vec()).to_device(s.device())) {
+                Ok(v) => *s = v,
                 Err(e) => err = Some(e),
             }
         }

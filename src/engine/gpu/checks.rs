@@ -85,6 +85,8 @@ fn check_elementwise(d: Device) -> Result<Comparison> {
     let (ga, gb) = (on(&a, d)?, on(&b, d)?);
     let sum = ops::add(&a, &b);
     let gsum = ops::add(&ga, &gb);
+    let prod = crate::engine::ops::elementwise::mul(&a, &b);
+    let gprod = crate::engine::ops::elementwise::mul(&ga, &gb);
     let (mut acc, mut gacc) = (a.clone(), ga.clone());
     ops::add_assign(&mut acc, &b);
     ops::add_assign(&mut gacc, &gb);
@@ -98,7 +100,7 @@ fn check_elementwise(d: Device) -> Result<Comparison> {
     ops::fill(&mut gf, 0.25);
     // Exact: every output is one add or one copy.
     compare(
-        &[("add", &gsum, &sum), ("add_assign", &gacc, &acc), ("concat_last", &gcat, &cat), ("split_last[1]", &gparts[1], &parts[1]), ("split_last[2]", &gparts[2], &parts[2]), ("fill", &gf, &f)],
+        &[("add", &gsum, &sum), ("mul", &gprod, &prod), ("add_assign", &gacc, &acc), ("concat_last", &gcat, &cat), ("split_last[1]", &gparts[1], &parts[1]), ("split_last[2]", &gparts[2], &parts[2]), ("fill", &gf, &f)],
         0.0,
         0.0,
     )
@@ -123,7 +125,7 @@ fn check_linear(d: Device) -> Result<Comparison> {
 /// The checks of this file's ops (each kernel family's launcher file has a `checks()` like it).
 fn core_checks() -> Vec<OpCheck> {
     vec![
-        OpCheck { name: "elementwise (fill, add, add_assign, concat/split)", kernels: &["fill_f32", "add_f32", "axpy_f32", "copy_columns_f32"], run: check_elementwise },
+        OpCheck { name: "elementwise (fill, add, add_assign, concat/split)", kernels: &["fill_f32", "add_f32", "mul_f32", "axpy_f32", "copy_columns_f32"], run: check_elementwise },
         OpCheck { name: "linear (cuBLAS GEMMs + bias)", kernels: &["add_bias_rows_f32", "bias_grad_f32"], run: check_linear },
     ]
 }
@@ -167,6 +169,10 @@ pub fn all() -> Vec<OpCheck> {
     v.extend(super::gather::checks());
     v.extend(super::rbf::checks());
     v.extend(super::segment::checks());
+    v.extend(super::adamw::checks());
+    v.extend(super::l2norm::checks());
+    v.extend(super::mse::checks());
+    v.extend(super::infonce::checks());
     v
 }
 

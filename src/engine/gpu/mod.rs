@@ -9,6 +9,10 @@
 
 pub mod elementwise;
 pub mod linear;
+pub mod adamw;
+pub mod l2norm;
+pub mod mse;
+pub mod infonce;
 pub mod checks;
 pub mod layernorm;
 pub mod attention;

@@ -5,8 +5,57 @@
 //! case, where ‖x‖ ≫ eps and the output has unit norm exactly; a zero row maps to zero, not NaN.
 //! Forward saves the per-row norms for backward. Input gradients are written (`=`):
 //! for ‖x‖ > eps, dx = (dy − y·(y·dy)) / ‖x‖; in the clamped branch y = x/eps and dx = dy/eps.
+//!
+//! [`l2norm`] / [`l2norm_grad`] are the tensor-level op (one device dispatch each): the CPU arm
+//! is the slice reference below, the GPU arm `kernels/l2norm.cu` (engine::gpu::l2norm).
 
+use crate::engine::gpu::{self, device_ok, gpu_of};
+use crate::engine::tensor::{Storage, Tensor};
 use rayon::prelude::*;
+
+/// Rows (N, C) of `x` normalised, and the row norms (N) the backward needs, on x's device.
+pub fn l2norm(x: &Tensor, eps: f32) -> (Tensor, Tensor) {
+    let c = *x.shape.last().expect("l2norm: scalar input");
+    let n = x.numel() / c.max(1);
+    match &x.storage {
+        Storage::Cpu(xd) => {
+            let (mut y, mut norms) = (vec![0.0f32; n * c], vec![0.0f32; n]);
+            l2norm_forward(&mut y, &mut norms, xd, n, c, eps);
+            (Tensor::from_vec(&x.shape, y), Tensor::from_vec(&[n], norms))
+        }
+        Storage::Gpu(xd) => {
+            let g = gpu_of(x).clone();
+            let mut y = device_ok(Tensor::uninit_on(&x.shape, x.device()), "l2norm");
+            let mut norms = device_ok(Tensor::uninit_on(&[n], x.device()), "l2norm");
+            if let (Storage::Gpu(yv), Storage::Gpu(nv)) = (&mut y.storage, &mut norms.storage) {
+                device_ok(gpu::l2norm::forward(&g, yv, nv, xd, n, c, eps), "l2norm");
+            }
+            (y, norms)
+        }
+    }
+}
+
+/// dx (written) of [`l2norm`] from dy, the forward output y and the saved norms.
+pub fn l2norm_grad(dy: &Tensor, y: &Tensor, norms: &Tensor, eps: f32) -> Tensor {
+    assert_eq!(dy.shape, y.shape, "l2norm_grad: dy and y shapes differ");
+    let c = *y.shape.last().expect("l2norm_grad: scalar input");
+    let n = y.numel() / c.max(1);
+    match &dy.storage {
+        Storage::Cpu(g) => {
+            let mut dx = vec![0.0f32; n * c];
+            l2norm_backward(&mut dx, g, y.data(), norms.data(), n, c, eps);
+            Tensor::from_vec(&y.shape, dx)
+        }
+        Storage::Gpu(gv) => {
+            let g = gpu_of(dy).clone();
+            let mut dx = device_ok(Tensor::uninit_on(&y.shape, dy.device()), "l2norm_grad");
+            if let Storage::Gpu(dv) = &mut dx.storage {
+                device_ok(gpu::l2norm::backward(&g, dv, gv, y.gpu_vec(), norms.gpu_vec(), n, c, eps), "l2norm_grad");
+            }
+            dx
+        }
+    }
+}
 
 /// Rows per rayon task.
 const MIN_ROWS_PER_TASK: usize = 32;

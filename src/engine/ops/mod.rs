@@ -39,3 +39,5 @@ pub use masked_mean::{masked_mean, masked_mean_grad};
 pub use dropout::{dropout, dropout_grad};
 pub use embedding::{embedding, embedding_grad, TokenIds};
 pub use activation::{activate, activate_grad, Activation};
+pub use l2norm::{l2norm, l2norm_grad};
+pub use mse::{mse, mse_grad};

@@ -1,6 +1,51 @@
 //! Mean squared error, L = (1/N) Σ (pred − target)², the fine-tuning regression loss
 //! (PyTorch `MSELoss(reduction="mean")`). Accumulates in f64. Backward writes (=)
 //! dpred = dloss · 2(pred − target)/N.
+//!
+//! [`mse`] / [`mse_grad`] are the tensor-level op (one device dispatch each); the GPU arm is
+//! `kernels/mse.cu` (engine::gpu::mse). The loss value comes back to the host (a metric).
+
+use crate::engine::gpu::{self, device_ok, gpu_of};
+use crate::engine::ops::elementwise::mixed_devices;
+use crate::engine::tensor::{Storage, Tensor};
+
+/// The mean of (pred − target)² over all values, on the tensors' device.
+pub fn mse(pred: &Tensor, target: &Tensor) -> f32 {
+    assert_eq!(pred.shape, target.shape, "mse: pred/target shapes differ");
+    match (&pred.storage, &target.storage) {
+        (Storage::Cpu(p), Storage::Cpu(t)) => mse_forward(p, t),
+        (Storage::Gpu(p), Storage::Gpu(t)) => {
+            if p.is_empty() {
+                return 0.0;
+            }
+            let s = device_ok(gpu::mse::sum_sq_diff(gpu_of(pred), p, t), "mse");
+            (s / p.len() as f64) as f32
+        }
+        _ => mixed_devices("mse", pred, target),
+    }
+}
+
+/// d(dloss·mse)/d pred (written), on the tensors' device.
+pub fn mse_grad(pred: &Tensor, target: &Tensor, dloss: f32) -> Tensor {
+    assert_eq!(pred.shape, target.shape, "mse_grad: pred/target shapes differ");
+    match (&pred.storage, &target.storage) {
+        (Storage::Cpu(p), Storage::Cpu(t)) => {
+            let mut d = vec![0.0f32; p.len()];
+            mse_backward(&mut d, p, t, dloss);
+            Tensor::from_vec(&pred.shape, d)
+        }
+        (Storage::Gpu(p), Storage::Gpu(t)) => {
+            let g = gpu_of(pred).clone();
+            let mut d = device_ok(Tensor::uninit_on(&pred.shape, pred.device()), "mse_grad");
+            let k = 2.0 * dloss / p.len().max(1) as f32;
+            if let Storage::Gpu(dv) = &mut d.storage {
+                device_ok(gpu::mse::backward(&g, dv, p, t, k), "mse_grad");
+            }
+            d
+        }
+        _ => mixed_devices("mse_grad", pred, target),
+    }
+}
 
 /// Returns the mean of (pred (N) − target (N))².
 pub fn mse_forward(pred: &[f32], target: &[f32]) -> f32 {
