@@ -1,4 +1,4 @@
-// Elementwise and copy kernels shared by every layer: fill, add, mul, axpy, scale, and the strided
+// Elementwise and copy kernels shared by every layer: fill, add, mul, axpy, and the strided
 // column-block copy behind concat/split along the last dimension. Grid-stride loops, so any grid
 // size is correct; the launcher caps the grid (engine::backend::MAX_ELEMENTWISE_BLOCKS).
 #include "common.cuh"
@@ -21,13 +21,6 @@ extern "C" __global__ void add_f32(float* out, const float* a, const float* b, l
 extern "C" __global__ void axpy_f32(float* y, const float* x, float alpha, long long n) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
         y[i] = alpha == 1.0f ? y[i] + x[i] : fmaf(alpha, x[i], y[i]);
-    }
-}
-
-// x[i] *= s
-extern "C" __global__ void scale_f32(float* x, float s, long long n) {
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
-        x[i] *= s;
     }
 }
 
@@ -54,5 +47,4 @@ MULTIMAT_EXPORT(fill_f32)
 MULTIMAT_EXPORT(add_f32)
 MULTIMAT_EXPORT(mul_f32)
 MULTIMAT_EXPORT(axpy_f32)
-MULTIMAT_EXPORT(scale_f32)
 MULTIMAT_EXPORT(copy_columns_f32)

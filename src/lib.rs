@@ -7,6 +7,7 @@
 pub mod atomic;
 pub mod elements;
 pub mod material;
+pub mod plausibility;
 
 pub mod io;
 pub mod preprocess;

@@ -11,7 +11,7 @@ use crate::engine::nn::transformer::{TransformerBlock, TransformerConfig};
 use crate::engine::nn::Activation;
 use crate::engine::ops::gelu::GeluKind;
 use crate::engine::ops::matmul::sgemm;
-use crate::engine::tensor::{Module, Tensor};
+use crate::engine::tensor::{Indices, Module, Tensor};
 use anyhow::Result;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -104,7 +104,7 @@ fn bench_block(label: &str, cfg: &TransformerConfig, b: usize, t: usize, repeats
     let x = Tensor::from_vec(&[b, t, cfg.dim], random_vec(b * t * cfg.dim, 3, 1.0));
     let dy = Tensor::from_vec(&[b, t, cfg.dim], random_vec(b * t * cfg.dim, 4, 1.0));
     // The last tenth of every sequence is padding, as in a ragged batch.
-    let valid: Vec<bool> = (0..b * t).map(|i| i % t < t - t / 10).collect();
+    let valid = Indices::from_mask(&(0..b * t).map(|i| i % t < t - t / 10).collect::<Vec<bool>>());
     let (fwd, _) = best_time(repeats, || {
         block.forward(&x, Some(&valid));
     });

@@ -106,44 +106,6 @@ pub fn validate_edges(what: &str, src: &[u32], dst: &[u32], values: &[(&str, &[f
     Ok(())
 }
 
-/// Masked mean over tokens: out (B, C)[b] = mean of x[b, t] over valid t; zeros when none.
-pub fn masked_mean_forward(x: &Tensor, valid: &[bool]) -> Tensor {
-    let (b, t, c) = (x.shape[0], x.shape[1], x.shape[2]);
-    let mut out = vec![0.0f32; b * c]; // (B, C)
-    for s in 0..b {
-        let count = valid[s * t..(s + 1) * t].iter().filter(|v| **v).count();
-        if count == 0 {
-            continue;
-        }
-        let row = &mut out[s * c..(s + 1) * c];
-        for tok in (0..t).filter(|&tok| valid[s * t + tok]) {
-            let xr = &x.data()[(s * t + tok) * c..(s * t + tok + 1) * c];
-            row.iter_mut().zip(xr).for_each(|(o, v)| *o += v);
-        }
-        let inv = 1.0 / count as f32;
-        row.iter_mut().for_each(|o| *o *= inv);
-    }
-    Tensor::from_vec(&[b, c], out)
-}
-
-/// dx (B, T, C): dout[b] / count_b on valid tokens, zero on padded ones.
-pub fn masked_mean_backward(dout: &Tensor, valid: &[bool], t: usize) -> Tensor {
-    let (b, c) = (dout.shape[0], dout.shape[1]);
-    let mut dx = vec![0.0f32; b * t * c]; // (B, T, C)
-    for s in 0..b {
-        let count = valid[s * t..(s + 1) * t].iter().filter(|v| **v).count();
-        if count == 0 {
-            continue;
-        }
-        let inv = 1.0 / count as f32;
-        for tok in (0..t).filter(|&tok| valid[s * t + tok]) {
-            let d = &mut dx[(s * t + tok) * c..(s * t + tok + 1) * c];
-            d.iter_mut().zip(&dout.data()[s * c..(s + 1) * c]).for_each(|(o, g)| *o = g * inv);
-        }
-    }
-    Tensor::from_vec(&[b, t, c], dx)
-}
-
 /// The modality name of a batch, for error messages.
 pub fn batch_name(b: &ModalityBatch) -> &'static str {
     match b {

@@ -7,6 +7,7 @@ pub mod cgcnn;
 pub(crate) mod common;
 pub mod config;
 pub mod dos_transformer;
+pub mod memory_estimate;
 pub mod potnet;
 pub mod resnext3d;
 pub mod synthetic;

@@ -9,10 +9,12 @@
 //! - [`ShardWriter`] writes a whole shard atomically and deterministically (byte-identical files
 //!   for identical inputs: HDF5 object time stamps are off).
 //! - [`ShardReader`] bulk-loads a whole shard into [`ShardData`] (columnar, as training wants it).
-//! - [`validate()`] reports every violation of the spec with its location.
+//! - [`validate()`] reports every violation of the spec with its location; [`integrity`] checks
+//!   the cheap part of it on data loaded for training.
 //! - [`manifest`] is the JSON index written beside the shards.
 
 mod checksum;
+pub mod integrity;
 pub mod manifest;
 mod read;
 mod validate;

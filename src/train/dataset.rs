@@ -59,7 +59,13 @@ impl Dataset {
     pub fn load(paths: &[PathBuf]) -> Result<Dataset> {
         let mut shards = Vec::new();
         for p in paths {
-            shards.push(ShardData::load(p).with_context(|| format!("loading shard {}", p.display()))?);
+            // Checksums verified and integrity checked: training must not run on a shard that
+            // `multimat validate` would reject (or panic on its offsets).
+            let data = crate::shard::ShardReader::open(p)
+                .and_then(|r| r.load(crate::shard::LoadOptions { verify_checksums: true }))
+                .with_context(|| format!("loading shard {}", p.display()))?;
+            crate::shard::integrity::check_loaded(&data)?;
+            shards.push(data);
         }
         Self::from_shards(shards)
     }

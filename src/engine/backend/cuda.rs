@@ -120,7 +120,7 @@ impl CudaGpu {
                 Some(m) => m.0,
                 None => {
                     let (major, minor) = self.compute_capability;
-                    let image = super::nvrtc::compile_family(kernel.family, &format!("sm_{major}{minor}"))?;
+                    let image = super::nvrtc::load()?.compile(kernel.family, &format!("sm_{major}{minor}"))?.image;
                     self.ctx.bind_to_thread()?;
                     // SAFETY: `image` is a complete cubin produced by NVRTC for this architecture.
                     let m = unsafe { drv::module::load_data(image.as_ptr() as *const c_void) }

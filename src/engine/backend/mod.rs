@@ -236,8 +236,19 @@ impl Gpu {
     /// ([`GpuVec::ptr`]), i.e. a `u64`.
     pub fn launch(&self, kernel: Kernel, cfg: LaunchConfig, args: &mut [*mut c_void]) -> Result<()> {
         cfg.check(kernel)?;
+        // The registry knows every exported kernel's parameter count: a launcher that passes a
+        // different number of arguments is refused on either kind, before anything runs.
+        let entry = kernels::find(kernel.name).with_context(|| format!("no kernel {} is compiled into this build", kernel.name))?;
+        if entry.source != kernel.family || entry.arity() != args.len() {
+            bail!("kernel {} lives in kernels/{}.cu and takes {} arguments; the launcher says kernels/{}.cu and passes {}", kernel.name, entry.source, entry.arity(), kernel.family, args.len());
+        }
+        if let GpuKind::Sim(m) = &self.kind {
+            m.launched.lock().unwrap().insert(kernel.name);
+        }
         match &self.kind {
-            GpuKind::Sim(_) => sim::launch(kernel.name, cfg.grid, cfg.block, cfg.shared_bytes, args),
+            // SAFETY: the launchers in engine::gpu pass, per kernel parameter, a pointer to a value
+            // of that parameter's type, and device addresses of live buffers sized for the launch.
+            GpuKind::Sim(_) => unsafe { sim::launch(kernel.name, cfg.grid, cfg.block, cfg.shared_bytes, args) },
             GpuKind::Cuda(c) => c.launch(kernel, cfg, args),
         }
         .with_context(|| format!("kernel {}::{} on {}", kernel.family, kernel.name, self.device))
@@ -381,6 +392,16 @@ impl<T: DeviceValue> fmt::Debug for GpuVec<T> {
 #[derive(Default)]
 pub struct SimMemory {
     live: Mutex<std::collections::BTreeMap<u64, usize>>,
+    /// Every kernel launched so far: the test suite checks that each kernel compiled into the
+    /// build has run under the simulator at least once.
+    launched: Mutex<std::collections::BTreeSet<&'static str>>,
+}
+
+impl SimMemory {
+    /// Names of the kernels launched on the simulator so far in this process.
+    pub fn launched_kernels(&self) -> std::collections::BTreeSet<&'static str> {
+        self.launched.lock().unwrap().clone()
+    }
 }
 
 const SIM_ALIGN: usize = 256;

@@ -1,4 +1,4 @@
-//! Launchers of `kernels/elementwise.cu`: fill, add, mul, axpy, scale, column-block copies.
+//! Launchers of `kernels/elementwise.cu`: fill, add, mul, axpy, column-block copies.
 
 use super::ELEMENTWISE_THREADS;
 use crate::engine::backend::{arg, Gpu, GpuVec, Kernel, LaunchConfig};
@@ -34,12 +34,6 @@ pub fn mul(g: &Gpu, out: &mut GpuVec<f32>, a: &GpuVec<f32>, b: &GpuVec<f32>) -> 
 pub fn axpy(g: &Gpu, y: &mut GpuVec<f32>, x: &GpuVec<f32>, alpha: f32) -> Result<()> {
     let (py, px, n) = (y.ptr(), x.ptr(), y.len() as i64);
     g.launch(k("axpy_f32"), cfg(y.len()), &mut [arg(&py), arg(&px), arg(&alpha), arg(&n)])
-}
-
-/// x *= s
-pub fn scale(g: &Gpu, x: &mut GpuVec<f32>, s: f32) -> Result<()> {
-    let (p, n) = (x.ptr(), x.len() as i64);
-    g.launch(k("scale_f32"), cfg(x.len()), &mut [arg(&p), arg(&s), arg(&n)])
 }
 
 /// Columns [src_col, src_col + cols) of the row-major (rows, src_ld) `src` into columns

@@ -14,9 +14,15 @@ pub mod batchnorm;
 pub mod gather;
 pub mod rbf;
 pub mod segment;
+pub mod layernorm;
+pub mod attention;
+pub mod masked_mean;
+pub mod dropout;
+pub mod embedding;
+pub mod activation;
 
-use super::backend::{Gpu, GemmDesc};
-use super::tensor::Tensor;
+use super::backend::{Gpu, GemmDesc, GpuVec};
+use super::tensor::{Indices, Storage, Tensor};
 use anyhow::Result;
 use std::sync::Arc;
 
@@ -41,4 +47,18 @@ pub fn matmul_row_major(g: &Gpu, trans_a: bool, trans_b: bool, m: usize, n: usiz
     let d = GemmDesc::row_major(trans_a, trans_b, m, n, k, alpha, beta);
     // Column-major roles are swapped (see GemmDesc::row_major): B comes first.
     g.gemm(&d, b, a, c)
+}
+
+/// The device buffer of a GPU tensor, for writing (the tensor-level ops' outputs).
+pub(crate) fn gpu_vec_mut<'a>(t: &'a mut Tensor, op: &str) -> &'a mut GpuVec<f32> {
+    match &mut t.storage {
+        Storage::Gpu(v) => v,
+        Storage::Cpu(_) => panic!("{op}: a CPU tensor {:?} where a device tensor was expected (operands on different devices)", t.shape),
+    }
+}
+
+/// The device address of optional integer data (a padding mask), 0 (a null pointer, which the
+/// kernels read as "all valid") when there is none.
+pub(crate) fn opt_indices_ptr(m: Option<&Indices>) -> u64 {
+    m.map_or(0, |m| m.gpu_vec().ptr())
 }

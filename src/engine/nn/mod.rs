@@ -66,7 +66,7 @@ mod tests {
     use super::*;
     use crate::engine::gradcheck::{check_module_gradients, random_vec};
     use crate::engine::ops::gelu::GeluKind;
-    use crate::engine::tensor::Module;
+    use crate::engine::tensor::{Indices, Module};
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
     use std::collections::HashSet;
@@ -95,7 +95,7 @@ mod tests {
             let x = Tensor::from_vec(&[3, 4, 8], random_vec(96, 2, 1.0));
             check_module_gradients(
                 &format!("transformer block (norm_first = {norm_first})"), &mut block, &x,
-                |m, x| m.forward(x, Some(&VALID)), |m, d| m.backward(d), 1e-2, 3e-3, 5e-3,
+                |m, x| m.forward(x, Some(&Indices::from_mask(&VALID))), |m, d| m.backward(d), 1e-2, 3e-3, 5e-3,
             );
         }
     }
@@ -104,11 +104,11 @@ mod tests {
     fn transformer_block_outputs_ignore_padded_tokens_and_stay_finite() {
         let mut block = TransformerBlock::new("blk", &small_cfg(), &mut ChaCha8Rng::seed_from_u64(1));
         let x = Tensor::from_vec(&[3, 4, 8], random_vec(96, 2, 1.0));
-        let y1 = block.forward(&x, Some(&VALID));
+        let y1 = block.forward(&x, Some(&Indices::from_mask(&VALID)));
         let mut x2 = x.clone();
         // Change the padded token of sample 1 (t = 3); real tokens of sample 1 must not move.
         x2.data_mut()[(4 + 3) * 8..(4 + 4) * 8].iter_mut().for_each(|v| *v += 5.0);
-        let y2 = block.forward(&x2, Some(&VALID));
+        let y2 = block.forward(&x2, Some(&Indices::from_mask(&VALID)));
         assert_eq!(&y1.data()[32..56], &y2.data()[32..56]);
         assert!(y1.data().iter().all(|v| v.is_finite()));
         let dx = block.backward(&Tensor::from_vec(&[3, 4, 8], vec![1.0; 96]));
@@ -144,7 +144,7 @@ mod tests {
         let mut mha = MultiHeadAttention::new("attn", 8, 2, 3, true, &mut ChaCha8Rng::seed_from_u64(3));
         let x = Tensor::from_vec(&[3, 4, 8], random_vec(96, 4, 1.0));
         let dy = Tensor::from_vec(&[3, 4, 8], random_vec(96, 5, 1.0));
-        let y = mha.forward(&x, Some(&VALID));
+        let y = mha.forward(&x, Some(&Indices::from_mask(&VALID)));
         mha.zero_grad();
         let dx = mha.backward(&dy);
         let d = AttnDims { b: 3, t: 4, h: 2, hs: 3 };
@@ -319,12 +319,13 @@ mod tests {
                 rows.iter().map(|&ti| x.data()[(bi * t + ti) * c] * x.data()[(bi * t + ti) * c + 1]).sum::<f32>() / rows.len() as f32
             })
             .collect();
+        let valid_idx = Indices::from_mask(&valid);
         let mut opt = AdamW::new(AdamWConfig { weight_decay: 1e-4, ..AdamWConfig::default() });
         let schedule = WarmupCosine { peak_lr: 1e-2, warmup_steps: 20, total_steps: 300, final_lr: 1e-4 };
         let mut losses = Vec::new();
         for step in 0..300 {
             let h = model.embed.forward(&x);
-            let h = model.block.forward(&h, Some(&valid));
+            let h = model.block.forward(&h, Some(&valid_idx));
             let mut pooled = Tensor::zeros(&[b, d]);
             masked_mean_forward(pooled.data_mut(), h.data(), Some(&valid), b, t, d);
             let pred = model.head.forward(&pooled);
