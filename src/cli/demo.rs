@@ -443,7 +443,8 @@ pub fn run(args: Args) -> Result<()> {
     // files from any directory.
     let out = crate::train::config::absolute_from(Path::new(""), &args.out);
     let data = crate::train::config::absolute_from(Path::new(""), &find_elastic_set(args.data.as_deref())?);
-    let text_model = if args.no_text { None } else { find_text_model(args.text_model.as_deref())? };
+    let text_model = if args.no_text { None } else { find_text_model(args.text_model.as_deref())? }
+        .map(|p| crate::train::config::absolute_from(Path::new(""), &p));
     crate::plot::register_font()?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let shards = out.join("shards");
