@@ -83,7 +83,7 @@ fn new_cifs_are_predicted_with_ids_kept_rejects_listed_and_identical_under_mpi()
     assert!(preds.values().all(|v| v.len() == 1 && v[0].is_finite()), "{preds:?}");
     let rejects = std::fs::read_to_string(tmp.path().join("preds.rejects.jsonl")).unwrap();
     assert_eq!(rejects.lines().count(), 1, "{rejects}");
-    assert!(rejects.contains("broken.cif") && rejects.contains("_cell_length_b"), "the broken file is named with its problem: {rejects}");
+    assert!(rejects.contains("broken.cif") && rejects.contains("no data block has atom sites"), "the broken file is named with its problem: {rejects}");
     assert!(!tmp.path().join("preds.csv.ingest").exists(), "the work folder is removed");
 
     // Two ranks share the batches (batch size 4: ranks 0 and 1 each get one) and write the same bytes.

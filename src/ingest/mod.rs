@@ -229,7 +229,9 @@ fn reject_target_width_mismatches(plan: &mut Plan, specs: &BTreeMap<String, Targ
             Some((name, values)) => {
                 let origin = input.record.provenance.sources.get("targets").cloned().unwrap_or_else(|| main_source(&input.record.provenance));
                 let (file, place) = match origin.rsplit_once('#') {
-                    Some((f, p)) => (f.to_string(), format!("{p} ({})", input.id)),
+                    Some((f, p)) if p.chars().all(|c| c.is_ascii_digit()) => (f.to_string(), format!("row {p} ({})", input.id)),
+                    Some((f, p)) if p != input.id => (f.to_string(), format!("{p} ({})", input.id)),
+                    Some((f, _)) => (f.to_string(), input.id.clone()),
                     None => (origin, input.id.clone()),
                 };
                 plan.rejects.push(Reject {
