@@ -30,8 +30,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+# Where the peer runs: "cpu" or "cuda" (--device). Factories follow torch.set_default_device;
+# arrays read from the dump are moved there explicitly.
+DEVICE = "cpu"
+
+
 def load(dump, prefix, name):
-    return torch.from_numpy(np.load(os.path.join(dump, f"{prefix}.{name}.npy")))
+    return torch.from_numpy(np.load(os.path.join(dump, f"{prefix}.{name}.npy"))).to(DEVICE)
+
+
+def sync():
+    """Wait for queued GPU work, so wall-clock phases measure the work and not the queueing."""
+    if DEVICE != "cpu":
+        torch.cuda.synchronize()
 
 
 # ---------------------------------------------------------------- radial basis functions
@@ -349,13 +360,17 @@ def time_workload(dump, workload, repeats, factorised):
                             lr=a["lr"], betas=tuple(a["betas"]), eps=a["eps"])
 
     def step():
+        sync()
         t0 = time.perf_counter()
         loss = objective()
+        sync()
         t1 = time.perf_counter()
         loss.backward()
+        sync()
         t2 = time.perf_counter()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        sync()
         t3 = time.perf_counter()
         if not torch.isfinite(loss):
             raise SystemExit(f"{workload}: non-finite loss {loss.item()}")
@@ -366,6 +381,7 @@ def time_workload(dump, workload, repeats, factorised):
     phases = [step() for _ in range(max(repeats, 1))]
     cpu_step = (time.process_time() - cpu0) / len(phases)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_gpu_mib = torch.cuda.max_memory_allocated() / 2**20 if DEVICE != "cpu" else None
 
     # Model FLOPs of one step's forward + backward (the optimiser's elementwise work is not counted).
     global EXPLICIT_ATTENTION
@@ -392,18 +408,25 @@ def time_workload(dump, workload, repeats, factorised):
         "materials_per_s": b / step_s,
         "materials_per_cpu_s": b / (cpu_step / threads) if cpu_step > 0 else None,
         "peak_rss_mib": peak_mib,
+        "peak_gpu_mib": peak_gpu_mib,
+        "device": DEVICE,
+        "tf32": bool(torch.backends.cuda.matmul.allow_tf32) if DEVICE != "cpu" else None,
         "model_flops": counter.get_total_flops(),
         "torch": torch.__version__,
     }
 
 
 def sgemm_peak(n=2048, repeats=5):
+    if DEVICE != "cpu":
+        n = max(n, 8192)  # a GPU needs a larger problem to reach its GEMM peak
     a, b = torch.randn(n, n), torch.randn(n, n)
     torch.mm(a, b)
+    sync()
     walls, cpu0 = [], time.process_time()
     for _ in range(repeats):
         t = time.perf_counter()
         torch.mm(a, b)
+        sync()
         walls.append(time.perf_counter() - t)
     cpu = (time.process_time() - cpu0) / repeats
     flops = 2.0 * n ** 3
@@ -419,7 +442,15 @@ def main():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--potnet-factorised", action="store_true")
     ap.add_argument("--sgemm", action="store_true")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--tf32", action="store_true", help="TF32 tensor-core GEMMs on a GPU (PyTorch's default is off)")
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = args.device
+    if DEVICE != "cpu":
+        torch.set_default_device(DEVICE)
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32
+        torch.backends.cudnn.allow_tf32 = args.tf32
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     if args.sgemm:

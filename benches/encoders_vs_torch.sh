@@ -12,9 +12,12 @@
 # RESULTS (keep every JSON here; default: a temporary directory), TORCH_FROM (a RESULTS directory
 # of an earlier run: reuse its PyTorch numbers, e.g. to time a new multimat build against them),
 # SUMMARY_ONLY=1 (with RESULTS: print the table of the JSONs already there, run nothing), VENV (a virtualenv with torch and numpy; default
-# .cache/bench-venv, built from PyPI on first use), SKIP_TORCH=1 (no PyTorch: measure and tabulate
-# multimat's side only, with any python3; the test suite's smoke run uses it, because PyPI's torch
-# wheel pulls ≈ 4 GB of CUDA libraries), SGEMM (the sgemm size measured with the first workload; 2048).
+# .cache/bench-venv, built from PyPI on first use), PY (a Python that already has torch + numpy:
+# skips the virtualenv, e.g. PY=python3 on a GPU node), DEVICE (cpu | cuda: both sides run there;
+# default cpu), TF32=1 (TF32 tensor-core GEMMs on both sides, GPU only), SKIP_TORCH=1 (no PyTorch:
+# measure and tabulate multimat's side only, with PY or python3; the test suite's smoke run uses
+# it, because PyPI's torch wheel pulls ≈ 4 GB of CUDA libraries), SGEMM (the sgemm size measured
+# with the first workload; 2048).
 #
 # For every workload our binary writes its exact batch (`multimat bench encoders --dump-dir`) and
 # benches/encoders_torch.py loads it, so graph sizes, edge lists, sequence lengths and grids are
@@ -34,9 +37,13 @@ REPEATS=${REPEATS:-3}
 WORKLOADS=("$@")
 [ ${#WORKLOADS[@]} -eq 0 ] && WORKLOADS=(potnet cgcnn dos text resnext_small full)
 
+DEVICE=${DEVICE:-cpu}
+DEVICE_ARGS=(--device "$DEVICE")
+TORCH_DEVICE_ARGS=(--device "$DEVICE")
+if [ "${TF32:-0}" = 1 ]; then DEVICE_ARGS+=(--tf32); TORCH_DEVICE_ARGS+=(--tf32); fi
 if [ -n "${SKIP_TORCH:-}" ]; then
-    PY=${PYTHON:-python3}
-else
+    PY=${PY:-python3}
+elif [ -z "${PY:-}" ]; then
     if ! "$VENV/bin/python" -c "import torch, numpy" 2>/dev/null; then
         echo "building $VENV (torch + numpy from PyPI) ..." >&2
         python3 -m venv "$VENV"
@@ -69,7 +76,7 @@ export RAYON_NUM_THREADS=$THREADS MATMUL_NUM_THREADS=$THREADS
 
 if [ -z "${SUMMARY_ONLY:-}" ]; then
 echo "machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "threads $THREADS; batch $BATCH (dos $DOS_BATCH, full $FULL_BATCH, resnext50 $RESNEXT50_BATCH); median of $REPEATS steps after 1 warm-up; profile $PROFILE"
+echo "device $DEVICE (TF32 ${TF32:-0}); threads $THREADS; batch $BATCH (dos $DOS_BATCH, full $FULL_BATCH, resnext50 $RESNEXT50_BATCH); median of $REPEATS steps after 1 warm-up; profile $PROFILE"
 if [ -n "${SKIP_TORCH:-}" ]; then
     echo "PyTorch peer skipped (SKIP_TORCH=1): multimat's side only"
 elif [ -n "${TORCH_FROM:-}" ]; then
@@ -77,19 +84,19 @@ elif [ -n "${TORCH_FROM:-}" ]; then
     [ "$(cd "$TORCH_FROM" && pwd)" = "$(cd "$WORK" && pwd)" ] || cp "$TORCH_FROM"/torch*_*.json "$WORK"/
 else
     echo "PyTorch $("$PY" -c 'import torch; print(torch.__version__)')"
-    "$PY" benches/encoders_torch.py --sgemm --threads "$THREADS" > "$WORK/torch_sgemm.json"
+    "$PY" benches/encoders_torch.py --sgemm --threads "$THREADS" "${TORCH_DEVICE_ARGS[@]}" > "$WORK/torch_sgemm.json"
 fi
 SGEMM_ARG=(--sgemm "${SGEMM:-2048}")
 for w in "${WORKLOADS[@]}"; do
     echo "== $w" >&2
     "$BIN" bench encoders --only "$w" --batch "$BATCH" --dos-batch "$DOS_BATCH" --full-batch "$FULL_BATCH" \
-        --resnext-full-batch "$RESNEXT50_BATCH" --repeats "$REPEATS" "${SGEMM_ARG[@]}" \
+        --resnext-full-batch "$RESNEXT50_BATCH" --repeats "$REPEATS" "${SGEMM_ARG[@]}" "${DEVICE_ARGS[@]}" \
         --dump-dir "$WORK/batch" --json-out "$WORK/ours_$w.json" >&2
     SGEMM_ARG=()
     if [ -z "${TORCH_FROM:-}" ] && [ -z "${SKIP_TORCH:-}" ]; then
-        "$PY" benches/encoders_torch.py "$WORK/batch" "$w" --repeats "$REPEATS" --threads "$THREADS" > "$WORK/torch_$w.json"
+        "$PY" benches/encoders_torch.py "$WORK/batch" "$w" --repeats "$REPEATS" --threads "$THREADS" "${TORCH_DEVICE_ARGS[@]}" > "$WORK/torch_$w.json"
         if [ "$w" = potnet ] || [ "$w" = full ]; then
-            "$PY" benches/encoders_torch.py "$WORK/batch" "$w" --repeats "$REPEATS" --threads "$THREADS" --potnet-factorised > "$WORK/torchf_$w.json"
+            "$PY" benches/encoders_torch.py "$WORK/batch" "$w" --repeats "$REPEATS" --threads "$THREADS" "${TORCH_DEVICE_ARGS[@]}" --potnet-factorised > "$WORK/torchf_$w.json"
         fi
     fi
     rm -rf "$WORK/batch"

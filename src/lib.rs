@@ -7,6 +7,7 @@
 pub mod atomic;
 pub mod elements;
 pub mod material;
+pub mod plausibility;
 
 pub mod io;
 pub mod preprocess;
@@ -26,4 +27,5 @@ pub mod finetune;
 pub mod sweep;
 pub mod eval;
 pub mod plot;
+pub mod bench;
 pub mod cli;

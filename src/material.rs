@@ -134,3 +134,49 @@ pub struct ProcessedDos {
     /// How many NaN/inf points were repaired from their neighbours.
     pub repaired_points: usize,
 }
+
+/// The four MultiMat modalities. The declaration order is the canonical pair order
+/// (crystal–DOS, crystal–charge density, …), as in the paper's Equation 3.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Modality {
+    Crystal,
+    Dos,
+    ChargeDensity,
+    Text,
+}
+
+impl Modality {
+    pub const ALL: [Modality; 4] = [
+        Modality::Crystal,
+        Modality::Dos,
+        Modality::ChargeDensity,
+        Modality::Text,
+    ];
+
+    /// Short name used in logs and parameter names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Modality::Crystal => "crystal",
+            Modality::Dos => "dos",
+            Modality::ChargeDensity => "charge_density",
+            Modality::Text => "text",
+        }
+    }
+}
+
+impl Modality {
+    /// Parse a modality name as written in configs and on the command line.
+    pub fn parse(s: &str) -> anyhow::Result<Modality> {
+        Modality::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| anyhow::anyhow!("unknown modality {s:?} (expected crystal, dos, charge_density or text)"))
+    }
+}
+
+impl std::fmt::Display for Modality {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}

@@ -64,7 +64,7 @@ fn encoder_bench_runs_every_workload_without_the_torch_peer() {
     let mut cmd = Command::new("bash");
     cmd.arg("benches/encoders_vs_torch.sh")
         .env("SKIP_TORCH", "1")
-        .env("PYTHON", python())
+        .env("PY", python())
         .env("BIN", env!("CARGO_BIN_EXE_multimat"))
         .env("BATCH", "2")
         .env("REPEATS", "1")

@@ -9,7 +9,7 @@ use multimat::embeddings::EmbeddingsReader;
 use multimat::eval::discovery::{nmae, DosCurve, NmaeGrid};
 use multimat::eval::report::{DiscoveryReport, RetrievalReport};
 use multimat::shard::{ShardData, ShardWriter};
-use multimat::train::pretrain::is_holdout;
+use multimat::train::inference::is_holdout;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

@@ -94,14 +94,15 @@ fn tiny_graphs() -> GraphBatch {
         for i in node_offsets[g]..node_offsets[g + 1] {
             for j in node_offsets[g]..node_offsets[g + 1] {
                 k += 1.0;
-                infinite.src.push(i as u32);
-                infinite.dst.push(j as u32);
+                infinite.src.host_mut().push(i as u32);
+                infinite.dst.host_mut().push(j as u32);
                 infinite.coulomb.push(-1.5 + 0.37 * k % 3.0);
                 infinite.london.push(-0.2 * k % 4.0);
                 infinite.pauli.push(0.5 + 0.61 * k % 4.0);
             }
         }
     }
+    let node_offsets = node_offsets.iter().map(|&o| o as u32).collect();
     GraphBatch { num_graphs: 3, species, node_offsets, local: edges(&local), cgcnn: edges(&cgcnn), infinite }
 }
 
@@ -109,9 +110,9 @@ fn tiny_graphs() -> GraphBatch {
 fn permuted(g: &GraphBatch) -> GraphBatch {
     // New position of old atom a: reverse the atoms within each crystal.
     let mut new_of = vec![0u32; g.species.len()];
-    for w in g.node_offsets.windows(2) {
+    for w in g.node_offsets.host().windows(2) {
         for a in w[0]..w[1] {
-            new_of[a] = (w[0] + w[1] - 1 - a) as u32;
+            new_of[a as usize] = w[0] + w[1] - 1 - a;
         }
     }
     let mut species = g.species.clone();
@@ -119,14 +120,14 @@ fn permuted(g: &GraphBatch) -> GraphBatch {
         species[new_of[a] as usize] = z;
     }
     let map_edges = |e: &BatchedEdges| BatchedEdges {
-        src: e.src.iter().rev().map(|&s| new_of[s as usize]).collect(),
-        dst: e.dst.iter().rev().map(|&d| new_of[d as usize]).collect(),
+        src: e.src.host().iter().rev().map(|&s| new_of[s as usize]).collect(),
+        dst: e.dst.host().iter().rev().map(|&d| new_of[d as usize]).collect(),
         distance: e.distance.iter().rev().copied().collect(),
     };
     let inf = &g.infinite;
     let infinite = BatchedInfinite {
-        src: inf.src.iter().rev().map(|&s| new_of[s as usize]).collect(),
-        dst: inf.dst.iter().rev().map(|&d| new_of[d as usize]).collect(),
+        src: inf.src.host().iter().rev().map(|&s| new_of[s as usize]).collect(),
+        dst: inf.dst.host().iter().rev().map(|&d| new_of[d as usize]).collect(),
         coulomb: inf.coulomb.iter().rev().copied().collect(),
         london: inf.london.iter().rev().copied().collect(),
         pauli: inf.pauli.iter().rev().copied().collect(),
@@ -306,7 +307,7 @@ fn malformed_graph_batches_are_errors_naming_the_problem() {
     let dist = Dist::single();
     let mut enc = PotNet::new(&tiny_potnet(), 4, 3).unwrap();
     let mut g = tiny_graphs();
-    g.local.src[3] = 99;
+    g.local.src.host_mut()[3] = 99;
     let err = enc.forward(&ModalityBatch::Crystal(g), &ctx(&dist)).unwrap_err().to_string();
     assert!(err.contains("local edges src") && err.contains("edge 3"), "{err}");
     let mut g = tiny_graphs();

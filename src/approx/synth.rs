@@ -414,7 +414,7 @@ pub fn run(opts: &SynthOptions) -> Result<SynthSummary> {
         let mut pending: Option<std::thread::ScopedJoinHandle<'_, Result<(String, Vec<ShardRecord>, Vec<String>)>>> = None;
         for k in 0..num_shards {
             let range = k * opts.records_per_shard..((k + 1) * opts.records_per_shard).min(opts.n);
-            let name = crate::ingest::shard_name(0, k);
+            let name = crate::shard::shard_name(0, k);
             bar.set_message(name.clone());
             let records: Vec<ShardRecord> = range
                 .into_par_iter()

@@ -24,7 +24,8 @@ use crate::train::config::{DataConfig, ModelConfig, OptimConfig, PretrainConfig,
 use crate::train::dataset::{shard_paths, Dataset};
 use crate::train::data_order::batches_per_epoch;
 use crate::train::preempt::StopSignal;
-use crate::train::pretrain::{is_holdout, pretrain, Outcome, Resume, RunOptions, Summary};
+use crate::train::inference::is_holdout;
+use crate::train::pretrain::{pretrain, Outcome, Resume, RunOptions, Summary};
 use anyhow::{bail, Context, Result};
 use std::ffi::OsString;
 use std::io::IsTerminal;
@@ -142,13 +143,6 @@ pub fn read_losses(path: &Path) -> Result<Vec<(u64, f64)>> {
     Ok(out)
 }
 
-/// Peak resident memory of this process so far (Linux `VmHWM`), in MiB.
-fn peak_rss_mib() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
 
 /// Largest peak resident memory of any finished child process, in MiB (getrusage).
 fn children_peak_rss_mib() -> Option<f64> {
@@ -661,7 +655,7 @@ pub fn run(args: Args) -> Result<()> {
         stage_s: &stage_s,
         total_s: t_start.elapsed().as_secs_f64(),
         probe_step_s,
-        peak_rss_mib: peak_rss_mib(),
+        peak_rss_mib: crate::bench::peak_rss_mib(),
         children_peak_rss_mib: children_peak_rss_mib(),
         density_grid: args.density_grid,
     });

@@ -1,15 +1,78 @@
 //! `multimat doctor`: what this process sees — launcher, rank/world/local rank, MPI collectives
-//! checked end to end, CUDA availability. Run it under the same launcher as the real job
-//! (`srun multimat doctor`, `mpirun -n 4 multimat doctor`) before spending GPU hours.
+//! checked end to end — and, with `--device cuda[:N]` or `--device cuda-sim`, the GPU stack
+//! (device, driver, NVRTC, cuBLAS) with every kernel compiled and every GPU op run once against
+//! its CPU reference. Run it under the same launcher as the real job (`srun multimat doctor
+//! --device cuda`, `mpirun -n 4 multimat doctor`) before spending GPU hours.
 
 use crate::dist::Dist;
+use crate::engine::backend::{self, Device, GpuKind};
 use anyhow::{bail, Result};
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  multimat doctor\n  multimat doctor --device cuda-sim")]
 pub struct Args {
     /// Print one JSON line per rank instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Also check a GPU device: `cuda`, `cuda:N` (a real GPU) or `cuda-sim` (the GPU code run on
+    /// the CPU). Prints one line per op with its largest error and tolerance; exits non-zero on
+    /// any failure.
+    #[arg(long, default_value = "cpu")]
+    pub device: Device,
+}
+
+/// Versions and the kernel compilation of a GPU device; `Err` when the device cannot be used.
+fn gpu_report(device: Device) -> Result<Vec<String>> {
+    let g = backend::gpu(device)?;
+    let mut lines = Vec::new();
+    match &g.kind {
+        GpuKind::Sim(_) => lines.push("cuda-sim: kernels/*.cu compiled as C++ and executed on the CPU; GEMMs by the CPU GEMM from cuBLAS descriptors".into()),
+        GpuKind::Cuda(c) => {
+            let (maj, min) = c.compute_capability;
+            lines.push(format!("GPU {device}: {} (sm_{maj}{min})", c.name()?));
+            if let Some((dm, dn)) = backend::cuda::driver_version() {
+                lines.push(format!("CUDA driver API {dm}.{dn}"));
+            }
+            lines.push(format!("cuBLAS {}", c.cublas_version()?));
+        }
+    }
+    // Compile every kernel family for the device (a real GPU), or for the two CI targets on the
+    // simulator when NVRTC is at hand (it needs no GPU).
+    match backend::nvrtc::load() {
+        Ok(nvrtc) => {
+            lines.push(nvrtc.describe());
+            let archs: Vec<String> = match &g.kind {
+                GpuKind::Cuda(c) => vec![format!("sm_{}{}", c.compute_capability.0, c.compute_capability.1)],
+                GpuKind::Sim(_) => backend::nvrtc::CI_ARCHS.iter().map(|a| a.to_string()).collect(),
+            };
+            for arch in &archs {
+                let compiled = nvrtc.compile_all(arch)?;
+                lines.push(format!("compiled {} kernel files for {arch}", compiled.len()));
+            }
+        }
+        Err(e) if matches!(g.kind, GpuKind::Sim(_)) => lines.push(format!("NVRTC not available ({e:#}); kernels not compiled for a GPU")),
+        Err(e) => return Err(e),
+    }
+    Ok(lines)
+}
+
+/// Runs every GPU op check on `device`, printing one line each; the number of failures.
+fn check_ops(device: Device) -> usize {
+    let mut failed = 0;
+    for (name, r) in crate::engine::gpu::checks::run_all(device) {
+        match r {
+            Ok(c) => {
+                let verdict = if c.passed() { "ok" } else { "FAIL" };
+                failed += !c.passed() as usize;
+                println!("  {verdict:4} {name}: max |Δ| {:.3e}, worst Δ/tolerance {:.3} (tolerance {:.0e} + {:.0e}·|ref|)", c.max_abs_err, c.worst_ratio, c.abs, c.rel);
+            }
+            Err(e) => {
+                failed += 1;
+                println!("  FAIL {name}: {e:#}");
+            }
+        }
+    }
+    failed
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -29,7 +92,7 @@ pub fn run(args: Args) -> Result<()> {
     let line = serde_json::json!({
         "rank": rank, "world_size": size, "local_rank": dist.topology.local_rank,
         "launcher": dist.launcher, "mpi_compiled": cfg!(feature = "mpi"),
-        "cuda_compiled": cfg!(feature = "cuda"),
+        "cuda_compiled": true, "cuda_driver": backend::cuda::driver_present(),
         "collectives_ok": collectives_ok,
         "hosts": hosts.iter().map(|h| String::from_utf8_lossy(h).into_owned()).collect::<Vec<_>>(),
     });
@@ -46,6 +109,16 @@ pub fn run(args: Args) -> Result<()> {
     }
     if !collectives_ok {
         bail!("collectives returned wrong values on rank {rank}");
+    }
+    if args.device.is_gpu() {
+        for line in gpu_report(args.device)? {
+            println!("{line}");
+        }
+        println!("GPU ops on {} vs the CPU reference:", args.device);
+        let failed = check_ops(args.device);
+        if failed > 0 {
+            bail!("{failed} GPU op check(s) failed on {}", args.device);
+        }
     }
     Ok(())
 }

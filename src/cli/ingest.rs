@@ -93,6 +93,9 @@ pub struct Args {
     /// Ingest only the first N inputs (in material-id order).
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
+    /// Plausibility bounds overriding the defaults (TOML, keys of data-specs/plausibility.md).
+    #[arg(long, value_name = "FILE.toml")]
+    pub bounds: Option<PathBuf>,
 }
 
 fn source(args: &Args) -> Result<Source> {
@@ -152,6 +155,9 @@ pub fn run(args: Args) -> Result<()> {
     opts.approx_dos = args.approx_dos.then(crate::approx::tight_binding::TightBindingParams::default);
     opts.generated_text = args.generated_text;
     opts.limit = args.limit;
+    if let Some(b) = &args.bounds {
+        opts.bounds = crate::plausibility::Bounds::from_toml_file(b)?;
+    }
     opts.progress = !args.quiet && std::io::stderr().is_terminal();
     let extras = Extras { texts: args.texts.clone(), labels: args.labels.clone(), embedding_model: args.embedding_model.clone() };
     let t0 = std::time::Instant::now();

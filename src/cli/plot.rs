@@ -249,9 +249,9 @@ pub fn bench_umap(points: &[usize], dim: usize, blobs: usize, trust_queries: usi
         let unit = umap::normalise_rows(&data, dim)?;
         let _ = umap::exact_knn_cosine(&unit, dim, 14);
         let knn_s = t0.elapsed().as_secs_f64();
-        let (t0, c0) = (std::time::Instant::now(), process_cpu_seconds());
+        let (t0, c0) = (std::time::Instant::now(), crate::bench::process_cpu_seconds().unwrap_or(0.0));
         let layout = umap::umap_cosine(&data, dim, &umap::UmapParams::default())?;
-        let (umap_s, umap_cpu) = (t0.elapsed().as_secs_f64(), process_cpu_seconds() - c0);
+        let (umap_s, umap_cpu) = (t0.elapsed().as_secs_f64(), crate::bench::process_cpu_seconds().unwrap_or(0.0) - c0);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         let queries: Vec<usize> = if n <= trust_queries { (0..n).collect() } else { (0..trust_queries).map(|_| rng.random_range(0..n)).collect() };
         let trust = umap::trustworthiness_of(&data, dim, &layout, 2, 10, &queries)?;
@@ -274,13 +274,3 @@ pub fn bench_umap(points: &[usize], dim: usize, blobs: usize, trust_queries: usi
     Ok(())
 }
 
-/// CPU time (user + system, all threads) of this process so far, from /proc/self/stat (Linux,
-/// 100 clock ticks per second); 0 where unavailable. Wall time alone misleads on a shared machine.
-fn process_cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
-    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { return 0.0 };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (tick(11) + tick(12)) / 100.0
-}

@@ -53,7 +53,7 @@ pub fn run(args: Args) -> Result<()> {
     if args.threads == Some(0) {
         anyhow::bail!("--threads must be at least 1");
     }
-    let (start, cpu_start) = (Instant::now(), cpu_seconds());
+    let (start, cpu_start) = (Instant::now(), crate::bench::process_cpu_seconds());
     let summary = match args.threads {
         Some(t) => rayon::ThreadPoolBuilder::new()
             .num_threads(t)
@@ -63,7 +63,7 @@ pub fn run(args: Args) -> Result<()> {
         None => synth::run(&opts)?,
     };
     let secs = start.elapsed().as_secs_f64();
-    let cpu_per_record = cpu_seconds().zip(cpu_start).map(|(b, a)| (b - a) / summary.records as f64);
+    let cpu_per_record = crate::bench::process_cpu_seconds().zip(cpu_start).map(|(b, a)| (b - a) / summary.records as f64);
     let per_record = summary.bytes as f64 / summary.records as f64;
     let rate = summary.records as f64 / secs;
     println!(
@@ -94,11 +94,3 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// CPU seconds (user + system, all threads) this process has used, from /proc/self/stat
-/// (Linux, 10 ms ticks); None elsewhere.
-fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // After the parenthesised command name, utime and stime are tokens 11 and 12.
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
-    Some((fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?) / 100.0)
-}

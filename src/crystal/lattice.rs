@@ -15,6 +15,20 @@ pub type Vec3 = [f64; 3];
 /// Smallest distance (Å) allowed between two atoms, images included.
 pub const MIN_ATOM_DISTANCE: f64 = 0.1;
 
+/// Longest lattice vector (Å) graph building accepts. The neighbour search and the Ewald sums
+/// enumerate translations over boxes sized from the cell, so a 1e9 Å vector (a units error or a
+/// flipped exponent) would run for minutes or exhaust memory; real cells, slabs with vacuum
+/// included, are far below this. `data-specs/plausibility.md` documents it.
+pub const MAX_LATTICE_LENGTH: f64 = 1000.0;
+
+/// Most sites graph building accepts: the infinite edges are all n² ordered pairs (8 MB of
+/// lattice sums per record at this limit).
+pub const MAX_GRAPH_SITES: usize = 1000;
+
+/// Most lattice translations one neighbour search or lattice-sum plan may enumerate; a cell that
+/// needs more is refused with an error instead of running for hours.
+pub const MAX_TRANSLATIONS: u64 = 4_000_000;
+
 #[inline]
 pub fn dot(a: Vec3, b: Vec3) -> f64 {
     a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
@@ -73,6 +87,14 @@ pub fn validate_lattice(lattice: &Mat3) -> Result<()> {
         bail!("lattice vector {} has zero length: {lattice:?}", ["a", "b", "c"][k]);
     }
     let v = det(lattice).abs();
+    if let Some(k) = lengths.iter().position(|&l| l > MAX_LATTICE_LENGTH) {
+        bail!(
+            "lattice vector {} is {:.4e} Å long, beyond the {MAX_LATTICE_LENGTH} Å graph building accepts \
+             (units error or corrupt value?)",
+            ["a", "b", "c"][k],
+            lengths[k]
+        );
+    }
     if v <= 1e-6 * lengths[0] * lengths[1] * lengths[2] || v < 1e-6 {
         bail!("degenerate lattice (volume {v:.3e} Å³; vectors collinear or coplanar): {lattice:?}");
     }
@@ -153,6 +175,9 @@ impl Cell {
         if structure.frac_coords.len() != n {
             bail!("structure has {n} species but {} coordinates", structure.frac_coords.len());
         }
+        if n > MAX_GRAPH_SITES {
+            bail!("structure has {n} sites, more than the {MAX_GRAPH_SITES} graph building accepts");
+        }
         validate_lattice(&structure.lattice)?;
         for (i, (&z, f)) in structure.species.iter().zip(&structure.frac_coords).enumerate() {
             if !(1..=118).contains(&z) {
@@ -209,12 +234,31 @@ impl Cell {
     /// with |d + T| ≤ radius for any d = cart[j] − cart[i]: along b*_k, |Δf_k + n_k| ≤ radius·|b*_k|
     /// with |Δf_k| ≤ 1 (wrapped coordinates), so |n_k| ≤ ⌊radius·|b*_k|⌋ + 1.
     pub fn image_box(&self, radius: f64) -> [i32; 3] {
+        // Saturating float → int casts keep an absurd radius from wrapping; callers bound the
+        // count with `translations_in_box` first.
         let mut out = [0; 3];
         for k in 0..3 {
-            out[k] = (radius * norm(self.reduced_recip[k])).floor() as i32 + 1;
+            out[k] = ((radius * norm(self.reduced_recip[k])).floor() as i32).saturating_add(1);
         }
         out
     }
+}
+
+/// Number of translations in the box `image_box` gives (saturating).
+pub fn translations_in_box(half: [i32; 3]) -> u64 {
+    half.iter().fold(1u64, |acc, &h| acc.saturating_mul(2 * (h.max(0) as u64) + 1))
+}
+
+/// Refuse a search over more than `MAX_TRANSLATIONS` translations, naming what asked for it.
+pub fn check_translation_budget(half: [i32; 3], what: &str) -> Result<()> {
+    let count = translations_in_box(half);
+    if count > MAX_TRANSLATIONS {
+        bail!(
+            "{what} would enumerate {count} lattice translations (box ±{half:?}), more than the {MAX_TRANSLATIONS} \
+             allowed: the cell is too extreme (very long or very thin) for graph building"
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

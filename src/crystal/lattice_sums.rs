@@ -78,8 +78,10 @@ pub struct LatticeSumPlan {
 }
 
 /// Translations n·basis (n in a box) with |n·basis| ≤ radius, sorted by length.
-fn translations_within(basis: &Mat3, recip: &Mat3, radius: f64) -> Vec<(f64, Vec3)> {
-    let h: Vec<i32> = (0..3).map(|k| (radius * norm(recip[k])).ceil() as i32 + 1).collect();
+/// Refuses (before allocating) a box of more than `lattice::MAX_TRANSLATIONS` translations.
+fn translations_within(basis: &Mat3, recip: &Mat3, radius: f64, what: &str) -> anyhow::Result<Vec<(f64, Vec3)>> {
+    let h: Vec<i32> = (0..3).map(|k| ((radius * norm(recip[k])).ceil() as i32).saturating_add(1)).collect();
+    super::lattice::check_translation_budget([h[0], h[1], h[2]], what)?;
     let mut out = Vec::new();
     for a in -h[0]..=h[0] {
         for b in -h[1]..=h[1] {
@@ -93,19 +95,37 @@ fn translations_within(basis: &Mat3, recip: &Mat3, radius: f64) -> Vec<(f64, Vec
         }
     }
     out.sort_by(|x, y| x.0.total_cmp(&y.0));
-    out
+    Ok(out)
 }
 
 impl LatticeSumPlan {
     /// Plan for the lattice of `cell` with Pauli decay `pauli_alpha` (Å⁻¹) and target relative
     /// accuracy `tolerance` (the cut-offs aim 10⁴× tighter, so 1e-8 requested gives ~1e-12).
+    /// Panics if the cell needs more than `lattice::MAX_TRANSLATIONS` translations; use
+    /// [`LatticeSumPlan::try_new`] for cells from files.
     pub fn new(cell: &Cell, pauli_alpha: f64, include_pauli_origin: bool, tolerance: f64) -> Self {
-        Self::with_splitting(cell, pauli_alpha, include_pauli_origin, tolerance, default_eta_scale(cell.num_sites()))
+        Self::try_new(cell, pauli_alpha, include_pauli_origin, tolerance).expect("lattice-sum plan within the translation budget")
+    }
+
+    /// `new` that returns an error for a cell too extreme to sum over (see `lattice::MAX_TRANSLATIONS`).
+    pub fn try_new(cell: &Cell, pauli_alpha: f64, include_pauli_origin: bool, tolerance: f64) -> anyhow::Result<Self> {
+        Self::try_with_splitting(cell, pauli_alpha, include_pauli_origin, tolerance, default_eta_scale(cell.num_sites()))
     }
 
     /// As `new` with the Ewald splitting parameter scaled by `eta_scale` (the result must not
     /// depend on it; tests use this to check the splitting).
     pub fn with_splitting(cell: &Cell, pauli_alpha: f64, include_pauli_origin: bool, tolerance: f64, eta_scale: f64) -> Self {
+        Self::try_with_splitting(cell, pauli_alpha, include_pauli_origin, tolerance, eta_scale)
+            .expect("lattice-sum plan within the translation budget")
+    }
+
+    fn try_with_splitting(
+        cell: &Cell,
+        pauli_alpha: f64,
+        include_pauli_origin: bool,
+        tolerance: f64,
+        eta_scale: f64,
+    ) -> anyhow::Result<Self> {
         let reduced = cell.reduced;
         let reduced_recip = reciprocal(&reduced);
         let volume = cell.volume;
@@ -121,7 +141,7 @@ impl LatticeSumPlan {
         let k_cutoff = 2.0 * eta * s;
         // Bound on |r| for reduced pair vectors (see `minimal`): half the sum of the basis lengths.
         let r_max = 0.5 * (norm(reduced[0]) + norm(reduced[1]) + norm(reduced[2]));
-        let real_translations = translations_within(&reduced, &reduced_recip, real_cutoff.max(pauli_cutoff) + r_max);
+        let real_translations = translations_within(&reduced, &reduced_recip, real_cutoff.max(pauli_cutoff) + r_max, "the real-space lattice sums")?;
         let alpha2 = pauli_alpha * pauli_alpha;
         let pauli_weight = |k2: f64| {
             let b = (k2 + alpha2) / (4.0 * eta * eta);
@@ -135,7 +155,7 @@ impl LatticeSumPlan {
         let mut coulomb_k = Vec::new();
         let mut london_k = Vec::new();
         let mut pauli_k = Vec::new();
-        for (kl, k) in translations_within(&kbasis, &kbasis_recip, k_cutoff) {
+        for (kl, k) in translations_within(&kbasis, &kbasis_recip, k_cutoff, "the reciprocal-space lattice sums")? {
             if kl == 0.0 {
                 continue;
             }
@@ -154,7 +174,7 @@ impl LatticeSumPlan {
         }
         let coulomb_const = -PI / (volume * eta * eta);
         let london_const = PI.powf(1.5) / (2.0 * volume) * (2.0 / 3.0) * eta.powi(3);
-        LatticeSumPlan {
+        Ok(LatticeSumPlan {
             reduced,
             reduced_recip,
             eta,
@@ -170,7 +190,7 @@ impl LatticeSumPlan {
             pauli_cutoff,
             pauli_k,
             pauli_const: pauli_weight(0.0),
-        }
+        })
     }
 
     pub fn eta(&self) -> f64 {

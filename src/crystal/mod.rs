@@ -29,7 +29,6 @@ pub mod lattice;
 pub mod lattice_sums;
 pub mod neighbors;
 pub mod special;
-pub mod throughput;
 
 pub use features::{atom_features, ATOM_FEATURE_DIM};
 
@@ -143,8 +142,8 @@ pub fn build_graphs(structure: &Structure, params: &GraphParams) -> anyhow::Resu
     validate_params(params)?;
     let cell = lattice::Cell::new(structure)?;
     check_overlaps(&cell)?;
-    let local = neighbors::local_graph(&cell, params.local_k, params.local_initial_cutoff);
-    let cgcnn = neighbors::cgcnn_graph(&cell, params.cgcnn_max_neighbors, params.cgcnn_cutoff);
+    let local = neighbors::local_graph(&cell, params.local_k, params.local_initial_cutoff)?;
+    let cgcnn = neighbors::cgcnn_graph(&cell, params.cgcnn_max_neighbors, params.cgcnn_cutoff)?;
     let infinite = infinite_edges(&cell, params)?;
     Ok(CrystalGraphs { local, cgcnn, infinite })
 }
@@ -166,7 +165,7 @@ pub fn build_infinite_edges(structure: &Structure, params: &GraphParams) -> anyh
 
 fn infinite_edges(cell: &lattice::Cell, params: &GraphParams) -> anyhow::Result<InfiniteEdges> {
     let alpha = params.pauli_alpha_for_volume(cell.volume);
-    let plan = lattice_sums::LatticeSumPlan::new(cell, alpha, params.pauli_include_origin, params.lattice_sum_tolerance);
+    let plan = lattice_sums::LatticeSumPlan::try_new(cell, alpha, params.pauli_include_origin, params.lattice_sum_tolerance)?;
     let sums = lattice_sums::all_pair_sums(cell, &plan);
     let n = cell.num_sites();
     let mut out = InfiniteEdges::default();
@@ -202,6 +201,7 @@ fn validate_params(p: &GraphParams) -> anyhow::Result<()> {
 
 /// Reject atoms (or an atom and its own image) closer than `lattice::MIN_ATOM_DISTANCE`.
 fn check_overlaps(cell: &lattice::Cell) -> anyhow::Result<()> {
+    lattice::check_translation_budget(cell.image_box(lattice::MIN_ATOM_DISTANCE), "the overlap check")?;
     let close = neighbors::neighbors_within(cell, lattice::MIN_ATOM_DISTANCE);
     for (i, list) in close.iter().enumerate() {
         if let Some(nb) = list.first() {

@@ -17,7 +17,7 @@
 //! encoder that wants CGCNN's fixed (N, M) layout pads with neighbour index 0 at distance
 //! radius + 1 Å and masks, as the original CGCNN data loader does.
 
-use super::lattice::{add, norm, sub, vec_mat, Cell};
+use super::lattice::{add, check_translation_budget, norm, sub, vec_mat, Cell};
 use super::EdgeList;
 
 /// Two distances closer than this (Å) count as a tie with the k-th neighbour.
@@ -93,16 +93,20 @@ pub fn take_k_nearest_with_ties(sorted: &[Neighbor], k: usize) -> &[Neighbor] {
 /// ties with the k-th kept. The search radius starts at `initial_cutoff` and grows by 1.5× until
 /// every atom has at least k candidates *and* the k-th candidate lies strictly inside the radius
 /// by more than the tie tolerance, so the result is the exact k-NN regardless of the schedule.
-pub fn local_graph(cell: &Cell, k: usize, initial_cutoff: f64) -> EdgeList {
+///
+/// Errors when a search would enumerate more than `lattice::MAX_TRANSLATIONS` translations
+/// (a cell too long or too thin), instead of growing for minutes.
+pub fn local_graph(cell: &Cell, k: usize, initial_cutoff: f64) -> anyhow::Result<EdgeList> {
     if k == 0 {
-        return EdgeList::default();
+        return Ok(EdgeList::default());
     }
     let mut radius = initial_cutoff.max(1e-3);
     loop {
+        check_translation_budget(cell.image_box(radius), &format!("the {k}-nearest-neighbour search at radius {radius:.3} Å"))?;
         let lists = neighbors_within(cell, radius);
         let complete = lists.iter().all(|l| l.len() >= k && l[k - 1].distance + TIE_TOLERANCE < radius);
         if complete {
-            return edges_from(lists.iter().map(|l| take_k_nearest_with_ties(l, k)));
+            return Ok(edges_from(lists.iter().map(|l| take_k_nearest_with_ties(l, k))));
         }
         radius *= 1.5;
     }
@@ -110,9 +114,10 @@ pub fn local_graph(cell: &Cell, k: usize, initial_cutoff: f64) -> EdgeList {
 
 /// CGCNN's graph: at most `max_neighbors` nearest within `cutoff` per atom (no ties beyond the
 /// limit: the (distance, src, image) order decides). See the module doc for the pad convention.
-pub fn cgcnn_graph(cell: &Cell, max_neighbors: usize, cutoff: f64) -> EdgeList {
+pub fn cgcnn_graph(cell: &Cell, max_neighbors: usize, cutoff: f64) -> anyhow::Result<EdgeList> {
+    check_translation_budget(cell.image_box(cutoff), &format!("the CGCNN neighbour search within {cutoff} Å"))?;
     let lists = neighbors_within(cell, cutoff);
-    edges_from(lists.iter().map(|l| &l[..l.len().min(max_neighbors)]))
+    Ok(edges_from(lists.iter().map(|l| &l[..l.len().min(max_neighbors)])))
 }
 
 fn edges_from<'a>(per_centre: impl Iterator<Item = &'a [Neighbor]>) -> EdgeList {

@@ -4,11 +4,11 @@
 //! checking (`gradcheck`) and the `multimat bench engine` measurements (`bench`).
 
 pub mod tensor;
+pub mod backend;
+pub mod gpu;
 pub mod gradcheck;
 pub mod ops;
 pub mod nn;
 pub mod optim;
-pub mod bench;
-pub mod bench_conv3d;
 
-pub use tensor::{Device, Module, Param, Storage, Tensor};
+pub use tensor::{Device, Indices, Module, Param, Storage, Tensor};

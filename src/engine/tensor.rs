@@ -1,21 +1,17 @@
 //! `Tensor`: an f32 buffer with a shape, living on a device. Model code is written against this
-//! type once; ops dispatch on where the storage lives. Only the CPU storage exists today; the CUDA
-//! variant (cudarc `CudaSlice<f32>`) slots into `Storage` behind the `cuda` feature.
+//! type once; ops dispatch on where the storage lives (`engine::ops`, one match per op). CPU
+//! storage is a host `Vec<f32>`; GPU storage (CUDA or `cuda-sim`) is a `GpuVec<f32>` with no host
+//! view: `data()` on it panics naming the device, so host access in device code fails in tests.
 
-use serde::{Deserialize, Serialize};
+use super::backend::{gpu, GpuVec};
+pub use super::backend::Device;
+use anyhow::Result;
 
-/// Where a tensor's storage lives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Device {
-    Cpu,
-    /// CUDA device ordinal (requires the `cuda` feature and a driver at run time).
-    Cuda(usize),
-}
-
-/// Backing storage. Ops match on this to pick the CPU reference or a device kernel.
+/// Backing storage. Ops match on this to pick the CPU reference or the GPU launcher.
 #[derive(Clone, Debug)]
 pub enum Storage {
     Cpu(Vec<f32>),
+    Gpu(GpuVec<f32>),
 }
 
 /// A dense, row-major (C order) f32 tensor.
@@ -26,9 +22,27 @@ pub struct Tensor {
 }
 
 impl Tensor {
+    /// Zeros on the CPU.
     pub fn zeros(shape: &[usize]) -> Tensor {
         let n = shape.iter().product();
         Tensor { shape: shape.to_vec(), storage: Storage::Cpu(vec![0.0; n]) }
+    }
+
+    /// Zeros on `device`.
+    pub fn zeros_on(shape: &[usize], device: Device) -> Result<Tensor> {
+        match device {
+            Device::Cpu => Ok(Tensor::zeros(shape)),
+            d => Ok(Tensor { shape: shape.to_vec(), storage: Storage::Gpu(gpu(d)?.zeros(shape.iter().product())?) }),
+        }
+    }
+
+    /// A tensor on `device` whose values the caller overwrites completely (no clearing pass on
+    /// a GPU; zeros on the CPU).
+    pub fn uninit_on(shape: &[usize], device: Device) -> Result<Tensor> {
+        match device {
+            Device::Cpu => Ok(Tensor::zeros(shape)),
+            d => Ok(Tensor { shape: shape.to_vec(), storage: Storage::Gpu(gpu(d)?.uninit(shape.iter().product())?) }),
+        }
     }
 
     pub fn from_vec(shape: &[usize], data: Vec<f32>) -> Tensor {
@@ -44,8 +58,37 @@ impl Tensor {
     }
 
     pub fn device(&self) -> Device {
-        match self.storage {
+        match &self.storage {
             Storage::Cpu(_) => Device::Cpu,
+            Storage::Gpu(v) => v.gpu().device,
+        }
+    }
+
+    /// The same values on `device` (a copy; the same tensor cloned when it is already there).
+    pub fn to_device(&self, device: Device) -> Result<Tensor> {
+        let storage = match (&self.storage, device) {
+            (Storage::Cpu(v), Device::Cpu) => Storage::Cpu(v.clone()),
+            (Storage::Cpu(v), d) => Storage::Gpu(gpu(d)?.upload(v)?),
+            (Storage::Gpu(v), Device::Cpu) => Storage::Cpu(v.gpu().download(v)?),
+            (Storage::Gpu(v), d) if v.gpu().device == d => Storage::Gpu(v.try_clone()?),
+            (Storage::Gpu(v), d) => Storage::Gpu(gpu(d)?.upload(&v.gpu().download(v)?)?),
+        };
+        Ok(Tensor { shape: self.shape.clone(), storage })
+    }
+
+    /// The values on the host (a real boundary: metrics, checkpoints, tests).
+    pub fn to_host(&self) -> Result<Vec<f32>> {
+        match &self.storage {
+            Storage::Cpu(v) => Ok(v.clone()),
+            Storage::Gpu(v) => v.gpu().download(v),
+        }
+    }
+
+    /// The device buffer of a GPU tensor (launchers pass its address to kernels).
+    pub fn gpu_vec(&self) -> &GpuVec<f32> {
+        match &self.storage {
+            Storage::Gpu(v) => v,
+            Storage::Cpu(_) => panic!("gpu_vec() on a CPU tensor {:?}", self.shape),
         }
     }
 
@@ -58,22 +101,26 @@ impl Tensor {
         self.shape[d]
     }
 
-    /// Host view of the data. CPU storage only; device tensors must be copied first.
+    /// Host view of the data. CPU storage only: a device tensor must be copied with `to_host`
+    /// first, and asking for its host view is a bug that panics here, naming the device.
     pub fn data(&self) -> &[f32] {
         match &self.storage {
             Storage::Cpu(v) => v,
+            Storage::Gpu(v) => host_access_panic(v),
         }
     }
 
     pub fn data_mut(&mut self) -> &mut [f32] {
         match &mut self.storage {
             Storage::Cpu(v) => v,
+            Storage::Gpu(v) => host_access_panic(v),
         }
     }
 
     pub fn into_vec(self) -> Vec<f32> {
         match self.storage {
             Storage::Cpu(v) => v,
+            Storage::Gpu(v) => host_access_panic(&v),
         }
     }
 
@@ -84,8 +131,104 @@ impl Tensor {
         self
     }
 
+    /// Every value set to `v`, on whatever device the tensor lives.
     pub fn fill(&mut self, v: f32) {
-        self.data_mut().iter_mut().for_each(|x| *x = v);
+        match &mut self.storage {
+            Storage::Cpu(d) => d.iter_mut().for_each(|x| *x = v),
+            Storage::Gpu(_) => super::ops::fill(self, v),
+        }
+    }
+}
+
+fn host_access_panic(v: &GpuVec<f32>) -> ! {
+    panic!("host access to a tensor on {}: device code must use engine::ops, and host code must copy it with to_host() first", v.gpu().device)
+}
+
+/// Integer data that ops read on the tensor's device: edge endpoints, token ids, segment
+/// offsets, padding masks (1 = valid). Uploaded once per batch (a real boundary), then passed to
+/// ops alongside the tensors.
+#[derive(Clone, Debug)]
+pub enum Indices {
+    Cpu(Vec<u32>),
+    Gpu(GpuVec<u32>),
+}
+
+impl Indices {
+    pub fn len(&self) -> usize {
+        match self {
+            Indices::Cpu(v) => v.len(),
+            Indices::Gpu(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn device(&self) -> Device {
+        match self {
+            Indices::Cpu(_) => Device::Cpu,
+            Indices::Gpu(v) => v.gpu().device,
+        }
+    }
+
+    /// The same values on `device`.
+    pub fn to_device(&self, device: Device) -> Result<Indices> {
+        Ok(match (self, device) {
+            (Indices::Cpu(v), Device::Cpu) => Indices::Cpu(v.clone()),
+            (Indices::Cpu(v), d) => Indices::Gpu(gpu(d)?.upload(v)?),
+            (Indices::Gpu(v), Device::Cpu) => Indices::Cpu(v.gpu().download(v)?),
+            (Indices::Gpu(v), d) if v.gpu().device == d => Indices::Gpu(v.try_clone()?),
+            (Indices::Gpu(v), d) => Indices::Gpu(gpu(d)?.upload(&v.gpu().download(v)?)?),
+        })
+    }
+
+    /// Host view (CPU only; like `Tensor::data`, a device access is a bug that panics).
+    pub fn host(&self) -> &[u32] {
+        match self {
+            Indices::Cpu(v) => v,
+            Indices::Gpu(v) => panic!("host access to indices on {}: copy them with to_device(Device::Cpu) first", v.gpu().device),
+        }
+    }
+
+    /// The device buffer (GPU only).
+    pub fn gpu_vec(&self) -> &GpuVec<u32> {
+        match self {
+            Indices::Gpu(v) => v,
+            Indices::Cpu(_) => panic!("gpu_vec() on CPU indices"),
+        }
+    }
+
+    /// A padding mask (true = valid) as 1/0 values.
+    pub fn from_mask(mask: &[bool]) -> Indices {
+        Indices::Cpu(mask.iter().map(|&b| b as u32).collect())
+    }
+
+    /// Mutable host values, for building a batch on the host (CPU only, like [`Indices::host`]).
+    pub fn host_mut(&mut self) -> &mut Vec<u32> {
+        match self {
+            Indices::Cpu(v) => v,
+            Indices::Gpu(v) => panic!("host access to indices on {}: copy them with to_device(Device::Cpu) first", v.gpu().device),
+        }
+    }
+}
+
+/// No indices, on the CPU (an empty edge list).
+impl Default for Indices {
+    fn default() -> Indices {
+        Indices::Cpu(Vec::new())
+    }
+}
+
+impl From<Vec<u32>> for Indices {
+    fn from(v: Vec<u32>) -> Indices {
+        Indices::Cpu(v)
+    }
+}
+
+impl FromIterator<u32> for Indices {
+    fn from_iter<I: IntoIterator<Item = u32>>(it: I) -> Indices {
+        Indices::Cpu(it.into_iter().collect())
     }
 }
 
@@ -134,6 +277,29 @@ pub trait Module {
 
     fn zero_grad(&mut self) {
         self.visit_params(&mut |p| p.zero_grad());
+    }
+
+    /// Moves every parameter (value and gradient) and buffer to `device`. Saved activations
+    /// are transient and follow the inputs of the next forward.
+    fn to_device(&mut self, device: Device) -> Result<()> {
+        let mut err = None;
+        self.visit_params(&mut |p| {
+            if err.is_none() {
+                match (p.value.to_device(device), p.grad.to_device(device)) {
+                    (Ok(v), Ok(g)) => (p.value, p.grad) = (v, g),
+                    (Err(e), _) | (_, Err(e)) => err = Some(e.context(format!("moving {} to {device}", p.name))),
+                }
+            }
+        });
+        self.visit_buffers(&mut |name, b| {
+            if err.is_none() {
+                match b.to_device(device) {
+                    Ok(v) => *b = v,
+                    Err(e) => err = Some(e.context(format!("moving buffer {name} to {device}"))),
+                }
+            }
+        });
+        err.map_or(Ok(()), Err)
     }
 
     fn num_params(&mut self) -> usize {

@@ -9,7 +9,7 @@ use crate::train::checkpoint::{self, Checkpoint};
 use crate::train::config::PretrainConfig;
 use crate::train::dataset::Dataset;
 use crate::train::model::MultiMatModel;
-use crate::train::pretrain::{embed_records, is_holdout};
+use crate::train::inference::{embed_records, is_holdout};
 use crate::engine::Module;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -131,7 +131,7 @@ impl LoadedModel {
 
 /// Copy parameters and BatchNorm buffers from the checkpoint into `model` (shapes checked).
 fn load_weights(model: &mut MultiMatModel, c: &Checkpoint) -> Result<()> {
-    crate::train::pretrain::load_model_weights(model, c).map_err(|e| e.context("checkpoint does not match the model built from its stored config"))
+    crate::train::inference::load_model_weights(model, c).map_err(|e| e.context("checkpoint does not match the model built from its stored config"))
 }
 
 /// Records per encoder call (and progress-bar tick).

@@ -7,7 +7,7 @@
 use super::checkpoint_model::{LoadedModel, Split};
 use super::retrieval::RetrievalMetrics;
 use crate::train::dataset::Dataset;
-use crate::train::pretrain::evaluate_retrieval;
+use crate::train::inference::evaluate_retrieval;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
@@ -26,7 +26,7 @@ pub struct RetrievalReport {
 
 impl RetrievalReport {
     /// Evaluate every ordered modality pair of `loaded` on `split` of `ds` — the same
-    /// computation pre-training runs at its end (`train::pretrain::evaluate_retrieval`).
+    /// computation pre-training runs at its end (`train::inference::evaluate_retrieval`).
     pub fn evaluate(loaded: &mut LoadedModel, ds: &Dataset, split: Split) -> Result<RetrievalReport> {
         let records = loaded.select(ds, split);
         if records.len() < 2 {

@@ -13,7 +13,7 @@
 //! byte-identical shards and a re-run skips every shard that exists, validates and carries the
 //! same fingerprint (resume). Every output is written atomically.
 
-pub mod bench;
+mod approximations;
 mod plan;
 
 pub use plan::{plan, Extras, Input, InputFiles, Plan, Source};
@@ -21,6 +21,7 @@ pub use plan::{plan, Extras, Input, InputFiles, Plan, Source};
 use crate::crystal::GraphParams;
 use crate::dist::Dist;
 use crate::material::{MaterialRecord, Provenance};
+use crate::plausibility::Bounds;
 use crate::preprocess::PreprocessParams;
 use crate::shard::manifest::{file_sha256, Manifest, MANIFEST_FILE};
 use crate::shard::{check_record, IngestInfo, ModalityCounts, ShardData, ShardMeta, ShardRecord, ShardWriter, TargetSpec};
@@ -75,6 +76,8 @@ pub struct IngestOptions {
     pub generated_text: bool,
     /// Keep only the first N inputs (in id order) of the plan; `None` keeps all.
     pub limit: Option<usize>,
+    /// Plausibility bounds every record must meet (`data-specs/plausibility.md`).
+    pub bounds: Bounds,
 }
 
 impl IngestOptions {
@@ -92,6 +95,7 @@ impl IngestOptions {
             approx_dos: None,
             generated_text: false,
             limit: None,
+            bounds: Bounds::default(),
         }
     }
 }
@@ -120,37 +124,76 @@ pub struct IngestSummary {
     pub manifest: Option<PathBuf>,
 }
 
-/// Name of shard `slice` written by `rank`.
-pub fn shard_name(rank: usize, slice: usize) -> String {
-    format!("shard-r{rank:03}-{slice:05}.h5")
+pub use crate::shard::shard_name;
+
+/// Parse and preprocess one input into a shard record, or say why not (default plausibility
+/// bounds; see [`process_input_with_bounds`]).
+pub fn process_input(input: &Input, meta: &ShardMeta, build_graphs: bool) -> std::result::Result<ShardRecord, Reject> {
+    process_input_with_bounds(input, meta, build_graphs, &Bounds::default())
 }
 
-/// Parse and preprocess one input into a shard record, or say why not.
-pub fn process_input(input: &Input, meta: &ShardMeta, build_graphs: bool) -> std::result::Result<ShardRecord, Reject> {
-    let id = &input.id;
-    let fail = |file: &Option<PathBuf>, e: anyhow::Error| Reject {
-        file: file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| main_source(&input.record.provenance)),
-        record: id.clone(),
-        reason: format!("{e:#}"),
+/// The file a modality of `input` came from: the file parsed for it, else its provenance entry
+/// (`labels.csv#mp-1` → `labels.csv`), else the record's main source. A reject must blame the
+/// file that holds the bad value, not the structure beside it.
+fn source_of(input: &Input, key: &str) -> String {
+    let file = match key {
+        "structure" => input.files.structure.as_ref(),
+        "dos" => input.files.dos.as_ref(),
+        "charge_density" => input.files.charge_density.as_ref(),
+        _ => None,
     };
+    if let Some(p) = file {
+        return p.display().to_string();
+    }
+    match input.record.provenance.sources.get(key) {
+        Some(s) => s.split_once('#').map_or(s.as_str(), |(f, _)| f).to_string(),
+        None => main_source(&input.record.provenance),
+    }
+}
+
+/// Parse and preprocess one input into a shard record under plausibility `bounds`, or say why
+/// not; the reject names the file that holds the bad value.
+pub fn process_input_with_bounds(
+    input: &Input,
+    meta: &ShardMeta,
+    build_graphs: bool,
+    bounds: &Bounds,
+) -> std::result::Result<ShardRecord, Reject> {
+    let id = &input.id;
+    let fail = |key: &str, e: anyhow::Error| Reject { file: source_of(input, key), record: id.clone(), reason: format!("{e:#}") };
     let rec: &MaterialRecord = &input.record;
     let files = &input.files;
     let structure = match (&files.structure, &rec.structure) {
-        (Some(p), _) => Some(crate::io::read_structure(p).map_err(|e| fail(&files.structure, e))?),
+        (Some(p), _) => Some(crate::io::read_structure(p).map_err(|e| fail("structure", e))?),
         (None, s) => s.clone(),
     };
+    if let Some(s) = &structure {
+        bounds.check_structure(s).map_err(|e| fail("structure", e.context("implausible structure")))?;
+    }
     let dos_raw = match (&files.dos, &rec.dos) {
-        (Some(p), _) => Some(crate::io::read_dos(p).map_err(|e| fail(&files.dos, e))?),
+        (Some(p), _) => Some(crate::io::read_dos(p).map_err(|e| fail("dos", e))?),
         (None, d) => d.clone(),
     };
+    if let Some(d) = &dos_raw {
+        bounds.check_dos(d).map_err(|e| fail("dos", e.context("implausible DOS")))?;
+    }
     let dos = dos_raw
-        .map(|d| crate::preprocess::dos::process(&d, &meta.preprocess))
+        .map(|d| {
+            let p = crate::preprocess::dos::process(&d, &meta.preprocess)?;
+            bounds.check_processed_dos(&p.densities)?;
+            Ok(p)
+        })
         .transpose()
-        .map_err(|e| fail(&files.dos, e.context("preprocessing the DOS")))?;
+        .map_err(|e: anyhow::Error| fail("dos", e.context("preprocessing the DOS")))?;
     let density_raw = match (&files.charge_density, &rec.charge_density) {
-        (Some(p), _) => Some(crate::io::read_charge_density(p).map_err(|e| fail(&files.charge_density, e))?),
+        (Some(p), _) => Some(crate::io::read_charge_density(p).map_err(|e| fail("charge_density", e))?),
         (None, c) => c.clone(),
     };
+    if let Some(c) = &density_raw {
+        bounds
+            .check_charge_density(c, structure.as_ref().map(|s| s.num_sites()))
+            .map_err(|e| fail("charge_density", e.context("implausible charge density")))?;
+    }
     let charge_density = density_raw
         .map(|c| {
             let r = crate::preprocess::density::resample(&c, &meta.preprocess)?;
@@ -163,14 +206,32 @@ pub fn process_input(input: &Input, meta: &ShardMeta, build_graphs: bool) -> std
             Ok(r.values.iter().map(|&v| v as f32).collect::<Vec<f32>>())
         })
         .transpose()
-        .map_err(|e| fail(&files.charge_density, e.context("resampling the charge density")))?;
+        .map_err(|e| fail("charge_density", e.context("resampling the charge density")))?;
     let graphs = match (&structure, build_graphs) {
         (Some(s), true) => Some(
             crate::crystal::build_graphs(s, &meta.graph_params)
-                .map_err(|e| fail(&files.structure, e.context("building crystal graphs")))?,
+                .map_err(|e| fail("structure", e.context("building crystal graphs")))?,
         ),
         _ => None,
     };
+    // Targets and texts come from label and text files: check them here, so a bad value is
+    // blamed on its own file (check_record below would blame the structure).
+    for (name, values) in &rec.targets {
+        if let Some(spec) = meta.targets.get(name) {
+            if values.len() != spec.width {
+                let e = anyhow::anyhow!("target {name:?} has {} values, the other records have {}", values.len(), spec.width);
+                return Err(fail("targets", e));
+            }
+        }
+    }
+    let units = |name: &str| meta.targets.get(name).map(|t| t.units.clone()).unwrap_or_else(|| default_units(name).to_string());
+    bounds.check_targets(&rec.targets, units).map_err(|e| fail("targets", e))?;
+    if let Some(t) = &rec.text {
+        if let Some(k) = t.find(|c: char| c == '\0' || (c.is_control() && !c.is_whitespace())) {
+            let e = anyhow::anyhow!("description has a control character {:?} at byte {k}", &t[k..].chars().next().unwrap_or('?'));
+            return Err(fail("text", e));
+        }
+    }
     let record = ShardRecord {
         id: id.clone(),
         structure,
@@ -247,7 +308,7 @@ fn reject_target_width_mismatches(plan: &mut Plan, specs: &BTreeMap<String, Targ
 /// `input` with the approximate modalities the options ask for attached (real data always wins;
 /// see `approx::demo_data`). Borrowed unchanged when none is asked for.
 fn with_approximations<'a>(input: &'a Input, opts: &IngestOptions, meta: &ShardMeta) -> Result<std::borrow::Cow<'a, Input>> {
-    use crate::approx::demo_data as approx;
+    use approximations as approx;
     let mut current = std::borrow::Cow::Borrowed(input);
     if opts.approx_charge_density {
         current = std::borrow::Cow::Owned(approx::with_promolecular_density(&current, meta.preprocess.density_grid)?);
@@ -276,6 +337,10 @@ fn fingerprint(meta: &ShardMeta, opts: &IngestOptions, inputs: &[Input]) -> Resu
     }
     if opts.generated_text {
         h.update(crate::approx::demo_data::GENERATED_TEXT_SOURCE);
+    }
+    if opts.bounds != Bounds::default() {
+        // Other bounds accept other records; default runs keep their fingerprints.
+        h.update(serde_json::to_vec(&opts.bounds)?);
     }
     h.update(env!("CARGO_PKG_VERSION"));
     h.update(serde_json::to_vec(&(&meta.preprocess, &meta.graph_params, &meta.targets, &meta.text_embedding, build_graphs))?);
@@ -361,7 +426,7 @@ pub fn run_distributed(source: &Source, extras: &Extras, opts: &IngestOptions, d
                 .map(|input| {
                     let r = with_approximations(input, opts, &meta)
                         .map_err(|e| Reject { file: main_source(&input.record.provenance), record: input.id.clone(), reason: format!("{e:#}") })
-                        .and_then(|i| process_input(&i, &meta, opts.build_graphs));
+                        .and_then(|i| process_input_with_bounds(&i, &meta, opts.build_graphs, &opts.bounds));
                     bar.inc(1);
                     r
                 })

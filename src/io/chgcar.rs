@@ -37,8 +37,10 @@ pub fn parse_chgcar(text: &str, origin: &str) -> Result<ChargeDensity> {
     let total = nx
         .checked_mul(ny)
         .and_then(|v| v.checked_mul(nz))
-        .filter(|&t| t <= 1 << 31)
-        .with_context(|| format!("{origin}: line {}: grid {nx}×{ny}×{nz} is implausibly large", i + 1))?;
+        .with_context(|| format!("{origin}: line {}: grid {nx}×{ny}×{nz} overflows", i + 1))?;
+    // Every value needs at least a digit and a separator: refuse a grid the file cannot hold
+    // before reserving memory for it.
+    super::check_declared_count(total, super::bytes_from_line(text, &lines, i + 1) / 2, &format!("grid values ({nx}×{ny}×{nz})"), origin, i + 1)?;
     i += 1;
 
     // (nx·ny·nz) in file order: x fastest.

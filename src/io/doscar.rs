@@ -23,6 +23,8 @@ pub fn parse_doscar(text: &str, origin: &str, efermi_override: Option<f64>) -> R
         .ok()
         .filter(|&n| n >= 2)
         .with_context(|| format!("{origin}: line 6: NEDOS '{}' is not an integer ≥ 2", tokens[2]))?;
+    // One line per DOS point follows the header: refuse a NEDOS the file cannot hold before reserving it.
+    super::check_declared_count(nedos, lines.len() - 6, "DOS points (NEDOS)", origin, 6)?;
     let header_efermi = super::parse_float(tokens[3])
         .filter(|v| v.is_finite())
         .with_context(|| format!("{origin}: line 6: E_F '{}' is not a finite number", tokens[3]))?;

@@ -84,7 +84,7 @@ pub(crate) fn line_of(text: &str, byte: u64) -> u64 {
 
 /// Read a labels CSV (plain or gzip). See the module docs for the cell rules.
 pub fn read_csv(path: &Path) -> Result<ParsedLabels> {
-    let text = super::open_text(path)?;
+    let text = super::open_utf8(path)?;
     parse_csv(&text, &path.display().to_string())
 }
 
@@ -112,6 +112,21 @@ pub fn parse_csv_keyed(text: &str, origin: &str, id_column: Option<&str>) -> Res
         .collect();
     if headers.len() < 2 {
         bail!("{origin}: line 1: need an id column and at least one label column, found {headers:?}");
+    }
+    // An unclosed quote swallows the rest of the file into one header cell: say so instead of
+    // reading zero rows.
+    if let Some(h) = headers.iter().find(|h| h.contains(['\n', '\r'])) {
+        let shown: String = h.chars().take(40).collect();
+        bail!("{origin}: line 1: header cell {shown:?}… spans several lines (an unclosed quote in the header?)");
+    }
+    let mut names = HashSet::new();
+    for (c, h) in headers.iter().enumerate() {
+        if h.is_empty() || h.contains(['/', '\0']) {
+            bail!("{origin}: line 1: column {} has the name {h:?}; a label column needs a non-empty name without '/' or NUL", c + 1);
+        }
+        if !names.insert(h.as_str()) {
+            bail!("{origin}: line 1: column name {h:?} appears twice");
+        }
     }
     let id_col = match id_column {
         Some(name) => headers

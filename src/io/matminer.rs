@@ -49,9 +49,15 @@ pub fn read_dataset(path: &Path) -> Result<Vec<Result<MaterialRecord>>> {
 /// Flatten a numeric value: number, (nested) list of numbers, numpy dict, or a string holding a
 /// JSON list. `None` when it is not numeric (text, bool, dict of other kind, list with nulls).
 fn numeric_values(v: &Value) -> Option<Vec<f64>> {
+    // A null (NaN in the file) inside a numeric list is kept as NaN so the row is rejected for
+    // an incomplete target (see `parse_row`) instead of the target vanishing without a word.
     fn flatten(v: &Value, out: &mut Vec<f64>) -> bool {
         match v {
             Value::Number(n) => n.as_f64().filter(|x| x.is_finite()).map(|x| out.push(x)).is_some(),
+            Value::Null => {
+                out.push(f64::NAN);
+                true
+            }
             Value::Array(a) => a.iter().all(|x| flatten(x, out)),
             _ => false,
         }
@@ -67,7 +73,7 @@ fn numeric_values(v: &Value) -> Option<Vec<f64>> {
         }
         _ => false,
     };
-    (ok && !out.is_empty()).then_some(out)
+    (ok && out.iter().any(|x| x.is_finite())).then_some(out)
 }
 
 fn parse_row(columns: &[String], cells: &Value, index: Option<&Value>, record: &str) -> Result<MaterialRecord> {
@@ -97,6 +103,9 @@ fn parse_row(columns: &[String], cells: &Value, index: Option<&Value>, record: &
             continue;
         }
         if let Some(values) = numeric_values(cell) {
+            if let Some(k) = values.iter().position(|x| !x.is_finite()) {
+                bail!("{record}: column '{name}': element {k} of {} is NaN/null (a target must be complete)", values.len());
+            }
             targets.insert(name.clone(), values);
         }
     }
@@ -119,7 +128,10 @@ mod tests {
         assert_eq!(numeric_values(&json!("[[1, 2], [3, 4.5]]")), Some(vec![1.0, 2.0, 3.0, 4.5]));
         assert_eq!(numeric_values(&json!(true)), None);
         assert_eq!(numeric_values(&json!("Fe2O3")), None);
-        assert_eq!(numeric_values(&json!([1, null])), None);
+        // An absent element stays visible as NaN, so the row is rejected with a reason later
+        // instead of the target being dropped silently.
+        let v = numeric_values(&json!([1, null])).unwrap();
+        assert!(v[0] == 1.0 && v[1].is_nan());
     }
 
     #[test]

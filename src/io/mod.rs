@@ -66,6 +66,23 @@ pub fn open_text(path: &Path) -> Result<String> {
     })
 }
 
+/// The whole decompressed content of `path` as text that must be valid UTF-8 (JSON, JSON lines,
+/// CSV): stored strings (ids, descriptions, column names) must not be altered silently, so an
+/// invalid byte is an error naming the line and byte.
+pub fn open_utf8(path: &Path) -> Result<String> {
+    utf8_or_error(open_bytes(path)?, &path.display().to_string())
+}
+
+/// `bytes` as a String, or an error naming `origin`, the line and the offending byte offset.
+pub fn utf8_or_error(bytes: Vec<u8>, origin: &str) -> Result<String> {
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        anyhow::anyhow!("{origin}: line {line}: invalid UTF-8 (byte 0x{:02x} at offset {at}); re-encode the file as UTF-8", bytes[at])
+    })
+}
+
 /// Lower-case file name of `path` with one trailing `.gz` removed: the name that decides the format.
 pub fn format_name(path: &Path) -> String {
     let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
@@ -167,7 +184,7 @@ pub fn read_charge_density(path: &Path) -> Result<ChargeDensity> {
 /// tokens (written by `json.dump` by default) are read as `null`; the caller decides what a
 /// null means (a missing DOS value is repaired later, a missing coordinate is an error).
 pub fn read_json(path: &Path) -> Result<serde_json::Value> {
-    let text = open_text(path)?;
+    let text = open_utf8(path)?;
     parse_json_text(&text, &path.display().to_string())
 }
 
@@ -238,6 +255,30 @@ pub fn parse_float(token: &str) -> Option<f64> {
         return token.replace(['D', 'd'], "E").parse::<f64>().ok();
     }
     None
+}
+
+/// Refuse a count a file declares (atoms, grid points, DOS points) that the rest of the file
+/// cannot hold, before anything is allocated for it: a flipped digit in a header must give an
+/// error, not an 8 GB reservation. `available` is an upper bound on how many items the remaining
+/// content can contain (e.g. its remaining lines, or half its remaining bytes for numbers that
+/// need a digit and a separator each).
+pub fn check_declared_count(declared: usize, available: usize, what: &str, origin: &str, line: usize) -> Result<()> {
+    if declared > available {
+        bail!(
+            "{origin}: line {line}: the header declares {declared} {what}, but the rest of the file can hold at \
+             most {available} (corrupt header or truncated file)"
+        );
+    }
+    Ok(())
+}
+
+/// Bytes of `text` from the start of `lines[i]` to the end (0 past the last line); `lines` must
+/// be slices of `text` (as `text.lines()` gives).
+pub fn bytes_from_line(text: &str, lines: &[&str], i: usize) -> usize {
+    match lines.get(i) {
+        Some(l) => text.len() - (l.as_ptr() as usize - text.as_ptr() as usize),
+        None => 0,
+    }
 }
 
 /// Check that a structure is usable: at least one site, finite lattice and coordinates, and a

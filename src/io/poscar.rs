@@ -142,10 +142,15 @@ pub(crate) fn parse_header(lines: &[&str], origin: &str, allow_missing_species: 
             );
         }
     }
-    let total: usize = counts.iter().sum();
+    let total = counts
+        .iter()
+        .try_fold(0usize, |acc, &c| acc.checked_add(c))
+        .with_context(|| format!("{origin}: line {}: atom counts {counts:?} overflow", i + 1))?;
     if total == 0 {
         bail!("{origin}: line {}: the cell has no atoms", i + 1);
     }
+    // One line per atom follows the mode line(s): a count the file cannot hold is a corrupt header.
+    super::check_declared_count(total, lines.len().saturating_sub(i + 2), "atoms", origin, i + 1)?;
     i += 1;
     let mut mode_line = line_at(lines, i, origin, "'Direct' or 'Cartesian'")?.trim();
     if mode_line.starts_with(['s', 'S']) {
@@ -219,7 +224,8 @@ mod tests {
         let cases = [
             (SI.replace("Si\n2", "Xq\n2"), "line 6"),
             (SI.replace("0.75 0.5 0.75", "0.75 abc 0.75"), "line 10"),
-            (SI.replace("0.75 0.5 0.75\n", ""), "atom 2 of 2"),
+            // A missing atom line is caught by the declared-size check before any parsing.
+            (SI.replace("0.75 0.5 0.75\n", ""), "declares 2 atoms, but the rest of the file can hold at most 1"),
             (SI.replace("Direct", "0 0 0"), "line 8"),
             (SI.replace("1.933711 3.349287 0", "nan 3.3 0"), "line 4"),
         ];

@@ -8,7 +8,7 @@ use std::path::Path;
 /// are skipped. A line whose generation failed (`"error"` present) or that lacks a description
 /// is an error naming the line and the material.
 pub fn read_descriptions_jsonl(path: &Path) -> Result<Vec<(String, String)>> {
-    let text = super::open_text(path)?;
+    let text = super::open_utf8(path)?;
     parse_descriptions_jsonl(&text, &path.display().to_string())
 }
 
@@ -37,6 +37,12 @@ pub fn parse_descriptions_jsonl(text: &str, origin: &str) -> Result<Vec<(String,
         if description.trim().is_empty() {
             bail!("{origin}: line {lineno}: {id} has an empty description");
         }
+        if id.trim().is_empty() || id.contains(|c: char| c.is_control()) {
+            bail!("{origin}: line {lineno}: material id {id:?} is empty or holds a control character");
+        }
+        if let Some(c) = description.chars().find(|c| c.is_control() && !c.is_whitespace()) {
+            bail!("{origin}: line {lineno}: the description of {id} holds the control character {c:?}");
+        }
         if !seen.insert(id.to_string()) {
             bail!("{origin}: line {lineno}: material {id} appears twice");
         }
@@ -47,7 +53,7 @@ pub fn parse_descriptions_jsonl(text: &str, origin: &str) -> Result<Vec<(String,
 
 /// A plain-text description (whole file, trimmed; plain or gzip). Empty → error.
 pub fn read_description_txt(path: &Path) -> Result<String> {
-    let text = super::open_text(path)?;
+    let text = super::open_utf8(path)?;
     let trimmed = text.trim();
     if trimmed.is_empty() {
         bail!("{}: description file is empty", path.display());

@@ -26,7 +26,6 @@
 //!   parameters); embedding gradients are *written*.
 
 pub mod barlow_twins;
-pub mod bench;
 pub mod clip;
 pub mod pairwise;
 pub mod temperature;
@@ -40,51 +39,8 @@ use serde::{Deserialize, Serialize};
 use crate::engine::{Module, Param};
 pub use temperature::Temperature;
 
-/// The four MultiMat modalities. The declaration order is the canonical pair order
-/// (crystal–DOS, crystal–charge density, …), as in the paper's Equation 3.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Modality {
-    Crystal,
-    Dos,
-    ChargeDensity,
-    Text,
-}
-
-impl Modality {
-    pub const ALL: [Modality; 4] = [
-        Modality::Crystal,
-        Modality::Dos,
-        Modality::ChargeDensity,
-        Modality::Text,
-    ];
-
-    /// Short name used in logs and parameter names.
-    pub fn name(self) -> &'static str {
-        match self {
-            Modality::Crystal => "crystal",
-            Modality::Dos => "dos",
-            Modality::ChargeDensity => "charge_density",
-            Modality::Text => "text",
-        }
-    }
-}
-
-impl Modality {
-    /// Parse a modality name as written in configs and on the command line.
-    pub fn parse(s: &str) -> Result<Modality> {
-        Modality::ALL
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| anyhow::anyhow!("unknown modality {s:?} (expected crystal, dos, charge_density or text)"))
-    }
-}
-
-impl std::fmt::Display for Modality {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+/// The modality type lives with the record types; re-exported here for the loss API.
+pub use crate::material::Modality;
 
 /// One modality's embeddings for the global batch.
 #[derive(Clone, Copy, Debug)]

@@ -16,10 +16,11 @@ use super::common::*;
 use super::{Encoder, GraphBatch, Modality, ModalityBatch, StepContext};
 use crate::crystal::features::ATOM_FEATURE_DIM;
 use crate::engine::nn::{add, Act, Activation, BatchNorm, Linear};
-use crate::engine::ops::gather::{gather_rows_forward, index_add_rows};
-use crate::engine::ops::rbf::{gaussian_rbf_forward, RbfGrid};
-use crate::engine::ops::segment::{segment_mean_backward, segment_mean_forward};
-use crate::engine::{Module, Param, Tensor};
+use crate::engine::ops::gather::{gather_rows, scatter_add_rows, EdgeIndex};
+use crate::engine::ops::rbf::{rbf, RbfGrid, RbfKind};
+use crate::engine::ops::segment::{segment_mean, segment_mean_grad};
+use crate::engine::ops::{concat_last, mul, split_last};
+use crate::engine::{Device, Indices, Module, Param, Tensor};
 use anyhow::{bail, ensure, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -68,43 +69,28 @@ impl CgcnnConv {
         }
     }
 
-    fn forward(&mut self, h: &Tensor, g: &Tensor, src: &[u32], dst: &[u32], ctx: &StepContext) -> Result<Tensor> {
-        let (n, f) = (h.shape[0], h.shape[1]);
-        let ne = src.len();
+    fn forward(&mut self, h: &Tensor, g: &Tensor, src: &EdgeIndex, dst: &EdgeIndex, ctx: &StepContext) -> Result<Tensor> {
+        let f = h.shape[1];
         let z = edge_concat_forward(h, g, src, dst); // (E, 2F + G)
         let gated = bn_forward(&mut self.bn1, &self.fc_full.forward(&z), ctx)?; // (E, 2F)
-        let (mut fpart, mut cpart) = (Vec::with_capacity(ne * f), Vec::with_capacity(ne * f));
-        for row in gated.data().chunks(2 * f) {
-            fpart.extend_from_slice(&row[..f]);
-            cpart.extend_from_slice(&row[f..]);
-        }
-        let filter = self.filter_act.forward(&Tensor::from_vec(&[ne, f], fpart)); // (E, F)
-        let core = self.core_act.forward(&Tensor::from_vec(&[ne, f], cpart)); // (E, F)
-        let m = mul(&filter, &core);
-        let mut agg = Tensor::zeros(&[n, f]); // (N, F)
-        index_add_rows(agg.data_mut(), m.data(), dst, n, f, false);
+        let parts = split_last(&gated, &[f, f]);
+        let filter = self.filter_act.forward(&parts[0]); // (E, F)
+        let core = self.core_act.forward(&parts[1]); // (E, F)
+        let agg = scatter_add_rows(&mul(&filter, &core), dst); // (N, F)
         let y = bn_forward(&mut self.bn2, &agg, ctx)?;
         self.saved = Some((filter, core));
         Ok(self.out_act.forward(&add(h, &y)))
     }
 
     /// dout (N, F) → dh (N, F) (the edge features are data: no gradient).
-    fn backward(&mut self, dout: &Tensor, src: &[u32], dst: &[u32], ctx: &StepContext) -> Tensor {
+    fn backward(&mut self, dout: &Tensor, src: &EdgeIndex, dst: &EdgeIndex, ctx: &StepContext) -> Tensor {
         let (filter, core) = self.saved.take().expect("CgcnnConv: backward without forward");
-        let (n, f) = (dout.shape[0], dout.shape[1]);
-        let ne = src.len();
         let dsum = self.out_act.backward(dout);
         let dagg = bn_backward(&mut self.bn2, &dsum, ctx);
-        let mut dm = Tensor::zeros(&[ne, f]); // (E, F)
-        gather_rows_forward(dm.data_mut(), dagg.data(), dst, n, f);
+        let dm = gather_rows(&dagg, dst); // (E, F)
         let dfilter = self.filter_act.backward(&mul(&dm, &core));
         let dcore = self.core_act.backward(&mul(&dm, &filter));
-        let mut dgated = Vec::with_capacity(ne * 2 * f); // (E, 2F)
-        for r in 0..ne {
-            dgated.extend_from_slice(&dfilter.data()[r * f..(r + 1) * f]);
-            dgated.extend_from_slice(&dcore.data()[r * f..(r + 1) * f]);
-        }
-        let d = bn_backward(&mut self.bn1, &Tensor::from_vec(&[ne, 2 * f], dgated), ctx);
+        let d = bn_backward(&mut self.bn1, &concat_last(&[&dfilter, &dcore]), ctx); // (E, 2F)
         let dz = self.fc_full.backward(&d);
         let mut dh = dsum;
         edge_concat_backward(&mut dh, &dz, src, dst);
@@ -138,7 +124,15 @@ pub struct Cgcnn {
     fc_act: Act,
     pub head: Linear,
     grid: RbfGrid,
-    saved: Option<(Vec<u32>, Vec<u32>, Vec<usize>)>, // src, dst, node offsets
+    saved: Option<Saved>,
+}
+
+/// The batch structure the backward reuses.
+struct Saved {
+    src: EdgeIndex,
+    dst: EdgeIndex,
+    node_offsets: Indices, // (B + 1)
+    atoms: usize,
 }
 
 impl Cgcnn {
@@ -161,23 +155,32 @@ impl Cgcnn {
         })
     }
 
+    /// The device the parameters live on (batches are uploaded there).
+    pub fn device(&self) -> Device {
+        self.head.weight.value.device()
+    }
+
     fn forward_graph(&mut self, g: &GraphBatch, ctx: &StepContext) -> Result<Tensor> {
         validate_nodes(g)?;
-        let n = g.species.len();
-        validate_edges("cgcnn edges", &g.cgcnn.src, &g.cgcnn.dst, &[("distance", &g.cgcnn.distance)], n, true)?;
-        ensure!(g.cgcnn.src.len() >= 2, "crystal batch: CGCNN needs at least two edges in a batch (batch norm over edges)");
+        let (n, dev) = (g.species.len(), self.device());
+        let (src, dst) = (host_indices(&g.cgcnn.src)?, host_indices(&g.cgcnn.dst)?);
+        validate_edges("cgcnn edges", &src, &dst, &[("distance", &g.cgcnn.distance)], n, true)?;
+        ensure!(src.len() >= 2, "crystal batch: CGCNN needs at least two edges in a batch (batch norm over edges)");
+        let src = EdgeIndex::new(&src, n, "crystal batch: cgcnn edges src", dev)?;
+        let dst = EdgeIndex::new(&dst, n, "crystal batch: cgcnn edges dst", dev)?;
+        let node_offsets = g.node_offsets.to_device(dev)?;
         let f = self.config.atom_fea_len;
-        let x = batch_atom_features(&g.species)?; // (N, 92)
+        let x = batch_atom_features(&g.species)?.to_device(dev)?; // (N, 92)
         let mut h = self.embedding.forward(&x); // (N, F)
-        let mut gauss = Tensor::zeros(&[g.cgcnn.src.len(), self.config.rbf_bins]); // (E, G)
-        gaussian_rbf_forward(gauss.data_mut(), &g.cgcnn.distance, &self.grid);
+        let distance = upload(&[src.len()], g.cgcnn.distance.clone(), dev)?; // (E)
+        let gauss = rbf(&distance, &self.grid, RbfKind::Gaussian); // (E, G)
         for conv in &mut self.convs {
-            h = conv.forward(&h, &gauss, &g.cgcnn.src, &g.cgcnn.dst, ctx)?;
+            h = conv.forward(&h, &gauss, &src, &dst, ctx)?;
         }
-        let mut pooled = Tensor::zeros(&[g.num_graphs, f]); // (B, F)
-        segment_mean_forward(pooled.data_mut(), h.data(), &g.node_offsets, f);
+        let pooled = segment_mean(&h, &node_offsets); // (B, F)
+        debug_assert_eq!(pooled.shape, vec![g.num_graphs, f]);
         let y = self.fc_act.forward(&self.conv_to_fc.forward(&self.pool_act.forward(&pooled)));
-        self.saved = Some((g.cgcnn.src.clone(), g.cgcnn.dst.clone(), g.node_offsets.clone()));
+        self.saved = Some(Saved { src, dst, node_offsets, atoms: n });
         Ok(self.head.forward(&y))
     }
 }
@@ -197,14 +200,12 @@ impl Encoder for Cgcnn {
         }
     }
     fn backward(&mut self, dout: &Tensor, ctx: &StepContext) -> Result<()> {
-        let (src, dst, offsets) = self.saved.take().ok_or_else(|| anyhow::anyhow!("cgcnn: backward without a forward"))?;
-        let f = self.config.atom_fea_len;
+        let sv = self.saved.take().ok_or_else(|| anyhow::anyhow!("cgcnn: backward without a forward"))?;
         let d = self.fc_act.backward(&self.head.backward(dout));
         let dpooled = self.pool_act.backward(&self.conv_to_fc.backward(&d)); // (B, F)
-        let mut dh = Tensor::zeros(&[*offsets.last().unwrap(), f]); // (N, F)
-        segment_mean_backward(dh.data_mut(), dpooled.data(), &offsets, f);
+        let mut dh = segment_mean_grad(&dpooled, &sv.node_offsets, sv.atoms); // (N, F)
         for conv in self.convs.iter_mut().rev() {
-            dh = conv.backward(&dh, &src, &dst, ctx);
+            dh = conv.backward(&dh, &sv.src, &sv.dst, ctx);
         }
         self.embedding.backward(&dh);
         Ok(())

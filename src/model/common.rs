@@ -1,68 +1,71 @@
 //! Pieces the encoders share: SyncBN calls bound to a `StepContext`, the edge-message input
-//! [h_dst, h_src, e] of the graph convolutions and its backward, batched atom features, and
-//! input validation of graph batches (errors, never panics, on malformed batches).
+//! [h_dst, h_src, e] of the graph convolutions and its backward, batched atom features, the
+//! batch upload to the model's device, and input validation of graph batches (errors, never
+//! panics, on malformed batches).
 
 use super::{GraphBatch, ModalityBatch, StepContext};
 use crate::crystal::features::{atom_features, ATOM_FEATURE_DIM};
 use crate::engine::nn::BatchNorm;
-use crate::engine::ops::gather::{check_indices, gather_rows_forward, index_add_rows};
-use crate::engine::Tensor;
+use crate::engine::ops::gather::{check_indices, gather_rows, scatter_add_rows_into, EdgeIndex};
+use crate::engine::ops::{concat_last, split_last};
+use crate::engine::{Device, Indices, Tensor};
 use anyhow::{bail, ensure, Context, Result};
+use std::borrow::Cow;
 
-/// BatchNorm forward with statistics summed over the job's ranks (SyncBN; a no-op reduction in a
-/// single process).
+/// BatchNorm forward with statistics summed over the job's ranks (SyncBN); in a single process
+/// no reduction, so the statistics never leave the device.
 pub fn bn_forward(bn: &mut BatchNorm, x: &Tensor, ctx: &StepContext) -> Result<Tensor> {
+    if ctx.dist.world_size() == 1 {
+        return bn.forward(x);
+    }
     bn.forward_synced(x, &mut |sums| ctx.dist.all_reduce_sum_f64(sums))
 }
 
 /// BatchNorm backward with the gradient sums all-reduced (must pair with `bn_forward`).
 pub fn bn_backward(bn: &mut BatchNorm, dout: &Tensor, ctx: &StepContext) -> Tensor {
+    if ctx.dist.world_size() == 1 {
+        return bn.backward(dout);
+    }
     bn.backward_synced(dout, &mut |sums| ctx.dist.all_reduce_sum_f64(sums))
 }
 
 /// z (E, 2C + F) = [h[dst], h[src], e] — PyG's cat(x_i, x_j, edge_attr), i the receiving atom.
-pub fn edge_concat_forward(h: &Tensor, e: &Tensor, src: &[u32], dst: &[u32]) -> Tensor {
-    let (n, c) = (h.shape[0], h.shape[1]);
-    let ne = src.len();
-    let f = e.shape[1];
-    assert_eq!(e.shape[0], ne, "edge_concat: {} edge rows for {ne} edges", e.shape[0]);
-    let (mut hd, mut hs) = (vec![0.0f32; ne * c], vec![0.0f32; ne * c]); // (E, C) each
-    gather_rows_forward(&mut hd, h.data(), dst, n, c);
-    gather_rows_forward(&mut hs, h.data(), src, n, c);
-    let w = 2 * c + f;
-    let mut z = vec![0.0f32; ne * w]; // (E, 2C + F)
-    for r in 0..ne {
-        let row = &mut z[r * w..(r + 1) * w];
-        row[..c].copy_from_slice(&hd[r * c..(r + 1) * c]);
-        row[c..2 * c].copy_from_slice(&hs[r * c..(r + 1) * c]);
-        row[2 * c..].copy_from_slice(&e.data()[r * f..(r + 1) * f]);
-    }
-    Tensor::from_vec(&[ne, w], z)
+pub fn edge_concat_forward(h: &Tensor, e: &Tensor, src: &EdgeIndex, dst: &EdgeIndex) -> Tensor {
+    assert_eq!(e.shape[0], src.len(), "edge_concat: {} edge rows for {} edges", e.shape[0], src.len());
+    concat_last(&[&gather_rows(h, dst), &gather_rows(h, src), e])
 }
 
 /// Backward of `edge_concat_forward`: dh (N, C) += scatter of the h_dst and h_src column blocks,
 /// and the edge block de (E, F) is returned.
-pub fn edge_concat_backward(dh: &mut Tensor, dz: &Tensor, src: &[u32], dst: &[u32]) -> Tensor {
-    let (n, c) = (dh.shape[0], dh.shape[1]);
-    let ne = src.len();
-    let w = dz.shape[1];
-    let f = w - 2 * c;
-    let (mut dd, mut ds, mut de) = (vec![0.0f32; ne * c], vec![0.0f32; ne * c], vec![0.0f32; ne * f]);
-    for r in 0..ne {
-        let row = &dz.data()[r * w..(r + 1) * w];
-        dd[r * c..(r + 1) * c].copy_from_slice(&row[..c]);
-        ds[r * c..(r + 1) * c].copy_from_slice(&row[c..2 * c]);
-        de[r * f..(r + 1) * f].copy_from_slice(&row[2 * c..]);
-    }
-    index_add_rows(dh.data_mut(), &dd, dst, n, c, true);
-    index_add_rows(dh.data_mut(), &ds, src, n, c, true);
-    Tensor::from_vec(&[ne, f], de)
+pub fn edge_concat_backward(dh: &mut Tensor, dz: &Tensor, src: &EdgeIndex, dst: &EdgeIndex) -> Tensor {
+    let c = dh.shape[1];
+    let f = dz.shape[1] - 2 * c;
+    let mut parts = split_last(dz, &[c, c, f]);
+    scatter_add_rows_into(dh, &parts[0], dst);
+    scatter_add_rows_into(dh, &parts[1], src);
+    parts.pop().expect("three blocks")
 }
 
-/// Elementwise product a ⊙ b of equal shapes.
-pub fn mul(a: &Tensor, b: &Tensor) -> Tensor {
-    assert_eq!(a.shape, b.shape, "mul: shapes differ");
-    Tensor::from_vec(&a.shape, a.data().iter().zip(b.data()).map(|(x, y)| x * y).collect())
+/// Host values of a batch as a tensor on `device` (the batch upload).
+pub fn upload(shape: &[usize], values: Vec<f32>, device: Device) -> Result<Tensor> {
+    let t = Tensor::from_vec(shape, values);
+    if device.is_gpu() {
+        t.to_device(device).with_context(|| format!("uploading a batch tensor {shape:?} to {device}"))
+    } else {
+        Ok(t)
+    }
+}
+
+/// A batch's integer data on the host: borrowed when it is there, copied back from a device
+/// otherwise (validation and edge grouping read it once per batch).
+pub fn host_indices(ix: &Indices) -> Result<Cow<'_, [u32]>> {
+    match ix {
+        Indices::Cpu(v) => Ok(Cow::Borrowed(v)),
+        Indices::Gpu(_) => match ix.to_device(Device::Cpu)? {
+            Indices::Cpu(v) => Ok(Cow::Owned(v)),
+            Indices::Gpu(_) => unreachable!("indices copied to the CPU"),
+        },
+    }
 }
 
 /// (N, 92) CGCNN-style atom features of every atom of the batch.
@@ -78,12 +81,13 @@ pub fn batch_atom_features(species: &[u8]) -> Result<Tensor> {
 /// crystal with at least one atom.
 pub fn validate_nodes(g: &GraphBatch) -> Result<()> {
     let n = g.species.len();
-    ensure!(g.node_offsets.len() == g.num_graphs + 1,
-        "crystal batch: node_offsets has {} entries for {} graphs (expected B + 1)", g.node_offsets.len(), g.num_graphs);
-    ensure!(g.node_offsets[0] == 0 && *g.node_offsets.last().unwrap() == n,
-        "crystal batch: node_offsets must run from 0 to the atom count {n}, got {:?}..{:?}", g.node_offsets.first(), g.node_offsets.last());
-    if let Some(k) = g.node_offsets.windows(2).position(|w| w[1] <= w[0]) {
-        bail!("crystal batch: graph {k} has no atoms (offsets {} → {})", g.node_offsets[k], g.node_offsets[k + 1]);
+    let offsets = host_indices(&g.node_offsets)?;
+    ensure!(offsets.len() == g.num_graphs + 1,
+        "crystal batch: node_offsets has {} entries for {} graphs (expected B + 1)", offsets.len(), g.num_graphs);
+    ensure!(offsets[0] == 0 && *offsets.last().unwrap() as usize == n,
+        "crystal batch: node_offsets must run from 0 to the atom count {n}, got {:?}..{:?}", offsets.first(), offsets.last());
+    if let Some(k) = offsets.windows(2).position(|w| w[1] <= w[0]) {
+        bail!("crystal batch: graph {k} has no atoms (offsets {} → {})", offsets[k], offsets[k + 1]);
     }
     Ok(())
 }
@@ -100,44 +104,6 @@ pub fn validate_edges(what: &str, src: &[u32], dst: &[u32], values: &[(&str, &[f
         }
     }
     Ok(())
-}
-
-/// Masked mean over tokens: out (B, C)[b] = mean of x[b, t] over valid t; zeros when none.
-pub fn masked_mean_forward(x: &Tensor, valid: &[bool]) -> Tensor {
-    let (b, t, c) = (x.shape[0], x.shape[1], x.shape[2]);
-    let mut out = vec![0.0f32; b * c]; // (B, C)
-    for s in 0..b {
-        let count = valid[s * t..(s + 1) * t].iter().filter(|v| **v).count();
-        if count == 0 {
-            continue;
-        }
-        let row = &mut out[s * c..(s + 1) * c];
-        for tok in (0..t).filter(|&tok| valid[s * t + tok]) {
-            let xr = &x.data()[(s * t + tok) * c..(s * t + tok + 1) * c];
-            row.iter_mut().zip(xr).for_each(|(o, v)| *o += v);
-        }
-        let inv = 1.0 / count as f32;
-        row.iter_mut().for_each(|o| *o *= inv);
-    }
-    Tensor::from_vec(&[b, c], out)
-}
-
-/// dx (B, T, C): dout[b] / count_b on valid tokens, zero on padded ones.
-pub fn masked_mean_backward(dout: &Tensor, valid: &[bool], t: usize) -> Tensor {
-    let (b, c) = (dout.shape[0], dout.shape[1]);
-    let mut dx = vec![0.0f32; b * t * c]; // (B, T, C)
-    for s in 0..b {
-        let count = valid[s * t..(s + 1) * t].iter().filter(|v| **v).count();
-        if count == 0 {
-            continue;
-        }
-        let inv = 1.0 / count as f32;
-        for tok in (0..t).filter(|&tok| valid[s * t + tok]) {
-            let d = &mut dx[(s * t + tok) * c..(s * t + tok + 1) * c];
-            d.iter_mut().zip(&dout.data()[s * c..(s + 1) * c]).for_each(|(o, g)| *o = g * inv);
-        }
-    }
-    Tensor::from_vec(&[b, t, c], dx)
 }
 
 /// The modality name of a batch, for error messages.

@@ -12,12 +12,17 @@
 //! them (the paper names none). The head Linear(D→embed_dim) maps onto the shared latent size.
 //! Padded tokens (`DosBatch::mask` false) are masked as attention keys and left out of the pool,
 //! and their input values are replaced by 0 so non-finite padding cannot leak in.
+//!
+//! The encoder runs on the device its parameters live on: the batch (host data) is checked and
+//! uploaded once, then forward and backward are tensor-level ops only.
 
 use super::common::*;
 use super::{DosBatch, Encoder, Modality, ModalityBatch, StepContext};
 use crate::engine::nn::transformer::TransformerConfig;
 use crate::engine::nn::{Activation, Linear, TransformerBlock};
+use crate::engine::ops;
 use crate::engine::ops::gelu::GeluKind;
+use crate::engine::tensor::Indices;
 use crate::engine::{Module, Param, Tensor};
 use anyhow::{bail, ensure, Result};
 use rand::SeedableRng;
@@ -54,7 +59,7 @@ pub struct DosTransformer {
     pub down: Linear,
     pub blocks: Vec<TransformerBlock>,
     pub head: Linear,
-    saved: Option<(Vec<bool>, usize, usize)>, // valid (B, L), B, L
+    saved: Option<(Indices, usize)>, // valid (B, L) on the model's device, L
 }
 
 impl DosTransformer {
@@ -104,14 +109,13 @@ impl DosTransformer {
             e[i] = d.energies[i];
             rho[i] = d.densities[i];
         }
-        let ee = self.energy_embedding.forward(&Tensor::from_vec(&[b * l, 1], e)); // (B·L, D)
-        let re = self.density_embedding.forward(&Tensor::from_vec(&[b * l, 1], rho)); // (B·L, D)
-        let mut cat = Vec::with_capacity(b * l * 2 * dim); // (B·L, 2D)
-        for r in 0..b * l {
-            cat.extend_from_slice(&ee.data()[r * dim..(r + 1) * dim]);
-            cat.extend_from_slice(&re.data()[r * dim..(r + 1) * dim]);
-        }
-        let mut x = Tensor::from_vec(&[b, l, 2 * dim], cat);
+        let dev = self.head.weight.value.device();
+        let e = Tensor::from_vec(&[b * l, 1], e).to_device(dev)?;
+        let rho = Tensor::from_vec(&[b * l, 1], rho).to_device(dev)?;
+        let valid = Indices::from_mask(&valid).to_device(dev)?; // (B, L)
+        let ee = self.energy_embedding.forward(&e); // (B·L, D)
+        let re = self.density_embedding.forward(&rho); // (B·L, D)
+        let mut x = ops::concat_last(&[&ee, &re]).reshape(&[b, l, 2 * dim]); // (B, L, 2D)
         if let Some(mix) = self.mix.as_mut() {
             x = mix.forward(&x);
         }
@@ -119,8 +123,8 @@ impl DosTransformer {
         for blk in &mut self.blocks {
             x = blk.forward(&x, Some(&valid));
         }
-        let pooled = masked_mean_forward(&x, &valid); // (B, D)
-        self.saved = Some((valid, b, l));
+        let pooled = ops::masked_mean(&x, Some(&valid)); // (B, D)
+        self.saved = Some((valid, l));
         Ok(self.head.forward(&pooled))
     }
 }
@@ -139,10 +143,10 @@ impl Encoder for DosTransformer {
         }
     }
     fn backward(&mut self, dout: &Tensor, _ctx: &StepContext) -> Result<()> {
-        let (valid, b, l) = self.saved.take().ok_or_else(|| anyhow::anyhow!("dos_transformer: backward without a forward"))?;
+        let (valid, l) = self.saved.take().ok_or_else(|| anyhow::anyhow!("dos_transformer: backward without a forward"))?;
         let dim = self.config.dim;
         let dpooled = self.head.backward(dout);
-        let mut g = masked_mean_backward(&dpooled, &valid, l); // (B, L, D)
+        let mut g = ops::masked_mean_grad(&dpooled, Some(&valid), l); // (B, L, D)
         for blk in self.blocks.iter_mut().rev() {
             g = blk.backward(&g);
         }
@@ -150,13 +154,11 @@ impl Encoder for DosTransformer {
         if let Some(mix) = self.mix.as_mut() {
             g = mix.backward(&g);
         }
-        let (mut de, mut dr) = (Vec::with_capacity(b * l * dim), Vec::with_capacity(b * l * dim));
-        for row in g.data().chunks(2 * dim) {
-            de.extend_from_slice(&row[..dim]);
-            dr.extend_from_slice(&row[dim..]);
-        }
-        self.energy_embedding.backward(&Tensor::from_vec(&[b * l, dim], de));
-        self.density_embedding.backward(&Tensor::from_vec(&[b * l, dim], dr));
+        let rows = g.numel() / (2 * dim);
+        let mut parts = ops::split_last(&g, &[dim, dim]).into_iter(); // d(energy), d(density) embeddings
+        let (de, dr) = (parts.next().expect("two parts"), parts.next().expect("two parts"));
+        self.energy_embedding.backward(&de.reshape(&[rows, dim]));
+        self.density_embedding.backward(&dr.reshape(&[rows, dim]));
         Ok(())
     }
 }

@@ -3,11 +3,11 @@
 //! loop (`train::*`): the loop assembles `ModalityBatch`es from shards, calls `forward` on the
 //! rows present for a modality, runs the loss, and calls `backward` with d(embeddings).
 
-pub mod bench;
 pub mod cgcnn;
-mod common;
+pub(crate) mod common;
 pub mod config;
 pub mod dos_transformer;
+pub mod memory_estimate;
 pub mod potnet;
 pub mod resnext3d;
 pub mod synthetic;
@@ -16,25 +16,27 @@ pub mod text_mlp;
 pub use config::{build_encoder, CrystalEncoderKind, EncodersConfig};
 
 use crate::dist::Dist;
-use crate::engine::{Module, Tensor};
+use crate::engine::{Indices, Module, Tensor};
 use anyhow::Result;
 
 /// The four modalities of the paper (defined with the losses, shared here).
 pub use crate::loss::Modality;
 
-/// Directed edges of a batch of graphs; node indices are global within the batch.
+/// Directed edges of a batch of graphs; node indices are global within the batch. The integer
+/// columns are `Indices`, which may live on a device; the graph encoders validate them and group
+/// the edges by node on the host once per batch (copying them back if they are on a device).
 #[derive(Clone, Debug, Default)]
 pub struct BatchedEdges {
-    pub src: Vec<u32>,      // (E)
-    pub dst: Vec<u32>,      // (E)
+    pub src: Indices,       // (E)
+    pub dst: Indices,       // (E)
     pub distance: Vec<f32>, // (E) Å
 }
 
 /// PotNet infinite edges of a batch (complete graph per crystal, i = j included).
 #[derive(Clone, Debug, Default)]
 pub struct BatchedInfinite {
-    pub src: Vec<u32>,     // (P)
-    pub dst: Vec<u32>,     // (P)
+    pub src: Indices,      // (P)
+    pub dst: Indices,      // (P)
     pub coulomb: Vec<f32>, // (P)
     pub london: Vec<f32>,  // (P)
     pub pauli: Vec<f32>,   // (P)
@@ -47,7 +49,7 @@ pub struct GraphBatch {
     /// Atomic number of every atom of every crystal, graph after graph.
     pub species: Vec<u8>, // (n_atoms)
     /// Graph g owns atoms node_offsets[g]..node_offsets[g+1].
-    pub node_offsets: Vec<usize>, // (B + 1)
+    pub node_offsets: Indices, // (B + 1)
     pub local: BatchedEdges,
     pub cgcnn: BatchedEdges,
     pub infinite: BatchedInfinite,

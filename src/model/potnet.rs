@@ -24,13 +24,12 @@
 use super::common::*;
 use super::{Encoder, GraphBatch, Modality, ModalityBatch, StepContext};
 use crate::crystal::features::ATOM_FEATURE_DIM;
-use crate::engine::nn::{add, Act, Activation, BatchNorm, Linear, Mlp};
-use crate::engine::ops::gather::{gather_rows_forward, index_add_rows};
-use crate::engine::ops::linear::{linear_backward, linear_forward};
-use rayon::prelude::*;
-use crate::engine::ops::rbf::{gaussian_rbf_forward, multiquadric_rbf_forward, RbfGrid};
-use crate::engine::ops::segment::{segment_mean_backward, segment_mean_forward};
-use crate::engine::{Module, Param, Tensor};
+use crate::engine::nn::{add, add_assign, Act, Activation, BatchNorm, Linear, Mlp};
+use crate::engine::ops::gather::{gather_pair_add, gather_rows, scatter_add_rows, EdgeIndex};
+use crate::engine::ops::rbf::{rbf, RbfGrid, RbfKind};
+use crate::engine::ops::segment::{segment_mean, segment_mean_grad};
+use crate::engine::ops::{concat_last, concat_rows, linear, linear_grad, mul, split_last, split_rows};
+use crate::engine::{Device, Indices, Module, Param, Tensor};
 use anyhow::{bail, ensure, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -96,20 +95,6 @@ pub struct PotNetConv {
     saved: Option<(Tensor, Tensor, Tensor)>, // h (N, H), gate σ (E, H), mlp_b output (E, H)
 }
 
-/// Rows [r0, r0 + rows) × columns [c0, c0 + cols) of a row-major (·, ld) matrix, appended to `out`.
-fn block(out: &mut Vec<f32>, m: &[f32], ld: usize, rows: usize, c0: usize, cols: usize) {
-    for r in 0..rows {
-        out.extend_from_slice(&m[r * ld + c0..r * ld + c0 + cols]);
-    }
-}
-
-/// Adds a (rows, cols) block into columns [c0, c0 + cols) of a row-major (rows, ld) matrix.
-fn add_block(m: &mut [f32], ld: usize, blk: &[f32], rows: usize, c0: usize, cols: usize) {
-    for r in 0..rows {
-        m[r * ld + c0..r * ld + c0 + cols].iter_mut().zip(&blk[r * cols..(r + 1) * cols]).for_each(|(a, b)| *a += b);
-    }
-}
-
 impl PotNetConv {
     fn new(name: &str, hidden: usize, rng: &mut ChaCha8Rng) -> PotNetConv {
         PotNetConv {
@@ -123,104 +108,70 @@ impl PotNetConv {
         }
     }
 
-    /// (W_node (4H, H) = [Wa_dst; Wa_src; Wb_dst; Wb_src], W_edge (2H, H) = [Wa_e; Wb_e]).
-    fn first_layer_weights(&self) -> (Vec<f32>, Vec<f32>) {
+    /// (W_node (4H, H) = [Wa_dst; Wa_src; Wb_dst; Wb_src], W_edge (2H, H) = [Wa_e; Wb_e]): the
+    /// column blocks of the two (H, 3H) first-layer weights, stacked.
+    fn first_layer_weights(&self) -> (Tensor, Tensor) {
         let h = self.bn.channels();
-        let (wa, wb) = (self.mlp_a.layers[0].weight.value.data(), self.mlp_b.layers[0].weight.value.data());
-        let (mut wn, mut we) = (Vec::with_capacity(4 * h * h), Vec::with_capacity(2 * h * h));
-        for w in [wa, wb] {
-            block(&mut wn, w, 3 * h, h, 0, h);
-            block(&mut wn, w, 3 * h, h, h, h);
-        }
-        block(&mut we, wa, 3 * h, h, 2 * h, h);
-        block(&mut we, wb, 3 * h, h, 2 * h, h);
-        (wn, we)
+        let wa = split_last(&self.mlp_a.layers[0].weight.value, &[h, h, h]);
+        let wb = split_last(&self.mlp_b.layers[0].weight.value, &[h, h, h]);
+        (concat_rows(&[&wa[0], &wa[1], &wb[0], &wb[1]]), concat_rows(&[&wa[2], &wb[2]]))
     }
 
     /// Pre-activations of both MLPs' first layers, (E, H) each.
-    fn first_layer_forward(&self, h: &Tensor, e: &Tensor, src: &[u32], dst: &[u32]) -> (Tensor, Tensor) {
-        let (n, c) = (h.shape[0], h.shape[1]);
-        let ne = src.len();
+    fn first_layer_forward(&self, h: &Tensor, e: &Tensor, src: &EdgeIndex, dst: &EdgeIndex) -> (Tensor, Tensor) {
+        let c = h.shape[1];
         let (wn, we) = self.first_layer_weights();
-        let mut pn = vec![0.0f32; n * 4 * c]; // (N, 4H)
-        linear_forward(&mut pn, h.data(), &wn, None, n, c, 4 * c);
-        let mut pe = vec![0.0f32; ne * 2 * c]; // (E, 2H)
-        linear_forward(&mut pe, e.data(), &we, None, ne, c, 2 * c);
-        let (ba, bb) = (self.mlp_a.layers[0].bias.as_ref().unwrap().value.data(), self.mlp_b.layers[0].bias.as_ref().unwrap().value.data());
-        let (mut pa, mut pb) = (vec![0.0f32; ne * c], vec![0.0f32; ne * c]); // (E, H) each
-        pa.par_chunks_mut(c).zip(pb.par_chunks_mut(c)).enumerate().with_min_len(64).for_each(|(k, (ra, rb))| {
-            let (d, s) = (dst[k] as usize * 4 * c, src[k] as usize * 4 * c);
-            let pek = &pe[k * 2 * c..(k + 1) * 2 * c];
-            for j in 0..c {
-                ra[j] = pn[d + j] + pn[s + c + j] + pek[j] + ba[j];
-                rb[j] = pn[d + 2 * c + j] + pn[s + 3 * c + j] + pek[c + j] + bb[j];
-            }
-        });
-        (Tensor::from_vec(&[ne, c], pa), Tensor::from_vec(&[ne, c], pb))
+        let pn = linear(h, &wn, None); // (N, 4H)
+        let pe = linear(e, &we, None); // (E, 2H)
+        let (ba, bb) = (&self.mlp_a.layers[0].bias.as_ref().unwrap().value, &self.mlp_b.layers[0].bias.as_ref().unwrap().value);
+        let pa = gather_pair_add(&pn, dst, 0, src, c, &pe, 0, ba); // (E, H)
+        let pb = gather_pair_add(&pn, dst, 2 * c, src, 3 * c, &pe, c, bb); // (E, H)
+        (pa, pb)
     }
 
     /// Accumulates the first layers' weight/bias gradients; returns (dh (N, H), de (E, H)).
-    fn first_layer_backward(&mut self, dpa: &Tensor, dpb: &Tensor, h: &Tensor, e: &Tensor, src: &[u32], dst: &[u32]) -> (Tensor, Tensor) {
-        let (n, c) = (h.shape[0], h.shape[1]);
-        let ne = src.len();
+    fn first_layer_backward(&mut self, dpa: &Tensor, dpb: &Tensor, h: &Tensor, e: &Tensor, src: &EdgeIndex, dst: &EdgeIndex) -> (Tensor, Tensor) {
+        let c = h.shape[1];
+        let dev = h.device();
         let (wn, we) = self.first_layer_weights();
-        let mut dpe = Vec::with_capacity(ne * 2 * c); // (E, 2H)
-        for k in 0..ne {
-            dpe.extend_from_slice(&dpa.data()[k * c..(k + 1) * c]);
-            dpe.extend_from_slice(&dpb.data()[k * c..(k + 1) * c]);
-        }
+        let dpe = concat_last(&[dpa, dpb]); // (E, 2H)
         // dP_node (N, 4H): the dst blocks collect edges by dst, the src blocks by src.
-        let mut dpn = vec![0.0f32; n * 4 * c];
-        let mut part = vec![0.0f32; n * c]; // (N, H)
-        for (blk, (d, idx)) in [(dpa, dst), (dpa, src), (dpb, dst), (dpb, src)].into_iter().enumerate() {
-            index_add_rows(&mut part, d.data(), idx, n, c, false);
-            for r in 0..n {
-                dpn[r * 4 * c + blk * c..r * 4 * c + (blk + 1) * c].copy_from_slice(&part[r * c..(r + 1) * c]);
-            }
-        }
-        let (mut dwn, mut dwe) = (vec![0.0f32; 4 * c * c], vec![0.0f32; 2 * c * c]);
-        let mut dh = Tensor::zeros(&[n, c]);
-        linear_backward(Some(dh.data_mut()), &mut dwn, None, &dpn, h.data(), &wn, n, c, 4 * c);
-        let mut de = Tensor::zeros(&[ne, c]);
-        linear_backward(Some(de.data_mut()), &mut dwe, None, &dpe, e.data(), &we, ne, c, 2 * c);
-        for (layer, off) in [(&mut self.mlp_a.layers[0], 0), (&mut self.mlp_b.layers[0], 1)] {
-            let g = layer.weight.grad.data_mut();
-            add_block(g, 3 * c, &dwn[(2 * off) * c * c..(2 * off + 1) * c * c], c, 0, c);
-            add_block(g, 3 * c, &dwn[(2 * off + 1) * c * c..(2 * off + 2) * c * c], c, c, c);
-            add_block(g, 3 * c, &dwe[off * c * c..(off + 1) * c * c], c, 2 * c, c);
-            let db = layer.bias.as_mut().unwrap().grad.data_mut();
-            let d = if off == 0 { dpa } else { dpb };
-            for row in d.data().chunks(c) {
-                db.iter_mut().zip(row).for_each(|(a, b)| *a += b);
-            }
-        }
+        let dpn = concat_last(&[&scatter_add_rows(dpa, dst), &scatter_add_rows(dpa, src), &scatter_add_rows(dpb, dst), &scatter_add_rows(dpb, src)]);
+        let zeros = |shape: &[usize]| Tensor::zeros_on(shape, dev).unwrap_or_else(|e| panic!("potnet: allocating a gradient on {dev}: {e:#}"));
+        let (mut dwn, mut dwe) = (zeros(&[4 * c, c]), zeros(&[2 * c, c]));
+        let dh = linear_grad(&dpn, h, &wn, &mut dwn, None, true).expect("dx requested");
+        // Both first-layer biases at once: dpe's columns are [dpa | dpb].
+        let (la, lb) = (&mut self.mlp_a.layers[0], &mut self.mlp_b.layers[0]);
+        let (ga, gb) = (&mut la.bias.as_mut().unwrap().grad, &mut lb.bias.as_mut().unwrap().grad);
+        let mut dbias = concat_last(&[&*ga, &*gb]); // (2H)
+        let de = linear_grad(&dpe, e, &we, &mut dwe, Some(&mut dbias), true).expect("dx requested");
+        let mut dbias = split_last(&dbias, &[c, c]);
+        (*gb, *ga) = (dbias.pop().unwrap(), dbias.pop().unwrap());
+        let (dwn, dwe) = (split_rows(&dwn, &[c, c, c, c]), split_rows(&dwe, &[c, c]));
+        add_assign(&mut la.weight.grad, &concat_last(&[&dwn[0], &dwn[1], &dwe[0]]));
+        add_assign(&mut lb.weight.grad, &concat_last(&[&dwn[2], &dwn[3], &dwe[1]]));
         (dh, de)
     }
 
     /// h (N, H), e (E, H) → h' (N, H).
-    fn forward(&mut self, h: &Tensor, e: &Tensor, src: &[u32], dst: &[u32], ctx: &StepContext) -> Result<Tensor> {
-        let (n, c) = (h.shape[0], h.shape[1]);
+    fn forward(&mut self, h: &Tensor, e: &Tensor, src: &EdgeIndex, dst: &EdgeIndex, ctx: &StepContext) -> Result<Tensor> {
         let (pa, pb) = self.first_layer_forward(h, e, src, dst);
         let a = self.mlp_a.layers[1].forward(&self.mlp_a.acts[0].forward(&pa));
         let a = bn_forward(&mut self.bn_a, &a, ctx)?;
         let gate = self.gate.forward(&a); // (E, H)
         let b = self.mlp_b.layers[1].forward(&self.mlp_b.acts[0].forward(&pb)); // (E, H)
-        let m = mul(&gate, &b);
-        let mut agg = Tensor::zeros(&[n, c]); // (N, H)
-        index_add_rows(agg.data_mut(), m.data(), dst, n, c, false);
+        let agg = scatter_add_rows(&mul(&gate, &b), dst); // (N, H)
         let y = bn_forward(&mut self.bn, &agg, ctx)?;
         self.saved = Some((h.clone(), gate, b));
         Ok(self.out_act.forward(&add(h, &y)))
     }
 
     /// dout (N, H) → (dh (N, H), de (E, H)); `e` is the forward's edge tensor.
-    fn backward(&mut self, dout: &Tensor, e: &Tensor, src: &[u32], dst: &[u32], ctx: &StepContext) -> (Tensor, Tensor) {
+    fn backward(&mut self, dout: &Tensor, e: &Tensor, src: &EdgeIndex, dst: &EdgeIndex, ctx: &StepContext) -> (Tensor, Tensor) {
         let (h, gate, b) = self.saved.take().expect("PotNetConv: backward without forward");
-        let (n, c) = (dout.shape[0], dout.shape[1]);
         let dsum = self.out_act.backward(dout); // (N, H), to both the residual and the BN branch
         let dagg = bn_backward(&mut self.bn, &dsum, ctx);
-        let mut dm = Tensor::zeros(&gate.shape); // (E, H)
-        gather_rows_forward(dm.data_mut(), dagg.data(), dst, n, c);
+        let dm = gather_rows(&dagg, dst); // (E, H)
         let dgate = mul(&dm, &b);
         let db = mul(&dm, &gate);
         let dpb = self.mlp_b.acts[0].backward(&self.mlp_b.layers[1].backward(&db));
@@ -228,7 +179,7 @@ impl PotNetConv {
         let dpa = self.mlp_a.acts[0].backward(&self.mlp_a.layers[1].backward(&da));
         let (dh_first, de) = self.first_layer_backward(&dpa, &dpb, &h, e, src, dst);
         let mut dh = dsum;
-        crate::engine::nn::add_assign(&mut dh, &dh_first);
+        add_assign(&mut dh, &dh_first);
         (dh, de)
     }
 }
@@ -252,10 +203,11 @@ impl Module for PotNetConv {
 
 struct Saved {
     e: Tensor,              // (E_l + P, H) edge features fed to every conv
-    src: Vec<u32>,          // (E_l + P) local then infinite
-    dst: Vec<u32>,          // (E_l + P)
+    src: EdgeIndex,         // (E_l + P) local then infinite
+    dst: EdgeIndex,         // (E_l + P)
     n_local: usize,
-    node_offsets: Vec<usize>,
+    node_offsets: Indices,  // (B + 1)
+    atoms: usize,
 }
 
 pub struct PotNet {
@@ -300,9 +252,11 @@ impl PotNet {
     fn validate(g: &GraphBatch) -> Result<()> {
         validate_nodes(g)?;
         let n = g.species.len();
-        validate_edges("local edges", &g.local.src, &g.local.dst, &[("distance", &g.local.distance)], n, true)?;
+        let (src, dst) = (host_indices(&g.local.src)?, host_indices(&g.local.dst)?);
+        validate_edges("local edges", &src, &dst, &[("distance", &g.local.distance)], n, true)?;
         let inf = &g.infinite;
-        validate_edges("infinite edges", &inf.src, &inf.dst,
+        let (src, dst) = (host_indices(&inf.src)?, host_indices(&inf.dst)?);
+        validate_edges("infinite edges", &src, &dst,
             &[("coulomb", &inf.coulomb), ("london", &inf.london), ("pauli", &inf.pauli)], n, false)?;
         if g.local.src.len() + inf.src.len() < 2 {
             bail!("crystal batch: PotNet needs at least two edges in a batch (batch norm over edges)");
@@ -310,37 +264,40 @@ impl PotNet {
         Ok(())
     }
 
+    /// The device the parameters live on (batches are uploaded there).
+    pub fn device(&self) -> Device {
+        self.head.weight.value.device()
+    }
+
     fn forward_graph(&mut self, g: &GraphBatch, ctx: &StepContext) -> Result<Tensor> {
         Self::validate(g)?;
-        let h_dim = self.config.hidden;
-        let x = batch_atom_features(&g.species)?; // (N, 92)
+        let (n, dev) = (g.species.len(), self.device());
+        let x = batch_atom_features(&g.species)?.to_device(dev)?; // (N, 92)
         let mut h = self.atom_embedding.forward(&x); // (N, H)
 
-        let n_local = g.local.src.len();
+        let n_local = g.local.distance.len();
         let u: Vec<f32> = g.local.distance.iter().map(|d| self.config.local_scale / d).collect(); // (E_l)
-        let mut rbf_local = Tensor::zeros(&[n_local, self.config.local_rbf_bins]); // (E_l, K_l)
-        gaussian_rbf_forward(rbf_local.data_mut(), &u, &self.local_grid);
+        let rbf_local = rbf(&upload(&[n_local], u, dev)?, &self.local_grid, RbfKind::Gaussian); // (E_l, K_l)
         let e_local = self.local_act.forward(&self.local_embedding.forward(&rbf_local)); // (E_l, H)
 
         let inf = &g.infinite;
         let [wc, wl, wp] = self.config.potential_weights;
-        let s: Vec<f32> = (0..inf.src.len()).map(|p| wc * inf.coulomb[p] + wl * inf.london[p] + wp * inf.pauli[p]).collect(); // (P)
-        let mut rbf_inf = Tensor::zeros(&[s.len(), self.config.infinite_rbf_bins]); // (P, K_i)
-        multiquadric_rbf_forward(rbf_inf.data_mut(), &s, &self.infinite_grid);
+        let s: Vec<f32> = (0..inf.coulomb.len()).map(|p| wc * inf.coulomb[p] + wl * inf.london[p] + wp * inf.pauli[p]).collect(); // (P)
+        let n_inf = s.len();
+        let rbf_inf = rbf(&upload(&[n_inf], s, dev)?, &self.infinite_grid, RbfKind::Multiquadric); // (P, K_i)
         let e_inf = self.infinite_act.forward(&self.infinite_embedding.forward(&rbf_inf)); // (P, H)
-        let e_inf = if s.is_empty() { e_inf } else { bn_forward(&mut self.infinite_bn, &e_inf, ctx)? };
+        let e_inf = if n_inf == 0 { e_inf } else { bn_forward(&mut self.infinite_bn, &e_inf, ctx)? };
 
-        let mut e = e_local.into_vec();
-        e.extend_from_slice(e_inf.data());
-        let e = Tensor::from_vec(&[n_local + s.len(), h_dim], e); // (E, H)
-        let src: Vec<u32> = g.local.src.iter().chain(&inf.src).copied().collect();
-        let dst: Vec<u32> = g.local.dst.iter().chain(&inf.dst).copied().collect();
+        let e = concat_rows(&[&e_local, &e_inf]); // (E, H)
+        let cat = |a: &Indices, b: &Indices| -> Result<Vec<u32>> { Ok([host_indices(a)?, host_indices(b)?].concat()) };
+        let src = EdgeIndex::new(&cat(&g.local.src, &inf.src)?, n, "crystal batch: edges src", dev)?;
+        let dst = EdgeIndex::new(&cat(&g.local.dst, &inf.dst)?, n, "crystal batch: edges dst", dev)?;
         for conv in &mut self.convs {
             h = conv.forward(&h, &e, &src, &dst, ctx)?;
         }
-        let mut pooled = Tensor::zeros(&[g.num_graphs, h_dim]); // (B, H)
-        segment_mean_forward(pooled.data_mut(), h.data(), &g.node_offsets, h_dim);
-        self.saved = Some(Saved { e, src, dst, n_local, node_offsets: g.node_offsets.clone() });
+        let node_offsets = g.node_offsets.to_device(dev)?;
+        let pooled = segment_mean(&h, &node_offsets); // (B, H)
+        self.saved = Some(Saved { e, src, dst, n_local, node_offsets, atoms: n });
         Ok(self.head.forward(&pooled))
     }
 }
@@ -365,28 +322,19 @@ impl Encoder for PotNet {
         let sv = self.saved.take().ok_or_else(|| anyhow::anyhow!("potnet: backward without a forward"))?;
         let h_dim = self.config.hidden;
         let dpooled = self.head.backward(dout); // (B, H)
-        let n = *sv.node_offsets.last().unwrap();
-        let mut dh = Tensor::zeros(&[n, h_dim]); // (N, H)
-        segment_mean_backward(dh.data_mut(), dpooled.data(), &sv.node_offsets, h_dim);
-        let mut de = Tensor::zeros(&[sv.src.len(), h_dim]); // (E, H), summed over the layers
+        let mut dh = segment_mean_grad(&dpooled, &sv.node_offsets, sv.atoms); // (N, H)
+        let mut de = Tensor::zeros_on(&[sv.src.len(), h_dim], sv.e.device())?; // (E, H), summed over the layers
         for conv in self.convs.iter_mut().rev() {
             let (dh_prev, de_k) = conv.backward(&dh, &sv.e, &sv.src, &sv.dst, ctx);
-            crate::engine::nn::add_assign(&mut de, &de_k);
+            add_assign(&mut de, &de_k);
             dh = dh_prev;
         }
         self.atom_embedding.backward(&dh);
-        let (de_local, de_inf) = de.data().split_at(sv.n_local * h_dim);
-        let de_local = Tensor::from_vec(&[sv.n_local, h_dim], de_local.to_vec());
-        self.local_embedding.backward(&self.local_act.backward(&de_local));
         let n_inf = sv.src.len() - sv.n_local;
-        if n_inf > 0 {
-            let de_inf = Tensor::from_vec(&[n_inf, h_dim], de_inf.to_vec());
-            let d = bn_backward(&mut self.infinite_bn, &de_inf, ctx);
-            self.infinite_embedding.backward(&self.infinite_act.backward(&d));
-        } else {
-            let d = Tensor::zeros(&[0, h_dim]);
-            self.infinite_embedding.backward(&self.infinite_act.backward(&d));
-        }
+        let de = split_rows(&de, &[sv.n_local, n_inf]);
+        self.local_embedding.backward(&self.local_act.backward(&de[0]));
+        let d = if n_inf > 0 { bn_backward(&mut self.infinite_bn, &de[1], ctx) } else { de[1].clone() };
+        self.infinite_embedding.backward(&self.infinite_act.backward(&d));
         Ok(())
     }
 }

@@ -25,12 +25,12 @@ impl Default for GraphSizes {
 
 pub fn graph_batch(batch: usize, sizes: GraphSizes, seed: u64) -> GraphBatch {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut g = GraphBatch { num_graphs: batch, node_offsets: vec![0], ..Default::default() };
+    let mut g = GraphBatch { num_graphs: batch, node_offsets: vec![0].into(), ..Default::default() };
     let edges = |rng: &mut ChaCha8Rng, out: &mut BatchedEdges, base: usize, n: usize, k: usize, dmax: f32| {
         for dst in 0..n {
             for _ in 0..k {
-                out.src.push((base + rng.random_range(0..n)) as u32);
-                out.dst.push((base + dst) as u32);
+                out.src.host_mut().push((base + rng.random_range(0..n)) as u32);
+                out.dst.host_mut().push((base + dst) as u32);
                 out.distance.push(rng.random_range(1.5..dmax));
             }
         }
@@ -44,14 +44,14 @@ pub fn graph_batch(batch: usize, sizes: GraphSizes, seed: u64) -> GraphBatch {
         let inf: &mut BatchedInfinite = &mut g.infinite;
         for i in 0..n {
             for j in 0..n {
-                inf.src.push((base + i) as u32);
-                inf.dst.push((base + j) as u32);
+                inf.src.host_mut().push((base + i) as u32);
+                inf.dst.host_mut().push((base + j) as u32);
                 inf.coulomb.push(rng.random_range(-3.0..3.0));
                 inf.london.push(rng.random_range(-5.0..0.0));
                 inf.pauli.push(rng.random_range(0.0..5.0));
             }
         }
-        g.node_offsets.push(g.species.len());
+        g.node_offsets.host_mut().push(g.species.len() as u32);
     }
     g
 }

@@ -1,5 +1,6 @@
 //! Text encoder: a trainable MLP on frozen MatBERT [CLS] vectors, 768 → 512 → 512 → embed_dim
 //! with ReLU between layers (none after the last). Parameter names `text.mlp.<i>.{weight,bias}`.
+//! Runs on the device its parameters live on (the batch is checked on the host and uploaded).
 
 use super::common::batch_name;
 use super::{Encoder, Modality, ModalityBatch, StepContext};
@@ -57,7 +58,8 @@ impl Encoder for TextMlp {
         if let Some(i) = t.values.iter().position(|v| !v.is_finite()) {
             bail!("text batch: sample {} feature {}: non-finite value {}", i / t.dim, i % t.dim, t.values[i]);
         }
-        Ok(self.mlp.forward(&Tensor::from_vec(&[t.batch, t.dim], t.values.clone())))
+        let x = Tensor::from_vec(&[t.batch, t.dim], t.values.clone()).to_device(self.mlp.layers[0].weight.value.device())?;
+        Ok(self.mlp.forward(&x))
     }
     fn backward(&mut self, dout: &Tensor, _ctx: &StepContext) -> Result<()> {
         self.mlp.backward(dout);

@@ -14,7 +14,7 @@
 //! last fallible step; its outcome is broadcast so that a failed write fails every rank too.
 
 use super::blocked::{shard_range, topk_over_range_with_stats, ScreenConfig, ScreenStats};
-use super::cli::{prepare, write_hits_csv, ScreenInputs};
+use super::io::{prepare, write_hits_csv, ScreenInputs};
 use super::topk::{decode_hits, encode_hits, merge_topk, Hit};
 use crate::dist::Dist;
 use anyhow::{bail, Result};

@@ -11,6 +11,7 @@
 pub mod blocked;
 pub mod cli;
 pub mod distributed;
+pub mod io;
 pub mod multimodal;
 pub mod random;
 pub mod reference;

@@ -9,10 +9,12 @@
 //! - [`ShardWriter`] writes a whole shard atomically and deterministically (byte-identical files
 //!   for identical inputs: HDF5 object time stamps are off).
 //! - [`ShardReader`] bulk-loads a whole shard into [`ShardData`] (columnar, as training wants it).
-//! - [`validate()`] reports every violation of the spec with its location.
+//! - [`validate()`] reports every violation of the spec with its location; [`integrity`] checks
+//!   the cheap part of it on data loaded for training.
 //! - [`manifest`] is the JSON index written beside the shards.
 
 mod checksum;
+pub mod integrity;
 pub mod manifest;
 mod read;
 mod validate;
@@ -46,6 +48,11 @@ use std::collections::BTreeMap;
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
+
+/// File name of shard `slice` written by `rank` (ingest and `synth` both name shards this way).
+pub fn shard_name(rank: usize, slice: usize) -> String {
+    format!("shard-r{rank:03}-{slice:05}.h5")
+}
 /// Value of the root attribute `format`.
 pub const FORMAT_NAME: &str = "multimat-shard";
 

@@ -118,21 +118,12 @@ fn get_strings(file: &hdf5::File, rep: &mut Report, path: &str, n: Option<usize>
 
 /// Offsets (N+1,) must start at 0, never decrease and end at the flat length.
 fn check_offsets(rep: &mut Report, loc: &str, offsets: &[i64], flat_len: usize) -> bool {
-    let mut ok = true;
-    if offsets.first() != Some(&0) {
-        rep.at(loc, format!("first offset is {:?}, expected 0", offsets.first()));
-        ok = false;
-    }
-    for (i, w) in offsets.windows(2).enumerate() {
-        if w[1] < w[0] {
-            rep.rec(loc, i, format!("offsets decrease ({} → {})", w[0], w[1]));
-            ok = false;
-        }
-    }
-    if let Some(&last) = offsets.last() {
-        if last != flat_len as i64 {
-            rep.at(loc, format!("last offset {last} ≠ flat length {flat_len}"));
-            ok = false;
+    let problems = super::integrity::offsets_problems(offsets, flat_len);
+    let ok = problems.is_empty();
+    for (record, msg) in problems {
+        match record {
+            Some(i) => rep.rec(loc, i, msg),
+            None => rep.at(loc, msg),
         }
     }
     ok

@@ -11,7 +11,6 @@
 //! - this file  — `TextEncoder`: a model directory loaded and validated, and `embed`, which sorts
 //!   texts by length into batches, runs them, and returns vectors in input order.
 
-pub mod bench;
 pub mod bert;
 pub mod config;
 pub mod npy;

@@ -153,6 +153,13 @@ impl PretrainConfig {
         if self.model.embed_dim == 0 {
             bail!("model.embed_dim must be positive");
         }
+        if self.run.out_dir.as_os_str().is_empty() {
+            bail!("run.out_dir is empty (it would write into the working directory); name a run directory");
+        }
+        self.model.encoders.potnet.validate()?;
+        self.model.encoders.resnext3d.validate()?;
+        // Sizes in range and the estimated training memory available, before anything is built.
+        crate::model::memory_estimate::check_fits(&self.data.modalities, &self.model.encoders, self.model.embed_dim, self.optim.batch_size, None)?;
         Ok(())
     }
 

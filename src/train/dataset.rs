@@ -59,7 +59,13 @@ impl Dataset {
     pub fn load(paths: &[PathBuf]) -> Result<Dataset> {
         let mut shards = Vec::new();
         for p in paths {
-            shards.push(ShardData::load(p).with_context(|| format!("loading shard {}", p.display()))?);
+            // Checksums verified and integrity checked: training must not run on a shard that
+            // `multimat validate` would reject (or panic on its offsets).
+            let data = crate::shard::ShardReader::open(p)
+                .and_then(|r| r.load(crate::shard::LoadOptions { verify_checksums: true }))
+                .with_context(|| format!("loading shard {}", p.display()))?;
+            crate::shard::integrity::check_loaded(&data)?;
+            shards.push(data);
         }
         Self::from_shards(shards)
     }
@@ -173,18 +179,18 @@ impl Dataset {
     }
 
     fn graph_batch(&self, records: &[usize]) -> GraphBatch {
-        let mut g = GraphBatch { num_graphs: records.len(), node_offsets: vec![0], ..Default::default() };
+        let mut g = GraphBatch { num_graphs: records.len(), node_offsets: vec![0].into(), ..Default::default() };
         for &r in records {
             let (s, i) = self.at(r);
             let base = g.species.len() as u32;
             g.species.extend_from_slice(&s.species[s.atoms(i)]);
-            g.node_offsets.push(g.species.len());
+            g.node_offsets.host_mut().push(g.species.len() as u32);
             append_edges(&mut g.local, &s.local, i, base);
             append_edges(&mut g.cgcnn, &s.cgcnn, i, base);
             let inf = &s.infinite;
             let range = inf.offsets[i] as usize..inf.offsets[i + 1] as usize;
-            g.infinite.src.extend(inf.src[range.clone()].iter().map(|v| v + base));
-            g.infinite.dst.extend(inf.dst[range.clone()].iter().map(|v| v + base));
+            g.infinite.src.host_mut().extend(inf.src[range.clone()].iter().map(|v| v + base));
+            g.infinite.dst.host_mut().extend(inf.dst[range.clone()].iter().map(|v| v + base));
             g.infinite.coulomb.extend(inf.coulomb[range.clone()].iter().map(|&v| v as f32));
             g.infinite.london.extend(inf.london[range.clone()].iter().map(|&v| v as f32));
             g.infinite.pauli.extend(inf.pauli[range].iter().map(|&v| v as f32));
@@ -195,8 +201,8 @@ impl Dataset {
 
 fn append_edges(out: &mut BatchedEdges, cols: &EdgeColumns, i: usize, base: u32) {
     let range = cols.offsets[i] as usize..cols.offsets[i + 1] as usize;
-    out.src.extend(cols.src[range.clone()].iter().map(|v| v + base));
-    out.dst.extend(cols.dst[range.clone()].iter().map(|v| v + base));
+    out.src.host_mut().extend(cols.src[range.clone()].iter().map(|v| v + base));
+    out.dst.host_mut().extend(cols.dst[range.clone()].iter().map(|v| v + base));
     out.distance.extend_from_slice(&cols.distance[range]);
 }
 

@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data_order;
 pub mod dataset;
+pub mod inference;
 pub mod model;
 pub mod preempt;
 pub mod pretrain;

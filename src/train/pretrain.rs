@@ -23,17 +23,16 @@ use crate::dist::Dist;
 use crate::engine::ops::l2norm::{l2norm_backward, l2norm_forward};
 use crate::engine::optim::{clip_grad_norm, grad_norm, AdamW, AdamWConfig, WarmupCosine};
 use crate::engine::{Module, Tensor};
-use crate::eval::retrieval::{match_ranks, metrics, RetrievalMetrics};
-use crate::loss::{Modality, ModalityEmbeddings};
+use crate::eval::retrieval::RetrievalMetrics;
+use crate::loss::ModalityEmbeddings;
 use crate::model::{ModalityBatch, StepContext};
 use anyhow::{bail, Context, Result};
-use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-const L2_EPS: f32 = 1e-12;
+use super::inference::{evaluate_retrieval, is_holdout, load_model_weights, L2_EPS};
 
 /// How a run ended.
 #[derive(Debug, PartialEq)]
@@ -68,17 +67,6 @@ pub enum Resume {
 pub struct RunOptions {
     pub resume: Resume,
     pub progress: bool,
-}
-
-/// Records held out for evaluation: a hash of (seed, id) below the fraction. Independent of
-/// record order and shard layout.
-pub fn is_holdout(id: &str, seed: u64, fraction: f64) -> bool {
-    if fraction <= 0.0 {
-        return false;
-    }
-    let h = Sha256::digest(format!("{seed}:{id}").as_bytes());
-    let x = u64::from_le_bytes(h[..8].try_into().unwrap()) as f64 / u64::MAX as f64;
-    x < fraction
 }
 
 /// One step's inputs for this rank, assembled ahead of time.
@@ -370,48 +358,6 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
     Ok(Summary { outcome, steps_done: step - start_step, first_loss, last_loss, retrieval, out_dir })
 }
 
-/// Embeddings (n, D), L2-normalised, of `records` (all having modality `m`), in eval mode.
-pub fn embed_records(model: &mut MultiMatModel, ds: &Dataset, m: Modality, records: &[usize]) -> Result<Vec<f32>> {
-    let single = Dist::single();
-    let ctx = StepContext { train: false, dist: &single, dropout_seed: 0 };
-    model.set_training(false);
-    let d = model.embed_dim;
-    let enc = model.encoder(m).with_context(|| format!("model has no {} encoder", m.name()))?;
-    let mut out = Vec::with_capacity(records.len() * d);
-    for chunk in records.chunks(64) {
-        let batch = ds.assemble(m, chunk)?;
-        let z = enc.forward(&batch, &ctx)?;
-        let mut y = vec![0.0f32; chunk.len() * d];
-        let mut norms = vec![0.0f32; chunk.len()];
-        l2norm_forward(&mut y, &mut norms, z.data(), chunk.len(), d, L2_EPS);
-        out.extend_from_slice(&y);
-    }
-    Ok(out)
-}
-
-/// Retrieval metrics for every ordered pair of the model's modalities over `records`.
-pub fn evaluate_retrieval(model: &mut MultiMatModel, ds: &Dataset, records: &[usize]) -> Result<Vec<RetrievalMetrics>> {
-    let mods = model.modalities.clone();
-    let d = model.embed_dim;
-    let mut out = Vec::new();
-    for &a in &mods {
-        for &b in &mods {
-            if a == b {
-                continue;
-            }
-            let both: Vec<usize> = records.iter().copied().filter(|&r| ds.has(a, r) && ds.has(b, r)).collect();
-            if both.len() < 2 {
-                continue;
-            }
-            let ea = embed_records(model, ds, a, &both)?;
-            let eb = embed_records(model, ds, b, &both)?;
-            let ranks = match_ranks(&ea, &eb, both.len(), d);
-            out.push(metrics(a.name(), b.name(), &ranks));
-        }
-    }
-    Ok(out)
-}
-
 fn append_line(path: &Path, line: &str) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -445,29 +391,6 @@ fn save(dir: &Path, model: &mut MultiMatModel, adam: &mut AdamW, step: u64, cfg:
         "embed_dim": cfg.model.embed_dim,
     });
     checkpoint::save(dir, step, &t, meta, keep)
-}
-
-/// Copy a checkpoint's parameters and BatchNorm buffers into `model` (names and shapes checked;
-/// the first mismatch is the error). Shared by resuming and by evaluation.
-pub fn load_model_weights(model: &mut MultiMatModel, c: &checkpoint::Checkpoint) -> Result<()> {
-    let mut err: Option<anyhow::Error> = None;
-    model.visit_params(&mut |p| {
-        if err.is_none() {
-            match c.tensor(&format!("param.{}", p.name), &p.value.shape) {
-                Ok(v) => p.value.data_mut().copy_from_slice(v),
-                Err(e) => err = Some(e),
-            }
-        }
-    });
-    model.visit_buffers(&mut |name, b| {
-        if err.is_none() {
-            match c.tensor(&format!("buffer.{name}"), &b.shape.clone()) {
-                Ok(v) => b.data_mut().copy_from_slice(v),
-                Err(e) => err = Some(e),
-            }
-        }
-    });
-    err.map_or(Ok(()), Err)
 }
 
 /// Load parameters, buffers and optimiser state from a checkpoint into a freshly built model.

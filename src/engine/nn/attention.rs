@@ -2,18 +2,19 @@
 //! per head (`ops::attention`), output projection H·hs → C. The head size is free (BERT: C/H; the
 //! DOS Transformer: 8 × 64 on a 128-wide model). Saves the packed qkv and each score row's
 //! log-sum-exp, not the (B, H, T, T) probabilities. Backward accumulates the projections' grads
-//! and returns dx.
+//! and returns dx. Runs on the input's device; the key mask is on the same device.
 
 use super::linear::Linear;
-use super::{no_cuda_kernel, saved};
-use crate::engine::ops::attention::{attention_backward, attention_forward, AttnDims};
-use crate::engine::tensor::{Device, Module, Param, Tensor};
+use super::saved;
+use crate::engine::ops;
+use crate::engine::ops::attention::AttnDims;
+use crate::engine::tensor::{Indices, Module, Param, Tensor};
 use rand::Rng;
 
 struct Saved {
-    qkv: Tensor,                   // (B, T, 3·H·hs)
-    lse: Vec<f32>,                 // (B, H, T)
-    key_valid: Option<Vec<bool>>,  // (B, T)
+    qkv: Tensor,                  // (B, T, 3·H·hs)
+    lse: Tensor,                  // (B, H, T)
+    key_valid: Option<Indices>,   // (B, T), 1 = real token
     dims: AttnDims,
 }
 
@@ -39,28 +40,19 @@ impl MultiHeadAttention {
     }
 
     /// y (B, T, C) = attention(x (B, T, C)) with `key_valid` (B, T) marking real tokens.
-    pub fn forward(&mut self, x: &Tensor, key_valid: Option<&[bool]>) -> Tensor {
+    pub fn forward(&mut self, x: &Tensor, key_valid: Option<&Indices>) -> Tensor {
         assert_eq!(x.shape.len(), 3, "{}: input must be (B, T, C), got {:?}", self.qkv.weight.name, x.shape);
         let dims = AttnDims { b: x.shape[0], t: x.shape[1], h: self.heads, hs: self.head_size };
         let qkv = self.qkv.forward(x); // (B, T, 3·H·hs)
-        let mut att = Tensor::zeros(&[dims.b, dims.t, dims.inner()]);
-        let mut lse = vec![0.0f32; dims.b * dims.h * dims.t];
-        match x.device() {
-            Device::Cpu => attention_forward(att.data_mut(), &mut lse, qkv.data(), key_valid, dims),
-            Device::Cuda(_) => no_cuda_kernel("MultiHeadAttention"),
-        }
-        self.saved = Some(Saved { qkv, lse, key_valid: key_valid.map(|m| m.to_vec()), dims });
+        let (att, lse) = ops::attention(&qkv, key_valid, dims);
+        self.saved = Some(Saved { qkv, lse, key_valid: key_valid.cloned(), dims });
         self.proj.forward(&att)
     }
 
     pub fn backward(&mut self, dout: &Tensor) -> Tensor {
         let datt = self.proj.backward(dout); // (B, T, H·hs)
         let sv = saved(&mut self.saved, &self.qkv.weight.name);
-        let mut dqkv = Tensor::zeros(&sv.qkv.shape);
-        match dout.device() {
-            Device::Cpu => attention_backward(dqkv.data_mut(), datt.data(), sv.qkv.data(), &sv.lse, sv.key_valid.as_deref(), sv.dims),
-            Device::Cuda(_) => no_cuda_kernel("MultiHeadAttention"),
-        }
+        let dqkv = ops::attention_grad(&datt, &sv.qkv, &sv.lse, sv.key_valid.as_ref(), sv.dims);
         self.qkv.backward(&dqkv)
     }
 }

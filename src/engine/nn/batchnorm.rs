@@ -8,18 +8,21 @@
 //! apply it to the per-channel sums, so every rank normalises with the global batch statistics;
 //! `forward` / `backward` are the same with no reduction. Backward accumulates dweight, dbias.
 
-use super::{no_cuda_kernel, saved};
-use crate::engine::ops::batchnorm::*;
-use crate::engine::tensor::{Device, Module, Param, Tensor};
+use super::saved;
+use crate::engine::ops::batchnorm::{self as bn, ChannelSums};
+use crate::engine::tensor::{Module, Param, Tensor};
 use anyhow::{bail, Result};
 
 struct Saved {
-    input: Tensor,   // (N, C, S)
-    mean: Vec<f32>,  // (C) batch mean in training, running mean in evaluation
-    rstd: Vec<f32>,  // (C)
-    count: usize,    // global elements per channel (training)
+    input: Tensor,  // (N, C, S)
+    mean: Tensor,   // (C) batch mean in training, running mean in evaluation
+    rstd: Tensor,   // (C)
+    count: usize,   // global elements per channel (training)
     training: bool,
 }
+
+/// An all-reduce (sum in place across ranks) of SyncBN's f64 payloads; None in one process.
+type AllReduce<'a, 'b> = Option<&'a mut (dyn FnMut(&mut [f64]) + 'b)>;
 
 pub struct BatchNorm {
     pub weight: Param,         // (C)
@@ -54,79 +57,83 @@ impl BatchNorm {
         self.weight.value.numel()
     }
 
-    /// (N, C, S) view of an input shape.
-    fn dims(&self, shape: &[usize]) -> Result<(usize, usize, usize)> {
+    /// Checks an input shape is (N, C) or (N, C, …).
+    fn check_shape(&self, shape: &[usize]) -> Result<()> {
         let c = self.channels();
         if shape.len() < 2 || shape[1] != c {
             bail!("{}: input {shape:?} must be (N, {c}) or (N, {c}, …)", self.weight.name);
         }
-        Ok((shape[0], c, shape[2..].iter().product()))
+        Ok(())
     }
 
     /// Single-process forward.
     pub fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
-        self.forward_synced(x, &mut |_| {})
+        self.forward_with(x, None)
     }
 
     /// Forward with `allreduce` summing, in place across ranks, a vector [Σx (C), Σx² (C), count].
     /// In training every rank must call it (and `backward_synced`), even with an empty local batch.
     pub fn forward_synced(&mut self, x: &Tensor, allreduce: &mut dyn FnMut(&mut [f64])) -> Result<Tensor> {
-        let (n, c, s) = self.dims(&x.shape)?;
-        let mut out = Tensor::zeros(&x.shape);
-        let (mut mean, mut rstd) = (vec![0.0f32; c], vec![0.0f32; c]);
+        self.forward_with(x, Some(allreduce))
+    }
+
+    fn forward_with(&mut self, x: &Tensor, allreduce: AllReduce) -> Result<Tensor> {
+        self.check_shape(&x.shape)?;
+        let (n, c, s) = bn::ncs(&x.shape);
         let mut count = n * s;
-        match x.device() {
-            Device::Cpu => {
-                if self.training {
-                    let mut sums = vec![0.0f64; 2 * c + 1];
-                    batchnorm_local_sums(&mut sums[..2 * c], x.data(), n, c, s);
-                    sums[2 * c] = count as f64;
-                    allreduce(&mut sums);
-                    count = sums[2 * c].round() as usize;
-                    if count < 2 {
-                        bail!("{}: training needs more than one value per channel, got input {:?} (global count {count})", self.weight.name, x.shape);
-                    }
-                    let mut var = vec![0.0f32; c];
-                    batchnorm_stats_from_sums(&mut mean, &mut rstd, &mut var, &sums[..2 * c], count, self.eps);
-                    batchnorm_update_running(self.running_mean.data_mut(), self.running_var.data_mut(), &mean, &var, count, self.momentum);
-                } else {
-                    mean.copy_from_slice(self.running_mean.data());
-                    batchnorm_eval_rstd(&mut rstd, self.running_var.data(), self.eps);
-                }
-                batchnorm_normalize(out.data_mut(), x.data(), self.weight.value.data(), self.bias.value.data(), &mean, &rstd, n, c, s);
+        let (mean, rstd) = if self.training {
+            let mut sums = bn::channel_sums(x);
+            if let Some(reduce) = allreduce {
+                // The all-reduce boundary: the 2C sums and the count travel through the host.
+                let mut payload = sums.to_host();
+                payload.push(count as f64);
+                reduce(&mut payload);
+                count = payload[2 * c].round() as usize;
+                sums = ChannelSums::from_host(&payload[..2 * c], x.device());
             }
-            Device::Cuda(_) => no_cuda_kernel("BatchNorm"),
-        }
+            if count < 2 {
+                bail!("{}: training needs more than one value per channel, got input {:?} (global count {count})", self.weight.name, x.shape);
+            }
+            let (mean, rstd, var) = bn::stats_from_sums(&sums, count, self.eps);
+            bn::update_running(&mut self.running_mean, &mut self.running_var, &mean, &var, count, self.momentum);
+            (mean, rstd)
+        } else {
+            (self.running_mean.clone(), bn::eval_rstd(&self.running_var, self.eps))
+        };
+        let out = bn::normalize(x, &self.weight.value, &self.bias.value, &mean, &rstd);
         self.saved = Some(Saved { input: x.clone(), mean, rstd, count, training: self.training });
         Ok(out)
     }
 
     /// Single-process backward.
     pub fn backward(&mut self, dout: &Tensor) -> Tensor {
-        self.backward_synced(dout, &mut |_| {})
+        self.backward_with(dout, None)
     }
 
     /// Backward with `allreduce` summing [Σdy (C), Σdy·x̂ (C)] across ranks (training mode only).
     pub fn backward_synced(&mut self, dout: &Tensor, allreduce: &mut dyn FnMut(&mut [f64])) -> Tensor {
+        self.backward_with(dout, Some(allreduce))
+    }
+
+    fn backward_with(&mut self, dout: &Tensor, allreduce: AllReduce) -> Tensor {
         let sv = saved(&mut self.saved, &self.weight.name);
-        let (n, c, s) = self.dims(&sv.input.shape).expect("shape checked in forward");
         assert_eq!(dout.shape, sv.input.shape, "{}: dout shape differs from the input's", self.weight.name);
-        let mut dx = Tensor::zeros(&dout.shape);
-        let (w, dw, db) = (self.weight.value.data(), self.weight.grad.data_mut(), self.bias.grad.data_mut());
-        match dout.device() {
-            Device::Cpu if sv.training => {
-                let mut local = vec![0.0f64; 2 * c];
-                batchnorm_backward_local_sums(&mut local, dout.data(), sv.input.data(), &sv.mean, &sv.rstd, n, c, s);
-                let mut global = local.clone();
-                allreduce(&mut global);
-                batchnorm_backward_apply(
-                    dx.data_mut(), dw, db, dout.data(), sv.input.data(), w, &sv.mean, &sv.rstd, &local, &global, sv.count, n, c, s,
-                );
-            }
-            Device::Cpu => batchnorm_backward_eval(dx.data_mut(), dw, db, dout.data(), sv.input.data(), w, &sv.mean, &sv.rstd, n, c, s),
-            Device::Cuda(_) => no_cuda_kernel("BatchNorm"),
+        let (w, dw, db) = (&self.weight.value, &mut self.weight.grad, &mut self.bias.grad);
+        if !sv.training {
+            return bn::grad_eval(dout, &sv.input, w, &sv.mean, &sv.rstd, dw, db);
         }
-        dx
+        let local = bn::grad_channel_sums(dout, &sv.input, &sv.mean, &sv.rstd);
+        let reduced;
+        let global = match allreduce {
+            Some(reduce) => {
+                let mut payload = local.to_host();
+                reduce(&mut payload);
+                reduced = ChannelSums::from_host(&payload, dout.device());
+                &reduced
+            }
+            None => &local,
+        };
+        bn::grad_apply(dout, &sv.input, w, &sv.mean, &sv.rstd, &local, global, sv.count, dw, db)
     }
 }
 

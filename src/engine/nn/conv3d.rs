@@ -101,7 +101,7 @@ impl Conv3d {
             Device::Cpu => conv3d_forward(
                 out.data_mut(), x.data(), self.weight.value.data(), self.bias.as_ref().map(|b| b.value.data()), &dims,
             ),
-            Device::Cuda(_) => no_cuda_kernel("Conv3d"),
+            Device::Cuda(_) | Device::CudaSim => no_cuda_kernel("Conv3d"),
         }
         self.saved_input = Some(x.clone());
         out
@@ -134,7 +134,7 @@ impl Conv3d {
                 self.weight.value.data(),
                 &dims,
             ),
-            Device::Cuda(_) => no_cuda_kernel("Conv3d"),
+            Device::Cuda(_) | Device::CudaSim => no_cuda_kernel("Conv3d"),
         }
         dinp
     }

@@ -1,15 +1,18 @@
 //! `Embedding`: a (V, C) table looked up by u32 ids; PyTorch init N(0, 1). Backward scatter-adds
 //! into the table gradient; ids have no gradient. Out-of-range ids are an error naming the id.
+//! Runs on the table's device (`ops::embedding`); the ids, host batch data, are checked and
+//! uploaded there by the forward.
 
-use super::{no_cuda_kernel, saved};
-use crate::engine::ops::embedding::{embedding_backward, embedding_forward};
-use crate::engine::tensor::{Device, Module, Param, Tensor};
+use super::saved;
+use crate::engine::ops;
+use crate::engine::ops::embedding::TokenIds;
+use crate::engine::tensor::{Module, Param, Tensor};
 use anyhow::Result;
 use rand::Rng;
 
 pub struct Embedding {
     pub table: Param,  // (V, C)
-    ids: Option<Vec<u32>>,
+    ids: Option<TokenIds>,
 }
 
 impl Embedding {
@@ -34,26 +37,20 @@ impl Embedding {
     /// out (…, C) for ids of shape `shape` (…).
     pub fn forward(&mut self, ids: &[u32], shape: &[usize]) -> Result<Tensor> {
         assert_eq!(shape.iter().product::<usize>(), ids.len(), "Embedding: ids do not fill shape {shape:?}");
+        let ids = TokenIds::new(ids, self.vocab(), self.table.value.device())
+            .map_err(|e| e.context(format!("embedding table {}", self.table.name)))?;
         let mut out_shape = shape.to_vec();
         out_shape.push(self.dim());
-        let mut out = Tensor::zeros(&out_shape);
-        match self.table.value.device() {
-            Device::Cpu => embedding_forward(out.data_mut(), ids, self.table.value.data(), self.dim(), self.vocab())
-                .map_err(|e| e.context(format!("embedding table {}", self.table.name)))?,
-            Device::Cuda(_) => no_cuda_kernel("Embedding"),
-        }
-        self.ids = Some(ids.to_vec());
+        let out = ops::embedding(&self.table.value, &ids).reshape(&out_shape);
+        self.ids = Some(ids);
         Ok(out)
     }
 
     /// table grad += scatter of dout (…, C).
     pub fn backward(&mut self, dout: &Tensor) -> Result<()> {
         let ids = saved(&mut self.ids, &self.table.name);
-        let (c, v) = (self.dim(), self.vocab());
-        match dout.device() {
-            Device::Cpu => embedding_backward(self.table.grad.data_mut(), dout.data(), &ids, c, v),
-            Device::Cuda(_) => no_cuda_kernel("Embedding"),
-        }
+        ops::embedding_grad(&mut self.table.grad, dout, &ids);
+        Ok(())
     }
 }
 

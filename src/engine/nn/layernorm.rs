@@ -1,16 +1,17 @@
 //! `LayerNorm` over the last dimension (PyTorch `nn.LayerNorm`, elementwise affine): weight 1,
 //! bias 0 at init, neither decays under AdamW. Saves the input, mean and rstd per row.
-//! Backward accumulates dweight, dbias and returns dx.
+//! Backward accumulates dweight, dbias and returns dx. Runs on the input's device
+//! (`ops::layernorm`).
 
-use super::{no_cuda_kernel, rows_and_features, saved};
-use crate::engine::ops::layernorm::{layernorm_backward, layernorm_forward};
-use crate::engine::tensor::{Device, Module, Param, Tensor};
+use super::{rows_and_features, saved};
+use crate::engine::ops;
+use crate::engine::tensor::{Module, Param, Tensor};
 
 pub struct LayerNorm {
     pub weight: Param,  // (C)
     pub bias: Param,    // (C)
     pub eps: f32,
-    saved: Option<(Tensor, Vec<f32>, Vec<f32>)>,  // input (N, C), mean (N), rstd (N)
+    saved: Option<(Tensor, Tensor, Tensor)>,  // input (N, C), mean (N), rstd (N)
 }
 
 impl LayerNorm {
@@ -29,33 +30,16 @@ impl LayerNorm {
 
     /// y (…, C) = layernorm(x (…, C)).
     pub fn forward(&mut self, x: &Tensor) -> Tensor {
-        let c = self.features();
-        let n = rows_and_features(x, &self.weight.name, c);
-        let mut out = Tensor::zeros(&x.shape);
-        let (mut mean, mut rstd) = (vec![0.0; n], vec![0.0; n]);
-        match x.device() {
-            Device::Cpu => layernorm_forward(
-                out.data_mut(), &mut mean, &mut rstd, x.data(), self.weight.value.data(), self.bias.value.data(), n, c, self.eps,
-            ),
-            Device::Cuda(_) => no_cuda_kernel("LayerNorm"),
-        }
+        rows_and_features(x, &self.weight.name, self.features());
+        let (out, mean, rstd) = ops::layernorm(x, &self.weight.value, &self.bias.value, self.eps);
         self.saved = Some((x.clone(), mean, rstd));
         out
     }
 
     pub fn backward(&mut self, dout: &Tensor) -> Tensor {
         let (x, mean, rstd) = saved(&mut self.saved, &self.weight.name);
-        let c = self.features();
-        let n = rows_and_features(dout, &self.weight.name, c);
-        let mut dx = Tensor::zeros(&x.shape);
-        match dout.device() {
-            Device::Cpu => layernorm_backward(
-                dx.data_mut(), self.weight.grad.data_mut(), self.bias.grad.data_mut(), dout.data(), x.data(),
-                self.weight.value.data(), &mean, &rstd, n, c,
-            ),
-            Device::Cuda(_) => no_cuda_kernel("LayerNorm"),
-        }
-        dx
+        rows_and_features(dout, &self.weight.name, self.features());
+        ops::layernorm_grad(dout, &x, &self.weight.value, &mean, &rstd, &mut self.weight.grad, &mut self.bias.grad)
     }
 }
 

@@ -2,9 +2,9 @@
 //! default initialisation: kaiming-uniform with a = √5, i.e. W ~ U(±1/√fan_in), and b ~ U(±1/√fan_in).
 //! Weights decay under AdamW, biases do not. Backward accumulates dW, db and returns dx.
 
-use super::{no_cuda_kernel, rows_and_features, saved, with_last_dim};
-use crate::engine::ops::linear::{linear_backward, linear_forward};
-use crate::engine::tensor::{Device, Module, Param, Tensor};
+use super::{rows_and_features, saved};
+use crate::engine::ops;
+use crate::engine::tensor::{Module, Param, Tensor};
 use rand::Rng;
 
 pub struct Linear {
@@ -25,17 +25,10 @@ impl Linear {
         Linear { weight: Param::new(format!("{name}.weight"), w, true), bias: b, in_features, out_features, input: None }
     }
 
-    /// y (…, OC) from x (…, C); saves x.
+    /// y (…, OC) from x (…, C), on x's device; saves x.
     pub fn forward(&mut self, x: &Tensor) -> Tensor {
-        let n = rows_and_features(x, &self.weight.name, self.in_features);
-        let mut out = Tensor::zeros(&with_last_dim(&x.shape, self.out_features));
-        match x.device() {
-            Device::Cpu => linear_forward(
-                out.data_mut(), x.data(), self.weight.value.data(), self.bias.as_ref().map(|b| b.value.data()),
-                n, self.in_features, self.out_features,
-            ),
-            Device::Cuda(_) => no_cuda_kernel("Linear"),
-        }
+        rows_and_features(x, &self.weight.name, self.in_features);
+        let out = ops::linear(x, &self.weight.value, self.bias.as_ref().map(|b| &b.value));
         self.input = Some(x.clone());
         out
     }
@@ -43,16 +36,9 @@ impl Linear {
     /// dx (…, C) from dy (…, OC); dW += dyᵀx, db += Σdy.
     pub fn backward(&mut self, dout: &Tensor) -> Tensor {
         let x = saved(&mut self.input, &self.weight.name);
-        let n = rows_and_features(dout, &self.weight.name, self.out_features);
-        let mut dx = Tensor::zeros(&x.shape);
-        match dout.device() {
-            Device::Cpu => linear_backward(
-                Some(dx.data_mut()), self.weight.grad.data_mut(), self.bias.as_mut().map(|b| b.grad.data_mut()),
-                dout.data(), x.data(), self.weight.value.data(), n, self.in_features, self.out_features,
-            ),
-            Device::Cuda(_) => no_cuda_kernel("Linear"),
-        }
-        dx
+        rows_and_features(dout, &self.weight.name, self.out_features);
+        let dx = ops::linear_grad(dout, &x, &self.weight.value, &mut self.weight.grad, self.bias.as_mut().map(|b| &mut b.grad), true);
+        dx.expect("dx was requested")
     }
 }
 
@@ -69,6 +55,7 @@ impl Module for Linear {
 mod tests {
     use super::*;
     use crate::engine::gradcheck::random_vec;
+    use crate::engine::ops::linear::{linear_backward, linear_forward};
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 

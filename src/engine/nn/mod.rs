@@ -53,57 +53,7 @@ pub(crate) fn rows_and_features(x: &Tensor, layer: &str, features: usize) -> usi
     x.numel() / features.max(1)
 }
 
-/// Same shape as `like` with the last dimension replaced.
-pub(crate) fn with_last_dim(like: &[usize], last: usize) -> Vec<usize> {
-    let mut s = like.to_vec();
-    *s.last_mut().expect("non-scalar shape") = last;
-    s
-}
-
-/// a + b elementwise into a new tensor (residual connections).
-pub fn add(a: &Tensor, b: &Tensor) -> Tensor {
-    assert_eq!(a.shape, b.shape, "add: shapes differ");
-    let data = a.data().iter().zip(b.data()).map(|(x, y)| x + y).collect();
-    Tensor::from_vec(&a.shape, data)
-}
-
-/// a += b elementwise (accumulating gradients of a residual's two branches).
-pub fn add_assign(a: &mut Tensor, b: &Tensor) {
-    assert_eq!(a.shape, b.shape, "add_assign: shapes differ");
-    a.data_mut().iter_mut().zip(b.data()).for_each(|(x, y)| *x += y);
-}
-
-/// Concatenate tensors along the last dimension: (…, C₁), (…, C₂) → (…, C₁ + C₂).
-pub fn concat_last(parts: &[&Tensor]) -> Tensor {
-    assert!(!parts.is_empty(), "concat_last: nothing to concatenate");
-    let lead = &parts[0].shape[..parts[0].shape.len() - 1];
-    assert!(parts.iter().all(|p| &p.shape[..p.shape.len() - 1] == lead), "concat_last: leading shapes differ");
-    let widths: Vec<usize> = parts.iter().map(|p| *p.shape.last().unwrap()).collect();
-    let total: usize = widths.iter().sum();
-    let rows: usize = lead.iter().product();
-    let mut data = Vec::with_capacity(rows * total);
-    for r in 0..rows {
-        for (p, &w) in parts.iter().zip(&widths) {
-            data.extend_from_slice(&p.data()[r * w..(r + 1) * w]);
-        }
-    }
-    Tensor::from_vec(&with_last_dim(&parts[0].shape, total), data)
-}
-
-/// The backward of `concat_last`: split (…, Σ Cᵢ) into (…, Cᵢ) pieces.
-pub fn split_last(t: &Tensor, widths: &[usize]) -> Vec<Tensor> {
-    let total: usize = widths.iter().sum();
-    let rows = rows_and_features(t, "split_last", total);
-    let mut out: Vec<Vec<f32>> = widths.iter().map(|w| Vec::with_capacity(rows * w)).collect();
-    for row in t.data().chunks_exact(total.max(1)).take(rows) {
-        let mut off = 0;
-        for (o, &w) in out.iter_mut().zip(widths) {
-            o.extend_from_slice(&row[off..off + w]);
-            off += w;
-        }
-    }
-    out.into_iter().zip(widths).map(|(d, &w)| Tensor::from_vec(&with_last_dim(&t.shape, w), d)).collect()
-}
+pub use crate::engine::ops::elementwise::{add, add_assign, concat_last, split_last};
 
 /// Take a layer's saved activation or panic naming the layer (backward without forward).
 pub(crate) fn saved<T>(slot: &mut Option<T>, layer: &str) -> T {
@@ -116,7 +66,7 @@ mod tests {
     use super::*;
     use crate::engine::gradcheck::{check_module_gradients, random_vec};
     use crate::engine::ops::gelu::GeluKind;
-    use crate::engine::tensor::Module;
+    use crate::engine::tensor::{Indices, Module};
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
     use std::collections::HashSet;
@@ -145,7 +95,7 @@ mod tests {
             let x = Tensor::from_vec(&[3, 4, 8], random_vec(96, 2, 1.0));
             check_module_gradients(
                 &format!("transformer block (norm_first = {norm_first})"), &mut block, &x,
-                |m, x| m.forward(x, Some(&VALID)), |m, d| m.backward(d), 1e-2, 3e-3, 5e-3,
+                |m, x| m.forward(x, Some(&Indices::from_mask(&VALID))), |m, d| m.backward(d), 1e-2, 3e-3, 5e-3,
             );
         }
     }
@@ -154,11 +104,11 @@ mod tests {
     fn transformer_block_outputs_ignore_padded_tokens_and_stay_finite() {
         let mut block = TransformerBlock::new("blk", &small_cfg(), &mut ChaCha8Rng::seed_from_u64(1));
         let x = Tensor::from_vec(&[3, 4, 8], random_vec(96, 2, 1.0));
-        let y1 = block.forward(&x, Some(&VALID));
+        let y1 = block.forward(&x, Some(&Indices::from_mask(&VALID)));
         let mut x2 = x.clone();
         // Change the padded token of sample 1 (t = 3); real tokens of sample 1 must not move.
         x2.data_mut()[(4 + 3) * 8..(4 + 4) * 8].iter_mut().for_each(|v| *v += 5.0);
-        let y2 = block.forward(&x2, Some(&VALID));
+        let y2 = block.forward(&x2, Some(&Indices::from_mask(&VALID)));
         assert_eq!(&y1.data()[32..56], &y2.data()[32..56]);
         assert!(y1.data().iter().all(|v| v.is_finite()));
         let dx = block.backward(&Tensor::from_vec(&[3, 4, 8], vec![1.0; 96]));
@@ -194,7 +144,7 @@ mod tests {
         let mut mha = MultiHeadAttention::new("attn", 8, 2, 3, true, &mut ChaCha8Rng::seed_from_u64(3));
         let x = Tensor::from_vec(&[3, 4, 8], random_vec(96, 4, 1.0));
         let dy = Tensor::from_vec(&[3, 4, 8], random_vec(96, 5, 1.0));
-        let y = mha.forward(&x, Some(&VALID));
+        let y = mha.forward(&x, Some(&Indices::from_mask(&VALID)));
         mha.zero_grad();
         let dx = mha.backward(&dy);
         let d = AttnDims { b: 3, t: 4, h: 2, hs: 3 };
@@ -369,12 +319,13 @@ mod tests {
                 rows.iter().map(|&ti| x.data()[(bi * t + ti) * c] * x.data()[(bi * t + ti) * c + 1]).sum::<f32>() / rows.len() as f32
             })
             .collect();
+        let valid_idx = Indices::from_mask(&valid);
         let mut opt = AdamW::new(AdamWConfig { weight_decay: 1e-4, ..AdamWConfig::default() });
         let schedule = WarmupCosine { peak_lr: 1e-2, warmup_steps: 20, total_steps: 300, final_lr: 1e-4 };
         let mut losses = Vec::new();
         for step in 0..300 {
             let h = model.embed.forward(&x);
-            let h = model.block.forward(&h, Some(&valid));
+            let h = model.block.forward(&h, Some(&valid_idx));
             let mut pooled = Tensor::zeros(&[b, d]);
             masked_mean_forward(pooled.data_mut(), h.data(), Some(&valid), b, t, d);
             let pred = model.head.forward(&pooled);

@@ -6,6 +6,8 @@
 //!
 //! with FFN(z) = W₂·act(W₁·z). Children are named `<prefix>.ln1`, `.attn`, `.ln2`, `.fc1`, `.fc2`.
 //! Backward accumulates every child's parameter grads and returns dx (residual branches summed).
+//! Every step is a tensor-level op (through the child layers), so the block runs on the device its
+//! input and parameters live on.
 
 use super::activation::{Act, Activation};
 use super::attention::MultiHeadAttention;
@@ -13,7 +15,7 @@ use super::layernorm::LayerNorm;
 use super::linear::Linear;
 use super::{add, add_assign};
 use crate::engine::ops::gelu::GeluKind;
-use crate::engine::tensor::{Module, Param, Tensor};
+use crate::engine::tensor::{Indices, Module, Param, Tensor};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -70,8 +72,8 @@ impl TransformerBlock {
         }
     }
 
-    /// y (B, T, C) from x (B, T, C); `key_valid` (B, T) marks real tokens.
-    pub fn forward(&mut self, x: &Tensor, key_valid: Option<&[bool]>) -> Tensor {
+    /// y (B, T, C) from x (B, T, C); `key_valid` (B, T) marks real tokens (1), on x's device.
+    pub fn forward(&mut self, x: &Tensor, key_valid: Option<&Indices>) -> Tensor {
         if self.norm_first {
             let a = self.ln1.forward(x);
             let a = self.attn.forward(&a, key_valid);

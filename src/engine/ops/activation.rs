@@ -6,9 +6,92 @@
 //! Sigmoid is evaluated from exp(−|x|) so neither tail overflows. exp is `fast_exp`, a branch-free
 //! polynomial that vectorises (libm's expf is a call per element: ~9 % of a PotNet step was
 //! spent in it); it is within a few ulp of libm over the whole f32 range.
+//!
+//! [`Activation`] names one of these (or GELU, `ops::gelu`) as a value chosen in configs;
+//! [`activate`] and [`activate_grad`] are the tensor-level ops with their one device dispatch (the
+//! GPU arm launches `kernels/activation.cu`, engine::gpu::activation).
 
+use super::gelu::{gelu_backward, gelu_forward, GeluKind};
 use super::PAR_CHUNK;
+use crate::engine::gpu::{self, device_ok, gpu_of, gpu_vec_mut};
+use crate::engine::tensor::{Storage, Tensor};
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// A pointwise nonlinearity.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    Identity,
+    Relu,
+    Sigmoid,
+    Silu,
+    Gelu(GeluKind),
+    /// PyTorch `Softplus(beta, threshold)`; defaults 1 and 20.
+    Softplus { beta: f32, threshold: f32 },
+}
+
+impl Activation {
+    /// PyTorch's default softplus.
+    pub const SOFTPLUS: Activation = Activation::Softplus { beta: 1.0, threshold: 20.0 };
+
+    /// out = act(inp), same length (the CPU reference).
+    pub fn forward(self, out: &mut [f32], inp: &[f32]) {
+        match self {
+            Activation::Identity => out.copy_from_slice(inp),
+            Activation::Relu => relu_forward(out, inp),
+            Activation::Sigmoid => sigmoid_forward(out, inp),
+            Activation::Silu => silu_forward(out, inp),
+            Activation::Gelu(k) => gelu_forward(out, inp, k),
+            Activation::Softplus { beta, threshold } => softplus_forward(out, inp, beta, threshold),
+        }
+    }
+
+    /// dinp = act'(inp) · dout (written; the CPU reference).
+    pub fn backward(self, dinp: &mut [f32], dout: &[f32], inp: &[f32]) {
+        match self {
+            Activation::Identity => dinp.copy_from_slice(dout),
+            Activation::Relu => relu_backward(dinp, dout, inp),
+            Activation::Sigmoid => sigmoid_backward(dinp, dout, inp),
+            Activation::Silu => silu_backward(dinp, dout, inp),
+            Activation::Gelu(k) => gelu_backward(dinp, dout, inp, k),
+            Activation::Softplus { beta, threshold } => softplus_backward(dinp, dout, inp, beta, threshold),
+        }
+    }
+}
+
+/// y = act(x) on x's device.
+pub fn activate(kind: Activation, x: &Tensor) -> Tensor {
+    if kind == Activation::Identity {
+        return x.clone();
+    }
+    let mut out = device_ok(Tensor::uninit_on(&x.shape, x.device()), "activation");
+    match &x.storage {
+        Storage::Cpu(xd) => kind.forward(out.data_mut(), xd),
+        Storage::Gpu(xd) => {
+            let g = gpu_of(x).clone();
+            device_ok(gpu::activation::forward(&g, kind, gpu_vec_mut(&mut out, "activation"), xd), "activation");
+        }
+    }
+    out
+}
+
+/// dx = act'(x) · dy on dy's device (x: the forward's input).
+pub fn activate_grad(kind: Activation, dy: &Tensor, x: &Tensor) -> Tensor {
+    assert_eq!(dy.shape, x.shape, "activation backward: dy {:?} and x {:?} differ", dy.shape, x.shape);
+    if kind == Activation::Identity {
+        return dy.clone();
+    }
+    let mut dx = device_ok(Tensor::uninit_on(&x.shape, x.device()), "activation_grad");
+    match &dy.storage {
+        Storage::Cpu(g) => kind.backward(dx.data_mut(), g, x.data()),
+        Storage::Gpu(g) => {
+            let gpu = gpu_of(dy).clone();
+            device_ok(gpu::activation::backward(&gpu, kind, gpu_vec_mut(&mut dx, "activation_grad"), g, x.gpu_vec()), "activation_grad");
+        }
+    }
+    dx
+}
 
 /// out[i] = f(inp[i]) in parallel chunks.
 fn map1(out: &mut [f32], inp: &[f32], what: &str, f: impl Fn(f32) -> f32 + Sync) {

@@ -23,10 +23,68 @@
 //! output rows by 1/Σ instead of the (T, T) probabilities. (Profile of a DOS step before this:
 //! ≈ 20 % of the time in expf and the scalar softmax loops.) Results do not depend on the
 //! thread count. Backward writes (=) the qkv gradient (there are no parameters).
+//!
+//! [`attention`] and [`attention_grad`] are the tensor-level ops with their one device dispatch:
+//! the CPU arm is the slice reference below, the GPU arm cuBLAS batched GEMMs around
+//! `kernels/attention.cu` (engine::gpu::attention), with the same saved lse and recomputed P.
 
 use super::activation::fast_exp;
 use super::matmul::sgemm_strided;
+use crate::engine::gpu::{self, device_ok, gpu_of, gpu_vec_mut, opt_indices_ptr};
+use crate::engine::tensor::{Indices, Storage, Tensor};
 use rayon::prelude::*;
+
+/// A (B, T) padding mask as the CPU reference takes it (true = valid).
+pub(crate) fn mask_bools(m: Option<&Indices>) -> Option<Vec<bool>> {
+    m.map(|m| m.host().iter().map(|&v| v != 0).collect())
+}
+
+fn check_mask_len(key_valid: Option<&Indices>, d: AttnDims) {
+    if let Some(m) = key_valid {
+        assert_eq!(m.len(), d.b * d.t, "attention: key_valid must be (B, T) for {d:?}");
+    }
+}
+
+/// (out (B, T, H·hs), lse (B, H, T)) = masked attention of the packed qkv (B, T, 3·H·hs), on
+/// qkv's device; `key_valid` (B, T) (1 = real token) on the same device.
+pub fn attention(qkv: &Tensor, key_valid: Option<&Indices>, d: AttnDims) -> (Tensor, Tensor) {
+    check_mask_len(key_valid, d);
+    let dev = qkv.device();
+    let mut out = device_ok(Tensor::uninit_on(&[d.b, d.t, d.inner()], dev), "attention");
+    let mut lse = device_ok(Tensor::uninit_on(&[d.b, d.h, d.t], dev), "attention");
+    match &qkv.storage {
+        Storage::Cpu(q) => attention_forward(out.data_mut(), lse.data_mut(), q, mask_bools(key_valid).as_deref(), d),
+        Storage::Gpu(q) => {
+            d.check(q.len(), None);
+            let g = gpu_of(qkv).clone();
+            let r = gpu::attention::forward(
+                &g, gpu_vec_mut(&mut out, "attention"), gpu_vec_mut(&mut lse, "attention"), q, opt_indices_ptr(key_valid), d,
+                gpu::attention::SCORE_BYTES_CAP,
+            );
+            device_ok(r, "attention");
+        }
+    }
+    (out, lse)
+}
+
+/// The backward of [`attention`]: dqkv (B, T, 3·H·hs) from dout (B, T, H·hs).
+pub fn attention_grad(dout: &Tensor, qkv: &Tensor, lse: &Tensor, key_valid: Option<&Indices>, d: AttnDims) -> Tensor {
+    check_mask_len(key_valid, d);
+    let mut dqkv = device_ok(Tensor::uninit_on(&qkv.shape, qkv.device()), "attention_grad");
+    match &dout.storage {
+        Storage::Cpu(g) => attention_backward(dqkv.data_mut(), g, qkv.data(), lse.data(), mask_bools(key_valid).as_deref(), d),
+        Storage::Gpu(g) => {
+            d.check(qkv.numel(), None);
+            let gpu = gpu_of(dout).clone();
+            let r = gpu::attention::backward(
+                &gpu, gpu_vec_mut(&mut dqkv, "attention_grad"), g, qkv.gpu_vec(), lse.gpu_vec(), opt_indices_ptr(key_valid), d,
+                gpu::attention::SCORE_BYTES_CAP,
+            );
+            device_ok(r, "attention_grad");
+        }
+    }
+    dqkv
+}
 
 /// Sizes of one attention call: batch, sequence length, heads, head size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

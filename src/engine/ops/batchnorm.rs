@@ -17,7 +17,17 @@
 //!
 //! Sums accumulate in f64 so Σx² − N·μ² keeps its digits for the 32³ charge-density grids.
 //! Backward writes (=) dinp and accumulates (+=) dweight and dbias.
+//!
+//! The tensor-level ops at the end of the file ([`channel_sums`], [`stats_from_sums`],
+//! [`update_running`], [`normalize`], [`grad_channel_sums`], [`grad_apply`], [`grad_eval`],
+//! [`eval_rstd`]) are the same split on any device, with the sums in a [`ChannelSums`]; the GPU
+//! arms launch `kernels/batchnorm.cu`. Everything but the sums is bit-identical to the CPU; the
+//! sums are too while N ≤ the kernels' chunk of samples, and otherwise differ in the last bits
+//! of an f64 (see `engine::gpu::batchnorm`).
 
+use crate::engine::backend::GpuVec;
+use crate::engine::gpu::{self, device_ok};
+use crate::engine::tensor::{Device, Storage, Tensor};
 use anyhow::{bail, Result};
 use rayon::prelude::*;
 
@@ -278,6 +288,235 @@ pub fn batchnorm_backward_eval(
     let zeros = vec![0.0f32; c];
     // dy·w·rstd is the normalisation itself with a zero mean and bias.
     batchnorm_normalize(dinp, dout, weight, &zeros, &zeros, rstd, n, c, s);
+}
+
+/// Per-channel f64 sums (2C values, [Σa (C), Σb (C)]) on a device: what SyncBN all-reduces
+/// between the local-sum and apply steps. On a GPU each f64 is two raw u32 words.
+#[derive(Debug)]
+pub enum ChannelSums {
+    Cpu(Vec<f64>),
+    Gpu(GpuVec<u32>),
+}
+
+impl ChannelSums {
+    /// Number of f64 values (2C).
+    pub fn len(&self) -> usize {
+        match self {
+            ChannelSums::Cpu(v) => v.len(),
+            ChannelSums::Gpu(v) => v.len() / 2,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn device(&self) -> Device {
+        match self {
+            ChannelSums::Cpu(_) => Device::Cpu,
+            ChannelSums::Gpu(v) => v.gpu().device,
+        }
+    }
+
+    /// The sums on the host (a copy from the device: the all-reduce boundary).
+    pub fn to_host(&self) -> Vec<f64> {
+        match self {
+            ChannelSums::Cpu(v) => v.clone(),
+            ChannelSums::Gpu(v) => {
+                let words = device_ok(v.gpu().download(v), "batchnorm sums");
+                words.chunks_exact(2).map(|w| f64::from_bits(w[0] as u64 | (w[1] as u64) << 32)).collect()
+            }
+        }
+    }
+
+    /// Host sums onto `device`.
+    pub fn from_host(sums: &[f64], device: Device) -> ChannelSums {
+        match device {
+            Device::Cpu => ChannelSums::Cpu(sums.to_vec()),
+            d => {
+                let words: Vec<u32> = sums.iter().flat_map(|v| [v.to_bits() as u32, (v.to_bits() >> 32) as u32]).collect();
+                let g = device_ok(crate::engine::backend::gpu(d), "batchnorm sums");
+                ChannelSums::Gpu(device_ok(g.upload(&words), "batchnorm sums"))
+            }
+        }
+    }
+
+    fn gpu_vec(&self) -> &GpuVec<u32> {
+        match self {
+            ChannelSums::Gpu(v) => v,
+            ChannelSums::Cpu(_) => panic!("batchnorm: CPU sums passed to a device op"),
+        }
+    }
+
+    fn host(&self) -> &[f64] {
+        match self {
+            ChannelSums::Cpu(v) => v,
+            ChannelSums::Gpu(v) => panic!("batchnorm: sums on {} passed to a CPU op (use to_host)", v.gpu().device),
+        }
+    }
+}
+
+/// (N, C, S) of a (N, C, …) tensor.
+pub fn ncs(shape: &[usize]) -> (usize, usize, usize) {
+    assert!(shape.len() >= 2, "batchnorm: input {shape:?} must be (N, C, …)");
+    (shape[0], shape[1], shape[2..].iter().product())
+}
+
+fn gpu_out(x: &Tensor, shape: &[usize], op: &str) -> (Tensor, std::sync::Arc<crate::engine::backend::Gpu>) {
+    let g = x.gpu_vec().gpu().clone();
+    (device_ok(Tensor::uninit_on(shape, x.device()), op), g)
+}
+
+fn gv(t: &mut Tensor) -> &mut GpuVec<f32> {
+    match &mut t.storage {
+        Storage::Gpu(v) => v,
+        Storage::Cpu(_) => panic!("batchnorm: a CPU tensor passed to a device op"),
+    }
+}
+
+/// This rank's per-channel [Σx, Σx²] of x (N, C, S).
+pub fn channel_sums(x: &Tensor) -> ChannelSums {
+    let (n, c, s) = ncs(&x.shape);
+    match &x.storage {
+        Storage::Cpu(xd) => {
+            let mut sums = vec![0.0f64; 2 * c];
+            batchnorm_local_sums(&mut sums, xd, n, c, s);
+            ChannelSums::Cpu(sums)
+        }
+        Storage::Gpu(xd) => ChannelSums::Gpu(device_ok(gpu::batchnorm::channel_sums(xd.gpu(), xd, None, n, c, s), "batchnorm sums")),
+    }
+}
+
+/// Batch (mean, rstd, biased var), each (C), from global sums over `count` values per channel.
+pub fn stats_from_sums(sums: &ChannelSums, count: usize, eps: f32) -> (Tensor, Tensor, Tensor) {
+    let c = sums.len() / 2;
+    match sums {
+        ChannelSums::Cpu(sd) => {
+            let (mut mean, mut rstd, mut var) = (vec![0.0f32; c], vec![0.0f32; c], vec![0.0f32; c]);
+            batchnorm_stats_from_sums(&mut mean, &mut rstd, &mut var, sd, count, eps);
+            (Tensor::from_vec(&[c], mean), Tensor::from_vec(&[c], rstd), Tensor::from_vec(&[c], var))
+        }
+        ChannelSums::Gpu(sd) => {
+            let dev = sd.gpu().device;
+            let alloc = || device_ok(Tensor::uninit_on(&[c], dev), "batchnorm stats");
+            let (mut mean, mut rstd, mut var) = (alloc(), alloc(), alloc());
+            device_ok(gpu::batchnorm::stats(sd.gpu(), gv(&mut mean), gv(&mut rstd), gv(&mut var), sd, c, count, eps), "batchnorm stats");
+            (mean, rstd, var)
+        }
+    }
+}
+
+/// running ← (1 − momentum)·running + momentum·batch (unbiased variance over `count` values).
+pub fn update_running(running_mean: &mut Tensor, running_var: &mut Tensor, mean: &Tensor, var: &Tensor, count: usize, momentum: f32) {
+    match (&mut running_mean.storage, &mut running_var.storage) {
+        (Storage::Cpu(rm), Storage::Cpu(rv)) => batchnorm_update_running(rm, rv, mean.data(), var.data(), count, momentum),
+        (Storage::Gpu(rm), Storage::Gpu(rv)) => {
+            let g = rm.gpu().clone();
+            let unbias = count as f32 / (count.max(2) - 1) as f32;
+            device_ok(gpu::batchnorm::update_running(&g, rm, rv, mean.gpu_vec(), var.gpu_vec(), momentum, unbias), "batchnorm running statistics")
+        }
+        _ => panic!("batchnorm: running mean and variance on different devices"),
+    }
+}
+
+/// rstd (C) = 1/√(running_var + eps) (evaluation mode).
+pub fn eval_rstd(running_var: &Tensor, eps: f32) -> Tensor {
+    let c = running_var.numel();
+    match &running_var.storage {
+        Storage::Cpu(rv) => {
+            let mut rstd = vec![0.0f32; c];
+            batchnorm_eval_rstd(&mut rstd, rv, eps);
+            Tensor::from_vec(&[c], rstd)
+        }
+        Storage::Gpu(rv) => {
+            let (mut out, g) = gpu_out(running_var, &[c], "batchnorm eval rstd");
+            device_ok(gpu::batchnorm::eval_rstd(&g, gv(&mut out), rv, eps), "batchnorm eval rstd");
+            out
+        }
+    }
+}
+
+/// out (N, C, S) = (x − mean)·rstd·weight + bias per channel.
+pub fn normalize(x: &Tensor, weight: &Tensor, bias: &Tensor, mean: &Tensor, rstd: &Tensor) -> Tensor {
+    let (n, c, s) = ncs(&x.shape);
+    match &x.storage {
+        Storage::Cpu(xd) => {
+            let mut out = vec![0.0f32; n * c * s];
+            batchnorm_normalize(&mut out, xd, weight.data(), bias.data(), mean.data(), rstd.data(), n, c, s);
+            Tensor::from_vec(&x.shape, out)
+        }
+        Storage::Gpu(xd) => {
+            let (mut out, g) = gpu_out(x, &x.shape, "batchnorm normalize");
+            let p = gpu::batchnorm::ChannelParams { weight: weight.gpu_vec(), bias: bias.gpu_vec(), mean: mean.gpu_vec(), rstd: rstd.gpu_vec() };
+            device_ok(gpu::batchnorm::normalize(&g, gv(&mut out), xd, p, n, c, s), "batchnorm normalize");
+            out
+        }
+    }
+}
+
+/// This rank's per-channel [Σdy, Σdy·x̂] with x̂ = (x − mean)·rstd.
+pub fn grad_channel_sums(dy: &Tensor, x: &Tensor, mean: &Tensor, rstd: &Tensor) -> ChannelSums {
+    let (n, c, s) = ncs(&x.shape);
+    assert_eq!(dy.shape, x.shape, "batchnorm: dout {:?} and input {:?} differ", dy.shape, x.shape);
+    match &dy.storage {
+        Storage::Cpu(dd) => {
+            let mut sums = vec![0.0f64; 2 * c];
+            batchnorm_backward_local_sums(&mut sums, dd, x.data(), mean.data(), rstd.data(), n, c, s);
+            ChannelSums::Cpu(sums)
+        }
+        Storage::Gpu(dd) => {
+            let grad = gpu::batchnorm::GradInputs { x: x.gpu_vec(), mean: mean.gpu_vec(), rstd: rstd.gpu_vec() };
+            ChannelSums::Gpu(device_ok(gpu::batchnorm::channel_sums(dd.gpu(), dd, Some(grad), n, c, s), "batchnorm grad sums"))
+        }
+    }
+}
+
+/// Training-mode backward from sums: returns dinp (written) from the global sums over `count`
+/// values; dweight/dbias += this rank's local sums.
+#[allow(clippy::too_many_arguments)]
+pub fn grad_apply(
+    dy: &Tensor, x: &Tensor, weight: &Tensor, mean: &Tensor, rstd: &Tensor, local: &ChannelSums, global: &ChannelSums, count: usize,
+    dweight: &mut Tensor, dbias: &mut Tensor,
+) -> Tensor {
+    let (n, c, s) = ncs(&x.shape);
+    match &dy.storage {
+        Storage::Cpu(dd) => {
+            let mut dx = vec![0.0f32; n * c * s];
+            batchnorm_backward_apply(
+                &mut dx, dweight.data_mut(), dbias.data_mut(), dd, x.data(), weight.data(), mean.data(), rstd.data(), local.host(), global.host(), count, n, c, s,
+            );
+            Tensor::from_vec(&x.shape, dx)
+        }
+        Storage::Gpu(dd) => {
+            let (mut dx, g) = gpu_out(dy, &x.shape, "batchnorm backward");
+            device_ok(gpu::batchnorm::param_grads(&g, gv(dweight), gv(dbias), local.gpu_vec(), c), "batchnorm backward");
+            let saved = gpu::batchnorm::GradInputs { x: x.gpu_vec(), mean: mean.gpu_vec(), rstd: rstd.gpu_vec() };
+            let r = gpu::batchnorm::backward_apply(&g, gv(&mut dx), dd, weight.gpu_vec(), saved, global.gpu_vec(), count, n, c, s);
+            device_ok(r, "batchnorm backward");
+            dx
+        }
+    }
+}
+
+/// Evaluation-mode backward (running statistics are constants): returns dinp = dy·w·rstd;
+/// dweight += Σdy·x̂, dbias += Σdy.
+pub fn grad_eval(dy: &Tensor, x: &Tensor, weight: &Tensor, mean: &Tensor, rstd: &Tensor, dweight: &mut Tensor, dbias: &mut Tensor) -> Tensor {
+    let (n, c, s) = ncs(&x.shape);
+    match &dy.storage {
+        Storage::Cpu(dd) => {
+            let mut dx = vec![0.0f32; n * c * s];
+            batchnorm_backward_eval(&mut dx, dweight.data_mut(), dbias.data_mut(), dd, x.data(), weight.data(), mean.data(), rstd.data(), n, c, s);
+            Tensor::from_vec(&x.shape, dx)
+        }
+        Storage::Gpu(_) => {
+            let sums = grad_channel_sums(dy, x, mean, rstd);
+            let g = dy.gpu_vec().gpu().clone();
+            device_ok(gpu::batchnorm::param_grads(&g, gv(dweight), gv(dbias), sums.gpu_vec(), c), "batchnorm backward (eval)");
+            // dy·w·rstd is the normalisation itself with a zero mean and bias, as on the CPU.
+            let zeros = device_ok(Tensor::zeros_on(&[c], dy.device()), "batchnorm backward (eval)");
+            normalize(dy, weight, &zeros, &zeros, rstd)
+        }
+    }
 }
 
 #[cfg(test)]

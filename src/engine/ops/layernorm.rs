@@ -4,12 +4,64 @@
 //! with large offsets lose digits in f32 sums.
 //!
 //! Backward writes (=) the input gradient and accumulates (+=) weight and bias gradients.
+//!
+//! [`layernorm`] and [`layernorm_grad`] are the tensor-level ops with their one device dispatch:
+//! the CPU arm is the slice reference below, the GPU arm `kernels/layernorm.cu`
+//! (engine::gpu::layernorm), which reproduces the parameter gradients' summation order exactly.
 
+use crate::engine::gpu::{self, device_ok, gpu_of, gpu_vec_mut};
+use crate::engine::tensor::{Storage, Tensor};
 use rayon::prelude::*;
 
 /// Rows per rayon task; the backward's parameter-gradient partials are per task and summed in
-/// task order, so results do not depend on the thread count.
-const ROWS_PER_TASK: usize = 32;
+/// task order, so results do not depend on the thread count (the GPU backward uses the same
+/// tasks, so its parameter gradients equal these bit for bit).
+pub(crate) const ROWS_PER_TASK: usize = 32;
+
+/// (y, mean (N), rstd (N)) = layernorm of x (…, C) with weight, bias (C), on x's device.
+pub fn layernorm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f32) -> (Tensor, Tensor, Tensor) {
+    let c = weight.numel();
+    let n = x.numel() / c.max(1);
+    let dev = x.device();
+    let alloc = |shape: &[usize]| device_ok(Tensor::uninit_on(shape, dev), "layernorm");
+    let (mut out, mut mean, mut rstd) = (alloc(&x.shape), alloc(&[n]), alloc(&[n]));
+    match &x.storage {
+        Storage::Cpu(xd) => {
+            layernorm_forward(out.data_mut(), mean.data_mut(), rstd.data_mut(), xd, weight.data(), bias.data(), n, c, eps)
+        }
+        Storage::Gpu(xd) => {
+            let g = gpu_of(x).clone();
+            let (o, m) = (gpu_vec_mut(&mut out, "layernorm"), gpu_vec_mut(&mut mean, "layernorm"));
+            let r = gpu_vec_mut(&mut rstd, "layernorm");
+            device_ok(gpu::layernorm::forward(&g, o, m, r, xd, weight.gpu_vec(), bias.gpu_vec(), n, c, eps), "layernorm");
+        }
+    }
+    (out, mean, rstd)
+}
+
+/// The backward of [`layernorm`]: returns dx (x's shape); dweight += Σ dy·x̂, dbias += Σ dy.
+pub fn layernorm_grad(
+    dy: &Tensor, x: &Tensor, weight: &Tensor, mean: &Tensor, rstd: &Tensor, dweight: &mut Tensor, dbias: &mut Tensor,
+) -> Tensor {
+    let c = weight.numel();
+    let n = x.numel() / c.max(1);
+    let mut dx = device_ok(Tensor::uninit_on(&x.shape, x.device()), "layernorm_grad");
+    match &dy.storage {
+        Storage::Cpu(dyd) => layernorm_backward(
+            dx.data_mut(), dweight.data_mut(), dbias.data_mut(), dyd, x.data(), weight.data(), mean.data(), rstd.data(), n, c,
+        ),
+        Storage::Gpu(dyd) => {
+            let g = gpu_of(dy).clone();
+            let (dw, db) = (gpu_vec_mut(dweight, "layernorm_grad"), gpu_vec_mut(dbias, "layernorm_grad"));
+            let r = gpu::layernorm::backward(
+                &g, gpu_vec_mut(&mut dx, "layernorm_grad"), dw, db, dyd, x.gpu_vec(), weight.gpu_vec(), mean.gpu_vec(), rstd.gpu_vec(),
+                n, c, ROWS_PER_TASK,
+            );
+            device_ok(r, "layernorm_grad");
+        }
+    }
+    dx
+}
 
 /// out (N, C) = layernorm(inp) · weight + bias; saves mean (N) and rstd (N).
 #[allow(clippy::too_many_arguments)]

@@ -1,6 +1,60 @@
 //! Linear layer y = x·Wᵀ + b (PyTorch weight layout (OC, C), so checkpoints map one to one).
 
 use super::matmul::sgemm;
+use crate::engine::gpu::{self, device_ok, gpu_of};
+use crate::engine::tensor::{Storage, Tensor};
+
+/// y (N, OC) = x (N, C)·Wᵀ + b on x's device (x may have any leading shape; rows are flattened).
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Tensor {
+    let (oc, c) = (w.shape[0], w.shape[1]);
+    let n = x.numel() / c.max(1);
+    let mut shape = x.shape.clone();
+    *shape.last_mut().expect("linear: scalar input") = oc;
+    match &x.storage {
+        Storage::Cpu(xd) => {
+            let mut out = vec![0.0f32; n * oc];
+            linear_forward(&mut out, xd, w.data(), b.map(Tensor::data), n, c, oc);
+            Tensor::from_vec(&shape, out)
+        }
+        Storage::Gpu(xd) => {
+            let g = gpu_of(x).clone();
+            let mut out = device_ok(Tensor::uninit_on(&shape, x.device()), "linear");
+            if let Storage::Gpu(o) = &mut out.storage {
+                device_ok(gpu::linear::forward(&g, o, xd, w.gpu_vec(), b.map(Tensor::gpu_vec), n, c, oc), "linear");
+            }
+            out
+        }
+    }
+}
+
+/// The backward of [`linear`]: returns dx (x's shape) when `want_dx`; dW += dyᵀx, db += Σdy.
+pub fn linear_grad(dy: &Tensor, x: &Tensor, w: &Tensor, dw: &mut Tensor, db: Option<&mut Tensor>, want_dx: bool) -> Option<Tensor> {
+    let (oc, c) = (w.shape[0], w.shape[1]);
+    let n = x.numel() / c.max(1);
+    let mut dx = want_dx.then(|| device_ok(Tensor::uninit_on(&x.shape, x.device()), "linear_grad"));
+    match &dy.storage {
+        Storage::Cpu(dyd) => linear_backward(
+            dx.as_mut().map(Tensor::data_mut), dw.data_mut(), db.map(Tensor::data_mut), dyd, x.data(), w.data(), n, c, oc,
+        ),
+        Storage::Gpu(dyd) => {
+            let g = gpu_of(dy).clone();
+            let dxv = dx.as_mut().map(|t| match &mut t.storage {
+                Storage::Gpu(v) => v,
+                Storage::Cpu(_) => unreachable!("dx is allocated on dy's device"),
+            });
+            let dwv = match &mut dw.storage {
+                Storage::Gpu(v) => v,
+                Storage::Cpu(_) => panic!("linear_grad: weight gradient on the CPU, dy on {}", g.device),
+            };
+            let dbv = db.map(|t| match &mut t.storage {
+                Storage::Gpu(v) => v,
+                Storage::Cpu(_) => panic!("linear_grad: bias gradient on the CPU, dy on {}", g.device),
+            });
+            device_ok(gpu::linear::backward(&g, dxv, dwv, dbv, dyd, x.gpu_vec(), w.gpu_vec(), n, c, oc), "linear_grad");
+        }
+    }
+    dx
+}
 
 /// out (N, OC) = inp (N, C) · weight (OC, C)ᵀ + bias (OC)
 pub fn linear_forward(

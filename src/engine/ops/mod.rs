@@ -28,3 +28,14 @@ pub mod rbf;
 pub mod conv3d;
 pub mod pool3d;
 pub mod l2norm;
+pub mod elementwise;
+
+pub use elementwise::{add, add_assign, concat_last, concat_rows, fill, mul, split_last, split_rows};
+pub use linear::{linear, linear_grad};
+pub use layernorm::{layernorm, layernorm_grad};
+pub use attention::{attention, attention_grad};
+pub use softmax::{softmax, softmax_grad};
+pub use masked_mean::{masked_mean, masked_mean_grad};
+pub use dropout::{dropout, dropout_grad};
+pub use embedding::{embedding, embedding_grad, TokenIds};
+pub use activation::{activate, activate_grad, Activation};

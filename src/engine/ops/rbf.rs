@@ -16,8 +16,71 @@
 //! is always the divisor ℓ.)
 //!
 //! Backward is with respect to the input values only (the centres are fixed); it writes (`=`).
+//!
+//! Tensor-level ops [`rbf`] and [`rbf_grad`] dispatch on the device; the GPU kernels
+//! (`kernels/rbf.cu`) compute the centres and every product exactly as here, so the multiquadric
+//! is bit-identical on a GPU and the Gaussian differs only by the GPU's `expf` (≤ 2 ulp).
 
+use crate::engine::gpu::{self, device_ok, gpu_of};
+use crate::engine::tensor::{Storage, Tensor};
 use rayon::prelude::*;
+
+/// Which radial basis function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RbfKind {
+    /// exp(−((x − c)/ℓ)²)
+    Gaussian,
+    /// √(1 + ((x − c)/ℓ)²)
+    Multiquadric,
+}
+
+/// out (N, K): the expansion of every value of x (N) on `grid`, on x's device.
+pub fn rbf(x: &Tensor, grid: &RbfGrid, kind: RbfKind) -> Tensor {
+    let n = x.numel();
+    match &x.storage {
+        Storage::Cpu(xd) => {
+            let mut out = vec![0.0f32; n * grid.bins];
+            match kind {
+                RbfKind::Gaussian => gaussian_rbf_forward(&mut out, xd, grid),
+                RbfKind::Multiquadric => multiquadric_rbf_forward(&mut out, xd, grid),
+            }
+            Tensor::from_vec(&[n, grid.bins], out)
+        }
+        Storage::Gpu(xd) => {
+            let g = gpu_of(x).clone();
+            let mut out = device_ok(Tensor::uninit_on(&[n, grid.bins], x.device()), "rbf");
+            if let Storage::Gpu(o) = &mut out.storage {
+                device_ok(gpu::rbf::forward(&g, o, xd, n, grid, kind), "rbf");
+            }
+            out
+        }
+    }
+}
+
+/// dx (N) = Σ_k dout[n, k]·∂φ_k/∂x at x (written), on x's device.
+pub fn rbf_grad(dout: &Tensor, x: &Tensor, grid: &RbfGrid, kind: RbfKind) -> Tensor {
+    let n = x.numel();
+    assert_eq!(dout.numel(), n * grid.bins, "rbf_grad: dout {:?} for {n} values × {} bins", dout.shape, grid.bins);
+    match (&dout.storage, &x.storage) {
+        (Storage::Cpu(dd), Storage::Cpu(xd)) => {
+            let mut dx = vec![0.0f32; n];
+            match kind {
+                RbfKind::Gaussian => gaussian_rbf_backward(&mut dx, dd, xd, grid),
+                RbfKind::Multiquadric => multiquadric_rbf_backward(&mut dx, dd, xd, grid),
+            }
+            Tensor::from_vec(&x.shape, dx)
+        }
+        (Storage::Gpu(dd), Storage::Gpu(xd)) => {
+            let g = gpu_of(x).clone();
+            let mut dx = device_ok(Tensor::uninit_on(&x.shape, x.device()), "rbf_grad");
+            if let Storage::Gpu(o) = &mut dx.storage {
+                device_ok(gpu::rbf::backward(&g, o, dd, xd, n, grid, kind), "rbf_grad");
+            }
+            dx
+        }
+        _ => super::elementwise::mixed_devices("rbf_grad", dout, x),
+    }
+}
 
 /// Inputs per rayon task.
 const MIN_ROWS_PER_TASK: usize = 256;

@@ -3,8 +3,63 @@
 //!
 //! An empty segment (a graph with no rows) pools to zeros and passes no gradient, rather than
 //! producing 0/0 = NaN. Input gradients are written (`=`).
+//!
+//! Tensor-level ops [`segment_mean`] and [`segment_mean_grad`] take the offsets as [`Indices`]
+//! on the tensor's device. The GPU kernels (`kernels/segment.cu`) sum each segment's rows in
+//! order and scale by the same f32 reciprocal, so they are bit-identical to the CPU.
 
+use crate::engine::gpu::{self, device_ok, gpu_of};
+use crate::engine::tensor::{Indices, Storage, Tensor};
 use rayon::prelude::*;
+
+fn host_offsets(offsets: &Indices) -> Vec<usize> {
+    offsets.host().iter().map(|&o| o as usize).collect()
+}
+
+/// out (G, C): the mean of each segment's rows of x (N, C); offsets (G+1) on x's device.
+pub fn segment_mean(x: &Tensor, offsets: &Indices) -> Tensor {
+    let g = offsets.len().checked_sub(1).expect("segment_mean: offsets must have G+1 ≥ 1 entries");
+    let c = x.numel() / x.shape[0].max(1);
+    assert!(x.device() == offsets.device(), "segment_mean: x on {}, offsets on {}", x.device(), offsets.device());
+    match &x.storage {
+        Storage::Cpu(xd) => {
+            let mut out = vec![0.0f32; g * c];
+            segment_mean_forward(&mut out, xd, &host_offsets(offsets), c);
+            Tensor::from_vec(&[g, c], out)
+        }
+        Storage::Gpu(xd) => {
+            let dev = gpu_of(x).clone();
+            let mut out = device_ok(Tensor::uninit_on(&[g, c], x.device()), "segment_mean");
+            if let Storage::Gpu(o) = &mut out.storage {
+                device_ok(gpu::segment::mean_forward(&dev, o, xd, offsets.gpu_vec(), g, c), "segment_mean");
+            }
+            out
+        }
+    }
+}
+
+/// dx (N, C): every row of segment g gets dout[g] / |g|; `n` = offsets[G] rows.
+pub fn segment_mean_grad(dout: &Tensor, offsets: &Indices, n: usize) -> Tensor {
+    let g = offsets.len().checked_sub(1).expect("segment_mean_grad: offsets must have G+1 ≥ 1 entries");
+    let c = dout.numel() / g.max(1);
+    assert_eq!(dout.shape[0], g, "segment_mean_grad: dout {:?} for {g} segments", dout.shape);
+    assert!(dout.device() == offsets.device(), "segment_mean_grad: dout on {}, offsets on {}", dout.device(), offsets.device());
+    match &dout.storage {
+        Storage::Cpu(dd) => {
+            let mut dx = vec![0.0f32; n * c];
+            segment_mean_backward(&mut dx, dd, &host_offsets(offsets), c);
+            Tensor::from_vec(&[n, c], dx)
+        }
+        Storage::Gpu(dd) => {
+            let dev = gpu_of(dout).clone();
+            let mut dx = device_ok(Tensor::uninit_on(&[n, c], dout.device()), "segment_mean_grad");
+            if let Storage::Gpu(o) = &mut dx.storage {
+                device_ok(gpu::segment::mean_backward(&dev, o, dd, offsets.gpu_vec(), g, n, c), "segment_mean_grad");
+            }
+            dx
+        }
+    }
+}
 
 /// Checks that offsets (G+1) start at 0, never decrease, and end at `n_rows`.
 fn assert_offsets(offsets: &[usize], n_rows: usize, op: &str) {

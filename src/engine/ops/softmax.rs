@@ -2,6 +2,43 @@
 //!
 //! Backward writes (=) the input gradient: dx = y ⊙ (dy − Σ_j dy_j·y_j), which needs only the
 //! saved output y.
+//!
+//! [`softmax`] and [`softmax_grad`] are the tensor-level ops (one device dispatch; the GPU arm is
+//! the row softmax of `kernels/attention.cu`, engine::gpu::attention).
+
+use crate::engine::gpu::{self, device_ok, gpu_of, gpu_vec_mut};
+use crate::engine::tensor::{Storage, Tensor};
+
+/// Softmax over the last dimension of x, on x's device.
+pub fn softmax(x: &Tensor) -> Tensor {
+    let c = *x.shape.last().expect("softmax: scalar input");
+    let n = x.numel() / c.max(1);
+    let mut out = device_ok(Tensor::uninit_on(&x.shape, x.device()), "softmax");
+    match &x.storage {
+        Storage::Cpu(xd) => softmax_forward(out.data_mut(), xd, n, c),
+        Storage::Gpu(xd) => {
+            let g = gpu_of(x).clone();
+            device_ok(gpu::attention::softmax_forward(&g, gpu_vec_mut(&mut out, "softmax"), xd, n, c), "softmax");
+        }
+    }
+    out
+}
+
+/// The backward of [`softmax`] from its output y: dx = y ⊙ (dy − Σ dy·y) per row.
+pub fn softmax_grad(dy: &Tensor, y: &Tensor) -> Tensor {
+    assert_eq!(dy.shape, y.shape, "softmax_grad: dy and y shapes differ");
+    let c = *y.shape.last().expect("softmax_grad: scalar input");
+    let n = y.numel() / c.max(1);
+    let mut dx = device_ok(Tensor::uninit_on(&y.shape, y.device()), "softmax_grad");
+    match &dy.storage {
+        Storage::Cpu(g) => softmax_backward(dx.data_mut(), g, y.data(), n, c),
+        Storage::Gpu(g) => {
+            let gpu = gpu_of(dy).clone();
+            device_ok(gpu::attention::softmax_backward(&gpu, gpu_vec_mut(&mut dx, "softmax_grad"), g, y.gpu_vec(), n, c), "softmax_grad");
+        }
+    }
+    dx
+}
 
 /// out (N, C) = softmax(inp (N, C)) per row.
 pub fn softmax_forward(out: &mut [f32], inp: &[f32], n: usize, c: usize) {

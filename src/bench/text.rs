@@ -4,12 +4,13 @@
 //! stage. `--inputs-out` writes the token ids used, so `benches/text_vs_torch.sh` can run
 //! PyTorch/transformers on exactly the same inputs and print the ratio.
 
-use super::{embed_sorted, BertConfig, BertModel, BertWeights, Pooling, TextEncoder, TokenizedText};
+use crate::text::{embed_sorted, BertConfig, BertModel, BertWeights, Pooling, TextEncoder, TokenizedText};
 use crate::engine::ops::matmul::sgemm;
 use anyhow::{Context, Result};
 use rand::{Rng, SeedableRng};
 use std::path::PathBuf;
 use std::time::Instant;
+use crate::bench::{peak_rss_mib, reset_peak_rss};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -51,18 +52,7 @@ pub fn sgemm_peak_gflops(n: usize) -> f64 {
     2.0 * (n as f64).powi(3) / best / 1e9
 }
 
-/// Peak resident set size of this process (VmHWM), MiB; None off Linux.
-pub fn peak_rss_mib() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
 
-/// Reset the peak-RSS counter (Linux ≥ 4.0: writing 5 to clear_refs); best effort.
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
 
 /// `n` random texts of exactly `len` tokens: [CLS] w₁ … w_{len−2} [SEP], ids drawn from the
 /// ordinary word-piece range of a BERT uncased vocabulary (1000..vocab).
@@ -85,7 +75,7 @@ struct StageResult {
     secs: f64,
     gflops: f64,
     peak_mib: Option<f64>,
-    phases: super::bert::PhaseTimes,
+    phases: crate::text::bert::PhaseTimes,
 }
 
 fn run_stage(name: &str, model: &BertModel, texts: &[TokenizedText], batch: usize) -> Result<StageResult> {
@@ -93,7 +83,7 @@ fn run_stage(name: &str, model: &BertModel, texts: &[TokenizedText], batch: usiz
     // Warm-up on one short batch so thread pools and page faults are not timed.
     embed_sorted(model, &texts[..1.min(texts.len())], Pooling::Cls, 1, false)?;
     let t = Instant::now();
-    let mut scratch = super::Scratch::default();
+    let mut scratch = crate::text::Scratch::default();
     // The same loop as `embed_sorted`, kept here to read the phase timers from the scratch.
     for chunk in texts.chunks(batch) {
         let len = chunk[0].ids.len();

@@ -4,6 +4,7 @@
 
 use anyhow::Result;
 use std::time::Instant;
+use crate::bench::process_cpu_seconds;
 
 #[derive(clap::Args, Debug)]
 pub struct Conv3dBenchArgs {
@@ -15,17 +16,6 @@ pub struct Conv3dBenchArgs {
     pub reps: usize,
 }
 
-/// CPU time (user + system, all threads) this process has used, in seconds, from
-/// /proc/self/stat (Linux; 10 ms ticks). Unlike wall time it barely moves when other processes
-/// share the cores, so it is printed beside the wall-clock figures on shared machines.
-fn process_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
-}
 
 /// Timing of one measured call: best wall time over the repetitions, and mean CPU time.
 struct Timing {

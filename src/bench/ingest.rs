@@ -28,29 +28,18 @@ pub struct IngestArgs {
     pub read_records: usize,
 }
 
-/// CPU seconds (user + system) this process has used, from /proc/self/stat (Linux; 10 ms ticks).
-/// On a shared machine wall time measures the neighbours too; CPU time per record does not.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    // Token 0 is field 3 (state), so utime (field 14) is token 11 and stime token 12.
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let num = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(f64::NAN);
-    (num(11) + num(12)) / 100.0
-}
 
 /// Best wall time of `repeat` runs, the CPU time of that run, and the last result.
 fn best_of<T>(repeat: usize, mut f: impl FnMut() -> Result<T>) -> Result<(f64, T, f64)> {
     let (mut best, mut best_cpu) = (f64::INFINITY, f64::NAN);
     let mut out = None;
     for _ in 0..repeat.max(1) {
-        let (t, c) = (Instant::now(), cpu_seconds());
+        let (t, c) = (Instant::now(), crate::bench::process_cpu_seconds().unwrap_or(f64::NAN));
         let v = f()?;
         let wall = t.elapsed().as_secs_f64();
         if wall < best {
             best = wall;
-            best_cpu = cpu_seconds() - c;
+            best_cpu = crate::bench::process_cpu_seconds().unwrap_or(f64::NAN) - c;
         }
         out = Some(v);
     }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use super::{LossConfig, LossKind, Modality, ModalityEmbeddings, MultimodalLoss};
+use crate::loss::{LossConfig, LossKind, Modality, ModalityEmbeddings, MultimodalLoss};
 use crate::engine::gradcheck::random_vec;
 use crate::engine::ops::matmul::sgemm;
 
@@ -90,7 +90,7 @@ pub fn run(args: LossBenchArgs) -> Result<()> {
                  at {peak:.1} GFLOP/s",
                 "",
                 flops / best / 1e9,
-                super::tensor_clip::slices_per_block(n) * n
+                crate::loss::tensor_clip::slices_per_block(n) * n
             );
         }
     }
@@ -99,7 +99,7 @@ pub fn run(args: LossBenchArgs) -> Result<()> {
 
 /// GFLOP/s of one sgemm shaped like TensorCLIP's logits block on this machine (best of 5).
 fn sgemm_gflops(n: usize, d: usize) -> f64 {
-    let width = super::tensor_clip::slices_per_block(n) * n;
+    let width = crate::loss::tensor_clip::slices_per_block(n) * n;
     let a = random_vec(n * d, 1, 1.0);
     let w = random_vec(width * d, 2, 1.0);
     let mut c = vec![0.0f32; n * width];

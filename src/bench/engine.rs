@@ -6,16 +6,17 @@
 //! BERT-base shape, with the GFLOP/s they reach. Nothing is asserted; numbers vary ±20 % on shared
 //! machines, so every figure is the best of `--repeats` runs.
 
-use super::gradcheck::random_vec;
-use super::nn::transformer::{TransformerBlock, TransformerConfig};
-use super::nn::Activation;
-use super::ops::gelu::GeluKind;
-use super::ops::matmul::sgemm;
-use super::tensor::{Module, Tensor};
+use crate::engine::gradcheck::random_vec;
+use crate::engine::nn::transformer::{TransformerBlock, TransformerConfig};
+use crate::engine::nn::Activation;
+use crate::engine::ops::gelu::GeluKind;
+use crate::engine::ops::matmul::sgemm;
+use crate::engine::tensor::{Indices, Module, Tensor};
 use anyhow::Result;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::time::Instant;
+use crate::bench::process_cpu_seconds;
 
 #[derive(clap::Args, Debug)]
 pub struct EngineBenchArgs {
@@ -36,14 +37,6 @@ pub struct EngineBenchArgs {
     pub blocks_only: bool,
 }
 
-/// CPU time (user + system, all threads) used by this process so far, in seconds, from
-/// /proc/self/stat (Linux, 10 ms ticks); None elsewhere. Other processes' load barely moves it.
-fn process_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the parenthesised command name: utime and stime are the 12th and 13th.
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
-    Some((fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?) / 100.0)
-}
 
 /// Best wall time and mean CPU time (seconds) of `repeats` calls after one warm-up call.
 fn best_time(repeats: usize, mut f: impl FnMut()) -> (f64, Option<f64>) {
@@ -111,7 +104,7 @@ fn bench_block(label: &str, cfg: &TransformerConfig, b: usize, t: usize, repeats
     let x = Tensor::from_vec(&[b, t, cfg.dim], random_vec(b * t * cfg.dim, 3, 1.0));
     let dy = Tensor::from_vec(&[b, t, cfg.dim], random_vec(b * t * cfg.dim, 4, 1.0));
     // The last tenth of every sequence is padding, as in a ragged batch.
-    let valid: Vec<bool> = (0..b * t).map(|i| i % t < t - t / 10).collect();
+    let valid = Indices::from_mask(&(0..b * t).map(|i| i % t < t - t / 10).collect::<Vec<bool>>());
     let (fwd, _) = best_time(repeats, || {
         block.forward(&x, Some(&valid));
     });

@@ -11,14 +11,14 @@
 //! files and a `meta.json`, so `benches/encoders_torch.py` times PyTorch on identical sizes —
 //! the same graphs, edge lists, sequence lengths and grids, not merely the same batch size.
 
-use super::cgcnn::{Cgcnn, CgcnnConfig};
-use super::config::EncodersConfig;
-use super::dos_transformer::{DosTransformer, DosTransformerConfig};
-use super::potnet::{PotNet, PotNetConfig};
-use super::resnext3d::{ResNeXt3d, ResNeXt3dConfig};
-use super::synthetic::*;
-use super::text_mlp::{TextMlp, TextMlpConfig};
-use super::{Encoder, GraphBatch, ModalityBatch, StepContext};
+use crate::model::cgcnn::{Cgcnn, CgcnnConfig};
+use crate::model::config::EncodersConfig;
+use crate::model::dos_transformer::{DosTransformer, DosTransformerConfig};
+use crate::model::potnet::{PotNet, PotNetConfig};
+use crate::model::resnext3d::{ResNeXt3d, ResNeXt3dConfig};
+use crate::model::synthetic::*;
+use crate::model::text_mlp::{TextMlp, TextMlpConfig};
+use crate::model::{Encoder, GraphBatch, ModalityBatch, StepContext};
 use crate::crystal::features::ATOM_FEATURE_DIM;
 use crate::dist::Dist;
 use crate::engine::ops::l2norm::{l2norm_backward, l2norm_forward};
@@ -29,6 +29,7 @@ use crate::train::model::MultiMatModel;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use crate::bench::{process_cpu_seconds, reset_peak_rss};
 
 /// Every workload this bench knows, in the order it runs them.
 pub const WORKLOADS: [&str; 7] = ["potnet", "cgcnn", "dos", "text", "resnext_small", "resnext50", "full"];
@@ -75,19 +76,7 @@ pub struct EncodersBenchArgs {
     pub sgemm: usize,
 }
 
-/// CPU time (user + system, all threads) this process has used, seconds, from /proc/self/stat
-/// (Linux, 10 ms ticks); None elsewhere.
-fn process_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the parenthesised command name: utime and stime are the 12th and 13th.
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
-    Some((fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?) / 100.0)
-}
 
-/// Reset the peak-RSS counter (Linux ≥ 4.0: writing 5 to clear_refs); best effort.
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
 
 fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
@@ -150,7 +139,7 @@ fn time_steps(name: &str, batch: usize, params: usize, repeats: usize, mut step:
         cpu_step_s,
         materials_per_s: batch as f64 / step_s,
         materials_per_cpu_s: cpu_step_s.filter(|&c| c > 0.0).map(|c| batch as f64 / (c / threads as f64)),
-        peak_rss_mib: crate::text::bench::peak_rss_mib(),
+        peak_rss_mib: crate::bench::peak_rss_mib(),
     };
     println!(
         "{:<16} B={:<4} fwd {:>7.3} s  bwd {:>7.3} s  adamw {:>6.3} s  step {:>7.3} s  {:>8.1} materials/s  {:>8} materials/CPU-s·thr  {:>6} MiB",
@@ -302,17 +291,17 @@ fn dump_batch(dir: &Path, prefix: &str, batch: &ModalityBatch) -> Result<()> {
 }
 
 fn dump_graph(dir: &Path, prefix: &str, g: &GraphBatch) -> Result<()> {
-    let x = super::common::batch_atom_features(&g.species)?; // (N, 92)
+    let x = crate::model::common::batch_atom_features(&g.species)?; // (N, 92)
     dump_f32(dir, prefix, "atom_features", &[g.species.len(), ATOM_FEATURE_DIM], x.data())?;
-    dump_index(dir, prefix, "node_offsets", &g.node_offsets.iter().map(|&o| o as i64).collect::<Vec<_>>())?;
+    dump_index(dir, prefix, "node_offsets", &to_i64(g.node_offsets.host()))?;
     for (name, e) in [("local", &g.local), ("cgcnn", &g.cgcnn)] {
-        dump_index(dir, prefix, &format!("{name}_src"), &to_i64(&e.src))?;
-        dump_index(dir, prefix, &format!("{name}_dst"), &to_i64(&e.dst))?;
+        dump_index(dir, prefix, &format!("{name}_src"), &to_i64(e.src.host()))?;
+        dump_index(dir, prefix, &format!("{name}_dst"), &to_i64(e.dst.host()))?;
         dump_f32(dir, prefix, &format!("{name}_distance"), &[e.distance.len()], &e.distance)?;
     }
     let inf = &g.infinite;
-    dump_index(dir, prefix, "infinite_src", &to_i64(&inf.src))?;
-    dump_index(dir, prefix, "infinite_dst", &to_i64(&inf.dst))?;
+    dump_index(dir, prefix, "infinite_src", &to_i64(inf.src.host()))?;
+    dump_index(dir, prefix, "infinite_dst", &to_i64(inf.dst.host()))?;
     for (name, v) in [("coulomb", &inf.coulomb), ("london", &inf.london), ("pauli", &inf.pauli)] {
         dump_f32(dir, prefix, &format!("infinite_{name}"), &[v.len()], v)?;
     }

@@ -3,9 +3,9 @@
 //! plain-cosine reciprocal path timed as the in-run peer of the structure-factor path, and the
 //! extrapolation to a Materials-Project-sized ingest. Numbers are printed, never asserted.
 
-use super::lattice::{sub, Cell};
-use super::lattice_sums::{all_pair_sums, LatticeSumPlan};
-use super::{build_infinite_edges, GraphParams};
+use crate::crystal::lattice::{sub, Cell};
+use crate::crystal::lattice_sums::{all_pair_sums, LatticeSumPlan};
+use crate::crystal::{build_infinite_edges, GraphParams};
 use crate::material::Structure;
 use anyhow::{Context, Result};
 use std::path::PathBuf;

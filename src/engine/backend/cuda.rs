@@ -1,0 +1,218 @@
+//! The CUDA arm of the GPU primitives, through cudarc with dynamic loading: the binary builds and
+//! runs where no CUDA exists, and says so clearly when `--device cuda` is asked for there.
+//!
+//! One context and one stream per process (the default stream of the primary context; more
+//! streams only with a measured reason). Kernels come from `kernels/*.cu`, compiled by NVRTC for
+//! this device's architecture on first use of a family and cached for the process. GEMMs go to
+//! cuBLAS (`cublasSgemmStridedBatched`) through cudarc's `cublas` sys bindings — the maintained
+//! form of the `cublas-sys` crate, which is a 2016 release that links CUDA at build time.
+
+use super::{GemmDesc, Kernel, LaunchConfig};
+use anyhow::{bail, Context, Result};
+use cudarc::cublas::sys as cublas;
+use cudarc::driver::{result as drv, sys, CudaContext, CudaStream};
+use std::collections::HashMap;
+use std::ffi::{c_void, CString};
+use std::sync::{Arc, Mutex};
+
+/// Raw driver handles are plain pointers owned by the context; they are used from one stream
+/// under our locks, so moving them between threads is sound.
+#[derive(Clone, Copy)]
+struct Handle<T>(T);
+// SAFETY: see above — the handles are only dereferenced by the driver, under `CudaGpu`'s locks.
+unsafe impl<T> Send for Handle<T> {}
+unsafe impl<T> Sync for Handle<T> {}
+
+pub struct CudaGpu {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    /// (major, minor) compute capability, for NVRTC's `--gpu-architecture=sm_XY`.
+    pub compute_capability: (i32, i32),
+    modules: Mutex<HashMap<&'static str, Handle<sys::CUmodule>>>,
+    functions: Mutex<HashMap<Kernel, Handle<sys::CUfunction>>>,
+    cublas: Mutex<Option<Handle<cublas::cublasHandle_t>>>,
+}
+
+/// Whether the CUDA driver library can be loaded (cudarc panics on use otherwise).
+pub fn driver_present() -> bool {
+    // SAFETY: only probes whether the shared library loads.
+    unsafe { sys::is_culib_present() }
+}
+
+impl CudaGpu {
+    pub fn new(ordinal: usize) -> Result<CudaGpu> {
+        if !driver_present() {
+            bail!("no CUDA driver (libcuda.so) on this machine: use --device cpu, or --device cuda-sim to run the GPU code on the CPU");
+        }
+        let count = CudaContext::device_count().context("counting CUDA devices")?;
+        if ordinal >= count.max(0) as usize {
+            bail!("CUDA device {ordinal} does not exist: this machine has {count}");
+        }
+        let ctx = CudaContext::new(ordinal).context("creating the CUDA context")?;
+        let stream = ctx.default_stream();
+        let compute_capability = ctx.compute_capability()?;
+        Ok(CudaGpu {
+            ctx,
+            stream,
+            compute_capability,
+            modules: Mutex::new(HashMap::new()),
+            functions: Mutex::new(HashMap::new()),
+            cublas: Mutex::new(None),
+        })
+    }
+
+    /// Device name, e.g. "NVIDIA H100 80GB HBM3".
+    pub fn name(&self) -> Result<String> {
+        Ok(self.ctx.name()?)
+    }
+
+    pub fn alloc(&self, bytes: usize) -> Result<u64> {
+        self.ctx.bind_to_thread()?;
+        // SAFETY: the stream belongs to this context; the memory is only used on it.
+        unsafe { drv::malloc_async(self.stream.cu_stream(), bytes) }.with_context(|| format!("allocating {bytes} B on the GPU"))
+    }
+
+    pub fn free(&self, ptr: u64) {
+        // SAFETY: `ptr` came from `alloc` and is freed once (the caching pool owns it). A failure
+        // here means the context is already gone at exit, when there is nothing left to do.
+        let _ = unsafe { drv::free_async(ptr, self.stream.cu_stream()) };
+    }
+
+    pub fn memset_zero(&self, ptr: u64, bytes: usize) -> Result<()> {
+        // SAFETY: `ptr` is a live allocation of at least `bytes` bytes.
+        unsafe { drv::memset_d8_async(ptr, 0, bytes, self.stream.cu_stream()) }?;
+        Ok(())
+    }
+
+    pub fn htod<T>(&self, dst: u64, src: &[T]) -> Result<()> {
+        self.ctx.bind_to_thread()?;
+        // SAFETY: the destination holds `src.len()` values; the copy is synchronous with respect
+        // to `src` because we synchronise before returning (src may be pageable host memory).
+        unsafe { drv::memcpy_htod_async(dst, src, self.stream.cu_stream()) }?;
+        self.synchronize()
+    }
+
+    pub fn dtoh<T>(&self, dst: &mut [T], src: u64) -> Result<()> {
+        self.ctx.bind_to_thread()?;
+        // SAFETY: the source holds `dst.len()` values; we wait for the copy before returning.
+        unsafe { drv::memcpy_dtoh_async(dst, src, self.stream.cu_stream()) }?;
+        self.synchronize()
+    }
+
+    pub fn dtod(&self, dst: u64, src: u64, bytes: usize) -> Result<()> {
+        // SAFETY: both ranges were checked by the caller.
+        unsafe { drv::memcpy_dtod_async(dst, src, bytes, self.stream.cu_stream()) }?;
+        Ok(())
+    }
+
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().context("waiting for the GPU")
+    }
+
+    /// The compiled function of `kernel`, compiling its family's source on first use.
+    fn function(&self, kernel: Kernel) -> Result<sys::CUfunction> {
+        if let Some(f) = self.functions.lock().unwrap().get(&kernel) {
+            return Ok(f.0);
+        }
+        let module = {
+            let mut modules = self.modules.lock().unwrap();
+            match modules.get(kernel.family) {
+                Some(m) => m.0,
+                None => {
+                    let (major, minor) = self.compute_capability;
+                    let image = super::nvrtc::load()?.compile(kernel.family, &format!("sm_{major}{minor}"))?.image;
+                    self.ctx.bind_to_thread()?;
+                    // SAFETY: `image` is a complete cubin produced by NVRTC for this architecture.
+                    let m = unsafe { drv::module::load_data(image.as_ptr() as *const c_void) }
+                        .with_context(|| format!("loading the compiled kernels/{}.cu", kernel.family))?;
+                    modules.insert(kernel.family, Handle(m));
+                    m
+                }
+            }
+        };
+        // SAFETY: the module is live for the process (never unloaded).
+        let f = unsafe { drv::module::get_function(module, CString::new(kernel.name)?) }
+            .with_context(|| format!("kernel {} not found in kernels/{}.cu", kernel.name, kernel.family))?;
+        self.functions.lock().unwrap().insert(kernel, Handle(f));
+        Ok(f)
+    }
+
+    pub fn launch(&self, kernel: Kernel, cfg: LaunchConfig, args: &mut [*mut c_void]) -> Result<()> {
+        let f = self.function(kernel)?;
+        self.ctx.bind_to_thread()?;
+        let g = cfg.grid;
+        let b = cfg.block;
+        // SAFETY: `args` holds one pointer per kernel parameter, to values of the kernel's
+        // parameter types (the launchers in engine::gpu build them next to the kernel's signature);
+        // the driver copies the values at launch.
+        unsafe { drv::launch_kernel(f, (g[0], g[1], g[2]), (b[0], b[1], b[2]), cfg.shared_bytes, self.stream.cu_stream(), args) }?;
+        Ok(())
+    }
+
+    fn cublas_handle(&self) -> Result<cublas::cublasHandle_t> {
+        let mut h = self.cublas.lock().unwrap();
+        if let Some(h) = *h {
+            return Ok(h.0);
+        }
+        // SAFETY: probing the library before the first call, which would panic if it is absent.
+        if !unsafe { cublas::is_culib_present() } {
+            bail!("cuBLAS (libcublas.so) not found: put the CUDA libraries on LD_LIBRARY_PATH");
+        }
+        let mut handle = std::ptr::null_mut();
+        self.ctx.bind_to_thread()?;
+        // SAFETY: creating a handle and binding it to our stream.
+        unsafe {
+            check_cublas(cublas::cublasCreate_v2(&mut handle), "cublasCreate")?;
+            check_cublas(cublas::cublasSetStream_v2(handle, self.stream.cu_stream() as cublas::cudaStream_t), "cublasSetStream")?;
+        }
+        *h = Some(Handle(handle));
+        Ok(handle)
+    }
+
+    pub fn gemm(&self, d: &GemmDesc, a: u64, b: u64, c: u64, tf32: bool) -> Result<()> {
+        let h = self.cublas_handle()?;
+        let op = |t: bool| if t { cublas::cublasOperation_t::CUBLAS_OP_T } else { cublas::cublasOperation_t::CUBLAS_OP_N };
+        let math = if tf32 { cublas::cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH } else { cublas::cublasMath_t::CUBLAS_DEFAULT_MATH };
+        // SAFETY: the descriptor was checked; a, b, c are device addresses of live buffers that
+        // the launcher sized from the same descriptor.
+        unsafe {
+            check_cublas(cublas::cublasSetMathMode(h, math), "cublasSetMathMode")?;
+            check_cublas(
+                cublas::cublasSgemmStridedBatched(
+                    h, op(d.trans_a), op(d.trans_b), d.m as i32, d.n as i32, d.k as i32, &d.alpha,
+                    a as *const f32, d.lda as i32, d.stride_a as i64, b as *const f32, d.ldb as i32, d.stride_b as i64,
+                    &d.beta, c as *mut f32, d.ldc as i32, d.stride_c as i64, d.batch as i32,
+                ),
+                "cublasSgemmStridedBatched",
+            )
+        }
+    }
+
+    /// cuBLAS library version (e.g. 130001).
+    pub fn cublas_version(&self) -> Result<i32> {
+        let h = self.cublas_handle()?;
+        let mut v = 0;
+        // SAFETY: valid handle, output pointer to a local.
+        unsafe { check_cublas(cublas::cublasGetVersion_v2(h, &mut v), "cublasGetVersion")? };
+        Ok(v)
+    }
+}
+
+fn check_cublas(s: cublas::cublasStatus_t, what: &str) -> Result<()> {
+    if s == cublas::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+        Ok(())
+    } else {
+        bail!("{what} failed: {s:?}")
+    }
+}
+
+/// The driver's CUDA version as (major, minor), if a driver is present.
+pub fn driver_version() -> Option<(i32, i32)> {
+    if !driver_present() {
+        return None;
+    }
+    let mut v = 0;
+    // SAFETY: output pointer to a local; the library is present.
+    let ok = unsafe { sys::cuDriverGetVersion(&mut v) } == sys::CUresult::CUDA_SUCCESS;
+    ok.then_some((v / 1000, (v % 1000) / 10))
+}

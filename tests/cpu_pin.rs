@@ -1,0 +1,91 @@
+//! Pins the CPU engine's results bit for bit: a short four-modality pre-training run's checkpoint
+//! (weights and AdamW state) and a short fine-tuning run's metrics must equal the values main gave
+//! before the device boundary was introduced. Any change to an op's summation order, an
+//! initialisation or the data order shows here first.
+//!
+//! The pins hold for x86-64 CPUs with AVX2 + FMA (matrixmultiply picks its GEMM kernel by CPU
+//! feature, and a different kernel sums in a different order). On other CPUs the test checks
+//! that two identical runs give identical bytes, which is the property resume relies on.
+
+mod common;
+#[path = "finetune_common/mod.rs"]
+mod finetune_common;
+
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::process::Command;
+
+/// SHA-256 over (name, shape, little-endian f32 bytes) of every tensor in the checkpoint, in name order.
+fn checkpoint_hash(st_file: &Path) -> String {
+    let bytes = std::fs::read(st_file).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().cloned().collect();
+    names.sort();
+    let mut h = Sha256::new();
+    for n in &names {
+        let t = st.tensor(n).unwrap();
+        h.update(n.as_bytes());
+        h.update(format!("{:?}", t.shape()).as_bytes());
+        h.update(t.data());
+    }
+    hex::encode(h.finalize())
+}
+
+fn pinned_cpu() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+fn pretrain_hash(root: &Path) -> String {
+    let out = root.join("run");
+    let cfg = common::write_config(root, &out, "max_steps = 4");
+    let o = Command::new(common::bin()).args(["pretrain", "--quiet", "--config"]).arg(&cfg).output().unwrap();
+    assert!(o.status.success(), "pretrain failed: {}", String::from_utf8_lossy(&o.stderr));
+    checkpoint_hash(&out.join("checkpoints/step-00000004.safetensors"))
+}
+
+/// Weights + optimiser state after 4 AllPairsCLIP steps of all four encoders (PotNet, DOS
+/// Transformer, ResNeXt-3D, text MLP) on the real 85-material set, taken on main before the change.
+const PRETRAIN_PIN: &str = "071a5cef5eeeb0e48ff747225e06a7067f7194d83acda8817bbcd18bbac670d1";
+
+#[test]
+fn pretraining_weights_are_pinned() {
+    let dir = tempfile::tempdir().unwrap();
+    let got = pretrain_hash(&dir.path().join("a"));
+    if pinned_cpu() {
+        assert_eq!(got, PRETRAIN_PIN, "the CPU pre-training result changed");
+    } else {
+        assert_eq!(got, pretrain_hash(&dir.path().join("b")), "two identical runs differ");
+    }
+}
+
+fn finetune_metrics(root: &Path) -> [f64; 4] {
+    let out = root.join("run");
+    std::fs::create_dir_all(root).unwrap();
+    let cfg = finetune_common::write_ft_config(&root.join("c.toml"), &out, "epochs = 3\npatience = 0");
+    let o = Command::new(finetune_common::bin()).args(["finetune", "--quiet", "--config"]).arg(&cfg).output().unwrap();
+    assert!(o.status.success(), "finetune failed: {}", String::from_utf8_lossy(&o.stderr));
+    let r = multimat::finetune::read_result(&out).unwrap();
+    [r.val_mae, r.test_mae, r.test_rmse, r.test_r2.unwrap_or(f64::NAN)]
+}
+
+/// (val MAE, test MAE, test RMSE, test R²) in GPa of a 3-epoch PotNet K_VRH fine-tuning run on
+/// 100 real matminer crystals, taken on main before the change.
+const FINETUNE_PIN: [f64; 4] = [53.27948277659484, 70.58711451077231, 79.99767404920553, -0.009566366549308203];
+
+#[test]
+fn finetuning_metrics_are_pinned() {
+    let dir = tempfile::tempdir().unwrap();
+    let got = finetune_metrics(&dir.path().join("a"));
+    if pinned_cpu() {
+        assert_eq!(got, FINETUNE_PIN, "the CPU fine-tuning result changed");
+    } else {
+        assert_eq!(got, finetune_metrics(&dir.path().join("b")), "two identical runs differ");
+    }
+}
