@@ -14,7 +14,10 @@
 # SUMMARY_ONLY=1 (with RESULTS: print the table of the JSONs already there, run nothing), VENV (a virtualenv with torch and numpy; default
 # .cache/bench-venv, built from PyPI on first use), PY (a Python that already has torch + numpy:
 # skips the virtualenv, e.g. PY=python3 on a GPU node), DEVICE (cpu | cuda: both sides run there;
-# default cpu), TF32=1 (TF32 tensor-core GEMMs on both sides, GPU only).
+# default cpu), TF32=1 (TF32 tensor-core GEMMs on both sides, GPU only), SKIP_TORCH=1 (no PyTorch:
+# measure and tabulate multimat's side only, with PY or python3; the test suite's smoke run uses
+# it, because PyPI's torch wheel pulls ≈ 4 GB of CUDA libraries), SGEMM (the sgemm size measured
+# with the first workload; 2048).
 #
 # For every workload our binary writes its exact batch (`multimat bench encoders --dump-dir`) and
 # benches/encoders_torch.py loads it, so graph sizes, edge lists, sequence lengths and grids are
@@ -38,7 +41,9 @@ DEVICE=${DEVICE:-cpu}
 DEVICE_ARGS=(--device "$DEVICE")
 TORCH_DEVICE_ARGS=(--device "$DEVICE")
 if [ "${TF32:-0}" = 1 ]; then DEVICE_ARGS+=(--tf32); TORCH_DEVICE_ARGS+=(--tf32); fi
-if [ -z "${PY:-}" ]; then
+if [ -n "${SKIP_TORCH:-}" ]; then
+    PY=${PY:-python3}
+elif [ -z "${PY:-}" ]; then
     if ! "$VENV/bin/python" -c "import torch, numpy" 2>/dev/null; then
         echo "building $VENV (torch + numpy from PyPI) ..." >&2
         python3 -m venv "$VENV"
@@ -72,21 +77,23 @@ export RAYON_NUM_THREADS=$THREADS MATMUL_NUM_THREADS=$THREADS
 if [ -z "${SUMMARY_ONLY:-}" ]; then
 echo "machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "device $DEVICE (TF32 ${TF32:-0}); threads $THREADS; batch $BATCH (dos $DOS_BATCH, full $FULL_BATCH, resnext50 $RESNEXT50_BATCH); median of $REPEATS steps after 1 warm-up; profile $PROFILE"
-echo "PyTorch $("$PY" -c 'import torch; print(torch.__version__)')"
-if [ -n "${TORCH_FROM:-}" ]; then
+if [ -n "${SKIP_TORCH:-}" ]; then
+    echo "PyTorch peer skipped (SKIP_TORCH=1): multimat's side only"
+elif [ -n "${TORCH_FROM:-}" ]; then
     echo "PyTorch numbers reused from $TORCH_FROM"
     [ "$(cd "$TORCH_FROM" && pwd)" = "$(cd "$WORK" && pwd)" ] || cp "$TORCH_FROM"/torch*_*.json "$WORK"/
 else
+    echo "PyTorch $("$PY" -c 'import torch; print(torch.__version__)')"
     "$PY" benches/encoders_torch.py --sgemm --threads "$THREADS" "${TORCH_DEVICE_ARGS[@]}" > "$WORK/torch_sgemm.json"
 fi
-SGEMM_ARG=(--sgemm 2048)
+SGEMM_ARG=(--sgemm "${SGEMM:-2048}")
 for w in "${WORKLOADS[@]}"; do
     echo "== $w" >&2
     "$BIN" bench encoders --only "$w" --batch "$BATCH" --dos-batch "$DOS_BATCH" --full-batch "$FULL_BATCH" \
         --resnext-full-batch "$RESNEXT50_BATCH" --repeats "$REPEATS" "${SGEMM_ARG[@]}" "${DEVICE_ARGS[@]}" \
         --dump-dir "$WORK/batch" --json-out "$WORK/ours_$w.json" >&2
     SGEMM_ARG=()
-    if [ -z "${TORCH_FROM:-}" ]; then
+    if [ -z "${TORCH_FROM:-}" ] && [ -z "${SKIP_TORCH:-}" ]; then
         "$PY" benches/encoders_torch.py "$WORK/batch" "$w" --repeats "$REPEATS" --threads "$THREADS" "${TORCH_DEVICE_ARGS[@]}" > "$WORK/torch_$w.json"
         if [ "$w" = potnet ] || [ "$w" = full ]; then
             "$PY" benches/encoders_torch.py "$WORK/batch" "$w" --repeats "$REPEATS" --threads "$THREADS" "${TORCH_DEVICE_ARGS[@]}" --potnet-factorised > "$WORK/torchf_$w.json"
@@ -99,6 +106,17 @@ fi
 "$PY" - "$WORK" "${WORKLOADS[@]}" <<'PY'
 import json, os, sys
 work, workloads = sys.argv[1], sys.argv[2:]
+if not os.path.exists(f"{work}/torch_sgemm.json"):
+    # multimat only: the same fields the comparison reads, so a changed JSON fails here too.
+    sg = json.load(open(f"{work}/ours_{workloads[0]}.json")).get("sgemm") or {}
+    print(f"\nsgemm, multimat/matrixmultiply: {sg.get('gflops_wall', float('nan')):.1f} GFLOP/s wall")
+    print(f"{'workload':<16} {'B':>4} {'mat/s':>8} {'mat/CPU·s':>10} {'fwd s':>8} {'bwd s':>8} {'adamw s':>8} {'RSS MiB':>8}")
+    for w in workloads:
+        o = json.load(open(f"{work}/ours_{w}.json"))["results"][0]
+        print(f"{w:<16} {o['batch']:>4} {o['materials_per_s']:>8.1f} {o.get('materials_per_cpu_s') or float('nan'):>10.1f} "
+              f"{o['forward_s']:>8.3f} {o['backward_s']:>8.3f} {o['optimizer_s']:>8.3f} {o.get('peak_rss_mib') or float('nan'):>8.0f}")
+    print("(PyTorch peer skipped: no ratios)")
+    sys.exit(0)
 tsg = json.load(open(f"{work}/torch_sgemm.json"))
 ours_sgemm = json.load(open(f"{work}/ours_{workloads[0]}.json")).get("sgemm") or {}
 peak = tsg["gflops_wall"]

@@ -25,13 +25,33 @@ import time
 from pathlib import Path
 
 
-def peak_gflops(threads):
-    """numpy (OpenBLAS) float32 GEMM throughput: best of 3 at 4096^3."""
+# multimat-screen's summary line on stderr, e.g. "screened 16000 queries × 62000 candidates
+# (k = 10) in 3.456 s (rank 0: 6.80 CPU s; 4630 queries/s; 3.71 s total ...)".
+SCREEN_LINE = re.compile(r"screened (\d+) queries × (\d+) candidates \(k = (\d+)\) in ([0-9.]+) s \(rank 0: ([0-9.]+) CPU s")
+
+
+def parse_screen_stderr(stderr, nq, nc):
+    """(search seconds, CPU seconds) from multimat-screen's stderr; stops with the text when the
+    line is missing or describes another size (the script would otherwise report nonsense)."""
+    m = SCREEN_LINE.search(stderr)
+    if not m:
+        sys.exit(f"multimat-screen printed no 'screened ... in X s (rank 0: Y CPU s' line; its stderr was:\n{stderr}")
+    if (int(m.group(1)), int(m.group(2))) != (nq, nc):
+        sys.exit(f"multimat-screen screened {m.group(1)} x {m.group(2)}, expected {nq} x {nc}:\n{stderr}")
+    return float(m.group(4)), float(m.group(5))
+
+
+def per(amount, seconds):
+    """amount / seconds, NaN when a run was too short for the printed clock (tiny smoke sizes)."""
+    return amount / seconds if seconds > 0 else float("nan")
+
+
+def peak_gflops(threads, n=4096):
+    """numpy (OpenBLAS) float32 GEMM throughput: best of 3 at n^3."""
     os.environ["OPENBLAS_NUM_THREADS"] = str(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import numpy as np
 
-    n = 4096
     a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
     b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
     a @ b
@@ -128,6 +148,7 @@ def main():
     ap.add_argument("--bin", default="target/release/multimat-screen")
     ap.add_argument("--data", default=".cache/bench-data")
     ap.add_argument("--extra", default="", help="extra multimat-screen options, e.g. '--block-queries 512'")
+    ap.add_argument("--peak-n", type=int, default=4096, help="matrix size of the numpy sgemm peak measurement")
     args = ap.parse_args()
     if args.faiss_child:
         return faiss_run(args)
@@ -135,9 +156,14 @@ def main():
     data = Path(args.data)
     data.mkdir(parents=True, exist_ok=True)
     print(f"machine: {os.cpu_count()} cores; threads = {args.threads}; k = {args.k}; d = {args.dim}")
-    peak = peak_gflops(args.threads)
-    print(f"sgemm peak (numpy/OpenBLAS 4096^3 float32, {args.threads} threads): {peak:.1f} GFLOP/s; "
+    peak = peak_gflops(args.threads, args.peak_n)
+    print(f"sgemm peak (numpy/OpenBLAS {args.peak_n}^3 float32, {args.threads} threads): {peak:.1f} GFLOP/s; "
           f"load average {os.getloadavg()}", flush=True)
+    import importlib.util
+    have_faiss = importlib.util.find_spec("faiss") is not None
+    if not have_faiss:
+        print("faiss is not installed in this Python (pip install faiss-cpu): the faiss runs are skipped, "
+              "multimat's are measured and parsed", flush=True)
     rows = []
     for size in args.sizes.split(","):
         nq, nc = (int(x) for x in size.lower().split("x"))
@@ -152,9 +178,13 @@ def main():
         cmd = [args.bin, "--queries", str(qf), "--candidates", str(cf), "-k", str(args.k), "--out", str(out),
                "--threads", str(args.threads), "-q"] + args.extra.split()
         p, mm_wall = timed(cmd)
-        m = re.search(r"in ([0-9.]+) s \(([0-9.]+) CPU s", p.stderr)
-        mm_search, mm_cpu = float(m.group(1)), float(m.group(2))
+        mm_search, mm_cpu = parse_screen_stderr(p.stderr, nq, nc)
         mm_rss = rss_mb(p.stderr)
+        flop = 2.0 * nq * nc * args.dim
+        if not have_faiss:
+            rows.append((f"{nq}x{nc}", "multimat", mm_search, mm_wall, per(nq, mm_search), per(flop, mm_search) / 1e9,
+                         100 * per(flop, mm_search) / 1e9 / peak, per(flop, mm_cpu) / 1e9, mm_rss))
+            continue
         save = data / f"faiss_{nq}x{nc}.npy"
         fcmd = [sys.executable, __file__, "--faiss-child", "--queries", str(qf), "--candidates", str(cf),
                 "-k", str(args.k), "--threads", str(args.threads), "--save", str(save)]
@@ -162,13 +192,12 @@ def main():
         fj = json.loads(fp.stdout.strip().splitlines()[-1])
         f_rss = rss_mb(fp.stderr)
         exact, as_set, max_diff = compare(out, save, cf, args.k)
-        flop = 2.0 * nq * nc * args.dim
         for name, search, cpu_s, wall, rss in (("multimat", mm_search, mm_cpu, mm_wall, mm_rss),
                                                 ("faiss", fj["search_s"], fj["search_cpu_s"], f_wall, f_rss)):
-            rows.append((f"{nq}x{nc}", name, search, wall, nq / search, flop / search / 1e9,
-                         100 * flop / search / 1e9 / peak, flop / cpu_s / 1e9, rss))
-        print(f"{nq}x{nc}: multimat/faiss throughput ratio = {fj['search_s'] / mm_search:.2f} (search wall), "
-              f"{fj['search_cpu_s'] / mm_cpu:.2f} (search CPU time), {f_wall / mm_wall:.2f} (end to end); "
+            rows.append((f"{nq}x{nc}", name, search, wall, per(nq, search), per(flop, search) / 1e9,
+                         100 * per(flop, search) / 1e9 / peak, per(flop, cpu_s) / 1e9, rss))
+        print(f"{nq}x{nc}: multimat/faiss throughput ratio = {per(fj['search_s'], mm_search):.2f} (search wall), "
+              f"{per(fj['search_cpu_s'], mm_cpu):.2f} (search CPU time), {f_wall / mm_wall:.2f} (end to end); "
               f"results agree exactly for {100 * exact:.1f} % of queries, as sets for {100 * as_set:.1f} %; "
               f"largest rank-by-rank similarity difference {max_diff:.1e}", flush=True)
     print()

@@ -10,10 +10,21 @@
 # benches/screen_vs_faiss.py, which prints the table. See that file for what is measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# PYTHON=path: an interpreter that already has numpy, h5py (and faiss-cpu, else faiss is
+# skipped with a message); BIN=path: an already built multimat-screen (the test suite's smoke run
+# sets both and tiny --sizes).
 VENV=.cache/bench-venv
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import faiss, numpy, h5py" 2>/dev/null; then
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet faiss-cpu numpy h5py
+if [ -n "${PYTHON:-}" ]; then
+    PY=$PYTHON
+else
+    if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import faiss, numpy, h5py" 2>/dev/null; then
+        python3 -m venv "$VENV"
+        "$VENV/bin/pip" install --quiet faiss-cpu numpy h5py
+    fi
+    PY="$VENV/bin/python"
 fi
-cargo build --release --quiet --bin multimat-screen
-exec "$VENV/bin/python" benches/screen_vs_faiss.py "$@"
+if [ -z "${BIN:-}" ]; then
+    cargo build --release --quiet --bin multimat-screen
+    BIN=target/release/multimat-screen
+fi
+exec "$PY" benches/screen_vs_faiss.py --bin "$BIN" "$@"

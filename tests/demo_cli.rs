@@ -1,7 +1,9 @@
 //! `multimat demo` at a tiny size on the real matminer elastic set that `scripts/bootstrap.sh`
 //! downloads: the report exists, states that the charge densities are approximations, and the
 //! logged losses are finite; the ingested densities carry the structures' valence electrons; and
-//! the ingest option itself attaches labelled densities through the library API.
+//! the ingest option itself attaches labelled densities through the library API. Every command
+//! the report prints runs as printed and reproduces the demo's numbers, and every example in the
+//! `--help` texts of both binaries runs (`commands_work_as_printed`).
 
 use multimat::approx::demo_data::ELASTIC_SET_RELATIVE;
 use multimat::approx::promolecular::valence_electrons;
@@ -9,6 +11,10 @@ use multimat::ingest::{Extras, IngestOptions, Source};
 use multimat::shard::ShardData;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
+
+#[path = "common/fixture_dir.rs"]
+mod fixture_dir_impl;
 
 fn elastic_set() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(ELASTIC_SET_RELATIVE);
@@ -23,20 +29,28 @@ fn shard_files(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// One tiny demo per test binary (40 materials, 3 steps, 2 fine-tuning epochs): (output
+/// directory, the demo's stdout).
+fn demo() -> &'static (PathBuf, String) {
+    static DEMO: OnceLock<(PathBuf, String)> = OnceLock::new();
+    DEMO.get_or_init(|| {
+        let out = fixture_dir_impl::fixture_dir("multimat-demo-test").join("demo-out");
+        let run = Command::new(env!("CARGO_BIN_EXE_multimat"))
+            .args(["demo", "--limit", "40", "--max-steps", "3", "--batch-size", "16", "--finetune-epochs", "2", "--quiet", "--data"])
+            .arg(elastic_set())
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(run.status.success(), "demo failed: {stderr}");
+        (out, String::from_utf8_lossy(&run.stdout).into_owned())
+    })
+}
+
 #[test]
 fn tiny_demo_writes_an_honest_report_with_finite_losses() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("demo-out");
-    let run = Command::new(env!("CARGO_BIN_EXE_multimat"))
-        .args(["demo", "--limit", "40", "--max-steps", "3", "--batch-size", "16", "--finetune-epochs", "2", "--quiet", "--data"])
-        .arg(elastic_set())
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "demo failed: {stderr}");
-    let stdout = String::from_utf8_lossy(&run.stdout);
+    let (out, stdout) = demo();
     let report_path = out.join("report.md");
     assert!(stdout.contains(&report_path.display().to_string()), "the demo must print where the report is: {stdout}");
 
@@ -111,4 +125,146 @@ fn ingest_option_attaches_labelled_densities_and_respects_the_limit() {
     plain.preprocess.density_grid = [12, 12, 12];
     let s = multimat::ingest::run(&Source::Matminer { file: elastic_set() }, &Extras::default(), &plain).unwrap();
     assert_eq!(s.counts.charge_density, 0);
+}
+
+const MULTIMAT: &str = env!("CARGO_BIN_EXE_multimat");
+const SCREEN: &str = env!("CARGO_BIN_EXE_multimat-screen");
+
+/// A command line as printed (starting with `multimat` or `multimat-screen`) run by `sh` in
+/// `cwd` with `extra` arguments appended; fails the test with its output when it fails.
+fn run_printed(line: &str, cwd: &Path, extra: &[&str]) {
+    let (program, rest) = line.trim().split_once(' ').unwrap_or((line.trim(), ""));
+    let exe = match program {
+        "multimat" => MULTIMAT,
+        "multimat-screen" => SCREEN,
+        other => panic!("not a multimat command: {other} in {line:?}"),
+    };
+    let script = format!("'{exe}' {rest} {}", extra.join(" "));
+    let out = Command::new("sh").arg("-c").arg(&script).current_dir(cwd).output().unwrap();
+    assert!(
+        out.status.success(),
+        "printed command failed in {}: {line}\n(extra arguments {extra:?})\n{}{}",
+        cwd.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every `--help` text of `exe` and its subcommands, recursively: (command path, text).
+fn help_texts(exe: &str, path: &[String], out: &mut Vec<(String, String)>) {
+    let o = Command::new(exe).args(path).arg("--help").output().unwrap();
+    assert!(o.status.success(), "{exe} {path:?} --help failed");
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    if let Some(section) = text.split("\nCommands:\n").nth(1) {
+        let subcommands: Vec<String> = section
+            .lines()
+            .take_while(|l| !l.trim().is_empty())
+            .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .filter(|name| name != "help")
+            .collect();
+        for sub in subcommands {
+            let mut p = path.to_vec();
+            p.push(sub);
+            help_texts(exe, &p, out);
+        }
+    }
+    out.push((format!("{} {}", Path::new(exe).file_name().unwrap().to_string_lossy(), path.join(" ")), text));
+}
+
+/// The example lines of a help text: indented lines that start with a multimat command (not
+/// clap's usage lines, which hold `[OPTIONS]`/`<COMMAND>` placeholders).
+fn examples(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.starts_with(' ') && !l.contains("[OPTIONS]") && !l.contains("<COMMAND>"))
+        .map(str::trim)
+        .filter(|l| l.starts_with("multimat ") || l.starts_with("multimat-screen "))
+        .map(str::to_string)
+        .collect()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+#[test]
+fn commands_work_as_printed() {
+    let (out, _) = demo();
+    let elsewhere = tempfile::tempdir().unwrap();
+
+    // 1. The report's commands, verbatim, from another directory: they all run, and the
+    //    re-runs of pre-training and fine-tuning reproduce the demo's numbers exactly.
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let block = report.split("## Re-running the steps yourself").nth(1).expect("the report has a re-run section");
+    let commands: Vec<&str> = block.split("```").nth(1).unwrap().lines().filter(|l| !l.trim().is_empty()).collect();
+    for want in ["multimat ingest", "multimat pretrain", "multimat eval retrieval", "multimat embed", "multimat finetune"] {
+        assert!(commands.iter().any(|c| c.starts_with(want)), "the report prints no `{want}`: {commands:?}");
+    }
+    for c in &commands {
+        run_printed(c, elsewhere.path(), &[]);
+    }
+    let sha = |dir: &Path| json(&multimat::train::checkpoint::latest(dir).unwrap().unwrap().json_path)["tensors_sha256"].clone();
+    assert_eq!(sha(&out.join("rerun/pretrain/checkpoints")), sha(&out.join("pretrain/checkpoints")), "the re-run pre-training gives the same weights");
+    for run in ["pretrained", "scratch"] {
+        let (a, b) = (json(&out.join("finetune").join(run).join("result.json")), json(&out.join("rerun/finetune").join(run).join("result.json")));
+        assert_eq!(a["test_mae"], b["test_mae"], "{run}: the re-run fine-tuning gives the same test MAE");
+    }
+    // The resolved config names absolute paths and clean numbers.
+    let resolved = std::fs::read_to_string(out.join("pretrain/config.resolved.toml")).unwrap();
+    assert!(resolved.contains(&format!("\"{}\"", out.join("shards").display())), "{resolved}");
+    assert!(resolved.contains("temperature = 0.2\n"), "an f32 is written as its own shortest decimal: {resolved}");
+    assert!(!resolved.contains("[model.encoders.cgcnn]"), "only the encoders in use: {resolved}");
+
+    // 2. Every example in the --help texts, in a working directory laid out as the examples
+    //    assume (the repository's configs and data paths, runs/x and shards/ from the demo,
+    //    a folder of new crystals). Training commands get size arguments appended so the suite
+    //    stays fast; flags and files are the printed ones.
+    let ex = tempfile::tempdir().unwrap();
+    let ex = ex.path();
+    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("configs"), &ex.join("configs"));
+    let data = ex.join(ELASTIC_SET_RELATIVE);
+    std::fs::create_dir_all(data.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(elastic_set(), &data).unwrap();
+    std::fs::create_dir_all(ex.join("runs")).unwrap();
+    std::os::unix::fs::symlink(out.join("pretrain"), ex.join("runs/x")).unwrap();
+    std::os::unix::fs::symlink(out.join("shards"), ex.join("shards")).unwrap();
+    let crystals = ex.join("my-crystals");
+    std::fs::create_dir_all(&crystals).unwrap();
+    let cifs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mp-multimodal/cif");
+    for id in ["mp-1000", "mp-10000", "mp-10003", "mp-10009", "mp-10255"] {
+        std::fs::copy(cifs.join(format!("{id}.cif")), crystals.join(format!("{id}.cif"))).unwrap();
+    }
+    let size_args = |line: &str| -> &'static [&'static str] {
+        match line.split_whitespace().nth(1) {
+            Some("ingest") => &["--limit", "24"],
+            Some("pretrain") => &["--set", "optim.batch_size=8", "--set", "run.max_steps=2"],
+            Some("finetune") => &["--set", "optim.epochs=2", "--set", "optim.batch_size=8"],
+            _ => &[],
+        }
+    };
+    let mut texts = Vec::new();
+    help_texts(MULTIMAT, &[], &mut texts);
+    help_texts(SCREEN, &[], &mut texts);
+    let mut ran = Vec::new();
+    for (command, text) in &texts {
+        for line in examples(text) {
+            run_printed(&line, ex, size_args(&line));
+            ran.push(format!("{command}: {line}"));
+        }
+    }
+    for want in ["multimat predict", "multimat ingest", "multimat-screen gen-random", "multimat embed"] {
+        assert!(ran.iter().any(|r| r.contains(&format!(": {want}"))), "no --help example runs `{want}`: {ran:#?}");
+    }
+    // The top-level flow ends in predictions for the new crystals, one row each, ids kept.
+    let preds = std::fs::read_to_string(ex.join("predictions.csv")).unwrap();
+    let ids: Vec<&str> = preds.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+    assert_eq!(ids, ["mp-1000", "mp-10000", "mp-10003", "mp-10009", "mp-10255"], "{preds}");
 }

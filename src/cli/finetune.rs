@@ -24,7 +24,8 @@ pub struct Args {
     /// Override a config value, e.g. `--set optim.lr=1e-3 --set data.target=G_VRH` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
-    /// Pre-training checkpoint (.json) to take the crystal encoder from (overrides model.checkpoint).
+    /// Pre-training checkpoint (a step-*.json, or a run directory: its newest checkpoint) to take
+    /// the crystal encoder from (overrides model.checkpoint).
     #[arg(long, value_name = "FILE")]
     pub checkpoint: Option<PathBuf>,
     /// Train from scratch even if the config names a checkpoint.
@@ -41,7 +42,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let mut cfg = FinetuneConfig::load(&args.config, &args.overrides)?;
     if let Some(c) = &args.checkpoint {
-        cfg.model.checkpoint = Some(c.clone());
+        cfg.model.checkpoint = Some(crate::train::config::absolute_from(std::path::Path::new(""), c));
     }
     if args.scratch {
         cfg.model.checkpoint = None;

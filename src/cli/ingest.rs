@@ -8,7 +8,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
-#[command(group(clap::ArgGroup::new("source").required(true).args(["mp_multimodal", "matminer", "vasp_dirs", "csv"])))]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["mp_multimodal", "matminer", "vasp_dirs", "structures", "cif_dir"])))]
 pub struct Args {
     /// A directory in the mp-multimodal layout (materials.csv, structures/, dos/, chgcar/, text/).
     #[arg(long, value_name = "DIR")]
@@ -19,12 +19,22 @@ pub struct Args {
     /// A directory of per-material folders (name = id) with CONTCAR/POSCAR, vasprun.xml/DOSCAR, CHGCAR.
     #[arg(long, value_name = "DIR")]
     pub vasp_dirs: Option<PathBuf>,
-    /// A labels CSV keyed by material id; structures from --cif-dir.
-    #[arg(long, value_name = "FILE", requires = "cif_dir")]
-    pub csv: Option<PathBuf>,
-    /// Folder of <id>.cif[.gz] files for --csv.
+    /// A folder of structure files, one material each: CIF, POSCAR/CONTCAR/*.vasp, pymatgen
+    /// JSON, extended XYZ, vasprun.xml or CHGCAR, by name or content (gzip allowed); the id is
+    /// the file name without .gz and extension. Labels: --csv, or an id_prop.csv in the folder.
     #[arg(long, value_name = "DIR")]
+    pub structures: Option<PathBuf>,
+    /// A folder of CIF files (the same as --structures).
+    #[arg(long, value_name = "DIR", conflicts_with = "structures")]
     pub cif_dir: Option<PathBuf>,
+    /// Labels for --structures: a CSV keyed by material id (column `material_id`, --id-column,
+    /// else the first; ids with or without the file extension), or ALIGNN's headerless
+    /// id_prop.csv (file name, value(s) → target "target").
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+    /// The CSV column holding the material ids.
+    #[arg(long, value_name = "NAME", requires = "csv")]
+    pub id_column: Option<String>,
     /// Robocrystallographer descriptions (JSON lines with material_id, description).
     #[arg(long, value_name = "FILE.jsonl")]
     pub texts: Option<PathBuf>,
@@ -42,6 +52,10 @@ pub struct Args {
     /// Stop at the first bad record instead of recording it in rejects.jsonl.
     #[arg(long)]
     pub strict: bool,
+    /// Exit non-zero (after writing everything) when more than this fraction of the inputs
+    /// were rejected; default: any fraction is accepted. Nothing written is always an error.
+    #[arg(long, value_name = "F")]
+    pub max_reject_fraction: Option<f64>,
     /// Do not build crystal graphs (structures are still stored).
     #[arg(long)]
     pub no_graphs: bool,
@@ -85,12 +99,16 @@ pub struct Args {
 }
 
 fn source(args: &Args) -> Result<Source> {
-    Ok(match (&args.mp_multimodal, &args.matminer, &args.vasp_dirs, &args.csv) {
+    let structures = args.structures.as_ref().or(args.cif_dir.as_ref());
+    if args.csv.is_some() && structures.is_none() {
+        bail!("--csv labels the structures of --structures DIR (or --cif-dir DIR); give the folder too");
+    }
+    Ok(match (&args.mp_multimodal, &args.matminer, &args.vasp_dirs, structures) {
         (Some(dir), None, None, None) => Source::MpMultimodal { dir: dir.clone() },
         (None, Some(file), None, None) => Source::Matminer { file: file.clone() },
         (None, None, Some(dir), None) => Source::VaspDirs { dir: dir.clone() },
-        (None, None, None, Some(csv)) => Source::CsvCif { csv: csv.clone(), cif_dir: args.cif_dir.clone().context("--csv needs --cif-dir")? },
-        _ => bail!("give exactly one of --mp-multimodal, --matminer, --vasp-dirs, --csv"),
+        (None, None, None, Some(dir)) => Source::Structures { dir: dir.clone(), labels: args.csv.clone(), id_column: args.id_column.clone() },
+        _ => bail!("give exactly one of --mp-multimodal, --matminer, --vasp-dirs, --structures (--cif-dir)"),
     })
 }
 
@@ -116,6 +134,12 @@ pub fn preprocess_params(args: &Args) -> Result<PreprocessParams> {
 
 pub fn run(args: Args) -> Result<()> {
     let source = source(&args)?;
+    let max_reject_fraction = match (args.max_reject_fraction, args.strict) {
+        (Some(f), _) if !(0.0..=1.0).contains(&f) => bail!("--max-reject-fraction must be in [0, 1], got {f}"),
+        (Some(f), _) => f,
+        (None, true) => 0.0,
+        (None, false) => 1.0,
+    };
     let mut units = BTreeMap::new();
     for u in &args.units {
         let (name, unit) = u.split_once('=').with_context(|| format!("--units {u:?}: expected NAME=UNIT"))?;
@@ -160,8 +184,28 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(m) = &s.manifest {
         println!("  manifest: {}", m.display());
     }
+    let rejects_file = args.out.join(crate::ingest::REJECTS_FILE);
     if s.rejects > 0 {
-        println!("  rejects: {}", args.out.join(crate::ingest::REJECTS_FILE).display());
+        println!("  rejects: {}", rejects_file.display());
+    }
+    check_outcome(c.records, s.rejects, max_reject_fraction, &rejects_file)
+}
+
+/// The exit status of an ingest: an error when nothing was written, or when the rejected share
+/// of all inputs (records written + rejects) is above `max_reject_fraction`.
+pub fn check_outcome(records: usize, rejects: usize, max_reject_fraction: f64, rejects_file: &std::path::Path) -> Result<()> {
+    if records == 0 {
+        bail!("no record was written ({rejects} input(s) rejected; reasons in {})", rejects_file.display());
+    }
+    let fraction = rejects as f64 / (records + rejects) as f64;
+    if fraction > max_reject_fraction {
+        bail!(
+            "{rejects} of {} inputs ({:.1}%) were rejected, more than --max-reject-fraction {max_reject_fraction} allows \
+             (the shards that were written are kept; reasons in {})",
+            records + rejects,
+            100.0 * fraction,
+            rejects_file.display()
+        );
     }
     Ok(())
 }

@@ -14,3 +14,4 @@ pub mod sweep;
 pub mod embed;
 pub mod eval;
 pub mod plot;
+pub mod predict;

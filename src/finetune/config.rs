@@ -2,10 +2,12 @@
 //! pre-training checkpoint or from scratch), the optimiser (the paper's fine-tuning settings by
 //! default: AdamW, 10 warm-up epochs then cosine decay, batch 120, no weight decay) and early
 //! stopping. `--set section.key=value` overrides any field; the resolved configuration is written
-//! into the run directory.
+//! into the run directory. Paths follow `train::config`'s one rule (relative to the config file
+//! when written there, to the current directory when given on the command line; absolute once
+//! loaded).
 
 use crate::model::config::{CrystalEncoderKind, EncodersConfig};
-use crate::train::config::apply_override;
+use crate::train::config::{absolute_from, encoder_table, load_config_value, resolved_toml};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -25,7 +27,7 @@ pub struct FinetuneConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FtDataConfig {
-    /// Shard files or directories of shards (relative paths are relative to the config file).
+    /// Shard files or directories of shards.
     pub shards: Vec<PathBuf>,
     /// Target name as stored in the shards (`K_VRH`, `G_VRH`, `elastic_tensor`, `band_gap`, …);
     /// scalar or vector.
@@ -62,8 +64,8 @@ pub struct FtModelConfig {
     /// The crystal encoder: `encoders.crystal_encoder` (potnet or cgcnn) and its hyper-parameters.
     /// Only the crystal sub-tables matter here.
     pub encoders: EncodersConfig,
-    /// A pre-training checkpoint's `.json`: its crystal encoder's weights are loaded (relative
-    /// paths are relative to the config file). Absent: the encoder starts from random weights.
+    /// A pre-training checkpoint's `.json`: its crystal encoder's weights are loaded. Absent: the
+    /// encoder starts from random weights.
     pub checkpoint: Option<PathBuf>,
 }
 
@@ -130,33 +132,15 @@ impl Default for FtRunConfig {
 }
 
 impl FinetuneConfig {
-    /// Read a TOML config, apply `key=value` overrides, resolve relative shard and checkpoint paths
-    /// against the config file's directory, and check it.
+    /// Read a TOML config, apply `key=value` overrides, make every path absolute by the path
+    /// rule, and check it.
     pub fn load(path: &Path, overrides: &[String]) -> Result<FinetuneConfig> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
-        let mut value: toml::Value = toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
-        for o in overrides {
-            apply_override(&mut value, o).with_context(|| format!("applying override {o:?}"))?;
-        }
+        let value = load_config_value(path, overrides, FINETUNE_PATH_KEYS)?;
         let mut cfg: FinetuneConfig =
             value.try_into().map_err(|e: toml::de::Error| anyhow::anyhow!("config {}: {e}", path.display()))?;
-        cfg.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        cfg.run.out_dir = absolute_from(Path::new(""), &cfg.run.out_dir); // the default, if unset
         cfg.check().with_context(|| format!("config {}", path.display()))?;
         Ok(cfg)
-    }
-
-    /// Make relative shard and checkpoint paths relative to `base`.
-    pub fn resolve_paths(&mut self, base: &Path) {
-        for s in &mut self.data.shards {
-            if s.is_relative() {
-                *s = base.join(&*s);
-            }
-        }
-        if let Some(c) = &mut self.model.checkpoint {
-            if c.is_relative() {
-                *c = base.join(&*c);
-            }
-        }
     }
 
     pub fn check(&self) -> Result<()> {
@@ -202,10 +186,20 @@ impl FinetuneConfig {
         self.data.split_seed.unwrap_or(self.run.seed)
     }
 
+    /// The resolved configuration as TOML: clean floats, and of the encoder tables only the
+    /// crystal encoder's (the only one fine-tuning builds).
     pub fn to_toml(&self) -> Result<String> {
-        Ok(toml::to_string_pretty(self)?)
+        let mut value = toml::Value::try_from(self)?;
+        let used = encoder_table(crate::loss::Modality::Crystal, &self.model.encoders);
+        if let Some(enc) = value.get_mut("model").and_then(|m| m.get_mut("encoders")).and_then(|e| e.as_table_mut()) {
+            enc.retain(|k, v| !v.is_table() || k == used);
+        }
+        resolved_toml(value)
     }
 }
+
+/// Path fields of the fine-tuning config (dotted keys).
+pub const FINETUNE_PATH_KEYS: &[&str] = &["data.shards", "model.checkpoint", "run.out_dir"];
 
 #[cfg(test)]
 mod tests {

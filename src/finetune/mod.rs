@@ -20,6 +20,7 @@
 pub mod config;
 pub mod metrics;
 pub mod model;
+pub mod predict;
 pub mod split;
 
 pub use config::FinetuneConfig;
@@ -347,6 +348,8 @@ pub fn run(cfg: &FinetuneConfig, opts: &RunOptions) -> Result<FinetuneResult> {
                 "units": p.units,
                 "standardizer": std,
                 "config": cfg,
+                // What `multimat predict` needs to build graphs of new structures the same way.
+                "graph_params": p.ds.shards[0].meta.graph_params,
             });
             checkpoint::save(&out.join("best"), epoch + 1, &weights, meta, 1)?;
             best = Some((epoch + 1, vm.mae, weights));

@@ -10,7 +10,7 @@ use crate::engine::nn::Linear;
 use crate::engine::{Module, Param, Tensor};
 use crate::model::config::build_encoder;
 use crate::model::{Encoder, Modality, ModalityBatch, StepContext};
-use crate::train::checkpoint::{self, Checkpoint};
+use crate::train::checkpoint::Checkpoint;
 use crate::train::config::PretrainConfig;
 use anyhow::{bail, Context, Result};
 use rand::SeedableRng;
@@ -70,15 +70,33 @@ pub struct TransferInfo {
 }
 
 /// Copy the crystal encoder's parameters and BatchNorm statistics from the pre-training
-/// checkpoint at `path` into `encoder`. Errors (naming the checkpoint) when it is not a
+/// checkpoint `path` names (a step-*.json, or a run or checkpoints directory: its newest) into
+/// `encoder`. Errors (naming the checkpoint) when it is not a
 /// pre-training checkpoint, has no crystal encoder, or its crystal encoder is of another kind
 /// or shape than `cfg` asks for.
 pub fn load_pretrained_crystal(encoder: &mut dyn Encoder, cfg: &FinetuneConfig, path: &Path) -> Result<TransferInfo> {
-    let c = checkpoint::load(path)?;
+    let c = crate::eval::checkpoint_model::resolve_checkpoint(path)?;
     check_compatible(&c, cfg)?;
+    let loaded = load_module_weights(encoder, &c)
+        .map_err(|e| e.context(format!("{}: its crystal encoder does not match model.encoders of the fine-tuning config", path.display())))?;
+    Ok(TransferInfo {
+        checkpoint: c.json_path.display().to_string(),
+        step: c.step(),
+        tensors_sha256: c.meta["tensors_sha256"].as_str().unwrap_or("").to_string(),
+        modalities: c.meta["modalities"].as_array().map(|a| a.iter().filter_map(|m| m.as_str().map(String::from)).collect()).unwrap_or_default(),
+        loss: c.meta["config"]["loss"]["kind"].as_str().unwrap_or("").to_string(),
+        tensors_loaded: loaded,
+    })
+}
+
+/// Copy every parameter (`param.<name>`) and BatchNorm buffer (`buffer.<name>`) of `module`
+/// from the checkpoint, shapes checked; returns the number of tensors copied. Tensors of the
+/// checkpoint that `module` does not have are ignored (a pre-training checkpoint holds every
+/// encoder).
+pub fn load_module_weights<M: Module + ?Sized>(module: &mut M, c: &Checkpoint) -> Result<usize> {
     let mut err: Option<anyhow::Error> = None;
     let mut loaded = 0usize;
-    encoder.visit_params(&mut |p| {
+    module.visit_params(&mut |p| {
         if err.is_none() {
             match c.tensor(&format!("param.{}", p.name), &p.value.shape) {
                 Ok(v) => {
@@ -89,7 +107,7 @@ pub fn load_pretrained_crystal(encoder: &mut dyn Encoder, cfg: &FinetuneConfig, 
             }
         }
     });
-    encoder.visit_buffers(&mut |name, b| {
+    module.visit_buffers(&mut |name, b| {
         if err.is_none() {
             match c.tensor(&format!("buffer.{name}"), &b.shape.clone()) {
                 Ok(v) => {
@@ -100,17 +118,7 @@ pub fn load_pretrained_crystal(encoder: &mut dyn Encoder, cfg: &FinetuneConfig, 
             }
         }
     });
-    if let Some(e) = err {
-        return Err(e.context(format!("{}: its crystal encoder does not match model.encoders of the fine-tuning config", path.display())));
-    }
-    Ok(TransferInfo {
-        checkpoint: path.display().to_string(),
-        step: c.step(),
-        tensors_sha256: c.meta["tensors_sha256"].as_str().unwrap_or("").to_string(),
-        modalities: c.meta["modalities"].as_array().map(|a| a.iter().filter_map(|m| m.as_str().map(String::from)).collect()).unwrap_or_default(),
-        loss: c.meta["config"]["loss"]["kind"].as_str().unwrap_or("").to_string(),
-        tensors_loaded: loaded,
-    })
+    err.map_or(Ok(loaded), Err)
 }
 
 /// The checkpoint's crystal encoder must be the one the fine-tuning config builds.

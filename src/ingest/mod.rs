@@ -255,18 +255,54 @@ fn main_source(provenance: &Provenance) -> String {
     s.get("structure").or_else(|| s.values().next()).cloned().unwrap_or_default()
 }
 
-/// Target widths (from the first input, in id order, that has the target) and units.
+/// Target widths (the most common width among the inputs that have the target; a tie goes to
+/// the width seen first in id order) and units.
 fn target_specs(inputs: &[Input], units: &BTreeMap<String, String>) -> BTreeMap<String, TargetSpec> {
-    let mut specs = BTreeMap::new();
+    let mut widths: BTreeMap<&String, Vec<(usize, usize)>> = BTreeMap::new(); // name → (width, count) in first-seen order
     for input in inputs {
         for (name, values) in &input.record.targets {
-            specs.entry(name.clone()).or_insert_with(|| TargetSpec {
-                width: values.len(),
-                units: units.get(name).cloned().unwrap_or_else(|| default_units(name).to_string()),
-            });
+            let seen = widths.entry(name).or_default();
+            match seen.iter_mut().find(|(w, _)| *w == values.len()) {
+                Some((_, count)) => *count += 1,
+                None => seen.push((values.len(), 1)),
+            }
         }
     }
-    specs
+    widths
+        .into_iter()
+        .map(|(name, seen)| {
+            let best = seen.iter().map(|&(_, c)| c).max().unwrap_or(0);
+            let width = seen.iter().find(|&&(_, c)| c == best).map_or(0, |&(w, _)| w);
+            let units = units.get(name).cloned().unwrap_or_else(|| default_units(name).to_string());
+            (name.clone(), TargetSpec { width, units })
+        })
+        .collect()
+}
+
+/// Inputs whose targets have another width than `specs` says become rejects naming the labels'
+/// own origin (`file#line N` / `file#row`), not the structure file: the label is what is wrong.
+fn reject_target_width_mismatches(plan: &mut Plan, specs: &BTreeMap<String, TargetSpec>) {
+    let inputs = std::mem::take(&mut plan.inputs);
+    for input in inputs {
+        let bad = input.record.targets.iter().find(|(name, v)| specs.get(*name).is_some_and(|s| s.width != v.len()));
+        match bad {
+            None => plan.inputs.push(input),
+            Some((name, values)) => {
+                let origin = input.record.provenance.sources.get("targets").cloned().unwrap_or_else(|| main_source(&input.record.provenance));
+                let (file, place) = match origin.rsplit_once('#') {
+                    Some((f, p)) if p.chars().all(|c| c.is_ascii_digit()) => (f.to_string(), format!("row {p} ({})", input.id)),
+                    Some((f, p)) if p != input.id => (f.to_string(), format!("{p} ({})", input.id)),
+                    Some((f, _)) => (f.to_string(), input.id.clone()),
+                    None => (origin, input.id.clone()),
+                };
+                plan.rejects.push(Reject {
+                    file,
+                    record: place,
+                    reason: format!("target {name:?} has {} value(s), but most materials have {}", values.len(), specs[name].width),
+                });
+            }
+        }
+    }
 }
 
 /// `input` with the approximate modalities the options ask for attached (real data always wins;
@@ -346,10 +382,17 @@ pub fn run_distributed(source: &Source, extras: &Extras, opts: &IngestOptions, d
             bail!("--strict: rejected {} ({}): {}", r.file, r.record, r.reason);
         }
     }
+    let targets = target_specs(&plan.inputs, &opts.units);
+    reject_target_width_mismatches(&mut plan, &targets);
+    if opts.strict {
+        if let Some(r) = plan.rejects.first() {
+            bail!("--strict: rejected {} ({}): {}", r.file, r.record, r.reason);
+        }
+    }
     let meta = ShardMeta {
         preprocess: opts.preprocess.clone(),
         graph_params: opts.graph_params.clone(),
-        targets: target_specs(&plan.inputs, &opts.units),
+        targets,
         text_embedding: plan.embedding.clone(),
         ingest: None,
     };

@@ -19,10 +19,19 @@ pub enum Source {
     MpMultimodal { dir: PathBuf },
     /// A matminer dataset in pandas "split" JSON (optionally gzipped).
     Matminer { file: PathBuf },
-    /// One folder per material (folder name = id) with CONTCAR/POSCAR, vasprun.xml/DOSCAR, CHGCAR.
+    /// One folder per material (folder name = id) with CONTCAR/POSCAR, vasprun.xml/DOSCAR,
+    /// CHGCAR (or CHGCAR.*); without POSCAR/CONTCAR the structure comes from vasprun.xml's
+    /// final structure, else from a CHGCAR*/AECCAR* header.
     VaspDirs { dir: PathBuf },
-    /// Labels CSV keyed by material id, structures as `<cif_dir>/<id>.cif[.gz]`.
+    /// Labels CSV keyed by material id, structures as `<cif_dir>/<id>.cif[.gz]`: the same as
+    /// `Structures { dir: cif_dir, labels: Some(csv), id_column: None }`.
     CsvCif { csv: PathBuf, cif_dir: PathBuf },
+    /// A folder of structure files in any format `io::read_structure` reads (by name or
+    /// content; id = file name without `.gz` and extension), each one material, with optional
+    /// labels: a CSV keyed by `id_column` (default `material_id`, else the first column; ids
+    /// with or without the file extension), or the headerless ALIGNN form (`id_prop.csv`: file
+    /// name, value(s) → target `target`), which is also picked up from the folder itself.
+    Structures { dir: PathBuf, labels: Option<PathBuf>, id_column: Option<String> },
 }
 
 /// Extra per-id data merged onto any source.
@@ -101,19 +110,72 @@ fn files_by_id(dir: &Path, suffixes: &[&str]) -> Result<BTreeMap<String, PathBuf
     Ok(out)
 }
 
+/// Every id mentioned by any file gets one input; its fields fill in as the files are listed.
+fn get<'a>(by_id: &'a mut BTreeMap<String, Input>, id: &str) -> &'a mut Input {
+    by_id.entry(id.to_string()).or_insert_with(|| Input {
+        id: id.to_string(),
+        record: MaterialRecord { id: id.to_string(), ..Default::default() },
+        ..Default::default()
+    })
+}
+
+/// The structure-folder source (see [`Source::Structures`]): one input per structure file,
+/// labels attached by id with the CSV line recorded as their provenance (`file#line N`); every
+/// file or row that cannot be used is a reject naming it.
+fn plan_structure_dir(
+    dir: &Path,
+    labels: Option<&Path>,
+    id_column: Option<&str>,
+    by_id: &mut BTreeMap<String, Input>,
+    rejects: &mut Vec<Reject>,
+) -> Result<()> {
+    use crate::io::structure_dir::{is_id_prop, list_structure_files, read_id_prop, structure_id};
+    anyhow::ensure!(dir.is_dir(), "{}: not a directory", dir.display());
+    let (files, refused) = list_structure_files(dir)?;
+    for (path, reason) in refused {
+        rejects.push(Reject::new(&path, structure_id(&path), reason));
+    }
+    for f in &files {
+        get(by_id, &f.id).files.structure = Some(f.path.clone());
+    }
+    let in_folder = dir.join("id_prop.csv");
+    let Some(csv) = labels.or(in_folder.is_file().then_some(in_folder.as_path())) else {
+        return Ok(());
+    };
+    let mut attach = |id: &str, line: u64, targets: BTreeMap<String, Vec<f64>>, rejects: &mut Vec<Reject>| match by_id.get_mut(id) {
+        Some(input) => {
+            input.record.provenance.sources.insert("targets".into(), format!("{}#line {line}", csv.display()));
+            input.record.targets = targets;
+        }
+        None => rejects.push(Reject::new(
+            csv,
+            format!("line {line} ({id})"),
+            format!("no structure file for {id} (e.g. {id}.cif) in {}", dir.display()),
+        )),
+    };
+    if id_column.is_none() && is_id_prop(csv, dir)? {
+        let (rows, rejected) = read_id_prop(csv).with_context(|| format!("reading labels {}", csv.display()))?;
+        label_row_rejects(csv, &rejected, rejects);
+        for row in rows {
+            let id = structure_id(Path::new(&row.file));
+            attach(&id, row.line, BTreeMap::from([("target".to_string(), row.values)]), rejects);
+        }
+    } else {
+        let parsed = crate::io::labels::read_csv_keyed(csv, id_column).with_context(|| format!("reading labels {}", csv.display()))?;
+        label_row_rejects(csv, &parsed.rejected, rejects);
+        for ((id, targets), line) in parsed.labels.into_iter().zip(parsed.lines) {
+            // Ids may be written with the file's extension (`mp-1.cif`).
+            attach(&structure_id(Path::new(&id)), line, targets, rejects);
+        }
+    }
+    Ok(())
+}
+
 /// Build the plan for `source` plus `extras`.
 pub fn plan(source: &Source, extras: &Extras) -> Result<Plan> {
     let mut by_id: BTreeMap<String, Input> = BTreeMap::new();
     let mut rejects = Vec::new();
     let mut embedding = None;
-    // Every id mentioned by any file gets one input; its fields fill in as the files are listed.
-    fn get<'a>(by_id: &'a mut BTreeMap<String, Input>, id: &str) -> &'a mut Input {
-        by_id.entry(id.to_string()).or_insert_with(|| Input {
-            id: id.to_string(),
-            record: MaterialRecord { id: id.to_string(), ..Default::default() },
-            ..Default::default()
-        })
-    }
     let mut labels_files: Vec<(PathBuf, bool)> = Vec::new(); // (csv, is the source's own)
 
     match source {
@@ -186,34 +248,35 @@ pub fn plan(source: &Source, extras: &Extras) -> Result<Plan> {
             anyhow::ensure!(dir.is_dir(), "{}: not a directory", dir.display());
             for sub in sorted_entries(dir)?.into_iter().filter(|p| p.is_dir()) {
                 let id = sub.file_name().unwrap().to_string_lossy().into_owned();
+                let vasprun = first_existing(&sub, &["vasprun.xml", "vasprun.xml.gz"]);
+                // CHGCAR, else a named variant (CHGCAR.nospin, CHGCAR.relax.gz, …; the first by
+                // name). AECCAR0/2 are core/valence partial densities, not the CHGCAR the encoder
+                // learns from: they serve only as a structure source.
+                let entries = sorted_entries(&sub)?;
+                let named = |prefix: &str| {
+                    entries.iter().find(|p| p.is_file() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix))).cloned()
+                };
+                let chgcar = first_existing(&sub, &["CHGCAR", "CHGCAR.gz"]).or_else(|| named("CHGCAR."));
                 let files = InputFiles {
-                    structure: first_existing(&sub, &["CONTCAR", "CONTCAR.gz", "POSCAR", "POSCAR.gz"]),
-                    dos: first_existing(&sub, &["vasprun.xml", "vasprun.xml.gz", "DOSCAR", "DOSCAR.gz"]),
-                    charge_density: first_existing(&sub, &["CHGCAR", "CHGCAR.gz"]),
+                    // The relaxed structure first; a folder without POSCAR/CONTCAR still has one in
+                    // vasprun.xml (finalpos) or in a volumetric file's header.
+                    structure: first_existing(&sub, &["CONTCAR", "CONTCAR.gz", "POSCAR", "POSCAR.gz"])
+                        .or_else(|| vasprun.clone())
+                        .or_else(|| chgcar.clone())
+                        .or_else(|| named("AECCAR")),
+                    dos: vasprun.or_else(|| first_existing(&sub, &["DOSCAR", "DOSCAR.gz"])),
+                    charge_density: chgcar,
                 };
                 if files.structure.is_none() && files.dos.is_none() && files.charge_density.is_none() {
-                    rejects.push(Reject::new(&sub, id, "no CONTCAR/POSCAR, vasprun.xml/DOSCAR or CHGCAR in the folder"));
+                    rejects.push(Reject::new(&sub, id, "no CONTCAR/POSCAR, vasprun.xml/DOSCAR, CHGCAR* or AECCAR* in the folder"));
                     continue;
                 }
                 get(&mut by_id, &id).files = files;
             }
         }
-        Source::CsvCif { csv, cif_dir } => {
-            anyhow::ensure!(cif_dir.is_dir(), "{}: not a directory", cif_dir.display());
-            let cifs = files_by_id(cif_dir, &[".cif.gz", ".cif"])?;
-            let parsed = crate::io::labels::read_csv(csv).with_context(|| format!("reading labels {}", csv.display()))?;
-            label_row_rejects(csv, &parsed.rejected, &mut rejects);
-            for (id, targets) in parsed.labels {
-                match cifs.get(&id) {
-                    Some(cif) => {
-                        let input = get(&mut by_id, &id);
-                        input.files.structure = Some(cif.clone());
-                        input.record.provenance.sources.insert("targets".into(), format!("{}#{id}", csv.display()));
-                        input.record.targets = targets;
-                    }
-                    None => rejects.push(Reject::new(csv, id.clone(), format!("no {id}.cif in {}", cif_dir.display()))),
-                }
-            }
+        Source::CsvCif { csv, cif_dir } => plan_structure_dir(cif_dir, Some(csv), None, &mut by_id, &mut rejects)?,
+        Source::Structures { dir, labels, id_column } => {
+            plan_structure_dir(dir, labels.as_deref(), id_column.as_deref(), &mut by_id, &mut rejects)?
         }
     }
 

@@ -8,7 +8,8 @@
 //! `_`, so `_space_group_symop.operation_xyz` ≡ `_space_group_symop_operation_xyz`).
 //!
 //! Structure rules:
-//! - The first data block with `_atom_site_fract_x` is used.
+//! - The data block with `_atom_site_fract_x` is used; a file with several such blocks is
+//!   refused naming them (never silently cut to the first).
 //! - Lattice from a, b, c, α, β, γ with pymatgen's convention (`Lattice.from_parameters`: c along
 //!   z, a in the xz plane), so a pymatgen-written CIF and its JSON give the same lattice matrix.
 //! - Symmetry operations from `_symmetry_equiv_pos_as_xyz` or `_space_group_symop_operation_xyz`
@@ -311,8 +312,13 @@ pub fn parse_cif(text: &str, origin: &str) -> Result<Structure> {
     if blocks.is_empty() {
         bail!("{origin}: no data_ block (not a CIF?)");
     }
-    let block = match blocks.iter().find(|b| b.has("_atom_site_fract_x")) {
-        Some(b) => b,
+    let with_sites: Vec<&Block> = blocks.iter().filter(|b| b.has("_atom_site_fract_x")).collect();
+    if with_sites.len() > 1 {
+        let names: Vec<String> = with_sites.iter().map(|b| format!("data_{}", b.name)).collect();
+        bail!("{origin}: {} data blocks hold structures ({}); multimat reads one structure per file: split the file", names.len(), names.join(", "));
+    }
+    let block = match with_sites.first() {
+        Some(b) => *b,
         None if blocks.iter().any(|b| b.has("_atom_site_cartn_x")) => {
             bail!("{origin}: atom sites are given only as Cartesian coordinates (_atom_site_Cartn_x); fractional coordinates are required")
         }
@@ -327,7 +333,7 @@ pub fn parse_cif(text: &str, origin: &str) -> Result<Structure> {
     }
     let lattice = lattice_from_parameters(cell[0], cell[1], cell[2], cell[3], cell[4], cell[5]);
 
-    let ops = symmetry_operations(block, origin)?;
+    let ops = symmetry_operations(block, [cell[0], cell[1], cell[2], cell[3], cell[4], cell[5]], origin)?;
 
     // Atom sites, either a loop or single items (one-atom CIFs).
     let site_tags = ["_atom_site_fract_x", "_atom_site_fract_y", "_atom_site_fract_z"];
@@ -415,8 +421,9 @@ pub fn parse_cif(text: &str, origin: &str) -> Result<Structure> {
     Ok(s)
 }
 
-/// The block's symmetry operations; identity only when none are given and the group is P 1.
-fn symmetry_operations(block: &Block, origin: &str) -> Result<Vec<SymOp>> {
+/// The block's symmetry operations: those listed, else the operations of the space group its
+/// Hall or Hermann–Mauguin symbol or number names (`space_group`), else the identity.
+fn symmetry_operations(block: &Block, cell: [f64; 6], origin: &str) -> Result<Vec<SymOp>> {
     for tag in ["_symmetry_equiv_pos_as_xyz", "_space_group_symop_operation_xyz"] {
         let tokens: Vec<&Token> = if let Some((lp, col)) = block.column(tag) {
             lp.rows.iter().map(|r| &r[col]).collect()
@@ -436,25 +443,18 @@ fn symmetry_operations(block: &Block, origin: &str) -> Result<Vec<SymOp>> {
         }
         return Ok(ops);
     }
-    // No operations listed: only acceptable for P 1.
-    let hm = ["_symmetry_space_group_name_h-m", "_space_group_name_h-m_alt"]
-        .iter()
-        .find_map(|t| block.items.get(*t))
-        .map(|t| t.text.replace(' ', "").to_ascii_uppercase());
-    let number = ["_symmetry_int_tables_number", "_space_group_it_number"]
-        .iter()
-        .find_map(|t| block.items.get(*t))
-        .and_then(|t| t.text.trim().parse::<u32>().ok());
-    let is_p1 = hm.as_deref().is_none_or(|h| h == "P1" || h == "?" || h == ".") && number.is_none_or(|n| n == 1);
-    if !is_p1 {
-        bail!(
-            "{origin}: data_{}: space group {} but no symmetry operations (_symmetry_equiv_pos_as_xyz or \
-             _space_group_symop_operation_xyz); cannot expand the asymmetric unit",
-            block.name,
-            hm.unwrap_or_else(|| format!("number {}", number.unwrap_or(0)))
-        );
+    // No operations listed: expand from the space group's symbol, if there is one.
+    let given = |tags: &[&str]| {
+        tags.iter().find_map(|t| block.items.get(*t)).map(|t| t.text.trim().to_string()).filter(|s| !s.is_empty() && s != "?" && s != ".")
+    };
+    let hall = given(&["_symmetry_space_group_name_hall", "_space_group_name_hall"]);
+    let hm = given(&["_symmetry_space_group_name_h-m", "_space_group_name_h-m_alt"]);
+    let number = given(&["_symmetry_int_tables_number", "_space_group_it_number"]).and_then(|t| t.parse::<u32>().ok());
+    if hall.is_none() && hm.is_none() && number.is_none() {
+        return Ok(vec![parse_symop("x,y,z").unwrap()]); // no symmetry information: P 1
     }
-    Ok(vec![parse_symop("x,y,z").unwrap()])
+    super::space_group::operations_from_symbol(hall.as_deref(), hm.as_deref(), number, cell, &format!("{origin}: data_{}", block.name))
+        .context("the CIF lists no symmetry operations, so they were generated from its space group")
 }
 
 #[cfg(test)]
@@ -542,19 +542,36 @@ O1 O2- 0.3053(4) 0.3053(4) 0 1.0
         let unknown = RUTILE.replace("Ti1 Ti4+", "Ti1 Zz");
         let nonnum = RUTILE.replace("0.3053(4) 0.3053(4) 0 1.0", "0.3053(4) abc 0 1.0");
         let short = RUTILE.replace("Ti1 Ti4+ 0 0 0 1", "Ti1 Ti4+ 0 0 0");
-        let no_ops = RUTILE.replace("_space_group_symop.operation_xyz", "_space_group_symop.other");
+        let no_ops = RUTILE.replace("_space_group_symop.operation_xyz", "_space_group_symop.other").replace("'P 42/m n m'", "'P 42/m x m'");
+        let two_blocks = format!("{RUTILE}\n{}", RUTILE.replace("data_TiO2", "data_again"));
         let badop = RUTILE.replace("'y, x, z'", "'y, x, w'");
         let cases = [
             (partial, "site O1 has partial occupancy 0.5"),
             (unknown, "unknown element 'Zz'"),
             (nonnum, "line 36: site O1 _atom_site_fract_y 'abc' is not a number"),
             (short, "not a multiple of 6"),
-            (no_ops, "space group P42/MNM but no symmetry operations"),
+            (no_ops, "space group \"P 42/m x m\" is not a Hermann–Mauguin symbol"),
+            (two_blocks, "2 data blocks hold structures (data_TiO2, data_again)"),
             (badop, "line 27: cannot read symmetry operation"),
         ];
         for (text, want) in cases {
             let err = format!("{:#}", parse_cif(&text, "x.cif").unwrap_err());
             assert!(err.contains("x.cif") && err.contains(want), "wanted {want:?} in {err}");
+        }
+    }
+
+    #[test]
+    fn a_space_group_symbol_alone_expands_as_the_listed_operations_do() {
+        let listed = parse_cif(RUTILE, "rutile.cif").unwrap();
+        let no_ops = RUTILE.replace("_space_group_symop.operation_xyz", "_space_group_symop.other");
+        for text in [no_ops.clone(), no_ops.replace("_space_group_name_H-M_alt 'P 42/m n m'", "_space_group_IT_number 136")] {
+            let s = parse_cif(&text, "rutile.cif").unwrap();
+            assert_eq!(s.formula(), "Ti2O4");
+            let mut a: Vec<(u8, [i64; 3])> = s.species.iter().zip(&s.frac_coords).map(|(&z, f)| (z, f.map(|x| (x * 1e6).round() as i64 % 1_000_000))).collect();
+            let mut b: Vec<(u8, [i64; 3])> = listed.species.iter().zip(&listed.frac_coords).map(|(&z, f)| (z, f.map(|x| (x * 1e6).round() as i64 % 1_000_000))).collect();
+            a.sort();
+            b.sort();
+            assert_eq!(a, b, "the same sites as with the International Tables' listed operations");
         }
     }
 }

@@ -32,6 +32,8 @@ pub struct RejectedRow {
 #[derive(Clone, Debug, Default)]
 pub struct ParsedLabels {
     pub labels: Labels,
+    /// 1-based line of each entry of `labels` (so a later problem with a row can name it).
+    pub lines: Vec<u64>,
     pub rejected: Vec<RejectedRow>,
 }
 
@@ -71,7 +73,7 @@ fn classify(cell: &str) -> Cell {
 /// 1-based line of a record starting at byte `byte`. The csv crate's own line counter (and its
 /// record start on CRLF files, which points at the previous line's '\n') is off by one on CRLF
 /// files such as `materials.csv`, so we count ourselves after skipping line terminators.
-fn line_of(text: &str, byte: u64) -> u64 {
+pub(crate) fn line_of(text: &str, byte: u64) -> u64 {
     let bytes = text.as_bytes();
     let mut b = (byte as usize).min(bytes.len());
     while b < bytes.len() && (bytes[b] == b'\r' || bytes[b] == b'\n') {
@@ -88,6 +90,17 @@ pub fn read_csv(path: &Path) -> Result<ParsedLabels> {
 
 /// `read_csv` on text in memory; `origin` names it in errors.
 pub fn parse_csv(text: &str, origin: &str) -> Result<ParsedLabels> {
+    parse_csv_keyed(text, origin, None)
+}
+
+/// [`read_csv`] with the ids in column `id_column` (by header name) instead of `material_id`
+/// or the first column.
+pub fn read_csv_keyed(path: &Path, id_column: Option<&str>) -> Result<ParsedLabels> {
+    parse_csv_keyed(&super::open_text(path)?, &path.display().to_string(), id_column)
+}
+
+/// [`parse_csv`] with an explicit id column (see [`read_csv_keyed`]).
+pub fn parse_csv_keyed(text: &str, origin: &str, id_column: Option<&str>) -> Result<ParsedLabels> {
     // `flexible` so a row with the wrong number of fields is our row-level reject, not a
     // reader error that would end the file.
     let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).trim(csv::Trim::All).from_reader(text.as_bytes());
@@ -115,7 +128,13 @@ pub fn parse_csv(text: &str, origin: &str) -> Result<ParsedLabels> {
             bail!("{origin}: line 1: column name {h:?} appears twice");
         }
     }
-    let id_col = headers.iter().position(|h| h.eq_ignore_ascii_case("material_id")).unwrap_or(0);
+    let id_col = match id_column {
+        Some(name) => headers
+            .iter()
+            .position(|h| h == name)
+            .with_context(|| format!("{origin}: line 1: no column {name:?} for the ids; the columns are {headers:?}"))?,
+        None => headers.iter().position(|h| h.eq_ignore_ascii_case("material_id")).unwrap_or(0),
+    };
     let mut rejected = Vec::new();
     let mut rows: Vec<(u64, csv::StringRecord)> = Vec::new();
     for record in reader.records() {
@@ -148,6 +167,7 @@ pub fn parse_csv(text: &str, origin: &str) -> Result<ParsedLabels> {
         .map(|c| c != id_col && cells.iter().any(|row| matches!(row.get(c), Some(Cell::Numbers(_)))))
         .collect();
     let mut labels = Vec::with_capacity(rows.len());
+    let mut lines = Vec::with_capacity(rows.len());
     let mut seen = HashSet::new();
     'rows: for ((line, record), row_cells) in rows.iter().zip(cells) {
         let id = record.get(id_col).unwrap_or("").trim().to_string();
@@ -179,9 +199,10 @@ pub fn parse_csv(text: &str, origin: &str) -> Result<ParsedLabels> {
             }
         }
         labels.push((id, targets));
+        lines.push(*line);
     }
     rejected.sort_by_key(|r| r.line);
-    Ok(ParsedLabels { labels, rejected })
+    Ok(ParsedLabels { labels, lines, rejected })
 }
 
 #[cfg(test)]

@@ -11,12 +11,16 @@
 pub mod chgcar;
 pub mod cif;
 pub mod doscar;
+pub mod extxyz;
 pub mod labels;
 pub mod matminer;
 pub mod npy;
 pub mod poscar;
 pub mod pymatgen;
+pub mod space_group;
+pub mod structure_dir;
 pub mod text;
+pub mod vasp_structure;
 pub mod vasprun;
 
 use crate::material::{ChargeDensity, Dos, Structure};
@@ -85,12 +89,18 @@ pub fn format_name(path: &Path) -> String {
     name.strip_suffix(".gz").map(str::to_string).unwrap_or(name)
 }
 
-/// Which structure format a file name denotes.
+/// Which structure format a file holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StructureFormat {
     Cif,
     Poscar,
     PymatgenJson,
+    /// ASE extended XYZ (`*.xyz`, `*.extxyz`).
+    Extxyz,
+    /// The final structure of a `vasprun*.xml`.
+    VasprunXml,
+    /// The header of a VASP volumetric file (`CHGCAR*`, `AECCAR*`, `CHG`, `PARCHG*`).
+    VaspVolumetric,
 }
 
 /// The structure format of a file by its name (`.gz` ignored), or `None` if not recognised.
@@ -105,8 +115,14 @@ pub fn structure_format(path: &Path) -> Option<StructureFormat> {
         || name.ends_with(".contcar")
     {
         Some(StructureFormat::Poscar)
+    } else if name.starts_with("vasprun") && name.ends_with(".xml") {
+        Some(StructureFormat::VasprunXml)
     } else if name.ends_with(".json") {
         Some(StructureFormat::PymatgenJson)
+    } else if name.ends_with(".xyz") || name.ends_with(".extxyz") {
+        Some(StructureFormat::Extxyz)
+    } else if name.starts_with("chgcar") || name.starts_with("aeccar") || name.starts_with("parchg") || name == "chg" {
+        Some(StructureFormat::VaspVolumetric)
     } else {
         None
     }
@@ -114,15 +130,20 @@ pub fn structure_format(path: &Path) -> Option<StructureFormat> {
 
 /// Read a crystal structure, choosing the parser by file name: `*.cif` → CIF; `POSCAR*`,
 /// `CONTCAR*`, `*.vasp`, `*.poscar` → POSCAR; `*.json` → pymatgen `Structure` dict or a Materials
-/// Project API document. Each may be gzipped.
+/// Project API document; `*.xyz`, `*.extxyz` → extended XYZ; `vasprun*.xml` → its final
+/// structure; `CHGCAR*`, `AECCAR*` → the volumetric file's header. Other names are recognised by
+/// their content (`structure_dir::sniff_structure_format`). Each may be gzipped.
 pub fn read_structure(path: &Path) -> Result<Structure> {
     let origin = path.display().to_string();
-    let format = structure_format(path).with_context(|| {
-        format!(
-            "{origin}: unknown structure format (expected *.cif, POSCAR*, CONTCAR*, *.vasp, *.poscar \
-             or *.json, optionally .gz)"
-        )
-    })?;
+    let format = match structure_format(path) {
+        Some(f) => f,
+        None => structure_dir::sniff_structure_format(path)?.with_context(|| {
+            format!(
+                "{origin}: unknown structure format (expected *.cif, POSCAR*, CONTCAR*, *.vasp, *.poscar, *.json, \
+                 *.xyz/*.extxyz, vasprun*.xml or CHGCAR*/AECCAR*, optionally .gz, or content in one of those formats)"
+            )
+        })?,
+    };
     match format {
         StructureFormat::Cif => cif::parse_cif(&open_text(path)?, &origin),
         StructureFormat::Poscar => poscar::parse_poscar(&open_text(path)?, &origin),
@@ -130,6 +151,9 @@ pub fn read_structure(path: &Path) -> Result<Structure> {
             let value = read_json(path)?;
             pymatgen::structure_from_json(&value, &origin)
         }
+        StructureFormat::Extxyz => extxyz::parse_extxyz(&open_text(path)?, &origin),
+        StructureFormat::VasprunXml => vasp_structure::read_vasprun_structure(path),
+        StructureFormat::VaspVolumetric => vasp_structure::read_volumetric_structure(path),
     }
 }
 
@@ -371,6 +395,10 @@ mod tests {
             ("CONTCAR.relax2.gz", Some(Poscar)),
             ("Si.vasp", Some(Poscar)),
             ("mp-1.json.gz", Some(PymatgenJson)),
+            ("nacl.extxyz", Some(Extxyz)),
+            ("vasprun.xml.gz", Some(VasprunXml)),
+            ("CHGCAR.nospin.gz", Some(VaspVolumetric)),
+            ("AECCAR2", Some(VaspVolumetric)),
             ("notes.txt", None),
         ] {
             assert_eq!(structure_format(Path::new(name)), f, "{name}");

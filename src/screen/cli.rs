@@ -29,17 +29,22 @@ MPI, on the number of ranks. k has no cap: k >= N lists every candidate.
 Output: a CSV with columns query_id,rank,candidate_id,similarity (rank starts at 1), written
 atomically.
 
-Examples:
-  # DOS targets against a crystal database, 25 candidates each
+Examples (runs/x is a pre-training run of crystal, DOS and charge density with held-out
+materials, shards/ its shards):
+  # held-out DOS targets against the training crystals, 25 candidates each
+  multimat embed --checkpoint runs/x --shards shards/ --modality dos --split holdout --out dos_test.h5
+  multimat embed --checkpoint runs/x --shards shards/ --modality crystal --split train --out crystals.h5
   multimat-screen --queries dos_test.h5 --candidates crystals.h5 -k 25 --out hits.csv
 
-  # multi-modal: weighted sum of DOS and charge-density similarities, over candidates in both
-  multimat-screen --queries dos.h5 --candidates dos_cands.h5 \\
-                  --queries2 chg.h5 --candidates2 chg_cands.h5 --weights 0.5,0.5 -k 10 --out hits.csv
+  # multi-modal: weighted sum of the DOS-vs-crystal and the charge-density similarities, over
+  # candidates present in both candidate files
+  multimat embed --checkpoint runs/x --shards shards/ --modality charge_density --split holdout --out chg_test.h5
+  multimat embed --checkpoint runs/x --shards shards/ --modality charge_density --split train --out chg.h5
+  multimat-screen --queries dos_test.h5 --candidates crystals.h5 --queries2 chg_test.h5 --candidates2 chg.h5 --weights 0.5,0.5 -k 10 --out hits2.csv
 
-  # random files (with exact ties) and a benchmark
-  multimat-screen gen-random --out q.h5 -n 16000 --seed 1
-  multimat-screen gen-random --out c.h5 -n 62000 --seed 2
+  # random files (with exact ties) and a benchmark (ARCHITECTURE.md quotes 16000 x 62000 and larger)
+  multimat-screen gen-random --out q.h5 -n 1000 --seed 1
+  multimat-screen gen-random --out c.h5 -n 20000 --seed 2
   multimat-screen bench --queries q.h5 --candidates c.h5 -k 10";
 
 #[derive(Parser, Debug)]

@@ -17,7 +17,9 @@
 pub mod aggregate;
 
 use crate::dist::Dist;
+use crate::finetune::config::FINETUNE_PATH_KEYS;
 use crate::finetune::{self, FinetuneConfig, RESULT_FILE};
+use crate::train::config::{absolute_from, absolutize_override};
 use crate::model::config::CrystalEncoderKind;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -30,7 +32,7 @@ use std::sync::mpsc;
 pub struct SweepConfig {
     /// The fine-tuning config every run starts from (relative to the sweep file).
     pub base: PathBuf,
-    /// Sweep directory: runs/<id>/, table.md, table.csv (relative to the current directory).
+    /// Sweep directory: runs/<id>/, table.md, table.csv (relative to the sweep file).
     pub out_dir: PathBuf,
     #[serde(default = "default_lrs")]
     pub lrs: Vec<f64>,
@@ -88,23 +90,25 @@ pub struct Plan {
 }
 
 impl SweepConfig {
-    /// Read the sweep file; `extra_set` is appended to its `set`. Relative `base` and checkpoint
-    /// paths are resolved against the sweep file's directory.
+    /// Read the sweep file; `extra_set` is appended to its `set`. Paths follow
+    /// `train::config`'s one rule: `base`, `out_dir`, variant checkpoints and path overrides in
+    /// `set` are relative to the sweep file's directory, those in `extra_set` (the command line)
+    /// to the current directory; all are absolute once loaded.
     pub fn load(path: &Path, extra_set: &[String]) -> Result<SweepConfig> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading sweep config {}", path.display()))?;
         let mut cfg: SweepConfig = toml::from_str(&text).with_context(|| format!("parsing sweep config {}", path.display()))?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        if cfg.base.is_relative() {
-            cfg.base = dir.join(&cfg.base);
-        }
+        let dir = path.parent().unwrap_or(Path::new(""));
+        cfg.base = absolute_from(dir, &cfg.base);
+        cfg.out_dir = absolute_from(dir, &cfg.out_dir);
         for v in &mut cfg.variants {
             if let Some(c) = &mut v.checkpoint {
-                if c.is_relative() {
-                    *c = dir.join(&*c);
-                }
+                *c = absolute_from(dir, c);
             }
+            v.set = v.set.iter().map(|o| absolutize_override(o, FINETUNE_PATH_KEYS, dir)).collect::<Result<_>>()?;
         }
-        cfg.set.extend(extra_set.iter().cloned());
+        let from_file = cfg.set.iter().map(|o| absolutize_override(o, FINETUNE_PATH_KEYS, dir));
+        let from_cli = extra_set.iter().map(|o| absolutize_override(o, FINETUNE_PATH_KEYS, Path::new("")));
+        cfg.set = from_file.chain(from_cli).collect::<Result<_>>()?;
         cfg.check().with_context(|| format!("sweep config {}", path.display()))?;
         Ok(cfg)
     }

@@ -1,6 +1,13 @@
 //! The pre-training configuration (TOML). Every field but the data and the loss kind has the
 //! paper's default; `--set section.key=value` overrides any field from the command line, and the
 //! resolved configuration is written beside the checkpoints.
+//!
+//! The one path rule of every config file (pre-training, fine-tuning, sweeps): a relative path
+//! written in a config file is relative to that file's directory; a relative path given on the
+//! command line (`--set key=path`, `--checkpoint`) or left at its default is relative to the
+//! current directory. Loaded configs hold absolute paths only, so a written
+//! `config.resolved.toml` names the same files from any directory ([`load_config_value`],
+//! [`absolute_from`]).
 
 use crate::loss::{LossConfig, Modality};
 use crate::model::config::EncodersConfig;
@@ -24,7 +31,7 @@ pub struct PretrainConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// Shard files or directories of shards (relative paths are relative to the config file).
+    /// Shard files or directories of shards.
     pub shards: Vec<PathBuf>,
     /// Modalities to train (2 to 4 of crystal, dos, charge_density, text).
     pub modalities: Vec<Modality>,
@@ -90,8 +97,7 @@ impl Default for OptimConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RunConfig {
-    /// Checkpoints, metrics.jsonl, config.resolved.toml and retrieval.json go here (relative paths
-    /// are relative to the current directory).
+    /// Checkpoints, metrics.jsonl, config.resolved.toml and retrieval.json go here.
     pub out_dir: PathBuf,
     pub seed: u64,
     /// Checkpoint every N steps (0: at the end of every epoch).
@@ -110,22 +116,13 @@ impl Default for RunConfig {
 
 impl PretrainConfig {
     /// Read a TOML config, apply `key=value` overrides (dotted paths, values in TOML syntax or bare
-    /// strings), resolve relative shard paths against the config file's directory, and check it.
+    /// strings), make every path absolute by the module's path rule, and check it.
     pub fn load(path: &Path, overrides: &[String]) -> Result<PretrainConfig> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
-        let mut value: toml::Value = toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
-        for o in overrides {
-            apply_override(&mut value, o).with_context(|| format!("applying override {o:?}"))?;
-        }
+        let value = load_config_value(path, overrides, PRETRAIN_PATH_KEYS)?;
         let mut cfg: PretrainConfig = value
             .try_into()
             .map_err(|e: toml::de::Error| anyhow::anyhow!("config {}: {e}", path.display()))?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        for s in &mut cfg.data.shards {
-            if s.is_relative() {
-                *s = base.join(&*s);
-            }
-        }
+        cfg.run.out_dir = absolute_from(Path::new(""), &cfg.run.out_dir); // the default, if unset
         cfg.check().with_context(|| format!("config {}", path.display()))?;
         Ok(cfg)
     }
@@ -166,9 +163,118 @@ impl PretrainConfig {
         Ok(())
     }
 
+    /// The resolved configuration as TOML: clean floats, and only the encoder tables of the
+    /// modalities trained (the others have no effect on the run).
     pub fn to_toml(&self) -> Result<String> {
-        Ok(toml::to_string_pretty(self)?)
+        let mut value = toml::Value::try_from(self)?;
+        let used: Vec<&str> = self.data.modalities.iter().map(|&m| encoder_table(m, &self.model.encoders)).collect();
+        if let Some(enc) = value.get_mut("model").and_then(|m| m.get_mut("encoders")).and_then(|e| e.as_table_mut()) {
+            enc.retain(|k, v| !v.is_table() || used.contains(&k));
+        }
+        resolved_toml(value)
     }
+}
+
+/// Path fields of the pre-training config (dotted keys; arrays of paths allowed).
+pub const PRETRAIN_PATH_KEYS: &[&str] = &["data.shards", "run.out_dir"];
+
+/// The `model.encoders` table holding the settings of modality `m`'s encoder.
+pub fn encoder_table(m: Modality, encoders: &EncodersConfig) -> &'static str {
+    use crate::model::config::CrystalEncoderKind;
+    match m {
+        Modality::Crystal => match encoders.crystal_encoder {
+            CrystalEncoderKind::Potnet => "potnet",
+            CrystalEncoderKind::Cgcnn => "cgcnn",
+        },
+        Modality::Dos => "dos_transformer",
+        Modality::ChargeDensity => "resnext3d",
+        Modality::Text => "text_mlp",
+    }
+}
+
+/// `p` made absolute: relative paths are taken relative to `base` (itself relative to the
+/// current directory when relative, e.g. `""`). Lexical only (no symlinks resolved, the file
+/// need not exist), so the path a user wrote stays recognisable.
+pub fn absolute_from(base: &Path, p: &Path) -> PathBuf {
+    let joined = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+    std::path::absolute(&joined).unwrap_or(joined)
+}
+
+/// Make the string (or array of strings) at each dotted key of `value` an absolute path
+/// relative to `base`; keys that are absent are left alone.
+pub fn absolutize_keys(value: &mut toml::Value, keys: &[&str], base: &Path) {
+    for key in keys {
+        let mut cur = Some(&mut *value);
+        for part in key.split('.') {
+            cur = cur.and_then(|v| v.get_mut(part));
+        }
+        let fix = |v: &mut toml::Value| {
+            if let toml::Value::String(s) = v {
+                *s = absolute_from(base, Path::new(s.as_str())).display().to_string();
+            }
+        };
+        match cur {
+            Some(toml::Value::Array(items)) => items.iter_mut().for_each(fix),
+            Some(v) => fix(v),
+            None => {}
+        }
+    }
+}
+
+/// A `key=value` override whose key is one of `path_keys` with its relative path(s) made
+/// absolute against `base`; any other override unchanged. For overrides written in a file (a
+/// sweep's `set`), which follow that file's directory.
+pub fn absolutize_override(assignment: &str, path_keys: &[&str], base: &Path) -> Result<String> {
+    let (key, _) = assignment.split_once('=').context("expected key=value")?;
+    if !path_keys.contains(&key.trim()) {
+        return Ok(assignment.to_string());
+    }
+    let mut v = toml::Value::Table(Default::default());
+    apply_override(&mut v, assignment)?;
+    absolutize_keys(&mut v, &[key.trim()], base);
+    let mut cur = &v;
+    for part in key.trim().split('.') {
+        cur = &cur[part];
+    }
+    Ok(format!("{}={}", key.trim(), cur))
+}
+
+/// Read the TOML config at `path` with the path rule applied: the file's relative paths at
+/// `path_keys` against its directory, then the `key=value` overrides, whose relative paths
+/// are against the current directory.
+pub fn load_config_value(path: &Path, overrides: &[String], path_keys: &[&str]) -> Result<toml::Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+    let mut value: toml::Value = toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
+    absolutize_keys(&mut value, path_keys, path.parent().unwrap_or(Path::new("")));
+    for o in overrides {
+        apply_override(&mut value, o).with_context(|| format!("applying override {o:?}"))?;
+    }
+    absolutize_keys(&mut value, path_keys, Path::new(""));
+    Ok(value)
+}
+
+/// Pretty TOML of a resolved config with every float written as its shortest form: an `f32`
+/// field widened to f64 (0.2f32 = 0.20000000298023224) is written as the f32's own shortest
+/// decimal (0.2), which reads back to the same f32. A genuine f64 field is changed only if it
+/// holds exactly an f32 value with a longer f64 spelling, which no hand-written value does.
+pub fn resolved_toml(mut value: toml::Value) -> Result<String> {
+    fn clean(v: &mut toml::Value) {
+        match v {
+            toml::Value::Float(x) => {
+                let narrow = *x as f32;
+                if narrow as f64 == *x {
+                    if let Ok(short) = narrow.to_string().parse::<f64>() {
+                        *x = short;
+                    }
+                }
+            }
+            toml::Value::Array(a) => a.iter_mut().for_each(clean),
+            toml::Value::Table(t) => t.iter_mut().for_each(|(_, v)| clean(v)),
+            _ => {}
+        }
+    }
+    clean(&mut value);
+    Ok(toml::to_string_pretty(&value)?)
 }
 
 /// Set `a.b.c = value` in a TOML tree; the value is parsed as TOML if it can be (numbers, bools,
