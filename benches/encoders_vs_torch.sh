@@ -38,8 +38,10 @@ WORKLOADS=("$@")
 [ ${#WORKLOADS[@]} -eq 0 ] && WORKLOADS=(potnet cgcnn dos text resnext_small full)
 
 DEVICE=${DEVICE:-cpu}
-DEVICE_ARGS=(--device "$DEVICE")
+# Our binary is only told about a device when it is not the CPU (its default).
+DEVICE_ARGS=()
 TORCH_DEVICE_ARGS=(--device "$DEVICE")
+if [ "$DEVICE" != cpu ]; then DEVICE_ARGS=(--device "$DEVICE"); fi
 if [ "${TF32:-0}" = 1 ]; then DEVICE_ARGS+=(--tf32); TORCH_DEVICE_ARGS+=(--tf32); fi
 if [ -n "${SKIP_TORCH:-}" ]; then
     PY=${PY:-python3}

@@ -77,7 +77,7 @@ fn bad_files_become_rejects_and_good_records_land() {
         ("truncated", "CHGCAR", "truncated"),
         ("non-numeric", "POSCAR", "'abc' is not a finite number"),
         ("nan-laden", "POSCAR", "'NaN' is not a finite number"),
-        ("wrong-shape", "POSCAR", "atom 2 of 2"),
+        ("wrong-shape", "POSCAR", "declares 2 atoms, but the rest of the file can hold at most 1"),
         ("unknown-element", "POSCAR", "'Xx' is not a chemical element"),
     ];
     for (case, file, why) in expect {

@@ -209,8 +209,12 @@ pub fn absolutize_keys(value: &mut toml::Value, keys: &[&str], base: &Path) {
             cur = cur.and_then(|v| v.get_mut(part));
         }
         let fix = |v: &mut toml::Value| {
+            // An empty path stays empty, so the config check can refuse it by name instead of
+            // silently meaning the config's directory.
             if let toml::Value::String(s) = v {
-                *s = absolute_from(base, Path::new(s.as_str())).display().to_string();
+                if !s.is_empty() {
+                    *s = absolute_from(base, Path::new(s.as_str())).display().to_string();
+                }
             }
         };
         match cur {
