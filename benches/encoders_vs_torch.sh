@@ -13,7 +13,7 @@
 # of an earlier run: reuse its PyTorch numbers, e.g. to time a new multimat build against them),
 # SUMMARY_ONLY=1 (with RESULTS: print the table of the JSONs already there, run nothing), VENV (a virtualenv with torch and numpy; default
 # .cache/bench-venv, built from PyPI on first use), PY (a Python that already has torch + numpy:
-# skips the virtualenv, e.g. PY=python3 on a GPU node), DEVICE (cpu | cuda: both sides run there;
+# skips the virtualenv, e.g. PY=python3 on a GPU node), DEVICE (cpu | cuda | cuda-sim: both sides run there, PyTorch on the CPU for cuda-sim;
 # default cpu), TF32=1 (TF32 tensor-core GEMMs on both sides, GPU only), SKIP_TORCH=1 (no PyTorch:
 # measure and tabulate multimat's side only, with PY or python3; the test suite's smoke run uses
 # it, because PyPI's torch wheel pulls ≈ 4 GB of CUDA libraries), SGEMM (the sgemm size measured
@@ -38,11 +38,15 @@ WORKLOADS=("$@")
 [ ${#WORKLOADS[@]} -eq 0 ] && WORKLOADS=(potnet cgcnn dos text resnext_small full)
 
 DEVICE=${DEVICE:-cpu}
-# Our binary is only told about a device when it is not the CPU (its default).
+# Our binary is only told about a device when it is not the CPU (its default). cuda-sim (the CUDA
+# kernels run on the CPU, for the smoke test) has no PyTorch counterpart: PyTorch runs on the CPU.
 DEVICE_ARGS=()
-TORCH_DEVICE_ARGS=(--device "$DEVICE")
-if [ "$DEVICE" != cpu ]; then DEVICE_ARGS=(--device "$DEVICE"); fi
-if [ "${TF32:-0}" = 1 ]; then DEVICE_ARGS+=(--tf32); TORCH_DEVICE_ARGS+=(--tf32); fi
+TORCH_DEVICE_ARGS=(--device "$([ "$DEVICE" = cuda-sim ] && echo cpu || echo "$DEVICE")")
+if [ "$DEVICE" != cpu ]; then
+    DEVICE_ARGS=(--device "$DEVICE")
+    if [ "${TF32:-0}" = 1 ]; then DEVICE_ARGS+=(--tf32 on); else DEVICE_ARGS+=(--tf32 off); fi
+fi
+if [ "${TF32:-0}" = 1 ]; then TORCH_DEVICE_ARGS+=(--tf32); fi
 if [ -n "${SKIP_TORCH:-}" ]; then
     PY=${PY:-python3}
 elif [ -z "${PY:-}" ]; then

@@ -4,21 +4,29 @@
 #      family compiled by NVRTC for this GPU; every GPU op run once against its CPU reference
 #      (one line per op with its largest error and tolerance; non-zero exit on any failure);
 #      each op runs twice and its device results must be bit-identical (determinism);
-#   2. `benches/encoders_vs_torch.sh` with DEVICE=cuda: materials/s per encoder vs PyTorch eager
+#   2. two pre-training steps (PotNet + DOS Transformer + text MLP, AllPairsCLIP, batch 48) on
+#      cuda and on the CPU: losses agree within 1e-4 relative; the cuda run twice gives the same
+#      checkpoint bytes (determinism);
+#   3. `benches/encoders_vs_torch.sh` with DEVICE=cuda: materials/s per encoder vs PyTorch eager
 #      on the same GPU, same batches, and the ratio.
 # Where there is no Rust toolchain (the lent GPU machines), run scripts/gpu-check-prepare.sh on a
 # build machine first and bring .gpu-check/ along; with cargo at hand the binary is built here.
 # CUDA 13 libraries are found in the Python environment's `nvidia` packages (PyPI nvidia-cublas,
 # nvidia-cuda-nvrtc, …) when they are not on the loader's path already.
+#
+# GPU_CHECK_DEVICE=cuda-sim runs the same steps on the CPU executor of the kernels (the test suite
+# does, on tiny sizes: STEP_BATCH, BATCH, REPEATS, WORKLOADS), so the script cannot rot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 START=$(date +%s)
+DEV=${GPU_CHECK_DEVICE:-cuda}
+STEP_BATCH=${STEP_BATCH:-48}
 if [ -x .gpu-check/bin/multimat ]; then
     BIN=.gpu-check/bin/multimat
     export LD_LIBRARY_PATH="$(pwd)/.gpu-check/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 else
-    cargo build --release --bin multimat
-    BIN=target/release/multimat
+    BIN=${MULTIMAT_BIN:-target/release/multimat}
+    [ -n "${MULTIMAT_BIN:-}" ] || cargo build --release --bin multimat
 fi
 PY=${PY:-python3}
 NV=$("$PY" -c 'import nvidia, os; print(os.path.dirname(list(nvidia.__path__)[0]))' 2>/dev/null || true)
@@ -28,19 +36,48 @@ if [ -n "$NV" ]; then
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 
-echo "== 1. doctor --device cuda (versions, NVRTC compile, every op vs the CPU reference)"
-"$BIN" doctor --device cuda
+echo "== 1. doctor --device $DEV (versions, NVRTC compile, every op vs the CPU reference)"
+"$BIN" doctor --device "$DEV"
 
-echo "== 2. encoders vs PyTorch on this GPU ($(($(date +%s) - START)) s so far)"
-if ! "$BIN" bench encoders --help | grep -q -- '--device'; then
-    # The encoders' ops all run on the device (step 1), but the pre-training step and
-    # `bench encoders` are not wired to a device yet in this build: say so instead of timing
-    # the CPU.
-    echo "this build's bench encoders has no --device: the encoder-level GPU comparison is skipped"
-    echo "gpu-check finished in $(($(date +%s) - START)) s"
-    exit 0
-fi
-BIN=$BIN PY=$PY DEVICE=cuda TF32=${TF32:-1} REPEATS=${REPEATS:-5} BATCH=${BATCH:-360} DOS_BATCH=${DOS_BATCH:-360} \
+echo "== 2. a pre-training step on $DEV vs cpu, and twice on $DEV ($(($(date +%s) - START)) s so far)"
+# PotNet + DOS Transformer + text MLP, AllPairsCLIP, batch 48, on synthetic MP-like records.
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+"$BIN" synth --n $((2 * STEP_BATCH)) --all-modalities --no-density --out "$WORK/shards" > /dev/null
+for run in cpu cuda cuda-again; do
+    cat > "$WORK/$run.toml" <<EOF
+[data]
+shards = ["$WORK/shards"]
+modalities = ["crystal", "dos", "text"]
+holdout_fraction = 0.0
+[model]
+embed_dim = 128
+[loss]
+kind = "all_pairs_clip"
+[optim]
+batch_size = $STEP_BATCH
+epochs = 1
+[run]
+out_dir = "$WORK/run-$run"
+max_steps = 2
+EOF
+    dev=${run%-again}; [ "$dev" = cuda ] && dev=$DEV
+    "$BIN" pretrain --quiet --device "$dev" --tf32 off --config "$WORK/$run.toml"
+done
+"$PY" - "$WORK" <<'EOF'
+import json, sys, hashlib, pathlib
+w = pathlib.Path(sys.argv[1])
+loss = {r: [json.loads(l)["loss"] for l in open(w / f"run-{r}" / "metrics.jsonl")] for r in ("cpu", "cuda", "cuda-again")}
+for step, (a, b) in enumerate(zip(loss["cpu"], loss["cuda"]), 1):
+    print(f"step {step}: loss cpu {a:.7f}  cuda {b:.7f}  relative difference {abs(a - b) / abs(a):.2e} (tolerance 1e-4)")
+h = {r: hashlib.sha256((w / f"run-{r}" / "checkpoints" / "step-00000002.safetensors").read_bytes()).hexdigest()[:16] for r in ("cuda", "cuda-again")}
+print(f"cuda run twice: checkpoint sha256 {h['cuda']} / {h['cuda-again']} -> {'identical' if h['cuda'] == h['cuda-again'] else 'DIFFERENT'}")
+ok = all(abs(a - b) <= 1e-4 * abs(a) for a, b in zip(loss["cpu"], loss["cuda"])) and h["cuda"] == h["cuda-again"]
+sys.exit(0 if ok else 1)
+EOF
+
+echo "== 3. encoders vs PyTorch on $DEV ($(($(date +%s) - START)) s so far)"
+BIN=$BIN PY=$PY DEVICE=$DEV TF32=${TF32:-1} REPEATS=${REPEATS:-5} BATCH=${BATCH:-360} DOS_BATCH=${DOS_BATCH:-360} \
     FULL_BATCH=${FULL_BATCH:-0} THREADS=${THREADS:-$(nproc)} \
     benches/encoders_vs_torch.sh ${WORKLOADS:-potnet cgcnn dos text}
 echo "gpu-check finished in $(($(date +%s) - START)) s"

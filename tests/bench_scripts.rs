@@ -111,3 +111,28 @@ fn scaling_model_reads_a_real_shard() {
         assert!(text.lines().any(|l| l.starts_with(&format!("| {gpus} |"))), "no row for {gpus} GPUs:\n{text}");
     }
 }
+
+#[test]
+fn gpu_check_runs_end_to_end_on_the_simulator_device() {
+    let mut cmd = Command::new("bash");
+    cmd.arg("scripts/gpu-check.sh")
+        .env("GPU_CHECK_DEVICE", "cuda-sim")
+        .env("MULTIMAT_BIN", env!("CARGO_BIN_EXE_multimat"))
+        .env("PY", python())
+        .env("SKIP_TORCH", "1")
+        .env("STEP_BATCH", "8")
+        .env("BATCH", "2")
+        .env("DOS_BATCH", "2")
+        .env("REPEATS", "1")
+        .env("THREADS", "2")
+        .env("WORKLOADS", "potnet dos text");
+    let out = run(cmd, "scripts/gpu-check.sh");
+    assert!(out.contains("doctor --device cuda-sim"), "{out}");
+    let steps: Vec<&str> = out.lines().filter(|l| l.starts_with("step ") && l.contains("relative difference")).collect();
+    assert_eq!(steps.len(), 2, "two compared steps:\n{out}");
+    assert!(out.contains("-> identical"), "the device run twice must give the same checkpoint:\n{out}");
+    for w in ["potnet", "dos", "text"] {
+        let f = row(&out, w, "2");
+        assert!(f[2].parse::<f64>().unwrap() > 0.0, "{w}: {out}");
+    }
+}

@@ -21,10 +21,10 @@ use crate::model::text_mlp::{TextMlp, TextMlpConfig};
 use crate::model::{Encoder, GraphBatch, ModalityBatch, StepContext};
 use crate::crystal::features::ATOM_FEATURE_DIM;
 use crate::dist::Dist;
-use crate::engine::ops::l2norm::{l2norm_backward, l2norm_forward};
+use crate::engine::ops::{l2norm, l2norm_grad};
 use crate::engine::optim::{AdamW, AdamWConfig};
-use crate::engine::{Module, Tensor};
-use crate::loss::{LossConfig, LossKind, Modality, ModalityEmbeddings};
+use crate::engine::{Device, Module, Tensor};
+use crate::loss::{LossConfig, LossKind, Modality, ModalityTensor};
 use crate::train::model::MultiMatModel;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -74,6 +74,11 @@ pub struct EncodersBenchArgs {
     /// machine-peak yardstick; 0 skips it.
     #[arg(long, default_value_t = 0)]
     pub sgemm: usize,
+    #[command(flatten)]
+    pub device: crate::cli::device::DeviceArgs,
+    /// TF32 tensor-core GEMMs on a CUDA GPU (`on`, as pre-training uses them, or `off`).
+    #[arg(long, default_value = "on", value_parser = crate::cli::device::parse_on_off, action = clap::ArgAction::Set)]
+    pub tf32: bool,
 }
 
 
@@ -155,61 +160,82 @@ fn adamw() -> (AdamW, f64) {
     (AdamW::new(AdamWConfig { weight_decay: 5e-4, ..AdamWConfig::default() }), 1e-4)
 }
 
+/// Waits for the device's queued work (GPU launches are asynchronous: a phase ends when its
+/// kernels have run, as PyTorch's benchmarks call `torch.cuda.synchronize()`).
+fn sync(device: Device) -> Result<()> {
+    if device.is_gpu() {
+        crate::engine::backend::gpu(device)?.synchronize()?;
+    }
+    Ok(())
+}
+
 /// One encoder's pre-training step on `batch`: forward, backward of mean(y), AdamW, zero_grad.
-fn time_encoder(name: &str, enc: &mut dyn Encoder, batch: &ModalityBatch, repeats: usize) -> Result<StepReport> {
+fn time_encoder(name: &str, enc: &mut dyn Encoder, batch: &ModalityBatch, repeats: usize, device: Device) -> Result<StepReport> {
     let dist = Dist::single();
     let ctx = StepContext { train: true, dist: &dist, dropout_seed: 0 };
     let (mut opt, lr) = adamw();
     let params = enc.num_params();
+    if device.is_gpu() {
+        enc.to_device(device)?;
+        opt.init_state(enc)?;
+    }
     time_steps(name, batch.len(), params, repeats, || {
         let t0 = Instant::now();
         let y = enc.forward(batch, &ctx)?;
+        sync(device)?;
         let t1 = Instant::now();
         // d mean(y) / dy, as PyTorch's `y.mean().backward()`.
-        enc.backward(&Tensor::from_vec(&y.shape, vec![1.0 / y.numel() as f32; y.numel()]), &ctx)?;
+        let dy = Tensor::from_vec(&y.shape, vec![1.0 / y.numel() as f32; y.numel()]).to_device(device)?;
+        enc.backward(&dy, &ctx)?;
+        sync(device)?;
         let t2 = Instant::now();
         opt.step(enc, lr)?;
-        enc.zero_grad();
+        crate::engine::optim::zero_grads(enc);
+        sync(device)?;
         let t3 = Instant::now();
         Ok(Phases { forward: (t1 - t0).as_secs_f64(), backward: (t2 - t1).as_secs_f64(), optimizer: (t3 - t2).as_secs_f64() })
     })
 }
 
 /// The full model's step: the four encoders, L2 normalisation, AllPairsCLIP (τ = 0.2) over all
-/// six pairs with every modality present, backward through all of it, AdamW.
-fn time_full(model: &mut MultiMatModel, batches: &[ModalityBatch], repeats: usize) -> Result<StepReport> {
+/// six pairs with every modality present, backward through all of it, AdamW — the training
+/// loop's tensor ops, on whatever device the model lives.
+fn time_full(model: &mut MultiMatModel, batches: &[ModalityBatch], repeats: usize, device: Device) -> Result<StepReport> {
     let dist = Dist::single();
     let ctx = StepContext { train: true, dist: &dist, dropout_seed: 0 };
     let (mut opt, lr) = adamw();
     let b = batches[0].len();
-    let d = model.embed_dim;
     let params = model.num_params();
+    opt.init_state(model)?;
     let present = vec![true; b];
     const EPS: f32 = 1e-12;
     time_steps("full", b, params, repeats, || {
         let t0 = Instant::now();
-        let mut ys = Vec::new(); // per modality: (B, D) normalised rows and (B) norms
+        let mut ys = Vec::new(); // per modality: (B, D) normalised rows and (B) norms, on `device`
         for (enc, batch) in model.encoders.iter_mut().zip(batches) {
             let z = enc.forward(batch, &ctx)?;
-            let (mut y, mut norms) = (vec![0.0f32; b * d], vec![0.0f32; b]);
-            l2norm_forward(&mut y, &mut norms, z.data(), b, d, EPS);
-            ys.push((y, norms));
+            let (y, norms) = l2norm(&z, EPS);
+            ys.push((y.to_device(device)?, norms));
         }
-        let inputs: Vec<ModalityEmbeddings> =
-            model.modalities.iter().zip(&ys).map(|(&m, (y, _))| ModalityEmbeddings { modality: m, data: y, present: &present }).collect();
-        let out = model.loss.forward_backward(&inputs, d, 0..b, true)?;
+        let inputs: Vec<ModalityTensor> =
+            model.modalities.iter().zip(&ys).map(|(&m, (y, _))| ModalityTensor { modality: m, data: y, present: &present }).collect();
+        let out = model.loss.forward_backward_tensors(&inputs, 0..b, true)?;
         if !out.loss.is_finite() {
             bail!("full model: non-finite loss {}", out.loss);
         }
+        sync(device)?;
         let t1 = Instant::now();
         for ((enc, (y, norms)), g) in model.encoders.iter_mut().zip(&ys).zip(&out.grads) {
-            let mut dz = vec![0.0f32; b * d]; // (B, D)
-            l2norm_backward(&mut dz, g, y, norms, b, d, EPS);
-            enc.backward(&Tensor::from_vec(&[b, d], dz), &ctx)?;
+            // Back to each encoder's own device (the ResNeXt stays on the CPU).
+            let enc_device = norms.device();
+            let (y, g) = (y.to_device(enc_device)?, g.to_device(enc_device)?);
+            enc.backward(&l2norm_grad(&g, &y, norms, EPS), &ctx)?;
         }
+        sync(device)?;
         let t2 = Instant::now();
         opt.step(model, lr)?;
-        model.zero_grad();
+        crate::engine::optim::zero_grads(model);
+        sync(device)?;
         let t3 = Instant::now();
         Ok(Phases { forward: (t1 - t0).as_secs_f64(), backward: (t2 - t1).as_secs_f64(), optimizer: (t3 - t2).as_secs_f64() })
     })
@@ -345,7 +371,12 @@ pub fn run(a: EncodersBenchArgs) -> Result<()> {
         bail!("--only: unknown workload {bad:?} (known: {})", WORKLOADS.join(", "));
     }
     let want = |n: &str| wanted.iter().any(|w| w == n);
-    println!("pre-training step (forward + backward + AdamW), training mode, {} threads (rayon); median of {} steps after 1 warm-up",
+    let device = a.device.resolve(0)?;
+    if device.is_gpu() {
+        crate::engine::backend::gpu(device)?.set_tf32(a.tf32);
+    }
+    println!("pre-training step (forward + backward + AdamW), training mode, on {device}{}, {} threads (rayon); median of {} steps after 1 warm-up",
+        if matches!(device, Device::Cuda(_)) { if a.tf32 { " (TF32 GEMMs)" } else { " (f32 GEMMs)" } } else { "" },
         rayon::current_num_threads(), a.repeats.max(1));
     let sgemm = (a.sgemm > 0).then(|| sgemm_peak(a.sgemm));
     let mut reports = Vec::new();
@@ -357,37 +388,41 @@ pub fn run(a: EncodersBenchArgs) -> Result<()> {
     if want("potnet") {
         let g = graphs.as_ref().unwrap();
         dump_workload(&a, "potnet", "crystal", g)?;
-        reports.push(time_encoder("potnet", &mut PotNet::new(&PotNetConfig::default(), a.embed_dim, 0)?, g, a.repeats)?);
+        reports.push(time_encoder("potnet", &mut PotNet::new(&PotNetConfig::default(), a.embed_dim, 0)?, g, a.repeats, device)?);
     }
     if want("cgcnn") {
         let g = graphs.as_ref().unwrap();
         dump_workload(&a, "cgcnn", "crystal", g)?;
-        reports.push(time_encoder("cgcnn", &mut Cgcnn::new(&CgcnnConfig::default(), a.embed_dim, 0)?, g, a.repeats)?);
+        reports.push(time_encoder("cgcnn", &mut Cgcnn::new(&CgcnnConfig::default(), a.embed_dim, 0)?, g, a.repeats, device)?);
     }
     drop(graphs);
     if want("dos") {
         let dos = ModalityBatch::Dos(dos_batch(a.dos_batch.unwrap_or(a.batch), a.dos_points, 2));
         dump_workload(&a, "dos", "dos", &dos)?;
         reset_peak_rss();
-        reports.push(time_encoder("dos", &mut DosTransformer::new(&DosTransformerConfig::default(), a.embed_dim, 0)?, &dos, a.repeats)?);
+        reports.push(time_encoder("dos", &mut DosTransformer::new(&DosTransformerConfig::default(), a.embed_dim, 0)?, &dos, a.repeats, device)?);
     }
     if want("text") {
         let text = ModalityBatch::Text(text_batch(a.batch, 768, 3));
         dump_workload(&a, "text", "text", &text)?;
         reset_peak_rss();
-        reports.push(time_encoder("text", &mut TextMlp::new(&TextMlpConfig::default(), a.embed_dim, 0)?, &text, a.repeats)?);
+        reports.push(time_encoder("text", &mut TextMlp::new(&TextMlpConfig::default(), a.embed_dim, 0)?, &text, a.repeats, device)?);
     }
-    if want("resnext_small") {
+    let resnext_on_cpu = device.is_gpu() && (want("resnext_small") || want("resnext50"));
+    if resnext_on_cpu {
+        println!("resnext_small, resnext50: skipped on {device} (the 3-D ResNeXt has no GPU path yet: its cuDNN convolutions are planned work)");
+    }
+    if want("resnext_small") && !resnext_on_cpu {
         let dens = ModalityBatch::ChargeDensity(density_batch(a.batch, a.grid, 4));
         dump_workload(&a, "resnext_small", "charge_density", &dens)?;
         reset_peak_rss();
-        reports.push(time_encoder("resnext_small", &mut ResNeXt3d::new(&ResNeXt3dConfig::small(), a.embed_dim, 0)?, &dens, a.repeats)?);
+        reports.push(time_encoder("resnext_small", &mut ResNeXt3d::new(&ResNeXt3dConfig::small(), a.embed_dim, 0)?, &dens, a.repeats, device)?);
     }
-    if want("resnext50") && a.resnext_full_batch > 0 {
+    if want("resnext50") && a.resnext_full_batch > 0 && !resnext_on_cpu {
         let dens = ModalityBatch::ChargeDensity(density_batch(a.resnext_full_batch, a.grid, 5));
         dump_workload(&a, "resnext50", "charge_density", &dens)?;
         reset_peak_rss();
-        reports.push(time_encoder("resnext50", &mut ResNeXt3d::new(&ResNeXt3dConfig::default(), a.embed_dim, 0)?, &dens, a.repeats)?);
+        reports.push(time_encoder("resnext50", &mut ResNeXt3d::new(&ResNeXt3dConfig::default(), a.embed_dim, 0)?, &dens, a.repeats, device)?);
     }
     if want("full") {
         if a.full_batch == 0 {
@@ -411,11 +446,15 @@ pub fn run(a: EncodersBenchArgs) -> Result<()> {
         }
         let encoders = EncodersConfig { resnext3d: ResNeXt3dConfig::small(), ..EncodersConfig::default() };
         let mut model = MultiMatModel::new(&modalities, &encoders, &LossConfig::new(LossKind::AllPairsClip), a.embed_dim, 0)?;
+        if device.is_gpu() {
+            let on_cpu = model.to_gpu(device, a.tf32)?;
+            println!("{}", MultiMatModel::cpu_fallback_note(&on_cpu, device));
+        }
         reset_peak_rss();
-        reports.push(time_full(&mut model, &batches, a.repeats)?);
+        reports.push(time_full(&mut model, &batches, a.repeats, device)?);
     }
     if let Some(path) = &a.json_out {
-        let json = serde_json::json!({ "threads": rayon::current_num_threads(), "sgemm": sgemm, "results": reports });
+        let json = serde_json::json!({ "device": device.to_string(), "threads": rayon::current_num_threads(), "sgemm": sgemm, "results": reports });
         crate::atomic::write_bytes(path, serde_json::to_string_pretty(&json)?.as_bytes())?;
     }
     Ok(())
@@ -455,6 +494,7 @@ mod tests {
         let args = EncodersBenchArgs {
             batch: 2, dos_batch: None, resnext_full_batch: 0, full_batch: 0, repeats: 1, embed_dim: 8, grid: 8,
             dos_points: 4, only: Some("potnett".into()), dump_dir: None, json_out: None, sgemm: 0,
+            device: crate::cli::device::DeviceArgs { device: "cpu".into() }, tf32: false,
         };
         let err = run(args).unwrap_err().to_string();
         assert!(err.contains("potnett") && err.contains("potnet"), "{err}");

@@ -409,7 +409,7 @@ fn probe_step_time(cfg: &PretrainConfig, dir: &Path, dist: &Dist) -> Result<f64>
     probe.optim.epochs = 1000;
     probe.run.max_steps = 3;
     probe.data.holdout_fraction = cfg.data.holdout_fraction;
-    pretrain(&probe, &RunOptions { resume: Resume::No, progress: false }, dist, &StopSignal::never())?;
+    pretrain(&probe, &RunOptions { resume: Resume::No, progress: false, device: crate::engine::Device::Cpu, tf32: false }, dist, &StopSignal::never())?;
     let text = std::fs::read_to_string(dir.join("metrics.jsonl")).with_context(|| format!("reading the probe's metrics in {}", dir.display()))?;
     let times: Vec<f64> = text
         .lines()
@@ -555,7 +555,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     eprintln!("[demo] pre-training {} with AllPairsCLIP for {n_steps} steps", modalities.iter().map(|m| m.name()).collect::<Vec<_>>().join(" + "));
     let stop = StopSignal::install()?;
-    let summary = pretrain(&cfg, &RunOptions { resume: Resume::No, progress: !args.quiet }, &dist, &stop)?;
+    let summary = pretrain(&cfg, &RunOptions { resume: Resume::No, progress: !args.quiet, device: crate::engine::Device::Cpu, tf32: false }, &dist, &stop)?;
     if let Outcome::Preempted { step } = summary.outcome {
         bail!("pre-training stopped by a signal after step {step}; no report written");
     }
@@ -607,7 +607,7 @@ pub fn run(args: Args) -> Result<()> {
     let t = Instant::now();
     let ckpt = crate::train::checkpoint::latest(&pretrain_dir.join("checkpoints"))?
         .with_context(|| format!("no checkpoint in {}", pretrain_dir.join("checkpoints").display()))?;
-    let ft_opts = crate::finetune::RunOptions { progress: !args.quiet && std::io::stderr().is_terminal(), force: true, verbose: false };
+    let ft_opts = crate::finetune::RunOptions { progress: !args.quiet && std::io::stderr().is_terminal(), force: true, verbose: false, device: crate::engine::Device::Cpu };
     let mut results = Vec::new();
     for (name, checkpoint) in [("pretrained", Some(ckpt.json_path.clone())), ("scratch", None)] {
         let ft_cfg = finetune_config(&cfg, &out.join("finetune").join(name), checkpoint, args.finetune_epochs, args.seed);

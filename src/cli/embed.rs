@@ -45,6 +45,8 @@ pub struct Args {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub device: crate::cli::device::DeviceArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -54,6 +56,7 @@ pub fn run(args: Args) -> Result<()> {
     let t0 = Instant::now();
     let mut loaded = LoadedModel::load(&args.checkpoint)?;
     loaded.require(args.modality)?;
+    loaded.place_on(args.device.resolve(0)?)?;
     let ds = Dataset::load(&shard_paths(&args.shards)?)?;
     let in_split = loaded.select(&ds, args.split);
     let records: Vec<usize> = in_split.iter().copied().filter(|&r| ds.has(args.modality, r)).collect();
@@ -97,6 +100,7 @@ pub fn run(args: Args) -> Result<()> {
 fn run_finetuned(args: Args) -> Result<()> {
     let t0 = Instant::now();
     let mut model = crate::finetune::predict::FinetunedModel::load(&args.checkpoint)?;
+    model.to_device(args.device.resolve(0)?)?;
     let at = model.json_path.display().to_string();
     if args.modality != Modality::Crystal {
         bail!("{at}: a fine-tuning checkpoint has only a crystal encoder; --modality {} needs a pre-training checkpoint", args.modality.name());

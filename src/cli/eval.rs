@@ -45,6 +45,8 @@ pub struct RetrievalArgs {
     /// Output JSON, written atomically.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub device: crate::cli::device::DeviceArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -87,6 +89,8 @@ pub struct DiscoveryArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub device: crate::cli::device::DeviceArgs,
 }
 
 fn parse_window(s: &str) -> Result<(f64, f64), String> {
@@ -108,6 +112,7 @@ pub fn run(args: Args) -> Result<()> {
 
 fn retrieval(args: RetrievalArgs) -> Result<()> {
     let mut loaded = LoadedModel::load(&args.checkpoint)?;
+    loaded.place_on(args.device.resolve(0)?)?;
     let ds = Dataset::load(&shard_paths(&args.shards)?)?;
     let report = RetrievalReport::evaluate(&mut loaded, &ds, args.split)?;
     crate::atomic::write_bytes(&args.out, serde_json::to_string_pretty(&report)?.as_bytes())?;
@@ -140,6 +145,7 @@ fn retrieval(args: RetrievalArgs) -> Result<()> {
 
 fn discovery(args: DiscoveryArgs) -> Result<()> {
     let mut loaded = LoadedModel::load(&args.checkpoint)?;
+    loaded.place_on(args.device.resolve(0)?)?;
     loaded.require(Modality::Dos)?;
     loaded.require(Modality::Crystal)?;
     let ds = Dataset::load(&shard_paths(&args.shards)?)?;

@@ -37,6 +37,12 @@ pub struct Args {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub device: crate::cli::device::DeviceArgs,
+    /// TF32 tensor-core GEMMs on a CUDA GPU (`on` or `off`, the default for fine-tuning: the
+    /// regression metrics are then plain f32).
+    #[arg(long, default_value = "off", value_parser = crate::cli::device::parse_on_off, action = clap::ArgAction::Set)]
+    pub tf32: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -48,7 +54,11 @@ pub fn run(args: Args) -> Result<()> {
         cfg.model.checkpoint = None;
     }
     let progress = !args.quiet && std::io::stderr().is_terminal();
-    let r = finetune::run(&cfg, &RunOptions { progress, force: args.force, verbose: !args.quiet && !progress })?;
+    let device = args.device.resolve(0)?;
+    if device.is_gpu() {
+        crate::engine::backend::gpu(device)?.set_tf32(args.tf32);
+    }
+    let r = finetune::run(&cfg, &RunOptions { progress, force: args.force, verbose: !args.quiet && !progress, device })?;
     let ex = &r.excluded;
     eprintln!(
         "{} ({}{}): {} records, {} used (train {}, val {}, test {}); excluded: {} missing the target, {} without a crystal graph, {} over data.max_records",

@@ -4,6 +4,7 @@
 pub mod ingest;
 pub mod validate;
 pub mod pretrain;
+pub mod device;
 pub mod embed_text;
 pub mod synth;
 pub mod bench;

@@ -53,6 +53,8 @@ pub struct Args {
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub device: crate::cli::device::DeviceArgs,
 }
 
 /// `preds.csv` → `preds.rejects.jsonl`.
@@ -66,6 +68,7 @@ pub fn run(args: Args) -> Result<()> {
     let dist = Dist::init()?;
     let progress = !args.quiet && std::io::stderr().is_terminal() && dist.is_root();
     let mut model = FinetunedModel::load(&args.model)?;
+    model.to_device(args.device.resolve(dist.topology.local_rank)?)?;
     let mut rejects: Vec<Reject> = Vec::new();
     let work = PathBuf::from(format!("{}.ingest", args.out.display()));
     let (ds, from_structures) = match args.structures.as_ref().or(args.cif_dir.as_ref()) {

@@ -86,6 +86,18 @@ impl LoadedModel {
         Ok(LoadedModel { config, model, step: c.step(), json_path: c.json_path, tensors_sha256 })
     }
 
+    /// Runs the model on `device` from now on (encoders without a GPU path stay on the CPU,
+    /// with a note on stderr).
+    pub fn place_on(&mut self, device: crate::engine::Device) -> Result<()> {
+        if device.is_gpu() {
+            let on_cpu = self.model.to_gpu(device, false)?;
+            if !on_cpu.is_empty() {
+                eprintln!("{}", MultiMatModel::cpu_fallback_note(&on_cpu, device));
+            }
+        }
+        Ok(())
+    }
+
     /// A readable model id: the run directory's name and the step, e.g. `mp85@step-00000120`.
     pub fn model_id(&self) -> String {
         let ckpt_dir = self.json_path.parent();

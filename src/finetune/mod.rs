@@ -29,7 +29,7 @@ pub use model::{load_pretrained_crystal, FinetuneModel, TransferInfo};
 
 use crate::dist::Dist;
 use crate::engine::optim::{clip_grad_norm, grad_norm, zero_grads, AdamW, AdamWConfig, WarmupCosine};
-use crate::engine::{Module, Tensor};
+use crate::engine::{Device, Module, Tensor};
 use crate::model::{Modality, StepContext};
 use crate::train::checkpoint::{self, NamedTensors};
 use crate::train::data_order::epoch_permutation;
@@ -53,6 +53,8 @@ pub struct RunOptions {
     pub force: bool,
     /// Print a one-line summary per epoch to stderr.
     pub verbose: bool,
+    /// Where the encoder and head train (`cpu`, `cuda:N`, `cuda-sim`).
+    pub device: Device,
 }
 
 /// Counts of records left out, by reason (reported, never silently dropped).
@@ -183,29 +185,13 @@ fn predict(model: &mut FinetuneModel, p: &Prepared, rows: &[usize], batch: usize
         let recs: Vec<usize> = chunk.iter().map(|&i| p.records[i]).collect();
         let b = p.ds.assemble(Modality::Crystal, &recs)?;
         let y = model.forward(&b, &ctx)?;
-        out.extend(y.data().iter().map(|&v| v as f64));
+        out.extend(y.to_host()?.into_iter().map(|v| v as f64)); // predictions leave the device here
     }
     Ok(out)
 }
 
 fn rows_targets(p: &Prepared, rows: &[usize]) -> Vec<f64> {
     rows.iter().flat_map(|&i| p.targets[i * p.width..(i + 1) * p.width].iter().copied()).collect()
-}
-
-fn snapshot(model: &mut FinetuneModel) -> NamedTensors {
-    let mut t = NamedTensors::new();
-    model.visit_params(&mut |q| {
-        t.insert(format!("param.{}", q.name), (q.value.shape.clone(), q.value.data().to_vec()));
-    });
-    model.visit_buffers(&mut |name, b| {
-        t.insert(format!("buffer.{name}"), (b.shape.clone(), b.data().to_vec()));
-    });
-    t
-}
-
-fn restore_snapshot(model: &mut FinetuneModel, t: &NamedTensors) {
-    model.visit_params(&mut |q| q.value.data_mut().copy_from_slice(&t[&format!("param.{}", q.name)].1));
-    model.visit_buffers(&mut |name, b| b.data_mut().copy_from_slice(&t[&format!("buffer.{name}")].1));
 }
 
 fn append_line(path: &Path, line: &str) -> Result<()> {
@@ -262,6 +248,9 @@ pub fn run(cfg: &FinetuneConfig, opts: &RunOptions) -> Result<FinetuneResult> {
         None => None,
     };
     let parameters = model.num_params();
+    if opts.device.is_gpu() {
+        model.to_device(opts.device).with_context(|| format!("moving the model to {}", opts.device))?;
+    }
     let bsz = cfg.optim.batch_size;
     // The last partial batch is kept unless it has a single row (BatchNorm needs two).
     let spe = (train.len() / bsz + usize::from(train.len() % bsz >= 2)).max(1) as u64;
@@ -303,18 +292,20 @@ pub fn run(cfg: &FinetuneConfig, opts: &RunOptions) -> Result<FinetuneResult> {
             let ctx = StepContext { train: true, dist: &single, dropout_seed: cfg.run.seed ^ step.wrapping_mul(0x2545_F491_4F6C_DD1D) };
             let pred = model.forward(&batch, &ctx).with_context(|| format!("epoch {}: crystal encoder", epoch + 1))?; // (B, width)
             let b = rows.len();
+            // The MSE in f64 on the host: (B, width) predictions are a few hundred floats.
+            let pred = pred.to_host()?;
             let scale = 2.0 / (b * width) as f64;
             let mut loss = 0.0f64;
             let mut dpred = vec![0.0f32; b * width]; // (B, width)
             for (j, &i) in rows.iter().enumerate() {
                 for c in 0..width {
-                    let d = pred.data()[j * width + c] as f64 - z_all[i * width + c];
+                    let d = pred[j * width + c] as f64 - z_all[i * width + c];
                     loss += d * d;
                     dpred[j * width + c] = (scale * d) as f32;
                 }
             }
             loss /= (b * width) as f64;
-            model.backward(&Tensor::from_vec(&[b, width], dpred), &ctx).with_context(|| format!("epoch {}: backward", epoch + 1))?;
+            model.backward(&Tensor::from_vec(&[b, width], dpred).to_device(opts.device)?, &ctx).with_context(|| format!("epoch {}: backward", epoch + 1))?;
             let gnorm = if cfg.optim.grad_clip > 0.0 { clip_grad_norm(&mut model, cfg.optim.grad_clip) } else { grad_norm(&mut model) };
             if !loss.is_finite() || !gnorm.is_finite() {
                 let ids: Vec<&str> = recs.iter().map(|&r| p.ds.id(r)).collect();
@@ -337,7 +328,7 @@ pub fn run(cfg: &FinetuneConfig, opts: &RunOptions) -> Result<FinetuneResult> {
         }
         let improved = best.as_ref().is_none_or(|b| vm.mae < b.1);
         if improved {
-            let weights = snapshot(&mut model);
+            let weights = checkpoint::module_tensors(&mut model)?;
             let meta = serde_json::json!({
                 "kind": "multimat-finetune",
                 "schema_version": 1,
@@ -381,7 +372,7 @@ pub fn run(cfg: &FinetuneConfig, opts: &RunOptions) -> Result<FinetuneResult> {
     }
 
     let (best_epoch, _, weights) = best.context("no epoch was evaluated")?;
-    restore_snapshot(&mut model, &weights);
+    checkpoint::set_module_tensors(&mut model, &weights)?;
     let val_pred = std.inverse(&predict(&mut model, &p, &val, bsz)?);
     let vm = regression_metrics(&val_pred, &rows_targets(&p, &val), width);
     let test_truth = rows_targets(&p, &test);

@@ -114,6 +114,11 @@ impl FinetunedModel {
         })
     }
 
+    /// Moves the encoder and head to `device` (inference on a GPU or the simulator).
+    pub fn to_device(&mut self, device: crate::engine::Device) -> Result<()> {
+        self.model.to_device(device).with_context(|| format!("{}: moving the model to {device}", self.json_path.display()))
+    }
+
     /// A readable model id: the run directory's name and the epoch, e.g. `kvrh@epoch-12`.
     pub fn model_id(&self) -> String {
         let run = self
@@ -133,7 +138,7 @@ impl FinetunedModel {
     /// after each of this rank's batches with its record count (progress).
     pub fn predict(&mut self, ds: &Dataset, records: &[usize], batch: usize, dist: &Dist, on_batch: &mut dyn FnMut(usize)) -> Result<Vec<f64>> {
         let width = self.width;
-        let outputs = self.per_batch(ds, records, batch, dist, width, on_batch, |model, z| Ok(model.head.forward(z).data().to_vec()))?;
+        let outputs = self.per_batch(ds, records, batch, dist, width, on_batch, |model, z| model.head.forward(z).to_host())?;
         let z: Vec<f64> = outputs.iter().map(|&v| v as f64).collect();
         Ok(self.standardizer.inverse(&z))
     }
@@ -146,7 +151,7 @@ impl FinetunedModel {
             let n = z.shape[0];
             let mut y = vec![0.0f32; n * d];
             let mut norms = vec![0.0f32; n];
-            l2norm_forward(&mut y, &mut norms, z.data(), n, d, L2_EPS);
+            l2norm_forward(&mut y, &mut norms, &z.to_host()?, n, d, L2_EPS);
             Ok(y)
         })
     }

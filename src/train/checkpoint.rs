@@ -7,6 +7,7 @@
 //! skips anything incomplete or whose hash does not match.
 
 use crate::atomic;
+use crate::engine::{Module, Tensor};
 use anyhow::{bail, Context, Result};
 use safetensors::tensor::{Dtype, TensorView};
 use sha2::{Digest, Sha256};
@@ -15,6 +16,53 @@ use std::path::{Path, PathBuf};
 
 /// Named f32 tensors: name → (shape, values). BTreeMap so the file layout is deterministic.
 pub type NamedTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// Every parameter (`param.NAME`) and buffer (`buffer.NAME`) of `module`, copied to the host
+/// from whatever device it lives on.
+pub fn module_tensors<M: Module + ?Sized>(module: &mut M) -> Result<NamedTensors> {
+    let mut t = NamedTensors::new();
+    let mut err: Option<anyhow::Error> = None;
+    module.visit_params(&mut |p| match p.value.to_host() {
+        Ok(v) => {
+            t.insert(format!("param.{}", p.name), (p.value.shape.clone(), v));
+        }
+        Err(e) => {
+            err.get_or_insert(e.context(format!("copying parameter {} to the host", p.name)));
+        }
+    });
+    module.visit_buffers(&mut |name, b| match b.to_host() {
+        Ok(v) => {
+            t.insert(format!("buffer.{name}"), (b.shape.clone(), v));
+        }
+        Err(e) => {
+            err.get_or_insert(e.context(format!("copying buffer {name} to the host")));
+        }
+    });
+    err.map_or(Ok(t), Err)
+}
+
+/// Puts tensors named as [`module_tensors`] names them back into `module`, each on the device its
+/// parameter or buffer lives on (shapes checked; a missing name is an error).
+pub fn set_module_tensors<M: Module + ?Sized>(module: &mut M, t: &NamedTensors) -> Result<()> {
+    let mut err: Option<anyhow::Error> = None;
+    let mut put = |key: String, dst: &mut Tensor| {
+        if err.is_some() {
+            return;
+        }
+        let r = match t.get(&key) {
+            Some((shape, v)) if *shape == dst.shape => Tensor::from_vec(shape, v.clone()).to_device(dst.device()),
+            Some((shape, _)) => Err(anyhow::anyhow!("{key} has shape {shape:?}, the model expects {:?}", dst.shape)),
+            None => Err(anyhow::anyhow!("no tensor {key}")),
+        };
+        match r {
+            Ok(v) => *dst = v,
+            Err(e) => err = Some(e),
+        }
+    };
+    module.visit_params(&mut |p| put(format!("param.{}", p.name), &mut p.value));
+    module.visit_buffers(&mut |name, b| put(format!("buffer.{name}"), b));
+    err.map_or(Ok(()), Err)
+}
 
 /// File stem of the checkpoint at `step`.
 pub fn stem(step: u64) -> String {

@@ -13,7 +13,7 @@
 //! SIGUSR1/SIGTERM on any rank: all ranks agree after the step, one checkpoint is written, and
 //! the run returns `Outcome::Preempted` (the CLI exits with the requeue code).
 
-use super::checkpoint::{self, NamedTensors};
+use super::checkpoint;
 use super::config::PretrainConfig;
 use super::data_order::{batches_per_epoch, epoch_permutation, global_batch, rank_rows};
 use super::dataset::{shard_paths, Dataset};
@@ -22,6 +22,7 @@ use super::preempt::StopSignal;
 use crate::dist::Dist;
 use crate::engine::ops::{l2norm, l2norm_grad};
 use crate::engine::optim::{clip_grad_norm, grad_norm, zero_grads, AdamW, AdamWConfig, WarmupCosine};
+use crate::engine::backend::Device;
 use crate::engine::{Module, Tensor};
 use crate::eval::retrieval::RetrievalMetrics;
 use crate::loss::ModalityTensor;
@@ -67,7 +68,12 @@ pub enum Resume {
 pub struct RunOptions {
     pub resume: Resume,
     pub progress: bool,
+    /// Where parameters, activations and the loss live (`cpu`, `cuda[:N]`, `cuda-sim`).
+    pub device: Device,
+    /// TF32 tensor-core GEMMs on a CUDA device (ignored elsewhere).
+    pub tf32: bool,
 }
+
 
 /// One step's inputs for this rank, assembled ahead of time.
 struct StepBatch {
@@ -141,9 +147,28 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
         }
         restore(&mut model, &mut adam, &c)?;
         start_step = c.step();
+        let trained_on = c.meta["device"].as_str().unwrap_or("cpu");
+        let here = device_description(opts.device);
+        if dist.is_root() && trained_on != here {
+            eprintln!(
+                "note: {} was written on {trained_on}, this run uses {here}: training continues, but exact \
+                 (bit-identical) resume holds only on the same device type",
+                c.json_path.display()
+            );
+        }
         if dist.is_root() {
             eprintln!("resuming from {} (step {start_step})", c.json_path.display());
         }
+    }
+
+    let device = opts.device;
+    if device.is_gpu() {
+        let on_cpu = model.to_gpu(device, opts.tf32)?;
+        if dist.is_root() && !on_cpu.is_empty() {
+            eprintln!("{}", MultiMatModel::cpu_fallback_note(&on_cpu, device));
+        }
+        // The moments follow their parameters (created on the host, moved with them here).
+        adam.init_state(&mut model)?;
     }
 
     let resolved = cfg.to_toml()?;
@@ -187,7 +212,7 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
     });
     if dist.is_root() {
         eprintln!(
-            "pre-training {} on {} records ({} train, {} held out), {} parameters, {} steps/epoch, ranks {}",
+            "pre-training {} on {} records ({} train, {} held out), {} parameters, {} steps/epoch, ranks {}, device {device}",
             cfg.data.modalities.iter().map(|m| m.name()).collect::<Vec<_>>().join("+"),
             ds.len(), train.len(), holdout.len(), params_count, spe, dist.world_size()
         );
@@ -224,7 +249,8 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
                 yn = Some((y, norms));
             }
             let gathered = dist.all_gather_f32(&local_rows);
-            global.push(Tensor::from_vec(&[gathered.len() / d, d], gathered));
+            // The gathered batch goes back to the device for the loss (B·D floats per modality).
+            global.push(Tensor::from_vec(&[gathered.len() / d, d], gathered).to_device(device)?);
             normalised.push(yn);
         }
         let present: Vec<Vec<bool>> = cfg.data.modalities.iter().map(|&m| sb.records.iter().map(|&r| ds.has(m, r)).collect()).collect();
@@ -262,15 +288,9 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
 
         // 4. Gradient all-reduce, checks, clipping, update.
         if dist.world_size() > 1 {
-            let mut flat = Vec::with_capacity(params_count);
-            model.visit_params(&mut |p| flat.extend_from_slice(p.grad.data()));
+            let mut flat = flat_grads(&mut model, params_count)?;
             timer.param_all_reduce(dist, || dist.all_reduce_sum_f32(&mut flat));
-            let mut off = 0;
-            model.visit_params(&mut |p| {
-                let n = p.grad.numel();
-                p.grad.data_mut().copy_from_slice(&flat[off..off + n]);
-                off += n;
-            });
+            set_flat_grads(&mut model, &flat)?;
         }
         let gnorm = if cfg.optim.grad_clip > 0.0 { clip_grad_norm(&mut model, cfg.optim.grad_clip) } else { grad_norm(&mut model) };
         if !loss.is_finite() || !gnorm.is_finite() {
@@ -284,7 +304,7 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
                 .unwrap_or("loss");
             let ids: Vec<&str> = sb.records.iter().map(|&r| ds.id(r)).collect();
             if dist.is_root() {
-                let p = save(&ckpt_dir, &mut model, &mut adam, step, cfg, &ds.fingerprint, 0)?;
+                let p = save(&ckpt_dir, &mut model, &mut adam, step, cfg, &ds.fingerprint, 0, device)?;
                 bail!(
                     "non-finite loss {loss} or gradient norm {gnorm} at step {step} (first non-finite gradients in the {culprit} encoder); \
                      last good state saved to {}; batch materials: {}",
@@ -329,7 +349,7 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
         let periodic = if cfg.run.checkpoint_every > 0 { step % cfg.run.checkpoint_every == 0 } else { step % spe == 0 };
         if stop_now || periodic || step == end_step {
             if dist.is_root() {
-                save(&ckpt_dir, &mut model, &mut adam, step, cfg, &ds.fingerprint, cfg.run.keep_last)?;
+                save(&ckpt_dir, &mut model, &mut adam, step, cfg, &ds.fingerprint, cfg.run.keep_last, device)?;
             }
             dist.barrier();
         }
@@ -357,6 +377,60 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
     Ok(Summary { outcome, steps_done: step - start_step, first_loss, last_loss, retrieval, out_dir })
 }
 
+/// Every parameter gradient, in visiting order, as one host vector (the MPI all-reduce bucket).
+fn flat_grads(model: &mut MultiMatModel, params_count: usize) -> Result<Vec<f32>> {
+    let mut flat = Vec::with_capacity(params_count);
+    let mut err = None;
+    model.visit_params(&mut |p| match &p.grad.storage {
+        crate::engine::tensor::Storage::Cpu(v) => flat.extend_from_slice(v),
+        crate::engine::tensor::Storage::Gpu(_) => match p.grad.to_host() {
+            Ok(v) => flat.extend_from_slice(&v),
+            Err(e) => {
+                err.get_or_insert(e.context(format!("copying the gradient of {} to the host", p.name)));
+            }
+        },
+    });
+    err.map_or(Ok(flat), Err)
+}
+
+/// Writes the all-reduced bucket back into the gradients (on their device).
+fn set_flat_grads(model: &mut MultiMatModel, flat: &[f32]) -> Result<()> {
+    let mut off = 0;
+    let mut err = None;
+    model.visit_params(&mut |p| {
+        let n = p.grad.numel();
+        let part = &flat[off..off + n];
+        off += n;
+        if p.grad.device().is_gpu() {
+            match Tensor::from_vec(&p.grad.shape, part.to_vec()).to_device(p.grad.device()) {
+                Ok(g) => p.grad = g,
+                Err(e) => {
+                    err.get_or_insert(e.context(format!("uploading the reduced gradient of {}", p.name)));
+                }
+            }
+        } else {
+            p.grad.data_mut().copy_from_slice(part);
+        }
+    });
+    err.map_or(Ok(()), Err)
+}
+
+/// The training device as a checkpoint records it, with the GPU's name where there is one
+/// (exact resume holds on the same device type).
+fn device_description(device: Device) -> String {
+    use crate::engine::backend::{gpu, GpuKind};
+    if let Device::Cuda(_) = device {
+        if let Ok(g) = gpu(device) {
+            if let GpuKind::Cuda(cu) = &g.kind {
+                if let Ok(name) = cu.name() {
+                    return format!("{device} ({name})");
+                }
+            }
+        }
+    }
+    device.to_string()
+}
+
 fn append_line(path: &Path, line: &str) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -368,15 +442,9 @@ fn append_line(path: &Path, line: &str) -> Result<()> {
 }
 
 /// Save parameters, BatchNorm buffers and AdamW moments with the metadata a resume needs.
-fn save(dir: &Path, model: &mut MultiMatModel, adam: &mut AdamW, step: u64, cfg: &PretrainConfig, fingerprint: &str, keep: usize) -> Result<PathBuf> {
-    let mut t = NamedTensors::new();
-    model.visit_params(&mut |p| {
-        t.insert(format!("param.{}", p.name), (p.value.shape.clone(), p.value.data().to_vec()));
-    });
-    model.visit_buffers(&mut |name, b| {
-        t.insert(format!("buffer.{name}"), (b.shape.clone(), b.data().to_vec()));
-    });
-    // AdamW moments live on the parameters' device: the checkpoint copies them to the host.
+#[allow(clippy::too_many_arguments)]
+fn save(dir: &Path, model: &mut MultiMatModel, adam: &mut AdamW, step: u64, cfg: &PretrainConfig, fingerprint: &str, keep: usize, device: Device) -> Result<PathBuf> {
+    let mut t = checkpoint::module_tensors(model)?;
     let mut moment_err = None;
     adam.visit_state(&mut |name, s| match s.to_host() {
         Ok(v) => {
@@ -398,6 +466,7 @@ fn save(dir: &Path, model: &mut MultiMatModel, adam: &mut AdamW, step: u64, cfg:
         "data_fingerprint": fingerprint,
         "modalities": cfg.data.modalities,
         "embed_dim": cfg.model.embed_dim,
+        "device": device_description(device),
     });
     checkpoint::save(dir, step, &t, meta, keep)
 }

@@ -35,8 +35,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub use gemm::GemmDesc;
 
 /// Where a tensor's storage lives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Device {
+    #[default]
     Cpu,
     /// CUDA device ordinal (a driver is needed at run time; the build needs no CUDA).
     Cuda(usize),
@@ -75,6 +76,15 @@ impl FromStr for Device {
                 _ => bail!("unknown device {other:?}: expected cpu, cuda, cuda:N or cuda-sim"),
             },
         }
+    }
+}
+
+/// The device a process of a multi-process job uses for `spec`: a bare `cuda` means this
+/// process's node-local rank's GPU (one rank per GPU), `cuda:N` is taken as written.
+pub fn device_for_local_rank(spec: &str, local_rank: usize) -> Result<Device> {
+    match spec.trim() {
+        "cuda" => Ok(Device::Cuda(local_rank)),
+        other => other.parse(),
     }
 }
 

