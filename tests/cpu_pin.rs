@@ -3,9 +3,10 @@
 //! before the device boundary was introduced. Any change to an op's summation order, an
 //! initialisation or the data order shows here first.
 //!
-//! The pins hold for x86-64 CPUs with AVX2 + FMA (matrixmultiply picks its GEMM kernel by CPU
-//! feature, and a different kernel sums in a different order). On other CPUs the test checks
-//! that two identical runs give identical bytes, which is the property resume relies on.
+//! The pre-training pin depends on the GEMM kernel matrixmultiply picks by CPU feature (each kernel
+//! sums in its own order): one pin for x86-64 CPUs with AVX-512F, one for AVX2 + FMA without it,
+//! both taken with main before the change. On other CPUs the test checks that two identical runs
+//! give identical bytes, which is the property resume relies on.
 
 mod common;
 #[path = "finetune_common/mod.rs"]
@@ -31,15 +32,18 @@ fn checkpoint_hash(st_file: &Path) -> String {
     hex::encode(h.finalize())
 }
 
-fn pinned_cpu() -> bool {
+/// The pre-training pin for this CPU's GEMM kernel, if one was taken (see the module doc).
+fn pretrain_pin() -> Option<&'static str> {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return Some(PRETRAIN_PIN_AVX512);
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return Some(PRETRAIN_PIN_AVX2_FMA);
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    None
 }
 
 fn pretrain_hash(root: &Path) -> String {
@@ -51,15 +55,17 @@ fn pretrain_hash(root: &Path) -> String {
 }
 
 /// Weights + optimiser state after 4 AllPairsCLIP steps of all four encoders (PotNet, DOS
-/// Transformer, ResNeXt-3D, text MLP) on the real 85-material set, taken on main before the change.
-const PRETRAIN_PIN: &str = "071a5cef5eeeb0e48ff747225e06a7067f7194d83acda8817bbcd18bbac670d1";
+/// Transformer, ResNeXt-3D, text MLP) on the real 85-material set, taken on main before the change
+/// (466533e): on an Intel CPU with AVX2 + FMA, and on an AMD EPYC with AVX-512F.
+const PRETRAIN_PIN_AVX2_FMA: &str = "071a5cef5eeeb0e48ff747225e06a7067f7194d83acda8817bbcd18bbac670d1";
+const PRETRAIN_PIN_AVX512: &str = "1870a85a20390b066816339e2a550cc11e6fa2dbb62883767c30e1c81bc2129d";
 
 #[test]
 fn pretraining_weights_are_pinned() {
     let dir = tempfile::tempdir().unwrap();
     let got = pretrain_hash(&dir.path().join("a"));
-    if pinned_cpu() {
-        assert_eq!(got, PRETRAIN_PIN, "the CPU pre-training result changed");
+    if let Some(pin) = pretrain_pin() {
+        assert_eq!(got, pin, "the CPU pre-training result changed");
     } else {
         assert_eq!(got, pretrain_hash(&dir.path().join("b")), "two identical runs differ");
     }
@@ -76,14 +82,14 @@ fn finetune_metrics(root: &Path) -> [f64; 4] {
 }
 
 /// (val MAE, test MAE, test RMSE, test R²) in GPa of a 3-epoch PotNet K_VRH fine-tuning run on
-/// 100 real matminer crystals, taken on main before the change.
+/// 100 real matminer crystals, taken on main before the change (the same on both pinned CPUs).
 const FINETUNE_PIN: [f64; 4] = [53.27948277659484, 70.58711451077231, 79.99767404920553, -0.009566366549308203];
 
 #[test]
 fn finetuning_metrics_are_pinned() {
     let dir = tempfile::tempdir().unwrap();
     let got = finetune_metrics(&dir.path().join("a"));
-    if pinned_cpu() {
+    if pretrain_pin().is_some() {
         assert_eq!(got, FINETUNE_PIN, "the CPU fine-tuning result changed");
     } else {
         assert_eq!(got, finetune_metrics(&dir.path().join("b")), "two identical runs differ");
