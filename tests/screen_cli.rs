@@ -172,3 +172,24 @@ fn bad_inputs_give_clear_errors() {
     assert!(!ok && err.contains("candidates2"), "{err}");
     assert!(!d.join(".hits.csv.partial").exists());
 }
+
+#[test]
+fn an_input_that_crashes_hdf5_is_an_error_naming_it_not_a_crash() {
+    let d = tempfile::tempdir().unwrap();
+    let (q, c, bad) = (d.path().join("q.h5"), d.path().join("c.h5"), d.path().join("bad.h5"));
+    assert!(run(&["gen-random", "--out", p(&q), "-n", "20", "--dim", "8"]).status.success());
+    assert!(run(&["gen-random", "--out", p(&c), "-n", "200", "--dim", "8", "--seed", "1"]).status.success());
+    // The first object of the id strings' heap ("GCOL" collection) claims 2^64 - 1 bytes:
+    // libhdf5 reads past its buffer and dies with SIGSEGV.
+    let mut bytes = std::fs::read(&c).unwrap();
+    let gcol = bytes.windows(4).position(|w| w == b"GCOL").expect("ids are variable-length strings in a global heap");
+    bytes[gcol + 24..gcol + 32].copy_from_slice(&u64::MAX.to_le_bytes());
+    std::fs::write(&bad, &bytes).unwrap();
+    let o = run(&["--queries", p(&q), "--candidates", p(&bad), "--out", p(&d.path().join("hits.csv"))]);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(o.status.signal(), None, "the screen itself must not crash");
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("bad.h5: file is corrupt beyond what HDF5 can read"), "{e}");
+    assert!(!d.path().join("hits.csv").exists());
+}

@@ -7,7 +7,7 @@ use super::blocked::{topk_over_range_with_stats, CandidateSource, EmbeddingMatri
 pub use super::io::{prepare, write_hits_csv, PreparedScreen, ScreenInputs};
 use super::random::{random_embeddings, RandomKind};
 use crate::embeddings::{check_compatible, write_embeddings, EmbeddingsMeta, EmbeddingsReader, MODALITIES};
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -65,6 +65,10 @@ enum Command {
     /// Time the screen (files, or random data generated in memory) and print queries/s,
     /// effective GFLOP/s (2·Q·N·D / t), phase times and the fraction of the measured GEMM peak.
     Bench(BenchArgs),
+    /// Open embeddings files and read their ids and attributes, nothing else (what the screen
+    /// runs in a child process first: a file that crashes libhdf5 then crashes only the child).
+    #[command(hide = true)]
+    Probe { files: Vec<PathBuf> },
 }
 
 /// Performance knobs; none changes the result.
@@ -188,6 +192,34 @@ impl Tuning {
     }
 }
 
+/// Reads every input's ids and attributes in a child process (before MPI starts, so the child
+/// is a plain process): libhdf5 can crash (SIGSEGV) on a file whose variable-length string heap
+/// is corrupt, and a crash must become an error naming the file, not a dead rank. Errors the
+/// child reports are left to the screen itself, which says more.
+fn probe_in_child(files: &[&Path]) -> Result<()> {
+    let exe = std::env::current_exe().context("locating the multimat-screen binary")?;
+    let status = std::process::Command::new(&exe)
+        .arg("probe")
+        .args(files)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .with_context(|| format!("starting {} to check the inputs", exe.display()))?;
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(signal) = status.signal() {
+        // Find which file: probe them one by one (only on this rare path).
+        for f in files {
+            let one = std::process::Command::new(&exe).arg("probe").arg(f).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status()?;
+            if one.signal().is_some() {
+                bail!("{}: file is corrupt beyond what HDF5 can read: the HDF5 library crashed reading its ids (signal {signal}); re-create it with `multimat embed`", f.display());
+            }
+        }
+        bail!("the HDF5 library crashed (signal {signal}) reading the inputs {}", files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "));
+    }
+    Ok(())
+}
+
 pub(crate) fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -195,6 +227,13 @@ pub(crate) fn main() -> Result<()> {
         Some(Command::Bench(a)) => {
             a.tuning.configure_gemm_threads();
             bench(&a)
+        }
+        Some(Command::Probe { files }) => {
+            for f in &files {
+                let r = EmbeddingsReader::open(f)?;
+                r.read_ids(0..r.len())?;
+            }
+            Ok(())
         }
         None => {
             cli.screen.tuning.configure_gemm_threads();
@@ -207,6 +246,9 @@ fn screen(a: &ScreenArgs) -> Result<()> {
     ensure!(a.k >= 1, "-k must be at least 1");
     let out = a.out.as_ref().context("--out is required")?;
     let t0 = Instant::now();
+    let i = &a.inputs;
+    let files: Vec<&Path> = [&i.queries, &i.candidates, &i.queries2, &i.candidates2].into_iter().flatten().map(|p| p.as_path()).collect();
+    probe_in_child(&files)?;
     // Under `mpirun -n R` / `srun` each rank screens a contiguous range of candidate rows and
     // rank 0 merges; without a launcher this is rank 0 of 1 and the plain serial screen.
     let dist = crate::dist::Dist::init()?;
