@@ -89,6 +89,12 @@ struct Tuning {
     /// Do not read the next candidate block on a helper thread while scoring the current one.
     #[arg(long)]
     no_prefetch: bool,
+    /// Where the similarities are computed: `cpu`; `cuda` (under srun/mpirun: the GPU of this
+    /// rank's node-local rank) or `cuda:N` — cuBLAS GEMM (TF32 off) and a top-k kernel per
+    /// candidate block, the short lists re-scored on the host so the CSV is byte-identical to
+    /// the CPU's; or `cuda-sim` (the same GPU code executed on the CPU, for testing).
+    #[arg(long, default_value = "cpu", value_parser = crate::cli::device::check_device)]
+    device: String,
 }
 
 #[derive(Args, Debug)]
@@ -163,8 +169,8 @@ struct BenchArgs {
 }
 
 impl Tuning {
-    fn config(&self, progress: bool) -> ScreenConfig {
-        ScreenConfig {
+    fn config(&self, progress: bool, local_rank: usize) -> Result<ScreenConfig> {
+        Ok(ScreenConfig {
             block_queries: self.block_queries,
             block_candidates: self.block_candidates,
             tile_candidates: self.tile_candidates,
@@ -172,7 +178,8 @@ impl Tuning {
             parallelism: self.parallelism,
             prefetch: !self.no_prefetch,
             progress,
-        }
+            device: crate::engine::backend::device_for_local_rank(&self.device, local_rank)?,
+        })
     }
 
     /// matrixmultiply reads MATMUL_NUM_THREADS once, at its first GEMM, so this must run before
@@ -210,7 +217,7 @@ fn screen(a: &ScreenArgs) -> Result<()> {
     // Under `mpirun -n R` / `srun` each rank screens a contiguous range of candidate rows and
     // rank 0 merges; without a launcher this is rank 0 of 1 and the plain serial screen.
     let dist = crate::dist::Dist::init()?;
-    let cfg = a.tuning.config(!a.quiet);
+    let cfg = a.tuning.config(!a.quiet, dist.topology.local_rank)?;
     let (t1, cpu1) = (Instant::now(), process_cpu_seconds());
     let report = super::distributed::screen_distributed(&a.inputs, a.k, &cfg, out, &dist)?;
     let screen_s = t1.elapsed().as_secs_f64();
@@ -316,7 +323,7 @@ fn bench(a: &BenchArgs) -> Result<()> {
     let setup_s = t0.elapsed().as_secs_f64();
     let (nq, nc, d) = (queries.len(), candidates.len(), queries.dim);
     let (peak, peak_per_cpu) = gemm_peak(&a.tuning, d);
-    let cfg = a.tuning.config(false);
+    let cfg = a.tuning.config(false, 0)?;
     let flop = 2.0 * nq as f64 * nc as f64 * d as f64;
     println!(
         "bench: {nq} queries × {nc} candidates × {d}-d, k = {}, parallelism {:?}, threads {}, blocks q{} c{} tile {}, prefetch {}",
