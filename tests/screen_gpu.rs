@@ -7,7 +7,7 @@
 
 use multimat::embeddings::{block_ranges, write_embeddings, EmbeddingsMeta};
 use multimat::engine::gpu::topk::topk_rows_reference;
-use multimat::screen::gpu::{id_ranks, reconcile_query, score_error_bound, SLACK};
+use multimat::screen::gpu::{id_ranks, reconcile_query, row_norm, score_error_bound, SLACK};
 use multimat::screen::random::{random_embeddings, RandomKind};
 use multimat::screen::{merge_topk, topk_over_range, CandidateSource, EmbeddingMatrix, Hit, ScreenConfig};
 use std::path::{Path, PathBuf};
@@ -107,13 +107,13 @@ fn a_bad_device_is_refused_when_the_flags_are_parsed() {
 /// the bound E), the kernel's selection (its CPU reference) of kk = min(k + SLACK, 64, block),
 /// then `reconcile_query` and `merge_topk`, exactly as `screen::gpu` does.
 fn fake_device_screen(q: &EmbeddingMatrix, c: &EmbeddingMatrix, k: usize, block: usize) -> (Vec<Vec<Hit>>, u64, f32) {
-    let margin = score_error_bound(q.dim);
     let mut acc: Vec<Vec<Hit>> = vec![Vec::new(); q.len()];
     let (mut fallbacks, mut max_diff) = (0u64, 0.0f32);
     for r in block_ranges(0..c.len(), block) {
         let b = c.read_block(r).unwrap();
         let nc = b.ids.len();
         let rank = id_ranks(&b.ids);
+        let cmax = b.rows.chunks(q.dim).map(row_norm).fold(0.0f64, f64::max);
         let kk = (k + SLACK).min(64).min(nc);
         let mut scores = vec![0.0f32; q.len() * nc];
         for i in 0..q.len() {
@@ -125,7 +125,7 @@ fn fake_device_screen(q: &EmbeddingMatrix, c: &EmbeddingMatrix, k: usize, block:
         let (hs, hc) = topk_rows_reference(&scores, &rank, q.len(), nc, kk);
         let mut new = Vec::new();
         for i in 0..q.len() {
-            let (hits, fell_back, _) = reconcile_query(q.row(i), &b, &hs[i * kk..(i + 1) * kk], &hc[i * kk..(i + 1) * kk], &acc[i], k, margin);
+            let (hits, fell_back, _) = reconcile_query(q.row(i), &b, &hs[i * kk..(i + 1) * kk], &hc[i * kk..(i + 1) * kk], &acc[i], k, score_error_bound(q.dim, row_norm(q.row(i)) * cmax));
             fallbacks += u64::from(fell_back);
             for h in &hits {
                 let j = b.ids.iter().position(|id| *id == h.candidate_id).unwrap();
@@ -168,12 +168,12 @@ fn host_rescore_gives_the_cpu_hits_when_device_scores_differ_in_the_last_bits() 
             assert_eq!(a.similarity.to_bits(), b.similarity.to_bits());
         }
         // The fake device did differ from the CPU (so the re-score mattered), within E.
-        assert!(max_diff > 0.0 && (max_diff as f64) <= score_error_bound(dim), "k = {k}: max |device − cpu| = {max_diff:e}");
+        assert!(max_diff > 0.0 && (max_diff as f64) <= score_error_bound(dim, 1.0), "k = {k}: max |device − cpu| = {max_diff:e}");
         // Query 0's 80 near-equal copies fill the short list whenever kk < block: fallback.
         if k + SLACK < 64 && block > 64 {
             assert!(fallbacks > 0, "k = {k}, block = {block}: the near-tie group must take the fallback");
         }
-        println!("k = {k}, block = {block}: identical; {fallbacks} (query, block) fallbacks; max |device − cpu| {max_diff:e}, E = {:e}", score_error_bound(dim));
+        println!("k = {k}, block = {block}: identical; {fallbacks} (query, block) fallbacks; max |device − cpu| {max_diff:e}, E (unit rows) = {:e}", score_error_bound(dim, 1.0));
     }
 }
 

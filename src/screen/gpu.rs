@@ -12,7 +12,8 @@
 //! Which candidates can matter, exactly: let E bound |s_gpu − s_cpu| for any pair (both are f32
 //! dot products of the same unit rows; for any summation order, FMA or not,
 //! |fl(q·c) − q·c| ≤ γ_D Σ|q_i c_i| ≤ γ_D ‖q‖‖c‖ with γ_D = Du/(1 − Du), u = 2⁻²⁴; so
-//! E = 2γ_D·(1 + 10⁻⁴), the factor covering rows normalised in f32). For one query and one block,
+//! E = 2γ_D·‖q‖·max‖c‖·(1 + 10⁻⁴), norms taken per query and per block — unit rows give ~1, a
+//! weighted two-modality screen other values). For one query and one block,
 //! let τ be the CPU k-th best similarity over the blocks already merged (−∞ while fewer than k)
 //! and t the device's k-th best score in this block (−∞ if the block has fewer than k columns or
 //! the kernel selected fewer than k). The block holds k candidates with s_cpu ≥ t − E, so the
@@ -53,10 +54,17 @@ pub const SLACK: usize = 8;
 /// Most floats of one score buffer (query chunk × candidate block): 1 GiB.
 const SCORE_BUDGET: usize = 1 << 28;
 
-/// E: a bound on |GPU similarity − CPU similarity| for unit rows of dimension `dim` (module docs).
-pub fn score_error_bound(dim: usize) -> f64 {
+/// E: a bound on |GPU similarity − CPU similarity| for rows of dimension `dim` whose norms
+/// multiply to at most `norm_product` (1 for unit rows; a weighted two-modality screen
+/// concatenates weighted unit parts, whose norms are not 1) — see the module docs.
+pub fn score_error_bound(dim: usize, norm_product: f64) -> f64 {
     let du = dim as f64 * f64::powi(2.0, -24);
-    2.0 * du / (1.0 - du) * 1.0001
+    2.0 * du / (1.0 - du) * norm_product * 1.0001
+}
+
+/// ‖row‖ in f64 (every f32 square is exact in f64).
+pub fn row_norm(row: &[f32]) -> f64 {
+    row.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt()
 }
 
 /// The CPU screen's similarities of one query against `cols` of a block (rows (n, dim)), bit for
@@ -142,25 +150,26 @@ pub fn topk_over_range_gpu<S: CandidateSource + ?Sized>(
     let _tf32 = Tf32Off(&g, g.tf32());
     g.set_tf32(false);
     let dim = queries.dim;
-    let margin = score_error_bound(dim);
-    let block_c = cfg.block_candidates.min(cand_range.len());
-    let q_chunk = (SCORE_BUDGET / block_c).clamp(1, queries.len());
+    let gamma = score_error_bound(dim, 1.0);
+    let qnorm: Vec<f64> = (0..queries.len()).map(|i| row_norm(queries.row(i))).collect();
+    let (q_chunk, block_c) = gemm_shape(queries.len(), cand_range.len(), cfg.block_candidates);
     let dq = g.upload(&queries.rows).context("uploading the queries")?;
     let scores: GpuVec<f32> = g.uninit(q_chunk * block_c)?;
-    let kk_max = (k + SLACK).min(TOPK_MAX);
+    let kk_max = k.saturating_add(SLACK).min(TOPK_MAX);
     let (mut out_s, mut out_c): (GpuVec<f32>, GpuVec<i32>) = (g.uninit(q_chunk * kk_max)?, g.uninit(q_chunk * kk_max)?);
     let pool = cfg.threads.map(|t| rayon::ThreadPoolBuilder::new().num_threads(t.max(1)).build()).transpose()?;
     let read = |r: Range<usize>| {
         let t = Instant::now();
         let b = candidates.read_block(r).map(|b| {
             let rank = id_ranks(&b.ids);
-            (b, rank)
+            let cmax = b.rows.chunks(b.dim.max(1)).map(row_norm).fold(0.0f64, f64::max);
+            (b, rank, cmax)
         });
         stats.read_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
         b
     };
     let n_blocks = cand_range.len().div_ceil(cfg.block_candidates);
-    stream_blocks(block_ranges(cand_range, cfg.block_candidates), cfg.prefetch && n_blocks > 1, read, |(block, rank)| {
+    stream_blocks(block_ranges(cand_range, cfg.block_candidates), cfg.prefetch && n_blocks > 1, read, |(block, rank, cmax)| {
         let nc = block.ids.len();
         if nc == 0 {
             return Ok(()); // a joined source may return no rows for a block
@@ -184,7 +193,7 @@ pub fn topk_over_range_gpu<S: CandidateSource + ?Sized>(
                         .into_par_iter()
                         .map(|i| {
                             let (s, c) = (&hs[i * kk..(i + 1) * kk], &hc[i * kk..(i + 1) * kk]);
-                            reconcile_query(queries.row(q0 + i), &block, s, c, &acc[q0 + i], k, margin)
+                            reconcile_query(queries.row(q0 + i), &block, s, c, &acc[q0 + i], k, gamma * qnorm[q0 + i] * cmax)
                         })
                         .collect()
                 };
@@ -209,4 +218,30 @@ pub fn topk_over_range_gpu<S: CandidateSource + ?Sized>(
         Ok(())
     }, stats)?;
     Ok(acc)
+}
+
+/// The device's f32 GEMM rate (GFLOP/s, TF32 off) on the screen's own GEMM shape: `m` queries ×
+/// `n` candidates × `dim`, the same cuBLAS descriptor as [`topk_over_range_gpu`], timed over
+/// `reps` calls after a warm-up. What `multimat-screen bench --device …` divides by.
+pub fn device_gemm_rate(device: crate::engine::Device, m: usize, n: usize, dim: usize, reps: usize) -> Result<f64> {
+    let g = gpu(device)?;
+    let _tf32 = Tf32Off(&g, g.tf32());
+    g.set_tf32(false);
+    let a = g.upload(&vec![0.01f32; m * dim])?;
+    let b = g.upload(&vec![0.02f32; n * dim])?;
+    let c: GpuVec<f32> = g.uninit(m * n)?;
+    matmul_row_major(&g, false, true, m, n, dim, 1.0, a.ptr(), b.ptr(), 0.0, c.ptr())?;
+    g.synchronize()?;
+    let t = Instant::now();
+    for _ in 0..reps.max(1) {
+        matmul_row_major(&g, false, true, m, n, dim, 1.0, a.ptr(), b.ptr(), 0.0, c.ptr())?;
+    }
+    g.synchronize()?;
+    Ok(2.0 * (m * n * dim * reps.max(1)) as f64 / t.elapsed().as_secs_f64() / 1e9)
+}
+
+/// The query chunk and block width [`topk_over_range_gpu`] uses for these sizes (for the bench).
+pub fn gemm_shape(n_queries: usize, n_candidates: usize, block_candidates: usize) -> (usize, usize) {
+    let block_c = block_candidates.min(n_candidates).max(1);
+    ((SCORE_BUDGET / block_c).clamp(1, n_queries.max(1)), block_c)
 }
