@@ -8,7 +8,12 @@
 #      cuda and on the CPU: losses agree within 1e-4 relative; the cuda run twice gives the same
 #      checkpoint bytes (determinism);
 #   3. `benches/encoders_vs_torch.sh` with DEVICE=cuda: materials/s per encoder vs PyTorch eager
-#      on the same GPU, same batches, and the ratio.
+#      on the same GPU, same batches, and the ratio;
+#   4. the screen: `multimat-screen --device cuda` and `--device cpu` on the same random files
+#      (SCREEN_Q × SCREEN_N, D = 128, k = 10, 1 % exact duplicates) must write identical CSVs;
+#      then `multimat-screen bench --device cuda` on SCREEN_BENCH_Q × SCREEN_BENCH_N in memory
+#      (default 16000 × 2.2M, the issue's size) prints the time and the fraction of the device's
+#      f32 cuBLAS GEMM rate on the same GEMM shape (printed, never asserted).
 # Where there is no Rust toolchain (the lent GPU machines), run scripts/gpu-check-prepare.sh on a
 # build machine first and bring .gpu-check/ along; with cargo at hand the binary is built here.
 # CUDA 13 libraries are found in the Python environment's `nvidia` packages (PyPI nvidia-cublas,
@@ -23,10 +28,13 @@ DEV=${GPU_CHECK_DEVICE:-cuda}
 STEP_BATCH=${STEP_BATCH:-48}
 if [ -x .gpu-check/bin/multimat ]; then
     BIN=.gpu-check/bin/multimat
+    SCREEN_BIN=.gpu-check/bin/multimat-screen
     export LD_LIBRARY_PATH="$(pwd)/.gpu-check/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 else
     BIN=${MULTIMAT_BIN:-target/release/multimat}
     [ -n "${MULTIMAT_BIN:-}" ] || cargo build --release --bin multimat
+    SCREEN_BIN=${MULTIMAT_SCREEN_BIN:-target/release/multimat-screen}
+    [ -n "${MULTIMAT_SCREEN_BIN:-}" ] || cargo build --release --bin multimat-screen
 fi
 PY=${PY:-python3}
 NV=$("$PY" -c 'import nvidia, os; print(os.path.dirname(list(nvidia.__path__)[0]))' 2>/dev/null || true)
@@ -80,4 +88,25 @@ echo "== 3. encoders vs PyTorch on $DEV ($(($(date +%s) - START)) s so far)"
 BIN=$BIN PY=$PY DEVICE=$DEV TF32=${TF32:-1} REPEATS=${REPEATS:-5} BATCH=${BATCH:-360} DOS_BATCH=${DOS_BATCH:-360} \
     FULL_BATCH=${FULL_BATCH:-0} THREADS=${THREADS:-$(nproc)} \
     benches/encoders_vs_torch.sh ${WORKLOADS:-potnet cgcnn dos text}
+
+echo "== 4. the screen on $DEV vs cpu ($(($(date +%s) - START)) s so far)"
+SCREEN_Q=${SCREEN_Q:-16000}
+SCREEN_N=${SCREEN_N:-200000}
+"$SCREEN_BIN" gen-random --out "$WORK/screen-q.h5" -n "$SCREEN_Q" --seed 1 --modality dos
+"$SCREEN_BIN" gen-random --out "$WORK/screen-c.h5" -n "$SCREEN_N" --seed 2
+for sdev in cpu "$DEV"; do
+    t0=$(date +%s%N)
+    "$SCREEN_BIN" --queries "$WORK/screen-q.h5" --candidates "$WORK/screen-c.h5" -k 10 -q \
+        --device "$sdev" --out "$WORK/hits-$sdev.csv"
+    echo "screen on $sdev: $(( ($(date +%s%N) - t0) / 1000000 )) ms wall (whole process: reading, screening, writing)"
+done
+if cmp -s "$WORK/hits-cpu.csv" "$WORK/hits-$DEV.csv"; then
+    echo "screen CSV, $SCREEN_Q queries x $SCREEN_N candidates, k = 10: $DEV and cpu -> identical ($(($(wc -l < "$WORK/hits-cpu.csv") - 1)) hit rows)"
+else
+    echo "screen CSV: $DEV and cpu -> DIFFERENT (first differing line below)"
+    cmp "$WORK/hits-cpu.csv" "$WORK/hits-$DEV.csv" || true
+    exit 1
+fi
+"$SCREEN_BIN" bench --device "$DEV" --n-queries "${SCREEN_BENCH_Q:-16000}" --n-candidates "${SCREEN_BENCH_N:-2200000}" \
+    --dim 128 -k 10 --block-candidates "${SCREEN_BLOCK:-16384}" --repeat "${SCREEN_REPEAT:-2}"
 echo "gpu-check finished in $(($(date +%s) - START)) s"

@@ -118,6 +118,13 @@ fn gpu_check_runs_end_to_end_on_the_simulator_device() {
     cmd.arg("scripts/gpu-check.sh")
         .env("GPU_CHECK_DEVICE", "cuda-sim")
         .env("MULTIMAT_BIN", env!("CARGO_BIN_EXE_multimat"))
+        .env("MULTIMAT_SCREEN_BIN", env!("CARGO_BIN_EXE_multimat-screen"))
+        .env("SCREEN_Q", "20")
+        .env("SCREEN_N", "300")
+        .env("SCREEN_BENCH_Q", "16")
+        .env("SCREEN_BENCH_N", "500")
+        .env("SCREEN_BLOCK", "128")
+        .env("SCREEN_REPEAT", "1")
         .env("PY", python())
         .env("SKIP_TORCH", "1")
         .env("STEP_BATCH", "8")
@@ -135,4 +142,8 @@ fn gpu_check_runs_end_to_end_on_the_simulator_device() {
         let f = row(&out, w, "2");
         assert!(f[2].parse::<f64>().unwrap() > 0.0, "{w}: {out}");
     }
+    // Step 4: the screen's CSV on the device equals the CPU's, and the bench reports its rate.
+    assert!(out.contains("screen CSV, 20 queries x 300 candidates, k = 10: cuda-sim and cpu -> identical"), "{out}");
+    let result = out.lines().find(|l| l.starts_with("RESULT screen_s=")).unwrap_or_else(|| panic!("no screen bench RESULT line:\n{out}"));
+    assert!(result.contains("device=cuda-sim") && result.contains("fraction_of_gemm_peak="), "{result}");
 }

@@ -137,6 +137,9 @@ pub struct ScreenConfig {
     pub prefetch: bool,
     /// Show a progress bar over candidate blocks on stderr.
     pub progress: bool,
+    /// Where the similarities are computed: the CPU (this module), or a GPU / `cuda-sim`
+    /// (`screen::gpu`, the same result).
+    pub device: crate::engine::Device,
 }
 
 impl Default for ScreenConfig {
@@ -149,6 +152,7 @@ impl Default for ScreenConfig {
             parallelism: Parallelism::QueryBlocks,
             prefetch: true,
             progress: false,
+            device: crate::engine::Device::Cpu,
         }
     }
 }
@@ -160,6 +164,11 @@ pub struct ScreenStats {
     pub gemm_ns: AtomicU64,
     pub scan_ns: AtomicU64,
     pub wait_ns: AtomicU64,
+    /// GPU screen only: (query, block) pairs re-scored in full on the host because near-ties
+    /// filled the device's short list (see `screen::gpu`).
+    pub fallbacks: AtomicU64,
+    /// GPU screen only: candidates re-scored on the host (short lists and fallbacks).
+    pub rescored: AtomicU64,
 }
 
 impl ScreenStats {
@@ -250,6 +259,9 @@ pub fn topk_over_range_with_stats<S: CandidateSource + ?Sized>(
         candidates.len()
     );
     ensure!(cfg.block_queries > 0 && cfg.block_candidates > 0 && cfg.tile_candidates > 0, "block sizes must be positive");
+    if cfg.device.is_gpu() {
+        return super::gpu::topk_over_range_gpu(queries, candidates, cand_range, k, cfg, stats);
+    }
     let mut qblocks: Vec<QueryBlock> = block_ranges(0..queries.len(), cfg.block_queries)
         .map(|r| QueryBlock {
             len: r.len(),
@@ -290,35 +302,52 @@ pub fn topk_over_range_with_stats<S: CandidateSource + ?Sized>(
         stats.read_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
         b
     };
-    if cfg.prefetch && n_blocks > 1 {
-        std::thread::scope(|scope| -> Result<()> {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<PreparedBlock>>(1);
-            let ranges = block_ranges(cand_range.clone(), cfg.block_candidates);
-            scope.spawn(move || {
-                for r in ranges {
-                    let b = read(r);
-                    let failed = b.is_err();
-                    // A closed channel means the consumer stopped (an error): stop reading.
-                    if tx.send(b).is_err() || failed {
-                        break;
-                    }
-                }
-            });
-            loop {
-                let t = Instant::now();
-                let Ok(b) = rx.recv() else { break };
-                stats.wait_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                score_block(b?);
-            }
-            Ok(())
-        })?;
-    } else {
-        for r in block_ranges(cand_range.clone(), cfg.block_candidates) {
-            score_block(read(r)?);
-        }
-    }
+    stream_blocks(block_ranges(cand_range.clone(), cfg.block_candidates), cfg.prefetch && n_blocks > 1, read, |b| {
+        score_block(b);
+        Ok(())
+    }, stats)?;
     bar.finish_and_clear();
     Ok(qblocks.into_iter().flat_map(|b| b.heaps.into_iter().map(TopK::into_sorted)).collect())
+}
+
+/// Reads the blocks `ranges` with `read` and hands each to `consume`, in order. With `prefetch`
+/// the next block is read on a helper thread while `consume` works on the current one (time
+/// spent waiting for a read goes to `stats.wait_ns`). Stops at the first error of either side.
+/// Shared by the CPU engine and the GPU screen (`screen::gpu`).
+pub(crate) fn stream_blocks<T: Send>(
+    ranges: impl Iterator<Item = Range<usize>> + Send,
+    prefetch: bool,
+    read: impl Fn(Range<usize>) -> Result<T> + Sync,
+    mut consume: impl FnMut(T) -> Result<()>,
+    stats: &ScreenStats,
+) -> Result<()> {
+    if !prefetch {
+        for r in ranges {
+            consume(read(r)?)?;
+        }
+        return Ok(());
+    }
+    std::thread::scope(|scope| -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<T>>(1);
+        let read = &read;
+        scope.spawn(move || {
+            for r in ranges {
+                let b = read(r);
+                let failed = b.is_err();
+                // A closed channel means the consumer stopped (an error): stop reading.
+                if tx.send(b).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        loop {
+            let t = Instant::now();
+            let Ok(b) = rx.recv() else { break };
+            stats.wait_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            consume(b?)?;
+        }
+        Ok(())
+    })
 }
 
 /// Score one candidate block against every query block, updating the heaps.

@@ -93,6 +93,12 @@ struct Tuning {
     /// Do not read the next candidate block on a helper thread while scoring the current one.
     #[arg(long)]
     no_prefetch: bool,
+    /// Where the similarities are computed: `cpu`; `cuda` (under srun/mpirun: the GPU of this
+    /// rank's node-local rank) or `cuda:N` — cuBLAS GEMM (TF32 off) and a top-k kernel per
+    /// candidate block, the short lists re-scored on the host so the CSV is byte-identical to
+    /// the CPU's; or `cuda-sim` (the same GPU code executed on the CPU, for testing).
+    #[arg(long, default_value = "cpu", value_parser = crate::cli::device::check_device)]
+    device: String,
 }
 
 #[derive(Args, Debug)]
@@ -167,8 +173,8 @@ struct BenchArgs {
 }
 
 impl Tuning {
-    fn config(&self, progress: bool) -> ScreenConfig {
-        ScreenConfig {
+    fn config(&self, progress: bool, local_rank: usize) -> Result<ScreenConfig> {
+        Ok(ScreenConfig {
             block_queries: self.block_queries,
             block_candidates: self.block_candidates,
             tile_candidates: self.tile_candidates,
@@ -176,7 +182,8 @@ impl Tuning {
             parallelism: self.parallelism,
             prefetch: !self.no_prefetch,
             progress,
-        }
+            device: crate::engine::backend::device_for_local_rank(&self.device, local_rank)?,
+        })
     }
 
     /// matrixmultiply reads MATMUL_NUM_THREADS once, at its first GEMM, so this must run before
@@ -252,7 +259,7 @@ fn screen(a: &ScreenArgs) -> Result<()> {
     // Under `mpirun -n R` / `srun` each rank screens a contiguous range of candidate rows and
     // rank 0 merges; without a launcher this is rank 0 of 1 and the plain serial screen.
     let dist = crate::dist::Dist::init()?;
-    let cfg = a.tuning.config(!a.quiet);
+    let cfg = a.tuning.config(!a.quiet, dist.topology.local_rank)?;
     let (t1, cpu1) = (Instant::now(), process_cpu_seconds());
     let report = super::distributed::screen_distributed(&a.inputs, a.k, &cfg, out, &dist)?;
     let screen_s = t1.elapsed().as_secs_f64();
@@ -357,8 +364,16 @@ fn bench(a: &BenchArgs) -> Result<()> {
     };
     let setup_s = t0.elapsed().as_secs_f64();
     let (nq, nc, d) = (queries.len(), candidates.len(), queries.dim);
-    let (peak, peak_per_cpu) = gemm_peak(&a.tuning, d);
-    let cfg = a.tuning.config(false);
+    let cfg = a.tuning.config(false, 0)?;
+    let (peak, peak_per_cpu) = if cfg.device.is_gpu() {
+        // The device's own f32 GEMM rate on the screen's GEMM shape (CPU seconds mean nothing here).
+        let (m, n) = super::gpu::gemm_shape(nq, nc, cfg.block_candidates);
+        let rate = super::gpu::device_gemm_rate(cfg.device, m, n, d, 10)?;
+        println!("device {}: f32 GEMM rate (cuBLAS, TF32 off) on the screen's {m}×{n}×{d} GEMM: {rate:.1} GFLOP/s", cfg.device);
+        (rate, f64::NAN)
+    } else {
+        gemm_peak(&a.tuning, d)
+    };
     let flop = 2.0 * nq as f64 * nc as f64 * d as f64;
     println!(
         "bench: {nq} queries × {nc} candidates × {d}-d, k = {}, parallelism {:?}, threads {}, blocks q{} c{} tile {}, prefetch {}",
@@ -371,10 +386,12 @@ fn bench(a: &BenchArgs) -> Result<()> {
         cfg.prefetch
     );
     println!("setup (read/generate queries, open candidates): {setup_s:.2} s");
-    println!(
-        "GEMM building-block peak ({}×{}×{d}, all threads): {peak:.1} GFLOP/s ({peak_per_cpu:.1} GFLOP per CPU s)",
-        cfg.block_queries, cfg.tile_candidates
-    );
+    if !cfg.device.is_gpu() {
+        println!(
+            "GEMM building-block peak ({}×{}×{d}, all threads): {peak:.1} GFLOP/s ({peak_per_cpu:.1} GFLOP per CPU s)",
+            cfg.block_queries, cfg.tile_candidates
+        );
+    }
     {
         // One pass that only streams the candidates (ids, rows, validation, normalisation):
         // the I/O share of a screen, which the prefetch thread overlaps with the GEMMs.
@@ -406,7 +423,22 @@ fn bench(a: &BenchArgs) -> Result<()> {
             ScreenStats::secs(&stats.gemm_ns),
             ScreenStats::secs(&stats.scan_ns),
         );
+        if cfg.device.is_gpu() {
+            println!(
+                "  on {}: 'GEMM' = device work (upload, GEMM, top-k kernel, download), 'scan+heap' = host re-score and merge; {} candidates re-scored on the host ({:.2} per query), {} (query, block) fallbacks",
+                cfg.device,
+                stats.rescored.load(std::sync::atomic::Ordering::Relaxed),
+                stats.rescored.load(std::sync::atomic::Ordering::Relaxed) as f64 / nq.max(1) as f64,
+                stats.fallbacks.load(std::sync::atomic::Ordering::Relaxed)
+            );
+        }
     }
-    println!("RESULT screen_s={best:.4} queries_per_s={:.1} gflops={:.2} gemm_peak_gflops={peak:.2}", nq as f64 / best, flop / best / 1e9);
+    println!(
+        "RESULT screen_s={best:.4} queries_per_s={:.1} gflops={:.2} gemm_peak_gflops={peak:.2} fraction_of_gemm_peak={:.3} device={}",
+        nq as f64 / best,
+        flop / best / 1e9,
+        flop / best / 1e9 / peak,
+        cfg.device
+    );
     Ok(())
 }

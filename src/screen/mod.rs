@@ -6,11 +6,13 @@
 //! Layout: `topk` (hits, ranking rule, heaps, k-way merge), `blocked` (the streaming GEMM
 //! engine and the `topk_over_range` building block the MPI screen shards with), `multimodal`
 //! (joins by id), `reference` (the plain f64 screen tests compare against), `random` (test and
-//! benchmark data), `distributed` (the screen over MPI ranks), `cli` (the binary). Inputs are `crate::embeddings` files.
+//! benchmark data), `distributed` (the screen over MPI ranks), `gpu` (the same screen on a GPU or `cuda-sim`:
+//! device GEMM + top-k kernel, host re-score for CPU-identical output), `cli` (the binary). Inputs are `crate::embeddings` files.
 
 pub mod blocked;
 pub mod cli;
 pub mod distributed;
+pub mod gpu;
 pub mod io;
 pub mod multimodal;
 pub mod random;

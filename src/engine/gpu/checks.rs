@@ -173,6 +173,7 @@ pub fn all() -> Vec<OpCheck> {
     v.extend(super::l2norm::checks());
     v.extend(super::mse::checks());
     v.extend(super::infonce::checks());
+    v.extend(super::topk::checks());
     v
 }
 

@@ -24,6 +24,7 @@ pub mod batchnorm;
 pub mod gather;
 pub mod rbf;
 pub mod segment;
+pub mod topk;
 
 use super::backend::{Gpu, GemmDesc, GpuVec};
 use super::tensor::{Indices, Storage, Tensor};
