@@ -411,7 +411,9 @@ fn robocrys_texts(slice: &[Input], python: &Path, source: &str) -> Result<Genera
 
 /// sha256 over everything that decides shard `slice`'s content: options, metadata, and each
 /// input's id, known values, and files with their sizes.
-fn fingerprint(meta: &ShardMeta, opts: &IngestOptions, inputs: &[Input]) -> Result<String> {
+/// `text_source` is the provenance label of generated texts made outside the options (robocrys
+/// with its version), so another robocrys rewrites the shards.
+fn fingerprint(meta: &ShardMeta, opts: &IngestOptions, inputs: &[Input], text_source: Option<&str>) -> Result<String> {
     let build_graphs = opts.build_graphs;
     let mut h = Sha256::new();
     h.update(b"multimat-ingest-v1");
@@ -425,8 +427,7 @@ fn fingerprint(meta: &ShardMeta, opts: &IngestOptions, inputs: &[Input]) -> Resu
     if opts.generated_text {
         match &opts.text_generator {
             TextGenerator::Approx => h.update(crate::approx::demo_data::GENERATED_TEXT_SOURCE),
-            // The robocrys version is part of the provenance label, hashed through the records' text.
-            TextGenerator::Robocrys { .. } => h.update(b"generated:robocrys"),
+            TextGenerator::Robocrys { .. } => h.update(text_source.unwrap_or("generated:robocrys")),
         }
     }
     if opts.bounds != Bounds::default() {
@@ -513,7 +514,7 @@ pub fn run_distributed(source: &Source, extras: &Extras, opts: &IngestOptions, d
         for &k in &mine {
             let slice = slices[k];
             let path = opts.out.join(shard_name(topo.rank, k));
-            let fp = fingerprint(&meta, opts, slice)?;
+            let fp = fingerprint(&meta, opts, slice, robocrys_source.as_deref())?;
             if resumable(&path, &fp) {
                 summary.shards_resumed += 1;
                 bar.inc(slice.len() as u64);

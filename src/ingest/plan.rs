@@ -227,8 +227,12 @@ fn plan_mp_docs(path: &Path, by_id: &mut BTreeMap<String, Input>, rejects: &mut 
     let (mut dos, mut chgcar) = (BTreeMap::new(), BTreeMap::new());
     for p in sorted_entries(path)?.into_iter().filter(|p| p.is_file()) {
         match classify(&p) {
-            Some(DocFile::Dos(id)) => drop(dos.insert(id, p)),
-            Some(DocFile::Chgcar(id)) => drop(chgcar.insert(id, p)),
+            Some(DocFile::Dos(id)) => {
+                dos.insert(id, p);
+            }
+            Some(DocFile::Chgcar(id)) => {
+                chgcar.insert(id, p);
+            }
             // A summary file of another form fails alone: its message says what it holds.
             Some(DocFile::Summary) => {
                 if let Err(e) = read(&p, by_id, rejects) {

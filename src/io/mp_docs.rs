@@ -40,14 +40,15 @@ pub enum DocFile {
 
 /// The kind of a file in a folder of MP documents, or `None` when it is not JSON.
 pub fn classify(path: &Path) -> Option<DocFile> {
-    let name = super::format_name(path);
-    let stem = name.strip_suffix(".json")?;
-    // The id keeps its original case (format_name lower-cases): cut the same length off the real name.
-    let original = path.file_name()?.to_string_lossy();
-    let id = |suffix_len: usize| original[..stem.len() - suffix_len].to_string();
+    let original = path.file_name()?.to_string_lossy().into_owned();
+    // ASCII lower-casing keeps every byte offset, so the id can be cut from the original name.
+    let lower = original.to_ascii_lowercase();
+    let base = lower.strip_suffix(".gz").unwrap_or(&lower);
+    let stem = base.strip_suffix(".json")?;
     for (suffix, dos) in [(".dos", true), ("_dos", true), (".chgcar", false), ("_chgcar", false)] {
-        if stem.ends_with(suffix) && stem.len() > suffix.len() {
-            return Some(if dos { DocFile::Dos(id(suffix.len())) } else { DocFile::Chgcar(id(suffix.len())) });
+        if stem.len() > suffix.len() && stem.ends_with(suffix) {
+            let id = original[..stem.len() - suffix.len()].to_string();
+            return Some(if dos { DocFile::Dos(id) } else { DocFile::Chgcar(id) });
         }
     }
     Some(DocFile::Summary)
@@ -145,5 +146,6 @@ mod tests {
         assert_eq!(classify(Path::new("summary.json")), Some(DocFile::Summary));
         assert_eq!(classify(Path::new(".dos.json")), Some(DocFile::Summary));
         assert_eq!(classify(Path::new("notes.txt")), None);
+        assert_eq!(classify(Path::new("MP-Ünï.DOS.JSON")), Some(DocFile::Dos("MP-Ünï".into())));
     }
 }
