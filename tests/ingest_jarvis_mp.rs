@@ -144,20 +144,21 @@ fn a_summary_file_holding_something_else_says_what_it_is() {
     assert!(e.contains("density.json") && e.contains("Chgcar") && e.contains("<material_id>.chgcar.json"), "{e}");
 }
 
-/// A stand-in `robocrys` (and the two pymatgen classes the child uses) on a private PYTHONPATH:
-/// it checks the plumbing (one child per slice, answers matched by id, per-structure failures
-/// left absent), not robocrys itself, which this machine does not have.
-fn fake_robocrys_python(dir: &Path) -> PathBuf {
-    std::fs::create_dir_all(dir.join("robocrys")).unwrap();
-    std::fs::create_dir_all(dir.join("pymatgen")).unwrap();
-    std::fs::write(
-        dir.join("robocrys/__init__.py"),
-        "__version__ = '0.0-standin'\n\
+/// A Python with a stand-in `robocrys` (and the two pymatgen classes the child uses) first on
+/// its PYTHONPATH: it checks the plumbing (one child per slice, answers matched by id,
+/// per-structure failures left absent), not robocrys itself, which this machine does not have.
+const STANDIN_ROBOCRYS: &str = "__version__ = '0.0-standin'\n\
          class StructureCondenser:\n    def condense_structure(self, s):\n        return s\n\
          class StructureDescriber:\n    def describe(self, s):\n        if 'Ce' in s.species:\n            raise ValueError('stand-in refuses Ce')\n        \
-         return 'stand-in description of ' + ''.join(s.species)\n",
-    )
-    .unwrap();
+         return 'stand-in description of ' + ''.join(s.species)\n";
+
+/// One that fails to import, as where robocrys is not installed (whatever the machine has).
+const MISSING_ROBOCRYS: &str = "raise ModuleNotFoundError(\"No module named 'robocrys'\")\n";
+
+fn python_with(dir: &Path, robocrys: &str) -> PathBuf {
+    std::fs::create_dir_all(dir.join("robocrys")).unwrap();
+    std::fs::create_dir_all(dir.join("pymatgen")).unwrap();
+    std::fs::write(dir.join("robocrys/__init__.py"), robocrys).unwrap();
     std::fs::write(dir.join("pymatgen/__init__.py"), "").unwrap();
     std::fs::write(
         dir.join("pymatgen/core.py"),
@@ -179,7 +180,7 @@ fn robocrys_text_generator() {
     // Without robocrys: a clear error before anything is written.
     let mut opts = IngestOptions::new(tmp.path().join("none"));
     opts.generated_text = true;
-    opts.text_generator = TextGenerator::Robocrys { python: PathBuf::from("python3") };
+    opts.text_generator = TextGenerator::Robocrys { python: python_with(&tmp.path().join("missing"), MISSING_ROBOCRYS) };
     let e = format!("{:#}", run(&source, &Extras::default(), &opts).unwrap_err());
     assert!(e.contains("cannot import robocrys") && e.contains("--text-generator approx"), "{e}");
     assert!(!tmp.path().join("none/manifest.json").exists());
@@ -188,7 +189,7 @@ fn robocrys_text_generator() {
     let mut opts = IngestOptions::new(out.clone());
     opts.build_graphs = false;
     opts.generated_text = true;
-    opts.text_generator = TextGenerator::Robocrys { python: fake_robocrys_python(&tmp.path().join("py")) };
+    opts.text_generator = TextGenerator::Robocrys { python: python_with(&tmp.path().join("py"), STANDIN_ROBOCRYS) };
     let s = run(&source, &Extras::default(), &opts).unwrap();
     assert_eq!((s.counts.records, s.counts.text), (4, 3));
     assert_eq!(s.absent, BTreeMap::from([("text".to_string(), 1)]));
@@ -197,6 +198,8 @@ fn robocrys_text_generator() {
     assert!(recs["1002"].provenance.sources["text"].starts_with("generated:robocrys 0.0-standin"));
     assert!(recs["1004"].text.is_none());
     assert!(absent(&out)[0].reason.contains("stand-in refuses Ce"));
+    // The same robocrys resumes; robocrys's version is in the fingerprint.
+    assert_eq!(run(&source, &Extras::default(), &opts).unwrap().shards_resumed, 1);
 }
 
 #[test]
