@@ -224,8 +224,8 @@ fn commands_work_as_printed() {
     assert!(!resolved.contains("[model.encoders.cgcnn]"), "only the encoders in use: {resolved}");
 
     // 2. Every example in the --help texts, in a working directory laid out as the examples
-    //    assume (the repository's configs and data paths, runs/x and shards/ from the demo,
-    //    a folder of new crystals). Training commands get size arguments appended so the suite
+    //    assume (the repository's configs, data paths and tests/fixtures, runs/x and shards/
+    //    from the demo, a folder of new crystals). Training commands get size arguments appended so the suite
     //    stays fast; flags and files are the printed ones.
     let ex = tempfile::tempdir().unwrap();
     let ex = ex.path();
@@ -236,6 +236,9 @@ fn commands_work_as_printed() {
     std::fs::create_dir_all(ex.join("runs")).unwrap();
     std::os::unix::fs::symlink(out.join("pretrain"), ex.join("runs/x")).unwrap();
     std::os::unix::fs::symlink(out.join("shards"), ex.join("shards")).unwrap();
+    // The hand-written fixtures the `ingest` examples read (SNUMAT/JARVIS/MP-document forms).
+    std::fs::create_dir_all(ex.join("tests")).unwrap();
+    std::os::unix::fs::symlink(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"), ex.join("tests/fixtures")).unwrap();
     let crystals = ex.join("my-crystals");
     std::fs::create_dir_all(&crystals).unwrap();
     let cifs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mp-multimodal/cif");

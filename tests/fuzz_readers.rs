@@ -184,6 +184,10 @@ enum Kind {
     Dos,
     ChargeDensity,
     Matminer,
+    /// JARVIS/SNUMAT JSON lists (`io::jarvis`).
+    Jarvis,
+    /// Materials Project summary documents (`io::mp_docs`).
+    MpSummary,
     Labels,
     Texts,
     PretrainConfig,
@@ -205,6 +209,10 @@ fn si_structure() -> Structure {
         species: vec![14, 14],
         frac_coords: vec![[0.0, 0.0, 0.0], [0.75, 0.5, 0.75]],
     }
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 /// A small matminer "split" frame made from two real pymatgen structures.
@@ -246,6 +254,21 @@ fn targets() -> Vec<Target> {
         Target { name: "doscar", kind: Kind::Dos, seeds: seeds(vec![data("vasp-raw/Si_mp-149/DOSCAR.gz"), data("vasp-raw/Al_mp-134/DOSCAR.gz")], &keep("DOSCAR")) },
         Target { name: "pymatgen_dos", kind: Kind::Dos, seeds: seeds(vec![data("vasp-raw/NiO/dos-pymatgen.json.gz"), first_files("mp-multimodal/dos", 1).remove(0)], &keep("dos.json")) },
         Target { name: "matminer", kind: Kind::Matminer, seeds: vec![("elastic.json".into(), matminer_seed())] },
+        // Hand-written fixtures (tests/fixtures/README.md): no real SNUMAT/JARVIS/MP file is at hand.
+        Target {
+            name: "jarvis",
+            kind: Kind::Jarvis,
+            seeds: vec![
+                ("snumat.json".into(), read_plain(&fixture("snumat_bandgap_handwritten.json"))),
+                ("dft_3d.json".into(), read_plain(&fixture("jarvis_dft3d_handwritten.json"))),
+            ],
+        },
+        Target { name: "mp_summary", kind: Kind::MpSummary, seeds: vec![("summary.json".into(), read_plain(&fixture("mp_docs/summary.json")))] },
+        Target {
+            name: "pymatgen_chgcar",
+            kind: Kind::ChargeDensity,
+            seeds: vec![("mp-149.chgcar.json".into(), read_plain(&fixture("mp_docs/mp-149.chgcar.json")))],
+        },
         Target { name: "labels_csv", kind: Kind::Labels, seeds: vec![("labels.csv".into(), read_plain(&data("mp-multimodal/materials.csv")))] },
         Target { name: "texts_jsonl", kind: Kind::Texts, seeds: vec![("texts.jsonl".into(), first_lines(&data("text/mp-multimodal-robocrys.jsonl"), 8))] },
         Target {
@@ -435,7 +458,11 @@ fn run_one(kind: Kind, path: &Path) -> Result<bool, String> {
             input.files.charge_density = Some(path.to_path_buf());
             check_ingest(&input, &ShardMeta::default(), &file)
         }
-        Kind::Matminer => match multimat::io::matminer::read_dataset(path) {
+        Kind::Matminer | Kind::Jarvis | Kind::MpSummary => match match kind {
+            Kind::Jarvis => multimat::io::jarvis::read_dataset(path),
+            Kind::MpSummary => multimat::io::mp_docs::read_summary_docs(path),
+            _ => multimat::io::matminer::read_dataset(path),
+        } {
             Err(e) => names_file(&e),
             Ok(rows) => {
                 let mut any = false;

@@ -7,8 +7,17 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
+/// Runnable examples (from the repository root; tests/ingest_jarvis_mp.rs runs each of them).
+pub const EXAMPLES: &str = "Examples (the fixtures are small hand-written files, not real SNUMAT/JARVIS/MP data):
+  multimat ingest --jarvis tests/fixtures/snumat_bandgap_handwritten.json --out runs/snumat
+  multimat ingest --jarvis tests/fixtures/jarvis_dft3d_handwritten.json --approx-dos --out runs/jarvis
+  multimat ingest --mp-docs tests/fixtures/mp_docs --density-grid 4 --out runs/mp-docs
+Records whose approximate modality cannot be computed (e.g. --approx-dos on a lanthanide) are kept
+without it and listed in <out>/absent.jsonl; rejected inputs are listed in <out>/rejects.jsonl.";
+
 #[derive(clap::Args, Debug)]
-#[command(group(clap::ArgGroup::new("source").required(true).args(["mp_multimodal", "matminer", "vasp_dirs", "structures", "cif_dir"])))]
+#[command(after_help = EXAMPLES)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["mp_multimodal", "matminer", "jarvis", "mp_docs", "vasp_dirs", "structures", "cif_dir"])))]
 pub struct Args {
     /// A directory in the mp-multimodal layout (materials.csv, structures/, dos/, chgcar/, text/).
     #[arg(long, value_name = "DIR")]
@@ -16,6 +25,17 @@ pub struct Args {
     /// A matminer dataset in pandas "split" JSON (.json or .json.gz).
     #[arg(long, value_name = "FILE")]
     pub matminer: Option<PathBuf>,
+    /// A JARVIS-style JSON list: JARVIS dft_3d (`jid`, `atoms`, numeric fields → targets, "na" →
+    /// absent) or SNUMAT's band-gap set in the MultiMat reference code's form (`SNUMAT_id`,
+    /// `Band_gap_HSE` → target band_gap_hse in eV, `atoms` {lattice_mat, coords, elements,
+    /// cartesian}; coordinates fractional unless `cartesian` is true).
+    #[arg(long, value_name = "FILE")]
+    pub jarvis: Option<PathBuf>,
+    /// Materials Project API documents: a JSON file of summary documents (structure, numeric
+    /// fields → targets, `description` → text), or a folder of them plus `<id>.dos.json`
+    /// (pymatgen CompleteDos) and `<id>.chgcar.json` (pymatgen Chgcar, values ρ·V_cell).
+    #[arg(long, value_name = "FILE|DIR")]
+    pub mp_docs: Option<PathBuf>,
     /// A directory of per-material folders (name = id) with CONTCAR/POSCAR, vasprun.xml/DOSCAR, CHGCAR.
     #[arg(long, value_name = "DIR")]
     pub vasp_dirs: Option<PathBuf>,
@@ -90,6 +110,11 @@ pub struct Args {
     /// `multimat embed-text`.
     #[arg(long)]
     pub generated_text: bool,
+    /// Generate descriptions (implies --generated-text) with `approx` (multimat's labelled
+    /// approximation) or `robocrys` (the robocrys Python package, run with MULTIMAT_PYTHON, else
+    /// python3; an error if that Python cannot import it — nothing is installed).
+    #[arg(long, value_name = "approx|robocrys")]
+    pub text_generator: Option<String>,
     /// Ingest only the first N inputs (in material-id order).
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
@@ -103,13 +128,29 @@ fn source(args: &Args) -> Result<Source> {
     if args.csv.is_some() && structures.is_none() {
         bail!("--csv labels the structures of --structures DIR (or --cif-dir DIR); give the folder too");
     }
-    Ok(match (&args.mp_multimodal, &args.matminer, &args.vasp_dirs, structures) {
-        (Some(dir), None, None, None) => Source::MpMultimodal { dir: dir.clone() },
-        (None, Some(file), None, None) => Source::Matminer { file: file.clone() },
-        (None, None, Some(dir), None) => Source::VaspDirs { dir: dir.clone() },
-        (None, None, None, Some(dir)) => Source::Structures { dir: dir.clone(), labels: args.csv.clone(), id_column: args.id_column.clone() },
-        _ => bail!("give exactly one of --mp-multimodal, --matminer, --vasp-dirs, --structures (--cif-dir)"),
-    })
+    let mut given = Vec::new();
+    if let Some(dir) = &args.mp_multimodal {
+        given.push(Source::MpMultimodal { dir: dir.clone() });
+    }
+    if let Some(file) = &args.matminer {
+        given.push(Source::Matminer { file: file.clone() });
+    }
+    if let Some(file) = &args.jarvis {
+        given.push(Source::Jarvis { file: file.clone() });
+    }
+    if let Some(path) = &args.mp_docs {
+        given.push(Source::MpDocs { path: path.clone() });
+    }
+    if let Some(dir) = &args.vasp_dirs {
+        given.push(Source::VaspDirs { dir: dir.clone() });
+    }
+    if let Some(dir) = structures {
+        given.push(Source::Structures { dir: dir.clone(), labels: args.csv.clone(), id_column: args.id_column.clone() });
+    }
+    match given.len() {
+        1 => Ok(given.pop().unwrap()),
+        _ => bail!("give exactly one of --mp-multimodal, --matminer, --jarvis, --mp-docs, --vasp-dirs, --structures (--cif-dir)"),
+    }
 }
 
 pub fn preprocess_params(args: &Args) -> Result<PreprocessParams> {
@@ -153,7 +194,12 @@ pub fn run(args: Args) -> Result<()> {
     opts.units = units;
     opts.approx_charge_density = args.approx_charge_density;
     opts.approx_dos = args.approx_dos.then(crate::approx::tight_binding::TightBindingParams::default);
-    opts.generated_text = args.generated_text;
+    opts.generated_text = args.generated_text || args.text_generator.is_some();
+    opts.text_generator = match args.text_generator.as_deref() {
+        None | Some("approx") => crate::ingest::TextGenerator::Approx,
+        Some("robocrys") => crate::ingest::TextGenerator::Robocrys { python: crate::ingest::robocrys::default_python() },
+        Some(other) => bail!("--text-generator {other:?}: expected approx or robocrys"),
+    };
     opts.limit = args.limit;
     if let Some(b) = &args.bounds {
         opts.bounds = crate::plausibility::Bounds::from_toml_file(b)?;
@@ -181,6 +227,14 @@ pub fn run(args: Args) -> Result<()> {
         "  structure {}  graphs {}  dos {}  charge_density {}  text {}  text_embedding {}  targets {:?}",
         c.structure, c.graphs, c.dos, c.charge_density, c.text, c.text_embedding, c.targets
     );
+    if !s.absent.is_empty() {
+        let parts: Vec<String> = s.absent.iter().map(|(m, n)| format!("{m} {n}")).collect();
+        println!(
+            "  kept without a modality that could not be computed: {} (reasons in {})",
+            parts.join(", "),
+            args.out.join(crate::ingest::ABSENT_FILE).display()
+        );
+    }
     if let Some(m) = &s.manifest {
         println!("  manifest: {}", m.display());
     }

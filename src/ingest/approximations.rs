@@ -46,6 +46,18 @@ pub fn with_tight_binding_dos(input: &Input, params: &crate::approx::tight_bindi
     Ok(out)
 }
 
+/// `input` with `text` (made elsewhere, e.g. by robocrys) as its text under provenance
+/// `source`, unless it already has one (real text wins).
+pub fn with_text(input: &Input, text: &str, source: &str) -> Result<Input> {
+    if input.record.text.as_ref().is_some_and(|t| !t.trim().is_empty()) {
+        return Ok(input.clone());
+    }
+    let mut out = input.clone();
+    out.record.text = Some(text.to_string());
+    out.record.provenance.sources.insert("text".into(), source.into());
+    Ok(out)
+}
+
 /// `input` with a generated structure description (`approx::describe`) as its text, unless it
 /// already has one (real text wins). The embedding is left to `multimat embed-text`.
 pub fn with_generated_text(input: &Input) -> Result<Input> {

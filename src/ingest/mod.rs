@@ -15,6 +15,7 @@
 
 mod approximations;
 mod plan;
+pub mod robocrys;
 
 pub use plan::{plan, Extras, Input, InputFiles, Plan, Source};
 
@@ -34,6 +35,30 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub const REJECTS_FILE: &str = "rejects.jsonl";
+/// One JSON object per modality left absent on a kept record ([`Absent`]).
+pub const ABSENT_FILE: &str = "absent.jsonl";
+
+/// A modality that could not be computed for a record that was kept without it (the record
+/// keeps its structure and other modalities; the batch masking of training handles the gap).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Absent {
+    /// The file the record came from.
+    pub file: String,
+    pub record: String,
+    /// `dos`, `charge_density` or `text`.
+    pub modality: String,
+    pub reason: String,
+}
+
+/// How `generated_text` makes descriptions.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum TextGenerator {
+    /// multimat's Robocrystallographer-style approximation (`approx::describe`), labelled so.
+    #[default]
+    Approx,
+    /// The `robocrys` package in this Python (see `robocrys.rs`).
+    Robocrys { python: PathBuf },
+}
 
 /// One input that did not make it into a shard.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -71,9 +96,10 @@ pub struct IngestOptions {
     /// Attach a tight-binding DOS (`approx::tight_binding`, an approximation, labelled as such)
     /// to every input that has a structure but no DOS.
     pub approx_dos: Option<crate::approx::tight_binding::TightBindingParams>,
-    /// Attach a generated structure description (`approx::describe`) as the text of every input
-    /// that has a structure but no text.
+    /// Attach a generated structure description as the text of every input that has a
+    /// structure but no text, made by `text_generator`.
     pub generated_text: bool,
+    pub text_generator: TextGenerator,
     /// Keep only the first N inputs (in id order) of the plan; `None` keeps all.
     pub limit: Option<usize>,
     /// Plausibility bounds every record must meet (`data-specs/plausibility.md`).
@@ -94,6 +120,7 @@ impl IngestOptions {
             approx_charge_density: false,
             approx_dos: None,
             generated_text: false,
+            text_generator: TextGenerator::Approx,
             limit: None,
             bounds: Bounds::default(),
         }
@@ -106,8 +133,12 @@ pub fn default_units(name: &str) -> &'static str {
         "bulk_modulus" | "shear_modulus" | "elastic_tensor" | "elastic_tensor_original" | "K_VRH" | "G_VRH"
         | "K_Voigt" | "K_Reuss" | "G_Voigt" | "G_Reuss" | "K_Voigt_Reuss_Hill" | "G_Voigt_Reuss_Hill"
         | "compliance_tensor" => "GPa",
-        "band_gap" | "gap pbe" | "e_fermi" | "efermi" => "eV",
-        "formation_energy_per_atom" | "e_form" | "energy_per_atom" | "e_above_hull" => "eV/atom",
+        "bulk_modulus_vrh" | "bulk_modulus_voigt" | "bulk_modulus_reuss" | "shear_modulus_vrh" | "shear_modulus_voigt"
+        | "shear_modulus_reuss" | "bulk_modulus_kv" | "shear_modulus_gv" => "GPa",
+        "band_gap" | "gap pbe" | "e_fermi" | "efermi" | "band_gap_hse" | "band_gap_gga" | "optb88vdw_bandgap" | "mbj_bandgap"
+        | "hse_gap" | "cbm" | "vbm" => "eV",
+        "formation_energy_per_atom" | "e_form" | "energy_per_atom" | "e_above_hull" | "energy_above_hull"
+        | "formation_energy_peratom" | "ehull" | "optb88vdw_total_energy" => "eV/atom",
         "volume" => "angstrom^3",
         _ => "",
     }
@@ -121,6 +152,8 @@ pub struct IngestSummary {
     pub shards_resumed: usize,
     pub rejects: usize,
     pub counts: ModalityCounts,
+    /// Modality → records kept without it because it could not be computed (`absent.jsonl`).
+    pub absent: BTreeMap<String, usize>,
     pub manifest: Option<PathBuf>,
 }
 
@@ -305,26 +338,82 @@ fn reject_target_width_mismatches(plan: &mut Plan, specs: &BTreeMap<String, Targ
     }
 }
 
+/// Descriptions made ahead of a slice by robocrys (id → text or robocrys's error), with the
+/// provenance label of the run.
+struct GeneratedTexts {
+    source: String,
+    texts: BTreeMap<String, std::result::Result<String, String>>,
+}
+
 /// `input` with the approximate modalities the options ask for attached (real data always wins;
-/// see `approx::demo_data`). Borrowed unchanged when none is asked for.
-fn with_approximations<'a>(input: &'a Input, opts: &IngestOptions, meta: &ShardMeta) -> Result<std::borrow::Cow<'a, Input>> {
+/// see `approx::demo_data`), and the modalities that could not be computed for it ([`Absent`]):
+/// those stay absent and the record goes on with the rest. Borrowed unchanged when nothing is
+/// asked for.
+fn with_approximations<'a>(
+    input: &'a Input,
+    opts: &IngestOptions,
+    meta: &ShardMeta,
+    generated: Option<&GeneratedTexts>,
+) -> (std::borrow::Cow<'a, Input>, Vec<Absent>) {
     use approximations as approx;
     let mut current = std::borrow::Cow::Borrowed(input);
+    let mut absent = Vec::new();
+    let mut apply = |current: &mut std::borrow::Cow<'a, Input>, modality: &str, r: Result<Input>| match r {
+        Ok(i) => *current = std::borrow::Cow::Owned(i),
+        Err(e) => absent.push(Absent {
+            file: main_source(&input.record.provenance),
+            record: input.id.clone(),
+            modality: modality.to_string(),
+            reason: format!("{e:#}"),
+        }),
+    };
     if opts.approx_charge_density {
-        current = std::borrow::Cow::Owned(approx::with_promolecular_density(&current, meta.preprocess.density_grid)?);
+        let r = approx::with_promolecular_density(&current, meta.preprocess.density_grid);
+        apply(&mut current, "charge_density", r);
     }
     if let Some(tb) = &opts.approx_dos {
-        current = std::borrow::Cow::Owned(approx::with_tight_binding_dos(&current, tb)?);
+        let r = approx::with_tight_binding_dos(&current, tb);
+        apply(&mut current, "dos", r);
     }
     if opts.generated_text {
-        current = std::borrow::Cow::Owned(approx::with_generated_text(&current)?);
+        let r = match generated {
+            Some(g) => match g.texts.get(&input.id) {
+                Some(Ok(text)) => approx::with_text(&current, text, &g.source),
+                Some(Err(e)) => Err(anyhow::anyhow!("{e}")),
+                // Not sent to robocrys: it has a text already, or no readable structure (that
+                // is the structure's reject, not a missing text).
+                None => Ok(current.clone().into_owned()),
+            },
+            None => approx::with_generated_text(&current),
+        };
+        apply(&mut current, "text", r);
     }
-    Ok(current)
+    (current, absent)
+}
+
+/// robocrys descriptions for the inputs of `slice` that have a readable structure and no text.
+fn robocrys_texts(slice: &[Input], python: &Path, source: &str) -> Result<GeneratedTexts> {
+    let structures: Vec<(String, crate::material::Structure)> = slice
+        .par_iter()
+        .filter(|i| i.record.text.as_ref().is_none_or(|t| t.trim().is_empty()))
+        .filter_map(|i| {
+            let s = match (&i.record.structure, &i.files.structure) {
+                (Some(s), _) => Some(s.clone()),
+                (None, Some(p)) => crate::io::read_structure(p).ok(),
+                (None, None) => None,
+            };
+            s.map(|s| (i.id.clone(), s))
+        })
+        .collect();
+    let texts = robocrys::describe_all(python, &structures)?;
+    Ok(GeneratedTexts { source: source.to_string(), texts })
 }
 
 /// sha256 over everything that decides shard `slice`'s content: options, metadata, and each
 /// input's id, known values, and files with their sizes.
-fn fingerprint(meta: &ShardMeta, opts: &IngestOptions, inputs: &[Input]) -> Result<String> {
+/// `text_source` is the provenance label of generated texts made outside the options (robocrys
+/// with its version), so another robocrys rewrites the shards.
+fn fingerprint(meta: &ShardMeta, opts: &IngestOptions, inputs: &[Input], text_source: Option<&str>) -> Result<String> {
     let build_graphs = opts.build_graphs;
     let mut h = Sha256::new();
     h.update(b"multimat-ingest-v1");
@@ -336,7 +425,10 @@ fn fingerprint(meta: &ShardMeta, opts: &IngestOptions, inputs: &[Input]) -> Resu
         h.update(format!("{tb:?}"));
     }
     if opts.generated_text {
-        h.update(crate::approx::demo_data::GENERATED_TEXT_SOURCE);
+        match &opts.text_generator {
+            TextGenerator::Approx => h.update(crate::approx::demo_data::GENERATED_TEXT_SOURCE),
+            TextGenerator::Robocrys { .. } => h.update(text_source.unwrap_or("generated:robocrys")),
+        }
     }
     if opts.bounds != Bounds::default() {
         // Other bounds accept other records; default runs keep their fingerprints.
@@ -374,6 +466,14 @@ pub fn run(source: &Source, extras: &Extras, opts: &IngestOptions) -> Result<Ing
 pub fn run_distributed(source: &Source, extras: &Extras, opts: &IngestOptions, dist: &Dist) -> Result<IngestSummary> {
     anyhow::ensure!(opts.records_per_shard > 0, "--records-per-shard must be positive");
     let mut plan = plan(source, extras)?;
+    // robocrys is checked before anything is written, so a Python without it fails at once.
+    let robocrys_source = match (&opts.text_generator, opts.generated_text) {
+        (TextGenerator::Robocrys { python }, true) => {
+            let version = robocrys::check(python)?;
+            Some(format!("generated:robocrys {version} ({})", python.display()))
+        }
+        _ => None,
+    };
     if let Some(n) = opts.limit {
         plan.inputs.truncate(n);
     }
@@ -414,28 +514,37 @@ pub fn run_distributed(source: &Source, extras: &Extras, opts: &IngestOptions, d
         for &k in &mine {
             let slice = slices[k];
             let path = opts.out.join(shard_name(topo.rank, k));
-            let fp = fingerprint(&meta, opts, slice)?;
+            let fp = fingerprint(&meta, opts, slice, robocrys_source.as_deref())?;
             if resumable(&path, &fp) {
                 summary.shards_resumed += 1;
                 bar.inc(slice.len() as u64);
                 continue;
             }
             bar.set_message(shard_name(topo.rank, k));
-            let results: Vec<std::result::Result<ShardRecord, Reject>> = slice
+            let generated = match (&opts.text_generator, &robocrys_source) {
+                (TextGenerator::Robocrys { python }, Some(label)) => Some(robocrys_texts(slice, python, label)?),
+                _ => None,
+            };
+            let results: Vec<std::result::Result<(ShardRecord, Vec<Absent>), Reject>> = slice
                 .par_iter()
                 .map(|input| {
-                    let r = with_approximations(input, opts, &meta)
-                        .map_err(|e| Reject { file: main_source(&input.record.provenance), record: input.id.clone(), reason: format!("{e:#}") })
-                        .and_then(|i| process_input_with_bounds(&i, &meta, opts.build_graphs, &opts.bounds));
+                    let (with, absent) = with_approximations(input, opts, &meta, generated.as_ref());
+                    let r = process_input_with_bounds(&with, &meta, opts.build_graphs, &opts.bounds).map(|rec| (rec, absent));
                     bar.inc(1);
                     r
                 })
                 .collect();
             let mut records = Vec::with_capacity(slice.len());
             let mut rejects = Vec::new();
+            let mut absent = Vec::new();
             for r in results {
                 match r {
-                    Ok(rec) => records.push(rec),
+                    Ok((rec, gaps)) => {
+                        records.push(rec);
+                        for a in gaps {
+                            absent.push(serde_json::to_string(&a)?);
+                        }
+                    }
                     Err(rej) if opts.strict => {
                         bar.abandon();
                         bail!("--strict: rejected {} ({}): {}", rej.file, rej.record, rej.reason)
@@ -444,7 +553,7 @@ pub fn run_distributed(source: &Source, extras: &Extras, opts: &IngestOptions, d
                 }
             }
             let start = (k * opts.records_per_shard) as u64;
-            let info = IngestInfo { fingerprint: fp, input_start: start, input_end: start + slice.len() as u64, rejects };
+            let info = IngestInfo { fingerprint: fp, input_start: start, input_end: start + slice.len() as u64, rejects, absent };
             let writer = ShardWriter::new(ShardMeta { ingest: Some(info), ..meta.clone() });
             writer.write(&path, &records)?;
             summary.shards_written += 1;
@@ -464,11 +573,13 @@ pub fn run_distributed(source: &Source, extras: &Extras, opts: &IngestOptions, d
             let mut manifest = Manifest::new(meta.preprocess.clone(), meta.graph_params.clone());
             let mut reject_lines: Vec<String> =
                 plan.rejects.iter().map(serde_json::to_string).collect::<std::result::Result<_, _>>()?;
+            let mut absent_lines: Vec<String> = Vec::new();
             for k in 0..slices.len() {
                 let name = shard_name(k % topo.world_size, k);
                 let path = opts.out.join(&name);
                 let data = ShardData::load(&path).with_context(|| format!("reading back {}", path.display()))?;
                 reject_lines.extend(data.meta.ingest.as_ref().map(|i| i.rejects.clone()).unwrap_or_default());
+                absent_lines.extend(data.meta.ingest.as_ref().map(|i| i.absent.clone()).unwrap_or_default());
                 manifest.add_shard(&name, &data, file_sha256(&path)?);
             }
             manifest.rejects = reject_lines.len();
@@ -477,6 +588,15 @@ pub fn run_distributed(source: &Source, extras: &Extras, opts: &IngestOptions, d
                 text.push('\n');
             }
             crate::atomic::write_bytes(&opts.out.join(REJECTS_FILE), text.as_bytes())?;
+            for line in &absent_lines {
+                let a: Absent = serde_json::from_str(line).with_context(|| format!("an ingest/absent entry is not an Absent: {line}"))?;
+                *summary.absent.entry(a.modality).or_default() += 1;
+            }
+            let mut text = absent_lines.join("\n");
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            crate::atomic::write_bytes(&opts.out.join(ABSENT_FILE), text.as_bytes())?;
             let manifest_path = opts.out.join(MANIFEST_FILE);
             manifest.write(&manifest_path)?;
             summary.rejects = manifest.rejects;

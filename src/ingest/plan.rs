@@ -19,6 +19,12 @@ pub enum Source {
     MpMultimodal { dir: PathBuf },
     /// A matminer dataset in pandas "split" JSON (optionally gzipped).
     Matminer { file: PathBuf },
+    /// A JARVIS-style JSON list (`io::jarvis`): JARVIS `dft_3d` (`jid`) or SNUMAT's band-gap set
+    /// in the reference code's form (`SNUMAT_id`, `Band_gap_HSE` → `band_gap_hse`).
+    Jarvis { file: PathBuf },
+    /// Materials Project API documents (`io::mp_docs`): a file of summary documents, or a folder
+    /// of them with `<id>.dos.json` (pymatgen DOS) and `<id>.chgcar.json` (pymatgen Chgcar).
+    MpDocs { path: PathBuf },
     /// One folder per material (folder name = id) with CONTCAR/POSCAR, vasprun.xml/DOSCAR,
     /// CHGCAR (or CHGCAR.*); without POSCAR/CONTCAR the structure comes from vasprun.xml's
     /// final structure, else from a CHGCAR*/AECCAR* header.
@@ -171,6 +177,88 @@ fn plan_structure_dir(
     Ok(())
 }
 
+/// Records read whole from one file (matminer, JARVIS, MP summary documents): one input each,
+/// keyed by id; unreadable records, records without an id and repeated ids are rejects naming
+/// the file and row.
+fn add_records(file: &Path, records: Vec<Result<MaterialRecord>>, by_id: &mut BTreeMap<String, Input>, rejects: &mut Vec<Reject>) {
+    for (row, r) in records.into_iter().enumerate() {
+        match r {
+            Ok(mut rec) => {
+                if rec.id.is_empty() {
+                    rejects.push(Reject::new(file, format!("row {row}"), "record has no material id"));
+                    continue;
+                }
+                if by_id.contains_key(&rec.id) {
+                    rejects.push(Reject::new(file, format!("row {row} ({})", rec.id), "duplicate material id"));
+                    continue;
+                }
+                for key in ["structure", "targets"] {
+                    rec.provenance.sources.entry(key.into()).or_insert_with(|| format!("{}#{row}", file.display()));
+                }
+                if rec.structure.is_none() {
+                    rec.provenance.sources.remove("structure");
+                }
+                if rec.targets.is_empty() {
+                    rec.provenance.sources.remove("targets");
+                }
+                let id = rec.id.clone();
+                by_id.insert(id.clone(), Input { id, files: InputFiles::default(), record: rec });
+            }
+            Err(e) => rejects.push(Reject::new(file, format!("row {row}"), format!("{e:#}"))),
+        }
+    }
+}
+
+/// MP documents ([`Source::MpDocs`]): a file of summary documents, or a folder whose
+/// `<id>.dos.json`/`<id>.chgcar.json` files attach to the id (a charge-density file also gives
+/// the structure when no summary document does) and whose other `*.json` files hold summary
+/// documents. Files of another kind are rejects naming them.
+fn plan_mp_docs(path: &Path, by_id: &mut BTreeMap<String, Input>, rejects: &mut Vec<Reject>) -> Result<()> {
+    use crate::io::mp_docs::{classify, read_summary_docs, DocFile};
+    let read = |file: &Path, by_id: &mut BTreeMap<String, Input>, rejects: &mut Vec<Reject>| -> Result<()> {
+        let records = read_summary_docs(file).with_context(|| format!("reading MP summary documents {}", file.display()))?;
+        add_records(file, records, by_id, rejects);
+        Ok(())
+    };
+    if path.is_file() {
+        return read(path, by_id, rejects);
+    }
+    anyhow::ensure!(path.is_dir(), "{}: no such file or directory", path.display());
+    let (mut dos, mut chgcar) = (BTreeMap::new(), BTreeMap::new());
+    for p in sorted_entries(path)?.into_iter().filter(|p| p.is_file()) {
+        match classify(&p) {
+            Some(DocFile::Dos(id)) => {
+                dos.insert(id, p);
+            }
+            Some(DocFile::Chgcar(id)) => {
+                chgcar.insert(id, p);
+            }
+            // A summary file of another form fails alone: its message says what it holds.
+            Some(DocFile::Summary) => {
+                if let Err(e) = read(&p, by_id, rejects) {
+                    rejects.push(Reject::new(&p, "(file)", format!("{e:#}")));
+                }
+            }
+            None => rejects.push(Reject::new(
+                &p,
+                "(file)",
+                "not an MP document: expected <material_id>.dos.json, <material_id>.chgcar.json or summary documents *.json (optionally .gz)",
+            )),
+        }
+    }
+    for (id, p) in dos {
+        get(by_id, &id).files.dos = Some(p);
+    }
+    for (id, p) in chgcar {
+        let input = get(by_id, &id);
+        if input.record.structure.is_none() {
+            input.files.structure = Some(p.clone());
+        }
+        input.files.charge_density = Some(p);
+    }
+    Ok(())
+}
+
 /// Build the plan for `source` plus `extras`.
 pub fn plan(source: &Source, extras: &Extras) -> Result<Plan> {
     let mut by_id: BTreeMap<String, Input> = BTreeMap::new();
@@ -217,33 +305,13 @@ pub fn plan(source: &Source, extras: &Extras) -> Result<Plan> {
         }
         Source::Matminer { file } => {
             let records = crate::io::matminer::read_dataset(file).with_context(|| format!("reading {}", file.display()))?;
-            for (row, r) in records.into_iter().enumerate() {
-                match r {
-                    Ok(mut rec) => {
-                        if rec.id.is_empty() {
-                            rejects.push(Reject::new(file, format!("row {row}"), "record has no material id"));
-                            continue;
-                        }
-                        if by_id.contains_key(&rec.id) {
-                            rejects.push(Reject::new(file, format!("row {row} ({})", rec.id), "duplicate material id"));
-                            continue;
-                        }
-                        for key in ["structure", "targets"] {
-                            rec.provenance.sources.entry(key.into()).or_insert_with(|| format!("{}#{row}", file.display()));
-                        }
-                        if rec.structure.is_none() {
-                            rec.provenance.sources.remove("structure");
-                        }
-                        if rec.targets.is_empty() {
-                            rec.provenance.sources.remove("targets");
-                        }
-                        let id = rec.id.clone();
-                        by_id.insert(id.clone(), Input { id, files: InputFiles::default(), record: rec });
-                    }
-                    Err(e) => rejects.push(Reject::new(file, format!("row {row}"), format!("{e:#}"))),
-                }
-            }
+            add_records(file, records, &mut by_id, &mut rejects);
         }
+        Source::Jarvis { file } => {
+            let records = crate::io::jarvis::read_dataset(file).with_context(|| format!("reading {}", file.display()))?;
+            add_records(file, records, &mut by_id, &mut rejects);
+        }
+        Source::MpDocs { path } => plan_mp_docs(path, &mut by_id, &mut rejects)?,
         Source::VaspDirs { dir } => {
             anyhow::ensure!(dir.is_dir(), "{}: not a directory", dir.display());
             for sub in sorted_entries(dir)?.into_iter().filter(|p| p.is_dir()) {

@@ -12,8 +12,10 @@ pub mod chgcar;
 pub mod cif;
 pub mod doscar;
 pub mod extxyz;
+pub mod jarvis;
 pub mod labels;
 pub mod matminer;
+pub mod mp_docs;
 pub mod npy;
 pub mod poscar;
 pub mod pymatgen;
@@ -173,10 +175,13 @@ pub fn read_dos(path: &Path) -> Result<Dos> {
     }
 }
 
-/// Read a VASP volumetric file (CHGCAR, AECCAR0/1/2, CHGCAR.nospin, CHG, …): the first grid
-/// (total density for spin-polarised runs), reordered to C order. Any name is accepted: the
-/// format is the same for all of them.
+/// Read a charge density: `*.json` → pymatgen `Chgcar`/`VolumetricData` JSON (as MP's API
+/// returns it); any other name → a VASP volumetric file (CHGCAR, AECCAR0/1/2, CHGCAR.nospin,
+/// CHG, …): the first grid (total density for spin-polarised runs), reordered to C order.
 pub fn read_charge_density(path: &Path) -> Result<ChargeDensity> {
+    if format_name(path).ends_with(".json") {
+        return pymatgen::charge_density_from_json(&read_json(path)?, &path.display().to_string());
+    }
     chgcar::parse_chgcar(&open_text(path)?, &path.display().to_string())
 }
 

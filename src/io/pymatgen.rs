@@ -1,9 +1,10 @@
 //! pymatgen JSON: `Structure.as_dict()`, Materials Project API documents that wrap one
-//! (`{"structure": …}`, `{"data": [{…, "structure": …}]}`), and `Dos`/`CompleteDos.as_dict()`.
+//! (`{"structure": …}`, `{"data": [{…, "structure": …}]}`), `Dos`/`CompleteDos.as_dict()`, and
+//! `Chgcar`/`VolumetricData.as_dict()` (the charge densities MP's API hands out).
 //! Parsed from `serde_json::Value` (serde_json is the JSON parser; this file only maps fields).
 
 use crate::elements::atomic_number;
-use crate::material::{Dos, Structure};
+use crate::material::{ChargeDensity, Dos, Structure};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
@@ -142,9 +143,20 @@ fn structure_dict(v: &Value, origin: &str) -> Result<Structure> {
 pub fn dos_from_json(value: &Value, origin: &str) -> Result<Dos> {
     if value.get("energies").is_none() {
         if let Some(inner) = value.get("dos") {
+            if inner.get("energies").is_none() && inner.get("total").is_some() {
+                // MP's electronic_structure documents summarise the DOS (gaps, band edges per
+                // spin and element) without the curve itself.
+                bail!(
+                    "{origin}: an MP electronic-structure summary (band gaps and edges per spin/element), not a DOS \
+                     curve; fetch the DOS itself (mp_api: MPRester().get_dos_by_material_id(id).as_dict()) and save that"
+                );
+            }
             return dos_from_json(inner, origin);
         }
-        bail!("{origin}: not a pymatgen Dos (no \"energies\")");
+        match value.get("@class").and_then(Value::as_str) {
+            Some(class) => bail!("{origin}: a pymatgen {class}, not a Dos/CompleteDos (no \"energies\")"),
+            None => bail!("{origin}: not a pymatgen Dos (no \"energies\")"),
+        }
     }
     let energies_v = value["energies"].as_array().with_context(|| format!("{origin}: \"energies\" is not a list"))?;
     let mut energies = Vec::with_capacity(energies_v.len());
@@ -187,6 +199,47 @@ pub fn dos_from_json(value: &Value, origin: &str) -> Result<Dos> {
     Ok(Dos { energies, densities_up: up, densities_down: down, efermi })
 }
 
+/// A charge density from pymatgen `Chgcar`/`VolumetricData.as_dict()` (what MP's API returns
+/// for a charge density): `structure` (a `Structure` dict) and `data.total`, an (nx, ny, nz)
+/// nested list or a monty numpy dict `{"@module": "numpy", "data": …}`. pymatgen keeps the
+/// CHGCAR values as VASP wrote them, ρ·V_cell (its reader only reshapes them so that
+/// `total[i][j][k]` is the point (i/nx, j/ny, k/nz)), which is this project's convention too:
+/// the values are stored unchanged, flattened in C order. `data.diff` (the spin density) is
+/// ignored as for CHGCAR files; LOCPOT/ELFCAR classes are refused.
+pub fn charge_density_from_json(value: &Value, origin: &str) -> Result<ChargeDensity> {
+    let class = value.get("@class").and_then(Value::as_str);
+    if let Some(c) = class.filter(|c| !matches!(*c, "Chgcar" | "VolumetricData")) {
+        bail!("{origin}: a pymatgen {c}, not a charge density (expected @class Chgcar or VolumetricData)");
+    }
+    let (Some(structure), Some(data)) = (value.get("structure"), value.get("data")) else {
+        bail!("{origin}: not a pymatgen Chgcar (needs \"structure\" and \"data\": {{\"total\": [[[…]]]}})");
+    };
+    let structure = structure_dict(structure, origin).context("in field \"structure\"")?;
+    let total = data.get("total").with_context(|| format!("{origin}: \"data\" has no \"total\" grid"))?;
+    // monty serialises a numpy array as {"@module": "numpy", "@class": "array", "dtype", "data"}.
+    let total = match total.get("@module").and_then(Value::as_str) {
+        Some("numpy") => total.get("data").with_context(|| format!("{origin}: numpy array in data.total has no \"data\""))?,
+        _ => total,
+    };
+    let grid_err = || format!("{origin}: data.total is not a 3-D list of numbers (nx × ny × nz)");
+    let planes = total.as_array().filter(|a| !a.is_empty()).with_context(grid_err)?;
+    let ny = planes[0].as_array().map_or(0, Vec::len);
+    let nz = planes[0].as_array().and_then(|r| r.first()).and_then(Value::as_array).map_or(0, Vec::len);
+    anyhow::ensure!(ny > 0 && nz > 0, grid_err());
+    let grid = [planes.len(), ny, nz];
+    let mut values = Vec::with_capacity(grid.iter().product());
+    for (i, plane) in planes.iter().enumerate() {
+        let rows = plane.as_array().filter(|r| r.len() == ny).with_context(|| format!("{origin}: data.total[{i}] does not have {ny} rows"))?;
+        for (j, row) in rows.iter().enumerate() {
+            let row = row.as_array().filter(|r| r.len() == nz).with_context(|| format!("{origin}: data.total[{i}][{j}] does not have {nz} values"))?;
+            for (k, x) in row.iter().enumerate() {
+                values.push(as_f64(x, &format!("data.total[{i}][{j}][{k}]"), origin)?);
+            }
+        }
+    }
+    Ok(ChargeDensity { lattice: structure.lattice, grid, values })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +279,24 @@ mod tests {
         v["sites"][0]["species"][0]["element"] = json!("Qq");
         let err = format!("{:#}", structure_from_json(&v, "x.json").unwrap_err());
         assert!(err.contains("unknown element 'Qq'"), "{err}");
+    }
+
+    #[test]
+    fn chgcar_json_keeps_rho_times_v_in_c_order() {
+        // total[i][j][k] = 100 i + 10 j + k: C order puts k fastest.
+        let total: Vec<Vec<Vec<f64>>> =
+            (0..2).map(|i| (0..3).map(|j| (0..4).map(|k| (100 * i + 10 * j + k) as f64).collect()).collect()).collect();
+        let doc = json!({"@module": "pymatgen.io.vasp.outputs", "@class": "Chgcar", "structure": nacl(), "data": {"total": total, "diff": total}});
+        let c = charge_density_from_json(&doc, "t").unwrap();
+        assert_eq!(c.grid, [2, 3, 4]);
+        assert_eq!(c.values[(1 * 3 + 2) * 4 + 3], 123.0);
+        assert_eq!(c.lattice[0][0], 5.6);
+        let numpy = json!({"@class": "Chgcar", "structure": nacl(), "data": {"total": {"@module": "numpy", "@class": "array", "dtype": "float64", "data": total}}});
+        assert_eq!(charge_density_from_json(&numpy, "t").unwrap(), c);
+        let locpot = json!({"@class": "Locpot", "structure": nacl(), "data": {"total": total}});
+        assert!(format!("{:#}", charge_density_from_json(&locpot, "l.json").unwrap_err()).contains("Locpot, not a charge density"));
+        let ragged = json!({"@class": "Chgcar", "structure": nacl(), "data": {"total": [[[1, 2], [3]]]}});
+        assert!(format!("{:#}", charge_density_from_json(&ragged, "r.json").unwrap_err()).contains("data.total[0][1]"));
     }
 
     #[test]

@@ -75,6 +75,8 @@ pub mod paths {
     pub const EMBEDDING: &str = "text/embedding";
     pub const INFINITE: &str = "graphs/infinite";
     pub const INGEST_REJECTS: &str = "ingest/rejects";
+    /// Optional (shards written before it lack it): modalities left absent on kept records.
+    pub const INGEST_ABSENT: &str = "ingest/absent";
     /// `graphs/local` and `graphs/cgcnn` share the edge-list layout.
     pub const EDGE_LISTS: [&str; 2] = ["graphs/local", "graphs/cgcnn"];
 }
@@ -145,6 +147,9 @@ pub struct IngestInfo {
     pub input_end: u64,
     /// One JSON object per rejected input of the slice (file, record, reason).
     pub rejects: Vec<String>,
+    /// One JSON object per modality that could not be computed for a record that was kept
+    /// without it (file, record, modality, reason); empty in shards written before this existed.
+    pub absent: Vec<String>,
 }
 
 /// Shard-wide metadata (root attributes and per-dataset attributes).

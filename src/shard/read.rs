@@ -501,7 +501,16 @@ pub(crate) fn read_ingest_info(f: &hdf5::File, checks: Checks) -> std::result::R
     if let Some(p) = problems.pop() {
         return Err(format!("/{}: {p}", paths::INGEST_REJECTS));
     }
-    Ok(Some(IngestInfo { fingerprint, input_start, input_end, rejects }))
+    let absent = if f.link_exists(paths::INGEST_ABSENT) {
+        let v = read_strings(f, paths::INGEST_ABSENT, None, checks, &mut problems).map_err(|e| format!("/{}: {e}", paths::INGEST_ABSENT))?;
+        if let Some(p) = problems.pop() {
+            return Err(format!("/{}: {p}", paths::INGEST_ABSENT));
+        }
+        v
+    } else {
+        Vec::new()
+    };
+    Ok(Some(IngestInfo { fingerprint, input_start, input_end, rejects, absent }))
 }
 
 impl ShardData {

@@ -411,6 +411,12 @@ fn write_file(path: &Path, meta: &ShardMeta, records: &[ShardRecord]) -> Result<
         write_attr(&g, "input_end", info.input_end)?;
         let rejects: Vec<&str> = info.rejects.iter().map(|s| s.as_str()).collect();
         write_strings(&g, "rejects", &rejects)?;
+        // Only when there is something to say, so shards without absent modalities keep
+        // their bytes (and their fingerprints' resume) from before this dataset existed.
+        if !info.absent.is_empty() {
+            let absent: Vec<&str> = info.absent.iter().map(|s| s.as_str()).collect();
+            write_strings(&g, "absent", &absent)?;
+        }
     }
     file.close()?;
     Ok(())
