@@ -16,3 +16,4 @@ pub mod embed;
 pub mod eval;
 pub mod plot;
 pub mod predict;
+pub mod config;
