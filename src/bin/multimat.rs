@@ -53,6 +53,8 @@ enum Command {
     Plot(cli::plot::Args),
     /// Print a commented example configuration (pretrain, finetune, sweep) with every key.
     Config(cli::config::Args),
+    /// Export a checkpoint's weights (no optimiser state) to one safetensors file for PyTorch/numpy.
+    Export(cli::export::Args),
 }
 
 fn main() {
@@ -73,6 +75,7 @@ fn main() {
         Command::Eval(a) => cli::eval::run(a),
         Command::Plot(a) => cli::plot::run(a),
         Command::Config(a) => cli::config::run(a),
+        Command::Export(a) => cli::export::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -17,3 +17,4 @@ pub mod eval;
 pub mod plot;
 pub mod predict;
 pub mod config;
+pub mod export;
