@@ -49,7 +49,7 @@ enum Command {
     Predict(cli::predict::Args),
     /// Evaluate a checkpoint: cross-modal retrieval, material discovery (paper Fig. 3).
     Eval(cli::eval::Args),
-    /// PNG figures: training curves, retrieval bars, discovery nMAE, DOS overlays, UMAP maps.
+    /// PNG figures: training curves, fine-tuning parity + learning curves, retrieval bars, discovery nMAE, DOS overlays, UMAP maps.
     Plot(cli::plot::Args),
     /// Print a commented example configuration (pretrain, finetune, sweep) with every key.
     Config(cli::config::Args),
