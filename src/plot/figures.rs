@@ -437,6 +437,7 @@ pub fn finetune(run: &FinetuneRun, m: &Metrics, out: &Path) -> Result<()> {
     let units = if run.units.is_empty() { String::new() } else { format!(" {}", run.units) };
     let r2 = if m.r2.is_finite() { format!("{:.3}", m.r2) } else { "n/a".into() };
     let title = format!("{}: test MAE {:.3}{units}, R² {r2} (n = {})", run.target, m.mae, m.n);
+    let axis_units = if run.units.is_empty() { String::new() } else { format!(" ({})", run.units) };
     write_png(out, (1300, 620), |root| {
         let root = root.titled(&title, (FONT, 24)).map_err(plot_err)?;
         let (left, right) = root.split_horizontally(620);
@@ -449,8 +450,8 @@ pub fn finetune(run: &FinetuneRun, m: &Metrics, out: &Path) -> Result<()> {
             .map_err(plot_err)?;
         chart
             .configure_mesh()
-            .x_desc(format!("true {}{units}", run.target))
-            .y_desc(format!("predicted {}{units}", run.target))
+            .x_desc(format!("true {}{axis_units}", run.target))
+            .y_desc(format!("predicted {}{axis_units}", run.target))
             .label_style((FONT, 14))
             .axis_desc_style((FONT, 16))
             .draw()
@@ -465,7 +466,7 @@ pub fn finetune(run: &FinetuneRun, m: &Metrics, out: &Path) -> Result<()> {
         let (e0, e1) = (run.epochs[0].epoch, run.epochs.last().unwrap().epoch.max(run.epochs[0].epoch + 1));
         for (area, name, colour, value) in [
             (&top, "training loss".to_string(), CATEGORY_COLOURS[1], (|e: &FtEpoch| e.train_loss) as fn(&FtEpoch) -> f64),
-            (&bottom, format!("validation MAE{units}"), CATEGORY_COLOURS[0], |e: &FtEpoch| e.val_mae),
+            (&bottom, format!("validation MAE{axis_units}"), CATEGORY_COLOURS[0], |e: &FtEpoch| e.val_mae),
         ] {
             let (y0, y1) = padded_range(run.epochs.iter().map(value), 0.05);
             let mut chart = ChartBuilder::on(area)
