@@ -9,7 +9,7 @@
 //! Writing is atomic (`crate::atomic::write_with`): a crashed `embed` leaves no half file.
 
 use anyhow::{bail, ensure, Context, Result};
-use hdf5::types::VarLenUnicode;
+use hdf5::types::{FixedAscii, FixedUnicode, VarLenAscii, VarLenUnicode};
 use ndarray::{s, ArrayView1, ArrayView2};
 use std::collections::HashSet;
 use std::ops::Range;
@@ -55,8 +55,13 @@ impl EmbeddingsMeta {
         }
     }
 
-    /// True if both files were produced by the same model and checkpoint.
+    /// True if both files were produced by the same model: by the checkpoint's SHA-256 when both
+    /// files name one (the model id is then only a label — the same checkpoint embedded into two
+    /// folders under two run names is the same latent space), else by the model id.
     pub fn same_model(&self, other: &EmbeddingsMeta) -> bool {
+        if !self.checkpoint_sha256.is_empty() && !other.checkpoint_sha256.is_empty() {
+            return self.checkpoint_sha256.eq_ignore_ascii_case(&other.checkpoint_sha256);
+        }
         self.model_id == other.model_id && self.checkpoint_sha256 == other.checkpoint_sha256
     }
 }
@@ -151,9 +156,33 @@ pub struct EmbeddingsReader {
     meta: EmbeddingsMeta,
     len: usize,
     dim: usize,
-    ids: hdf5::Dataset,
-    embeddings: hdf5::Dataset,
+    storage: Storage,
 }
+
+/// Where the rows come from.
+enum Storage {
+    /// An HDF5 embeddings file, streamed. `float64`: the vectors are float64 (numpy/h5py's
+    /// default), converted to f32 on read.
+    Hdf5 { ids: hdf5::Dataset, id_type: IdType, embeddings: hdf5::Dataset, float64: bool },
+    /// `PREFIX.npy` + `PREFIX.ids.txt` (what numpy pipelines write), read whole by
+    /// `io::npy::read_embeddings` — as `np.load` would; (len, dim) row-major.
+    Npy { ids: Vec<String>, rows: Vec<f32> },
+}
+
+/// How the `ids` dataset stores its strings. multimat writes variable-length UTF-8; other tools
+/// (h5py, numpy `S`/`U` arrays) write variable-length ASCII (Python `bytes`) or fixed-length
+/// strings, which are read into the fixed buffers below (HDF5 converts between fixed-length
+/// string sizes, not between fixed and variable length).
+#[derive(Clone, Copy, Debug)]
+enum IdType {
+    VarUtf8,
+    VarAscii,
+    FixedAscii,
+    FixedUtf8,
+}
+
+/// Longest fixed-length id or string attribute read, in bytes (material ids are ~10 bytes).
+const MAX_FIXED_STRING: usize = 256;
 
 fn read_str_attr(file: &hdf5::File, path: &Path, name: &str) -> Result<String> {
     let attr = file.attr(name).map_err(|_| {
@@ -162,11 +191,24 @@ fn read_str_attr(file: &hdf5::File, path: &Path, name: &str) -> Result<String> {
             path.display()
         )
     })?;
-    let v: VarLenUnicode = attr
-        .as_reader()
-        .read_scalar()
-        .with_context(|| format!("{}: attribute '{name}' is not a UTF-8 string", path.display()))?;
-    Ok(v.as_str().to_owned())
+    // Any string type: h5py writes `str` as variable-length UTF-8, `bytes`/numpy `S` as ASCII.
+    let r = attr.as_reader();
+    r.read_scalar::<VarLenUnicode>()
+        .map(|v| v.as_str().to_owned())
+        .or_else(|_| r.read_scalar::<VarLenAscii>().map(|v| v.as_str().to_owned()))
+        .or_else(|_| r.read_scalar::<FixedAscii<MAX_FIXED_STRING>>().map(|v| v.as_str().to_owned()))
+        .or_else(|_| r.read_scalar::<FixedUnicode<MAX_FIXED_STRING>>().map(|v| v.as_str().to_owned()))
+        .ok()
+    .with_context(|| format!("{}: attribute '{name}' is not a string", path.display()))
+}
+
+/// An informational attribute: its value, or `default` when the file lacks it (files written
+/// by other tools often carry only what defines the vectors).
+fn read_str_attr_or(file: &hdf5::File, path: &Path, name: &str, default: &str) -> Result<String> {
+    if file.attr(name).is_err() {
+        return Ok(default.to_string());
+    }
+    read_str_attr(file, path, name)
 }
 
 fn read_u32_attr(file: &hdf5::File, path: &Path, name: &str) -> Result<u32> {
@@ -185,6 +227,9 @@ impl EmbeddingsReader {
     /// Open and validate an embeddings file: schema name and version, attributes, dataset
     /// shapes, at least one row. Row values are checked as blocks are read.
     pub fn open(path: &Path) -> Result<Self> {
+        if path.extension().is_some_and(|e| e == "npy") {
+            return Self::open_npy(path);
+        }
         let size = std::fs::metadata(path)
             .with_context(|| format!("{}: cannot read embeddings file", path.display()))?
             .len();
@@ -206,14 +251,17 @@ impl EmbeddingsReader {
             "{}: schema_version {version} is not supported (this build reads version {SCHEMA_VERSION})",
             path.display()
         );
-        let normalised = read_u32_attr(&file, path, "normalised")?;
+        // What defines the vectors (schema, version, modality) is required; the model's label,
+        // checkpoint hash, producer, `normalised` and `dim` are informational and may be absent
+        // (the screen re-normalises and takes the dimension from the dataset anyway).
+        let normalised = if file.attr("normalised").is_ok() { read_u32_attr(&file, path, "normalised")? } else { 0 };
         ensure!(normalised <= 1, "{}: attribute normalised = {normalised}, expected 0 or 1", path.display());
         let meta = EmbeddingsMeta {
             modality: read_str_attr(&file, path, "modality")?,
-            model_id: read_str_attr(&file, path, "model_id")?,
-            checkpoint_sha256: read_str_attr(&file, path, "checkpoint_sha256")?,
+            model_id: read_str_attr_or(&file, path, "model_id", "")?,
+            checkpoint_sha256: read_str_attr_or(&file, path, "checkpoint_sha256", "")?,
             normalised: normalised == 1,
-            producer: read_str_attr(&file, path, "producer")?,
+            producer: read_str_attr_or(&file, path, "producer", "")?,
         };
         ensure!(
             MODALITIES.contains(&meta.modality.as_str()),
@@ -222,7 +270,7 @@ impl EmbeddingsReader {
             meta.modality,
             MODALITIES.join(", ")
         );
-        let dim_attr = read_u32_attr(&file, path, "dim")? as usize;
+        let dim_attr = if file.attr("dim").is_ok() { Some(read_u32_attr(&file, path, "dim")? as usize) } else { None };
         let missing = |name: &str| {
             anyhow::anyhow!(
                 "{}: missing dataset '{name}' (is this a multimat embeddings file? see data-specs/embeddings-v1.md)",
@@ -237,17 +285,24 @@ impl EmbeddingsReader {
             "{}: dataset 'embeddings' has shape {shape:?}, expected (N, D)",
             path.display()
         );
-        ensure!(
-            embeddings.dtype().map(|t| t.is::<f32>()).unwrap_or(false),
-            "{}: dataset 'embeddings' is not float32",
-            path.display()
-        );
+        let float64 = match embeddings.dtype() {
+            Ok(t) if t.is::<f32>() => false,
+            Ok(t) if t.is::<f64>() => true,
+            Ok(t) => bail!(
+                "{}: dataset 'embeddings' is {:?}, expected float32 (or float64, converted)",
+                path.display(),
+                t.to_descriptor().map(|d| d.to_string()).unwrap_or_else(|_| "of an unknown type".into())
+            ),
+            Err(e) => bail!("{}: dataset 'embeddings': unreadable type: {e}", path.display()),
+        };
         let (len, dim) = (shape[0], shape[1]);
-        ensure!(
-            dim == dim_attr,
-            "{}: attribute dim = {dim_attr} but dataset 'embeddings' has {dim} columns",
-            path.display()
-        );
+        if let Some(dim_attr) = dim_attr {
+            ensure!(
+                dim == dim_attr,
+                "{}: attribute dim = {dim_attr} but dataset 'embeddings' has {dim} columns",
+                path.display()
+            );
+        }
         ensure!(dim > 0, "{}: embeddings have dimension 0", path.display());
         let id_shape = ids.shape();
         ensure!(
@@ -256,9 +311,42 @@ impl EmbeddingsReader {
             path.display()
         );
         ensure!(len > 0, "{}: the file holds no embeddings (0 rows)", path.display());
-        let reader = EmbeddingsReader { path: path.to_path_buf(), meta, len, dim, ids, embeddings };
+        use hdf5::types::TypeDescriptor as TD;
+        let id_type = match ids.dtype().and_then(|t| t.to_descriptor()) {
+            Ok(TD::VarLenUnicode) => IdType::VarUtf8,
+            Ok(TD::VarLenAscii) => IdType::VarAscii,
+            Ok(TD::FixedAscii(n)) if n <= MAX_FIXED_STRING => IdType::FixedAscii,
+            Ok(TD::FixedUnicode(n)) if n <= MAX_FIXED_STRING => IdType::FixedUtf8,
+            Ok(TD::FixedAscii(n) | TD::FixedUnicode(n)) => {
+                bail!("{}: dataset 'ids' holds {n}-byte fixed-length strings; at most {MAX_FIXED_STRING} are read", path.display())
+            }
+            Ok(other) => bail!("{}: dataset 'ids' holds {other}, expected strings", path.display()),
+            Err(e) => bail!("{}: dataset 'ids': unreadable type: {e}", path.display()),
+        };
+        let reader = EmbeddingsReader { path: path.to_path_buf(), meta, len, dim, storage: Storage::Hdf5 { ids, id_type, embeddings, float64 } };
         reader.check_ids()?;
         Ok(reader)
+    }
+
+    /// `PREFIX.npy` (2-D float32 or float64) + `PREFIX.ids.txt` (one id per line). Such a pair
+    /// carries no modality or model identity: the modality reads as `unspecified` and the model
+    /// as unknown, so screening it against a multimat file needs `--allow-model-mismatch`.
+    fn open_npy(path: &Path) -> Result<Self> {
+        let (npy, ids_path) = crate::text::npy::embedding_paths(path);
+        ensure!(ids_path.exists(), "{}: no ids file {} beside it (one material id per line, in row order)", npy.display(), ids_path.display());
+        let pairs = crate::io::npy::read_embeddings(&npy, &ids_path)?;
+        ensure!(!pairs.is_empty(), "{}: the file holds no embeddings (0 rows)", npy.display());
+        let dim = pairs[0].1.len();
+        let (ids, rows): (Vec<String>, Vec<Vec<f32>>) = pairs.into_iter().unzip();
+        let meta = EmbeddingsMeta {
+            modality: "unspecified".into(),
+            model_id: String::new(),
+            checkpoint_sha256: String::new(),
+            normalised: false,
+            producer: format!("{} + {}", npy.display(), ids_path.display()),
+        };
+        let len = ids.len();
+        Ok(EmbeddingsReader { path: npy, meta, len, dim, storage: Storage::Npy { ids, rows: rows.concat() } })
     }
 
     /// Every id non-empty and unique, as the writer guarantees: an empty or repeated id would
@@ -307,11 +395,18 @@ impl EmbeddingsReader {
     /// Ids of rows `rows`.
     pub fn read_ids(&self, rows: Range<usize>) -> Result<Vec<String>> {
         ensure!(rows.end <= self.len, "{}: rows {rows:?} out of range (N = {})", self.path.display(), self.len);
-        let ids = self
-            .ids
-            .read_slice_1d::<VarLenUnicode, _>(rows.clone())
-            .with_context(|| format!("{}: reading ids of rows {rows:?}", self.path.display()))?;
-        Ok(ids.iter().map(|s| s.as_str().to_owned()).collect())
+        let context = || format!("{}: reading ids of rows {rows:?}", self.path.display());
+        let (ids, id_type) = match &self.storage {
+            Storage::Hdf5 { ids, id_type, .. } => (ids, *id_type),
+            Storage::Npy { ids, .. } => return Ok(ids[rows].to_vec()),
+        };
+        let ids: Vec<String> = match id_type {
+            IdType::VarUtf8 => ids.read_slice_1d::<VarLenUnicode, _>(rows.clone()).with_context(context)?.iter().map(|s| s.as_str().to_owned()).collect(),
+            IdType::VarAscii => ids.read_slice_1d::<VarLenAscii, _>(rows.clone()).with_context(context)?.iter().map(|s| s.as_str().to_owned()).collect(),
+            IdType::FixedAscii => ids.read_slice_1d::<FixedAscii<MAX_FIXED_STRING>, _>(rows.clone()).with_context(context)?.iter().map(|s| s.as_str().to_owned()).collect(),
+            IdType::FixedUtf8 => ids.read_slice_1d::<FixedUnicode<MAX_FIXED_STRING>, _>(rows.clone()).with_context(context)?.iter().map(|s| s.as_str().to_owned()).collect(),
+        };
+        Ok(ids)
     }
 
     /// Read rows `rows` (ids and raw vectors), rejecting non-finite values.
@@ -323,12 +418,25 @@ impl EmbeddingsReader {
 
     fn read_block_unchecked(&self, rows: Range<usize>) -> Result<RowBlock> {
         let ids = self.read_ids(rows.clone())?;
-        let data = self
-            .embeddings
-            .read_slice_2d::<f32, _>(s![rows.start..rows.end, ..])
-            .with_context(|| format!("{}: reading embeddings of rows {rows:?}", self.path.display()))?;
-        let (raw, offset) = data.into_raw_vec_and_offset();
-        debug_assert!(offset.unwrap_or(0) == 0);
+        let context = || format!("{}: reading embeddings of rows {rows:?}", self.path.display());
+        let (embeddings, float64) = match &self.storage {
+            Storage::Hdf5 { embeddings, float64, .. } => (embeddings, *float64),
+            Storage::Npy { rows: all, .. } => {
+                let raw = all[rows.start * self.dim..rows.end * self.dim].to_vec();
+                return Ok(RowBlock { start: rows.start, ids, rows: raw, dim: self.dim });
+            }
+        };
+        let raw: Vec<f32> = if float64 {
+            // Rounded to the nearest f32; a value beyond f32's range becomes ±inf and is refused
+            // by the finiteness check with its row and id like any other non-finite value.
+            let data = embeddings.read_slice_2d::<f64, _>(s![rows.start..rows.end, ..]).with_context(context)?;
+            data.iter().map(|&v| v as f32).collect()
+        } else {
+            let data = embeddings.read_slice_2d::<f32, _>(s![rows.start..rows.end, ..]).with_context(context)?;
+            let (raw, offset) = data.into_raw_vec_and_offset();
+            debug_assert!(offset.unwrap_or(0) == 0);
+            raw
+        };
         Ok(RowBlock { start: rows.start, ids, rows: raw, dim: self.dim })
     }
 

@@ -29,4 +29,5 @@ pub mod sweep;
 pub mod eval;
 pub mod plot;
 pub mod bench;
+pub mod config_example;
 pub mod cli;

@@ -315,3 +315,29 @@ fn moyo_crystal_systems_agree_with_materials_project_on_real_crystals() {
     assert_eq!(total, 1056);
     assert!(agree as f64 >= 0.995 * total as f64, "crystal systems agree for only {agree} / {total}");
 }
+
+/// `plot finetune`: parity plot + learning curves from a fine-tuning run directory; the MAE and
+/// R² it reports are the test split's (computed by the fine-tuning metrics helper), and a bad
+/// predictions line is named.
+#[test]
+fn finetune_parity_and_learning_curves() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(run.join("result.json"), r#"{"target": "K_VRH", "units": "GPa", "test_mae": 0.5}"#).unwrap();
+    std::fs::write(run.join("predictions.csv"), "material_id,component,target,prediction\nmp-1,0,1,1.5\nmp-2,0,2,2\nmp-3,0,3,2.5\nmp-4,0,4,5\n").unwrap();
+    let metrics: String = (1..=6).map(|e| format!("{{\"epoch\": {e}, \"train_loss\": {}, \"val_mae\": {}}}\n", 1.0 / e as f64, 2.0 - 0.2 * e as f64)).collect();
+    std::fs::write(run.join("metrics.jsonl"), metrics).unwrap();
+    let out = dir.path().join("ft.png");
+    let (ok, msg) = plot(&["finetune", "--run", s(&run), "--out", s(&out)]);
+    assert!(ok, "{msg}");
+    assert_png(&out);
+    // |errors| = 0.5, 0, 0.5, 1 → MAE 0.5; R² = 1 − 1.5/5 = 0.7.
+    assert!(msg.contains("4 test materials, test MAE 0.500 GPa, R² 0.700"), "{msg}");
+
+    std::fs::write(run.join("predictions.csv"), "material_id,component,target,prediction\nmp-1,0,1,1.5\nmp-2,0,2,abc\n").unwrap();
+    let (ok, msg) = plot(&["finetune", "--run", s(&run), "--out", s(&out)]);
+    assert!(!ok && msg.contains("predictions.csv line 3") && msg.contains("prediction \"abc\" is not a number"), "{msg}");
+    let (ok, msg) = plot(&["finetune", "--run", s(dir.path()), "--out", s(&out)]);
+    assert!(!ok && msg.contains("result.json") && msg.contains("finished `multimat finetune` run directory"), "{msg}");
+}

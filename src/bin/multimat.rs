@@ -15,7 +15,7 @@ multimat validate runs/elastic-shards/manifest.json\n  \
 multimat pretrain --config configs/finetune-pretrain-matminer.toml\n  \
 multimat finetune --config configs/finetune-matminer-kvrh.toml --checkpoint runs/pretrain-matminer\n  \
 multimat predict --model runs/finetune-kvrh --structures my-crystals/ --out predictions.csv\n\n\
-Run `multimat <command> --helpfor each step.")]
+Run `multimat <command> --help` for each step; `multimat config --example pretrain` prints every config key.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -49,8 +49,12 @@ enum Command {
     Predict(cli::predict::Args),
     /// Evaluate a checkpoint: cross-modal retrieval, material discovery (paper Fig. 3).
     Eval(cli::eval::Args),
-    /// PNG figures: training curves, retrieval bars, discovery nMAE, DOS overlays, UMAP maps.
+    /// PNG figures: training curves, fine-tuning parity + learning curves, retrieval bars, discovery nMAE, DOS overlays, UMAP maps.
     Plot(cli::plot::Args),
+    /// Print a commented example configuration (pretrain, finetune, sweep) with every key.
+    Config(cli::config::Args),
+    /// Export a checkpoint's weights (no optimiser state) to one safetensors file for PyTorch/numpy.
+    Export(cli::export::Args),
 }
 
 fn main() {
@@ -70,6 +74,8 @@ fn main() {
         Command::Predict(a) => cli::predict::run(a),
         Command::Eval(a) => cli::eval::run(a),
         Command::Plot(a) => cli::plot::run(a),
+        Command::Config(a) => cli::config::run(a),
+        Command::Export(a) => cli::export::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -16,3 +16,5 @@ pub mod embed;
 pub mod eval;
 pub mod plot;
 pub mod predict;
+pub mod config;
+pub mod export;

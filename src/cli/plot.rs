@@ -1,7 +1,7 @@
-//! `multimat plot`: PNG figures — training curves, retrieval bars (Fig. 3A), discovery nMAE vs n
-//! (Fig. 3B), target-vs-candidate DOS overlays (Fig. 3C), and a 2-D UMAP of crystal embeddings
-//! coloured by crystal system, formation energy or metal/non-metal (Fig. 4, coordinates also
-//! written as CSV beside the PNG).
+//! `multimat plot`: PNG figures — training curves, a fine-tuning run's parity plot and learning
+//! curves, retrieval bars (Fig. 3A), discovery nMAE vs n (Fig. 3B), target-vs-candidate DOS
+//! overlays (Fig. 3C), and a 2-D UMAP of crystal embeddings coloured by crystal system,
+//! formation energy or metal/non-metal (Fig. 4, coordinates also written as CSV beside the PNG).
 
 use crate::plot::{figures, inputs, labels, umap};
 use anyhow::{bail, ensure, Context, Result};
@@ -37,6 +37,15 @@ pub enum Kind {
     Discovery {
         #[arg(long)]
         input: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Parity plot of a fine-tuning run's test split (predicted vs true, MAE and R² in the title)
+    /// beside its learning curves (training loss, validation MAE per epoch).
+    Finetune {
+        /// The fine-tuning run directory (result.json, predictions.csv, metrics.jsonl).
+        #[arg(long)]
+        run: PathBuf,
         #[arg(long)]
         out: PathBuf,
     },
@@ -116,6 +125,12 @@ pub fn run(args: Args) -> Result<()> {
             let r = inputs::read_discovery(&input)?;
             figures::discovery(&r, &out)?;
             println!("{}: n = 1…{}", out.display(), r.n_max);
+        }
+        Kind::Finetune { run, out } => {
+            let r = inputs::read_finetune_run(&run)?;
+            let m = crate::finetune::regression_metrics(&r.pred, &r.truth, r.width);
+            figures::finetune(&r, &m, &out)?;
+            println!("{}: {} test materials, test MAE {:.3} {}, R² {:.3}", out.display(), m.n, m.mae, r.units, m.r2);
         }
         Kind::DosOverlay { input, shards, targets, target_ids, out } => {
             let r = inputs::read_discovery(&input)?;

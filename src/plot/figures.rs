@@ -2,7 +2,8 @@
 //! (`super::write_png`). Inputs are already parsed and checked (`super::inputs`,
 //! `super::labels`); these functions only lay out and paint.
 
-use super::inputs::{chance_topk, tops, DiscoveryReport, RetrievalReport, StepMetrics};
+use super::inputs::{chance_topk, tops, DiscoveryReport, FinetuneRun, FtEpoch, RetrievalReport, StepMetrics};
+use crate::finetune::Metrics;
 use super::labels::Colouring;
 use super::{plot_err, write_png};
 use anyhow::{ensure, Result};
@@ -424,6 +425,76 @@ pub fn umap_scatter(coords: &[f32], colouring: &Colouring, title: &str, out: &Pa
                 .map_err(plot_err)?;
             }
         }
+        Ok(())
+    })
+}
+
+/// A fine-tuning run: parity plot of the test split (predicted vs true, the y = x line, MAE and
+/// R² in the title) on the left; learning curves (training loss, validation MAE with the best
+/// epoch marked) on the right.
+pub fn finetune(run: &FinetuneRun, m: &Metrics, out: &Path) -> Result<()> {
+    ensure!(!run.truth.is_empty() && !run.epochs.is_empty(), "nothing to plot");
+    let units = if run.units.is_empty() { String::new() } else { format!(" {}", run.units) };
+    let r2 = if m.r2.is_finite() { format!("{:.3}", m.r2) } else { "n/a".into() };
+    let title = format!("{}: test MAE {:.3}{units}, R² {r2} (n = {})", run.target, m.mae, m.n);
+    let axis_units = if run.units.is_empty() { String::new() } else { format!(" ({})", run.units) };
+    write_png(out, (1300, 620), |root| {
+        let root = root.titled(&title, (FONT, 24)).map_err(plot_err)?;
+        let (left, right) = root.split_horizontally(620);
+        let (lo, hi) = padded_range(run.truth.iter().chain(&run.pred).copied(), 0.05);
+        let mut chart = ChartBuilder::on(&left)
+            .margin(14)
+            .x_label_area_size(45)
+            .y_label_area_size(70)
+            .build_cartesian_2d(lo..hi, lo..hi)
+            .map_err(plot_err)?;
+        chart
+            .configure_mesh()
+            .x_desc(format!("true {}{axis_units}", run.target))
+            .y_desc(format!("predicted {}{axis_units}", run.target))
+            .label_style((FONT, 14))
+            .axis_desc_style((FONT, 16))
+            .draw()
+            .map_err(plot_err)?;
+        chart.draw_series(LineSeries::new([(lo, lo), (hi, hi)], BLACK.mix(0.5).stroke_width(1))).map_err(plot_err)?;
+        let colour = CATEGORY_COLOURS[0];
+        chart
+            .draw_series(run.truth.iter().zip(&run.pred).map(|(&t, &p)| Circle::new((t, p), 3, colour.mix(0.7).filled())))
+            .map_err(plot_err)?;
+
+        let (top, bottom) = right.split_vertically(290);
+        let (e0, e1) = (run.epochs[0].epoch, run.epochs.last().unwrap().epoch.max(run.epochs[0].epoch + 1));
+        for (area, name, colour, value) in [
+            (&top, "training loss".to_string(), CATEGORY_COLOURS[1], (|e: &FtEpoch| e.train_loss) as fn(&FtEpoch) -> f64),
+            (&bottom, format!("validation MAE{axis_units}"), CATEGORY_COLOURS[0], |e: &FtEpoch| e.val_mae),
+        ] {
+            let (y0, y1) = padded_range(run.epochs.iter().map(value), 0.05);
+            let mut chart = ChartBuilder::on(area)
+                .margin(14)
+                .x_label_area_size(40)
+                .y_label_area_size(70)
+                .build_cartesian_2d(e0..e1, y0..y1)
+                .map_err(plot_err)?;
+            chart
+                .configure_mesh()
+                .x_desc("epoch")
+                .y_desc(name)
+                .label_style((FONT, 14))
+                .axis_desc_style((FONT, 16))
+                .draw()
+                .map_err(plot_err)?;
+            chart.draw_series(LineSeries::new(run.epochs.iter().map(|e| (e.epoch, value(e))), colour.stroke_width(2))).map_err(plot_err)?;
+        }
+        // The best epoch (lowest validation MAE: the model the test split was predicted with).
+        let best = run.epochs.iter().min_by(|a, b| a.val_mae.total_cmp(&b.val_mae)).unwrap();
+        let (y0, y1) = padded_range(run.epochs.iter().map(|e| e.val_mae), 0.05);
+        let mut chart = ChartBuilder::on(&bottom)
+            .margin(14)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(e0..e1, y0..y1)
+            .map_err(plot_err)?;
+        chart.draw_series([Circle::new((best.epoch, best.val_mae), 5, BLACK.filled())]).map_err(plot_err)?;
         Ok(())
     })
 }

@@ -1,5 +1,6 @@
 //! Inputs of `multimat plot`: the pre-training `metrics.jsonl`, `retrieval.json` (written by
-//! `multimat eval retrieval`) and `discovery.json` (`multimat eval discovery`). Every reader
+//! `multimat eval retrieval`), `discovery.json` (`multimat eval discovery`) and a fine-tuning run
+//! directory (`result.json`, `predictions.csv`, `metrics.jsonl`). Every reader
 //! checks the values a figure relies on and names the file (and line or record) in its errors.
 
 use anyhow::{bail, ensure, Context, Result};
@@ -96,4 +97,92 @@ pub fn read_discovery(path: &Path) -> Result<DiscoveryReport> {
     }
     ensure!(r.window_ev[0] < r.window_ev[1], "{}: window_ev {:?} is empty", path.display(), r.window_ev);
     Ok(r)
+}
+
+/// One epoch of a fine-tuning run's `metrics.jsonl` (fields written by `finetune::run`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FtEpoch {
+    pub epoch: u64,
+    /// Mean training loss (in model units: standardised targets unless standardisation is off).
+    pub train_loss: f64,
+    /// Validation MAE in the target's units.
+    pub val_mae: f64,
+}
+
+/// What `multimat plot finetune` draws from a fine-tuning run directory.
+#[derive(Clone, Debug)]
+pub struct FinetuneRun {
+    pub target: String,
+    pub units: String,
+    /// Components per material (1 for a scalar target).
+    pub width: usize,
+    /// Test-set true and predicted values, (n, width) row-major, from `predictions.csv`.
+    pub truth: Vec<f64>,
+    pub pred: Vec<f64>,
+    /// Learning curves, sorted by epoch (an epoch logged twice keeps its last line).
+    pub epochs: Vec<FtEpoch>,
+}
+
+/// Read `result.json` (target, units), `predictions.csv` and `metrics.jsonl` of the fine-tuning
+/// run in `dir`; errors name the file and line.
+pub fn read_finetune_run(dir: &Path) -> Result<FinetuneRun> {
+    let result_path = dir.join("result.json");
+    let text = std::fs::read_to_string(&result_path)
+        .with_context(|| format!("reading {} (is {} a finished `multimat finetune` run directory?)", result_path.display(), dir.display()))?;
+    let result: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", result_path.display()))?;
+    let target = result["target"].as_str().with_context(|| format!("{}: no \"target\"", result_path.display()))?.to_string();
+    let units = result["units"].as_str().unwrap_or("").to_string();
+
+    let pred_path = dir.join("predictions.csv");
+    let text = std::fs::read_to_string(&pred_path).with_context(|| format!("reading {}", pred_path.display()))?;
+    let mut lines = text.lines().enumerate();
+    let header = lines.next().map(|(_, l)| l.trim()).unwrap_or("");
+    ensure!(
+        header == "material_id,component,target,prediction",
+        "{}: header {header:?}, expected \"material_id,component,target,prediction\"",
+        pred_path.display()
+    );
+    let (mut truth, mut pred, mut components) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, line) in lines {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = || format!("{} line {}", pred_path.display(), i + 1);
+        // Split from the right: the three numeric fields never hold a comma, an id might.
+        let f: Vec<&str> = line.rsplitn(4, ',').collect();
+        ensure!(f.len() == 4, "{}: expected 4 fields (material_id,component,target,prediction), got {}", at(), f.len());
+        let num = |s: &str, what: &str| -> Result<f64> {
+            let v: f64 = s.trim().parse().with_context(|| format!("{}: {what} {s:?} is not a number", at()))?;
+            ensure!(v.is_finite(), "{}: {what} {v} is not finite", at());
+            Ok(v)
+        };
+        pred.push(num(f[0], "prediction")?);
+        truth.push(num(f[1], "target")?);
+        components.push(f[2].trim().parse::<usize>().with_context(|| format!("{}: component {:?} is not an index", at(), f[2]))?);
+    }
+    ensure!(!truth.is_empty(), "{}: no test predictions (was the test split empty?)", pred_path.display());
+    let width = components.iter().max().unwrap() + 1;
+    // Rows are material-major with components 0..width in order (as `finetune::run` writes them).
+    if let Some(k) = components.iter().enumerate().position(|(k, &c)| c != k % width) {
+        bail!("{}: row {} has component {}, expected {} (components 0..{width} of each material in order)", pred_path.display(), k + 1, components[k], k % width);
+    }
+    ensure!(truth.len() % width == 0, "{}: {} rows is not a whole number of {width}-component materials", pred_path.display(), truth.len());
+
+    let metrics_path = dir.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&metrics_path).with_context(|| format!("reading {}", metrics_path.display()))?;
+    let mut by_epoch: BTreeMap<u64, FtEpoch> = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = || format!("{} line {}", metrics_path.display(), i + 1);
+        let v: serde_json::Value = serde_json::from_str(line).with_context(|| format!("{}: not JSON", at()))?;
+        let epoch = v["epoch"].as_u64().with_context(|| format!("{}: no integer \"epoch\"", at()))?;
+        let train_loss = v["train_loss"].as_f64().with_context(|| format!("{}: no numeric \"train_loss\"", at()))?;
+        let val_mae = v["val_mae"].as_f64().with_context(|| format!("{}: no numeric \"val_mae\"", at()))?;
+        ensure!(train_loss.is_finite() && val_mae.is_finite(), "{}: train_loss {train_loss} / val_mae {val_mae} not finite", at());
+        by_epoch.insert(epoch, FtEpoch { epoch, train_loss, val_mae });
+    }
+    ensure!(!by_epoch.is_empty(), "{}: no epochs logged", metrics_path.display());
+    Ok(FinetuneRun { target, units, width, truth, pred, epochs: by_epoch.into_values().collect() })
 }

@@ -262,23 +262,25 @@ pub fn load_config_value(path: &Path, overrides: &[String], path_keys: &[&str]) 
 /// decimal (0.2), which reads back to the same f32. A genuine f64 field is changed only if it
 /// holds exactly an f32 value with a longer f64 spelling, which no hand-written value does.
 pub fn resolved_toml(mut value: toml::Value) -> Result<String> {
-    fn clean(v: &mut toml::Value) {
-        match v {
-            toml::Value::Float(x) => {
-                let narrow = *x as f32;
-                if narrow as f64 == *x {
-                    if let Ok(short) = narrow.to_string().parse::<f64>() {
-                        *x = short;
-                    }
+    clean_floats(&mut value);
+    Ok(toml::to_string_pretty(&value)?)
+}
+
+/// Every float of `value` written as its shortest form (see [`resolved_toml`]).
+pub fn clean_floats(v: &mut toml::Value) {
+    match v {
+        toml::Value::Float(x) => {
+            let narrow = *x as f32;
+            if narrow as f64 == *x {
+                if let Ok(short) = narrow.to_string().parse::<f64>() {
+                    *x = short;
                 }
             }
-            toml::Value::Array(a) => a.iter_mut().for_each(clean),
-            toml::Value::Table(t) => t.iter_mut().for_each(|(_, v)| clean(v)),
-            _ => {}
         }
+        toml::Value::Array(a) => a.iter_mut().for_each(clean_floats),
+        toml::Value::Table(t) => t.iter_mut().for_each(|(_, v)| clean_floats(v)),
+        _ => {}
     }
-    clean(&mut value);
-    Ok(toml::to_string_pretty(&value)?)
 }
 
 /// Set `a.b.c = value` in a TOML tree; the value is parsed as TOML if it can be (numbers, bools,
