@@ -25,7 +25,7 @@ fn fake_result(val: f64, test: f64) -> FinetuneResult {
         checkpoint: None, checkpoint_sha256: None, seed: 0, split_seed: 0, lr: 0.0, records_total: 100,
         excluded: Excluded::default(), n_train: 60, n_val: 20, n_test: 20, epochs_run: 5, best_epoch: 3,
         val_mae: val, val_rmse: val * 1.5, test_mae: test, test_rmse: test * 2.0, test_r2: Some(0.5),
-        val_mae_train_mean: 50.0, test_mae_train_mean: 50.0, stopped_early: false, parameters: 10, wall_s: 1.0,
+        val_mae_train_mean: 50.0, test_mae_train_mean: 50.0, stopped_early: false, parameters: 10, wall_s: 1.0, external: None,
     }
 }
 
