@@ -56,6 +56,8 @@ fn external_test_set_is_reported_beside_the_internal_one_and_changes_nothing_els
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = finetune(&config(&dir.path().join("b"), &ext_out, Some(&files[1..2])));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("external test set (") && stdout.contains("of 50 records; 0 also in train/val)"), "{stdout}");
 
     let plain = read_result(&plain_out).unwrap();
     let ext = read_result(&ext_out).unwrap();
