@@ -20,6 +20,7 @@ pub mod embeddings;
 pub mod screen;
 pub mod approx;
 pub mod dist;
+pub mod run_lock;
 pub mod text;
 pub mod model;
 pub mod train;

@@ -48,3 +48,32 @@ fn ingest_then_validate_from_the_command_line() {
     assert!(!bad_manifest.status.success());
     assert!(String::from_utf8_lossy(&bad_manifest.stdout).contains("sha256"));
 }
+
+#[test]
+fn a_shard_that_crashes_hdf5_is_one_violation_and_the_other_files_are_still_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("vasp/mp-22862");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("POSCAR"), POSCAR).unwrap();
+    let out = tmp.path().join("out");
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    let run = multimat(&["ingest", "--vasp-dirs", &s(&tmp.path().join("vasp")), "--out", &s(&out), "--no-graphs", "--quiet"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let good = out.join("shard-r000-00000.h5");
+    // The first object of the variable-length string heap (HDF5 "GCOL" collection: signature,
+    // version, reserved, collection size; then object index, refcount, reserved, object size)
+    // claims 2^64 - 1 bytes: libhdf5 1.10-1.14 reads past its buffer and dies with SIGSEGV.
+    let mut bytes = std::fs::read(&good).unwrap();
+    let gcol = bytes.windows(4).position(|w| w == b"GCOL").expect("the shard has a global heap (its id strings)");
+    bytes[gcol + 24..gcol + 32].copy_from_slice(&u64::MAX.to_le_bytes());
+    let bad = tmp.path().join("bad.h5");
+    std::fs::write(&bad, &bytes).unwrap();
+
+    let o = multimat(&["validate", &s(&bad), &s(&good)]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(o.status.signal(), None, "validate itself must not crash");
+    assert_eq!(o.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("bad.h5: /: file is corrupt beyond what HDF5 can read"), "{stdout}");
+    assert!(stdout.contains(&format!("{}: ok", good.display())), "the next file must still be checked: {stdout}");
+}

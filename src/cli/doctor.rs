@@ -86,7 +86,7 @@ pub fn run(args: Args) -> Result<()> {
     let gathered = dist.all_gather_f32(&vec![rank as f32; rank + 1]);
     let expect_gather: Vec<f32> = (0..size).flat_map(|r| vec![r as f32; r + 1]).collect();
     let max = dist.all_reduce_max_i64(rank as i64);
-    let hosts = dist.all_gather_bytes(hostname().as_bytes());
+    let hosts = dist.all_gather_bytes(crate::dist::hostname().as_bytes());
     let collectives_ok = sum.iter().all(|&s| s == expect_sum) && gathered == expect_gather && max == size as i64 - 1;
 
     let line = serde_json::json!({
@@ -121,8 +121,4 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into())
 }

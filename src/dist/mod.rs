@@ -39,6 +39,11 @@ impl Topology {
 }
 
 /// Contiguous balanced split of `0..n` into `parts`, part `index`.
+/// This machine's host name (from the kernel; "unknown" where it cannot be read).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into())
+}
+
 pub fn split_range(n: usize, parts: usize, index: usize) -> std::ops::Range<usize> {
     let base = n / parts;
     let extra = n % parts;

@@ -297,6 +297,8 @@ pub fn run(cfg: &FinetuneConfig, opts: &RunOptions) -> Result<FinetuneResult> {
         bail!("{} exists: this run is complete (pass --force to run it again, or choose another run.out_dir)", result_path.display());
     }
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    // One run per out_dir (two would interleave metrics.jsonl and overwrite best/).
+    let _lock = crate::run_lock::RunLock::acquire(&out, "finetune")?;
     // A previous incomplete attempt: start its log over (the run restarts from epoch 0).
     for stale in ["metrics.jsonl", RESULT_FILE, "predictions-external.csv"] {
         let _ = std::fs::remove_file(out.join(stale));

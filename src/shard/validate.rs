@@ -14,7 +14,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// One way a file departs from the spec.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct Violation {
     pub file: PathBuf,
     /// Dataset path ("/dos/densities"), attribute ("/@schema_version") or "/" for the file.

@@ -175,17 +175,35 @@ pub fn load(json_path: &Path) -> Result<Checkpoint> {
     Ok(Checkpoint { json_path: json_path.to_path_buf(), meta, tensors })
 }
 
-/// The newest complete, hash-valid checkpoint in `dir`, if any. Damaged ones are reported on
-/// stderr and skipped (an older good one is better than none).
+/// Whether `dir` holds any checkpoint (complete or damaged).
+pub fn any(dir: &Path) -> Result<bool> {
+    Ok(!complete_steps(dir)?.is_empty())
+}
+
+/// The newest complete, hash-valid checkpoint in `dir`; `None` when there is none at all.
+/// Damaged ones are reported on stderr and skipped (an older good one is better than none);
+/// when every checkpoint is damaged that is an error naming each — never a silent fresh start.
 pub fn latest(dir: &Path) -> Result<Option<Checkpoint>> {
     let mut steps = complete_steps(dir)?;
     steps.sort_unstable_by(|a, b| b.cmp(a));
+    let mut damaged = Vec::new();
     for s in steps {
         let p = dir.join(format!("{}.json", stem(s)));
         match load(&p) {
             Ok(c) => return Ok(Some(c)),
-            Err(e) => eprintln!("warning: skipping damaged checkpoint: {e:#}"),
+            Err(e) => {
+                eprintln!("warning: skipping damaged checkpoint: {e:#}");
+                damaged.push(format!("{e:#}"));
+            }
         }
+    }
+    if !damaged.is_empty() {
+        bail!(
+            "{} holds {} checkpoint(s) and none is usable:\n  {}\nmove them away to start over, or restore them from a backup",
+            dir.display(),
+            damaged.len(),
+            damaged.join("\n  ")
+        );
     }
     Ok(None)
 }

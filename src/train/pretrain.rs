@@ -103,6 +103,17 @@ fn assemble_step(ds: &Dataset, train: &[usize], perm: &[usize], cfg: &PretrainCo
 pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &StopSignal) -> Result<Summary> {
     let out_dir = cfg.run.out_dir.clone();
     let ckpt_dir = out_dir.join("checkpoints");
+    // One run per out_dir: rank 0 holds the lock for the whole run; every rank stops if it can't.
+    let lock = if dist.is_root() { Some(crate::run_lock::RunLock::acquire(&out_dir, "pretrain")) } else { None };
+    let refusal = match &lock {
+        Some(Err(e)) => format!("{e:#}").into_bytes(),
+        _ => Vec::new(),
+    };
+    let refusal = dist.broadcast_bytes(refusal);
+    if !refusal.is_empty() {
+        bail!("{}", String::from_utf8_lossy(&refusal));
+    }
+    let _lock = lock.and_then(Result::ok);
     let paths = shard_paths(&cfg.data.shards)?;
     let ds = Arc::new(Dataset::load(&paths)?);
     for &m in &cfg.data.modalities {
@@ -133,8 +144,12 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
     let mut start_step = 0u64;
     let resume_from = match &opts.resume {
         Resume::No => {
-            if checkpoint::latest(&ckpt_dir)?.is_some() {
-                bail!("{} already holds checkpoints: pass --resume auto to continue, or choose another run.out_dir", ckpt_dir.display());
+            if checkpoint::any(&ckpt_dir)? {
+                bail!(
+                    "{} already holds checkpoints: pass --resume auto to continue, or choose another run.out_dir \
+                     (or move the checkpoints away to start this directory over)",
+                    ckpt_dir.display()
+                );
             }
             None
         }
@@ -145,6 +160,7 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
         if c.meta["data_fingerprint"].as_str() != Some(ds.fingerprint.as_str()) {
             bail!("{}: checkpoint was trained on different shards (data fingerprint differs)", c.json_path.display());
         }
+        check_same_run_config(&c, cfg)?;
         restore(&mut model, &mut adam, &c)?;
         start_step = c.step();
         let trained_on = c.meta["device"].as_str().unwrap_or("cpu");
@@ -173,6 +189,12 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
 
     let resolved = cfg.to_toml()?;
     if dist.is_root() {
+        // The log holds exactly the steps behind the state we continue from: steps logged after
+        // the checkpoint (by a run that was killed later) would be logged again.
+        let dropped = truncate_log_after_step(&out_dir.join("metrics.jsonl"), start_step)?;
+        if dropped > 0 {
+            eprintln!("metrics.jsonl: removed {dropped} line(s) logged after step {start_step} (they are re-run from the checkpoint)");
+        }
         crate::atomic::write_bytes(&out_dir.join("config.resolved.toml"), resolved.as_bytes())?;
     }
     let mut params_count = 0usize;
@@ -375,6 +397,85 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
         crate::atomic::write_bytes(&out_dir.join("retrieval.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
     }
     Ok(Summary { outcome, steps_done: step - start_step, first_loss, last_loss, retrieval, out_dir })
+}
+
+/// Config keys a resumed run may change: how long it runs and how it logs and checkpoints
+/// (`data.shards` may move: the data fingerprint checks the content).
+const RESUMABLE_CHANGES: &[&str] = &["optim.epochs", "run.max_steps", "run.checkpoint_every", "run.keep_last", "run.out_dir", "data.shards"];
+
+/// Refuses to resume `c` when its recorded config differs from `cfg` in anything that changes
+/// what is trained, naming every such key with both values.
+fn check_same_run_config(c: &checkpoint::Checkpoint, cfg: &PretrainConfig) -> Result<()> {
+    let recorded = &c.meta["config"];
+    if recorded.is_null() {
+        return Ok(()); // checkpoints of the first format recorded no config: nothing to compare
+    }
+    let mut was = std::collections::BTreeMap::new();
+    let mut now = std::collections::BTreeMap::new();
+    flatten_json("", recorded, &mut was);
+    flatten_json("", &serde_json::to_value(cfg)?, &mut now);
+    let keys: std::collections::BTreeSet<&String> = was.keys().chain(now.keys()).collect();
+    let differ: Vec<String> = keys
+        .into_iter()
+        .filter(|k| !RESUMABLE_CHANGES.iter().any(|r| k.as_str() == *r || k.starts_with(&format!("{r}."))))
+        .filter(|k| was.get(*k) != now.get(*k))
+        .map(|k| {
+            let show = |v: Option<&serde_json::Value>| v.map_or("(absent)".to_string(), |v| v.to_string());
+            format!("{k}: {} in the checkpoint, {} now", show(was.get(k)), show(now.get(k)))
+        })
+        .collect();
+    if !differ.is_empty() {
+        bail!(
+            "{}: this checkpoint was trained with a different config, so resuming would mix two runs:\n  {}\n\
+             use the checkpoint's config (config.resolved.toml beside it), or choose another run.out_dir; \
+             only {} may change on resume",
+            c.json_path.display(),
+            differ.join("\n  "),
+            RESUMABLE_CHANGES.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// `a.b.c` → leaf value, arrays kept whole (they are compared as one value).
+fn flatten_json(prefix: &str, v: &serde_json::Value, out: &mut std::collections::BTreeMap<String, serde_json::Value>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten_json(&key, x, out);
+            }
+        }
+        _ => {
+            out.insert(prefix.to_string(), v.clone());
+        }
+    }
+}
+
+/// Keeps the lines of a `metrics.jsonl` with `"step" <= last_step` (rewritten atomically) and
+/// returns how many were removed; an unparsable line (a write cut by a kill) is removed too.
+fn truncate_log_after_step(path: &Path, last_step: u64) -> Result<usize> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let mut kept = String::with_capacity(text.len());
+    let mut dropped = 0;
+    for line in text.lines() {
+        let step = serde_json::from_str::<serde_json::Value>(line).ok().and_then(|v| v["step"].as_u64());
+        match step {
+            Some(s) if s <= last_step => {
+                kept.push_str(line);
+                kept.push('\n');
+            }
+            _ => dropped += 1,
+        }
+    }
+    if dropped > 0 {
+        crate::atomic::write_bytes(path, kept.as_bytes())?;
+    }
+    Ok(dropped)
 }
 
 /// Every parameter gradient, in visiting order, as one host vector (the MPI all-reduce bucket).
