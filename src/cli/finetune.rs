@@ -73,6 +73,13 @@ pub fn run(args: Args) -> Result<()> {
         "best epoch {} of {}: val MAE {:.4} {u}; test MAE {:.4} {u}, RMSE {:.4} {u}, R² {r2} (train-mean predictor: test MAE {:.4} {u})",
         r.best_epoch, r.epochs_run, r.val_mae, r.test_mae, r.test_rmse, r.test_mae_train_mean, u = r.units
     );
+    if let Some(e) = &r.external {
+        let r2 = e.r2.map(|v| format!("{v:.4}")).unwrap_or_else(|| "n/a".into());
+        println!(
+            "external test set ({} of {} records; {} also in train/val): MAE {:.4} {u}, RMSE {:.4} {u}, R² {r2} (train-mean predictor: MAE {:.4} {u})",
+            e.n, e.records_total, e.overlap_train_val, e.mae, e.rmse, e.mae_train_mean, u = r.units
+        );
+    }
     println!("outputs in {}", cfg.run.out_dir.display());
     Ok(())
 }

@@ -12,6 +12,7 @@ pub mod doctor;
 pub mod demo;
 pub mod finetune;
 pub mod sweep;
+pub mod table1;
 pub mod embed;
 pub mod eval;
 pub mod plot;

@@ -33,6 +33,10 @@ pub struct Args {
     /// Only aggregate the completed runs into table.md and table.csv.
     #[arg(long)]
     pub aggregate: bool,
+    /// Validate every run's configuration (no checkpoints or memory needed) and list the
+    /// checkpoints that do not exist yet; runs nothing.
+    #[arg(long)]
+    pub check: bool,
     /// Print the plan (id, variant, lr, seed, state) and exit.
     #[arg(long)]
     pub list: bool,
@@ -43,6 +47,14 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let cfg = SweepConfig::load(&args.config, &args.overrides)?;
+    if args.check {
+        let r = sweep::check(&cfg)?;
+        println!("{}: {} runs, every configuration valid", args.config.display(), r.runs);
+        for (name, p) in &r.missing_checkpoints {
+            println!("checkpoint of variant {name:?} not there yet: {}", p.display());
+        }
+        return Ok(());
+    }
     let plan = sweep::plan(&cfg)?;
     if args.list {
         for (k, r) in plan.runs.iter().enumerate() {

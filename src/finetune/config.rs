@@ -47,6 +47,12 @@ pub struct FtDataConfig {
     /// units). `false` trains on raw units, as the reference code did.
     #[serde(default = "default_true")]
     pub standardize: bool,
+    /// An external test set: shard files or directories whose records (with the target) are
+    /// evaluated with the best epoch's model beside the split's own test set, e.g. a later
+    /// Materials Project release. Training and validation come from `shards` as without it.
+    /// Records whose id is also in `shards` are kept and counted as overlapping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_shards: Option<Vec<PathBuf>>,
 }
 
 fn default_split() -> [f64; 3] {
@@ -135,15 +141,34 @@ impl FinetuneConfig {
     /// Read a TOML config, apply `key=value` overrides, make every path absolute by the path
     /// rule, and check it.
     pub fn load(path: &Path, overrides: &[String]) -> Result<FinetuneConfig> {
+        let cfg = Self::load_settings(path, overrides)?;
+        cfg.check_memory().with_context(|| format!("config {}", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// [`load`](Self::load) without the memory estimate against this machine (for validating a
+    /// config written for other hardware).
+    pub fn load_settings(path: &Path, overrides: &[String]) -> Result<FinetuneConfig> {
         let value = load_config_value(path, overrides, FINETUNE_PATH_KEYS)?;
         let mut cfg: FinetuneConfig =
             value.try_into().map_err(|e: toml::de::Error| anyhow::anyhow!("config {}: {e}", path.display()))?;
         cfg.run.out_dir = absolute_from(Path::new(""), &cfg.run.out_dir); // the default, if unset
-        cfg.check().with_context(|| format!("config {}", path.display()))?;
+        cfg.check_settings().with_context(|| format!("config {}", path.display()))?;
         Ok(cfg)
     }
 
     pub fn check(&self) -> Result<()> {
+        self.check_settings()?;
+        self.check_memory()
+    }
+
+    /// The estimated training memory against what this machine has available.
+    pub fn check_memory(&self) -> Result<()> {
+        crate::model::memory_estimate::check_fits(&[crate::model::Modality::Crystal], &self.model.encoders, self.model.embed_dim, self.optim.batch_size, None)
+    }
+
+    /// Every rule but the memory estimate (sizes in range are still checked).
+    pub fn check_settings(&self) -> Result<()> {
         if self.data.shards.is_empty() {
             bail!("data.shards is empty");
         }
@@ -172,8 +197,13 @@ impl FinetuneConfig {
         }
         self.model.encoders.potnet.validate()?;
         self.model.encoders.resnext3d.validate()?;
-        // Sizes in range and the estimated training memory available, before anything is built.
-        crate::model::memory_estimate::check_fits(&[crate::model::Modality::Crystal], &self.model.encoders, self.model.embed_dim, self.optim.batch_size, None)?;
+        // Sizes in range (the estimate refuses absurd ones), whatever memory this machine has.
+        crate::model::memory_estimate::training_bytes(&[crate::model::Modality::Crystal], &self.model.encoders, self.model.embed_dim, self.optim.batch_size)?;
+        if let Some(t) = &self.data.test_shards {
+            if t.is_empty() {
+                bail!("data.test_shards is empty; leave it out for no external test set");
+            }
+        }
         Ok(())
     }
 
@@ -199,7 +229,7 @@ impl FinetuneConfig {
 }
 
 /// Path fields of the fine-tuning config (dotted keys).
-pub const FINETUNE_PATH_KEYS: &[&str] = &["data.shards", "model.checkpoint", "run.out_dir"];
+pub const FINETUNE_PATH_KEYS: &[&str] = &["data.shards", "data.test_shards", "model.checkpoint", "run.out_dir"];
 
 #[cfg(test)]
 mod tests {

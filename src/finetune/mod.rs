@@ -14,6 +14,11 @@
 //! 5. the best-validation weights are evaluated on the test split: MAE, RMSE, R² in the target's
 //!    units → `predictions.csv` and `result.json` (written last: a run is complete exactly when
 //!    its `result.json` exists, which is what `multimat sweep` checks).
+//! 6. with `data.test_shards`, the same best-validation weights are also evaluated on that
+//!    external set (records with a crystal graph and the target; ids that also occur in the
+//!    training or validation part are counted as overlap, not dropped) → `predictions-external.csv`
+//!    and `result.json`'s `external`, beside the split's own test metrics. Without it nothing
+//!    changes: no field, no file.
 //!
 //! Each run is a single process (`Dist::single`): a sweep spreads whole runs over ranks.
 
@@ -103,6 +108,28 @@ pub struct FinetuneResult {
     pub stopped_early: bool,
     pub parameters: usize,
     pub wall_s: f64,
+    /// Metrics on `data.test_shards` (absent without an external test set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalTest>,
+}
+
+/// The best-validation model on the external test set `data.test_shards`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExternalTest {
+    /// The shard files evaluated, as given (made absolute).
+    pub shards: Vec<String>,
+    /// Records in those shards, and those left out (no crystal graph, no finite target).
+    pub records_total: usize,
+    pub excluded: Excluded,
+    /// Records evaluated.
+    pub n: usize,
+    /// Of those, ids that are also in the training or validation part (a leak to know about).
+    pub overlap_train_val: usize,
+    pub mae: f64,
+    pub rmse: f64,
+    pub r2: Option<f64>,
+    /// MAE of predicting the training mean for every external record.
+    pub mae_train_mean: f64,
 }
 
 /// The usable records, their targets and parts.
@@ -138,24 +165,7 @@ fn prepare(cfg: &FinetuneConfig) -> Result<Prepared> {
         format!("no shard in {:?} has a target {name:?}; targets present: {names:?}", cfg.data.shards)
     })?;
     let width = spec.width;
-    let mut excluded = Excluded::default();
-    let mut usable: Vec<(usize, Vec<f64>)> = Vec::new();
-    for r in 0..ds.len() {
-        if !ds.has(Modality::Crystal, r) {
-            excluded.missing_crystal += 1;
-            continue;
-        }
-        match ds.target(name, r) {
-            Some(v) => usable.push((r, v)),
-            None => {
-                excluded.missing_target += 1;
-                if excluded.missing_target_examples.len() < 20 {
-                    excluded.missing_target_examples.push(ds.id(r).to_string());
-                }
-            }
-        }
-    }
-    usable.sort_by(|a, b| ds.id(a.0).cmp(ds.id(b.0)).then(a.0.cmp(&b.0)));
+    let (mut usable, mut excluded) = usable_records(&ds, name);
     if cfg.data.max_records > 0 && usable.len() > cfg.data.max_records {
         excluded.over_limit = usable.len() - cfg.data.max_records;
         usable.truncate(cfg.data.max_records);
@@ -175,15 +185,87 @@ fn prepare(cfg: &FinetuneConfig) -> Result<Prepared> {
     Ok(Prepared { ds, records, targets, parts, width, units: spec.units, excluded })
 }
 
+/// Records of `ds` with a crystal graph and a finite `target`, with their values, in
+/// material-id order; the others counted by reason.
+fn usable_records(ds: &Dataset, target: &str) -> (Vec<(usize, Vec<f64>)>, Excluded) {
+    let mut excluded = Excluded::default();
+    let mut usable: Vec<(usize, Vec<f64>)> = Vec::new();
+    for r in 0..ds.len() {
+        if !ds.has(Modality::Crystal, r) {
+            excluded.missing_crystal += 1;
+            continue;
+        }
+        match ds.target(target, r) {
+            Some(v) => usable.push((r, v)),
+            None => {
+                excluded.missing_target += 1;
+                if excluded.missing_target_examples.len() < 20 {
+                    excluded.missing_target_examples.push(ds.id(r).to_string());
+                }
+            }
+        }
+    }
+    usable.sort_by(|a, b| ds.id(a.0).cmp(ds.id(b.0)).then(a.0.cmp(&b.0)));
+    (usable, excluded)
+}
+
+/// The external test set of `data.test_shards`, loaded and checked against the training data.
+struct External {
+    paths: Vec<PathBuf>,
+    ds: Dataset,
+    records: Vec<usize>,
+    targets: Vec<f64>, // (n, width) in target units
+    excluded: Excluded,
+}
+
+fn prepare_external(cfg: &FinetuneConfig, p: &Prepared, dirs: &[PathBuf]) -> Result<External> {
+    let paths = shard_paths(dirs)?;
+    let ds = Dataset::load(&paths).context("loading data.test_shards")?;
+    let name = &cfg.data.target;
+    for sh in &ds.shards {
+        let spec = sh.meta.targets.get(name);
+        if let Some(s) = spec {
+            if s.width != p.width || s.units != p.units {
+                bail!(
+                    "data.test_shards: {}: target {name:?} has width {} and units {:?}, but the training shards have width {} and units {:?}",
+                    sh.path.display(), s.width, s.units, p.width, p.units
+                );
+            }
+        }
+        // The model reads graphs: the external set must have been built the same way.
+        if sh.meta.graph_params != p.ds.shards[0].meta.graph_params {
+            bail!(
+                "data.test_shards: {}: its crystal graphs were built with other settings than {} ({:?} vs {:?}); ingest both with the same graph settings",
+                sh.path.display(), p.ds.shards[0].path.display(), sh.meta.graph_params, p.ds.shards[0].meta.graph_params
+            );
+        }
+    }
+    let (usable, excluded) = usable_records(&ds, name);
+    if usable.is_empty() {
+        bail!(
+            "data.test_shards {dirs:?}: no record has a crystal graph and the target {name:?} ({} records: {} missing the target, {} without a crystal graph)",
+            ds.len(), excluded.missing_target, excluded.missing_crystal
+        );
+    }
+    let records = usable.iter().map(|(r, _)| *r).collect();
+    let targets = usable.into_iter().flat_map(|(_, v)| v).collect();
+    Ok(External { paths, ds, records, targets, excluded })
+}
+
 /// Predictions (n, width) in model space for `rows` (indices into `p.records`), eval mode.
 fn predict(model: &mut FinetuneModel, p: &Prepared, rows: &[usize], batch: usize) -> Result<Vec<f64>> {
+    let recs: Vec<usize> = rows.iter().map(|&i| p.records[i]).collect();
+    predict_records(model, &p.ds, &recs, p.width, batch)
+}
+
+/// Predictions (n, width) in model space for the records `recs` of `ds`, eval mode.
+fn predict_records(model: &mut FinetuneModel, ds: &Dataset, recs: &[usize], width: usize, batch: usize) -> Result<Vec<f64>> {
     let single = Dist::single();
     let ctx = StepContext { train: false, dist: &single, dropout_seed: 0 };
     model.set_training(false);
-    let mut out = Vec::with_capacity(rows.len() * p.width);
-    for chunk in rows.chunks(batch.max(1)) {
-        let recs: Vec<usize> = chunk.iter().map(|&i| p.records[i]).collect();
-        let b = p.ds.assemble(Modality::Crystal, &recs)?;
+    let mut out = Vec::with_capacity(recs.len() * width);
+    for recs in recs.chunks(batch.max(1)) {
+        let b = ds.assemble(Modality::Crystal, recs)?;
         let y = model.forward(&b, &ctx)?;
         out.extend(y.to_host()?.into_iter().map(|v| v as f64)); // predictions leave the device here
     }
@@ -218,12 +300,17 @@ pub fn run(cfg: &FinetuneConfig, opts: &RunOptions) -> Result<FinetuneResult> {
     // One run per out_dir (two would interleave metrics.jsonl and overwrite best/).
     let _lock = crate::run_lock::RunLock::acquire(&out, "finetune")?;
     // A previous incomplete attempt: start its log over (the run restarts from epoch 0).
-    for stale in ["metrics.jsonl", RESULT_FILE] {
+    for stale in ["metrics.jsonl", RESULT_FILE, "predictions-external.csv"] {
         let _ = std::fs::remove_file(out.join(stale));
     }
     crate::atomic::write_bytes(&out.join("config.resolved.toml"), cfg.to_toml()?.as_bytes())?;
 
     let p = prepare(cfg)?;
+    // Loaded before training, so a bad external set fails the run at once.
+    let external = match &cfg.data.test_shards {
+        Some(dirs) => Some(prepare_external(cfg, &p, dirs)?),
+        None => None,
+    };
     let rows_of = |part: Part| -> Vec<usize> { (0..p.records.len()).filter(|&i| p.parts[i] == part).collect() };
     let (train, val, test) = (rows_of(Part::Train), rows_of(Part::Val), rows_of(Part::Test));
     let mut split_csv = String::from("material_id,part\n");
@@ -388,6 +475,35 @@ pub fn run(cfg: &FinetuneConfig, opts: &RunOptions) -> Result<FinetuneResult> {
     }
     crate::atomic::write_bytes(&out.join("predictions.csv"), csv.as_bytes())?;
 
+    let external = match external {
+        None => None,
+        Some(e) => {
+            let pred = std.inverse(&predict_records(&mut model, &e.ds, &e.records, width, bsz)?);
+            let m = regression_metrics(&pred, &e.targets, width);
+            let mean_pred: Vec<f64> = (0..e.targets.len()).map(|k| train_mean[k % width]).collect();
+            let seen: std::collections::HashSet<&str> =
+                p.records.iter().zip(&p.parts).filter(|(_, &part)| part != Part::Test).map(|(&r, _)| p.ds.id(r)).collect();
+            let mut csv = String::from("material_id,component,target,prediction\n");
+            for (j, &r) in e.records.iter().enumerate() {
+                for c in 0..width {
+                    csv.push_str(&format!("{},{c},{},{}\n", e.ds.id(r), e.targets[j * width + c], pred[j * width + c]));
+                }
+            }
+            crate::atomic::write_bytes(&out.join("predictions-external.csv"), csv.as_bytes())?;
+            Some(ExternalTest {
+                shards: e.paths.iter().map(|p| p.display().to_string()).collect(),
+                records_total: e.ds.len(),
+                excluded: e.excluded,
+                n: e.records.len(),
+                overlap_train_val: e.records.iter().filter(|&&r| seen.contains(e.ds.id(r))).count(),
+                mae: m.mae,
+                rmse: m.rmse,
+                r2: m.r2.is_finite().then_some(m.r2),
+                mae_train_mean: regression_metrics(&mean_pred, &e.targets, width).mae,
+            })
+        }
+    };
+
     let result = FinetuneResult {
         target: cfg.data.target.clone(),
         units: p.units.clone(),
@@ -416,6 +532,7 @@ pub fn run(cfg: &FinetuneConfig, opts: &RunOptions) -> Result<FinetuneResult> {
         stopped_early,
         parameters,
         wall_s: t_start.elapsed().as_secs_f64(),
+        external,
     };
     crate::atomic::write_bytes(&result_path, serde_json::to_string_pretty(&result)?.as_bytes())?;
     Ok(result)

@@ -2,6 +2,9 @@
 //! learning rate with the lowest mean validation MAE over seeds, and at that rate the test MAE
 //! (also RMSE, R²) as mean ± sample standard deviation (n − 1) over seeds.
 //!
+//! With an external test set (`data.test_shards`), the same statistics of its metrics stand
+//! beside the split's (the learning rate is still chosen on validation MAE only).
+//!
 //! Inputs are only the runs' `result.json` files, read in plan order (sorted by id), and the
 //! output has no timings or paths, so `table.md`/`table.csv` are byte-identical however the runs
 //! were spread over processes, ranks or array tasks.
@@ -32,6 +35,17 @@ pub struct Cell {
     pub test_rmse: (f64, f64),
     pub test_r2: (f64, f64),
     pub best_epoch_mean: f64,
+    /// External test set metrics (mean, std over seeds), when the runs had one.
+    pub external: Option<ExternalCell>,
+}
+
+/// One cell's external test metrics over seeds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExternalCell {
+    pub n: usize,
+    pub mae: (f64, f64),
+    pub rmse: (f64, f64),
+    pub r2: (f64, f64),
 }
 
 pub struct Table {
@@ -60,6 +74,9 @@ pub fn build(plan: &Plan) -> Result<Table> {
         if res.target != first.target || res.units != first.units || res.standardized != first.standardized {
             bail!("run {} has target {:?} ({}), standardised {}, unlike the other runs", r.id, res.target, res.units, res.standardized);
         }
+        if res.external.is_some() != first.external.is_some() {
+            bail!("run {} {} an external test set, unlike run {}", r.id, if res.external.is_some() { "has" } else { "has no" }, plan.runs[0].id);
+        }
     }
     let mut cells = Vec::new();
     let mut lrs = plan.config.lrs.clone();
@@ -80,6 +97,16 @@ pub fn build(plan: &Plan) -> Result<Table> {
                 test_rmse: mean_std(&col(&|r| r.test_rmse)),
                 test_r2: mean_std(&col(&|r| r.test_r2.unwrap_or(f64::NAN))),
                 best_epoch_mean: mean_std(&col(&|r| r.best_epoch as f64)).0,
+                external: first.external.as_ref().map(|_| {
+                    let ext: Vec<&crate::finetune::ExternalTest> = rs.iter().filter_map(|r| r.external.as_ref()).collect();
+                    let col = |f: &dyn Fn(&crate::finetune::ExternalTest) -> f64| -> Vec<f64> { ext.iter().map(|e| f(e)).collect() };
+                    ExternalCell {
+                        n: ext.first().map(|e| e.n).unwrap_or(0),
+                        mae: mean_std(&col(&|e| e.mae)),
+                        rmse: mean_std(&col(&|e| e.rmse)),
+                        r2: mean_std(&col(&|e| e.r2.unwrap_or(f64::NAN))),
+                    }
+                }),
             });
         }
         // Lowest mean validation MAE; ties go to the smaller learning rate (first in order).
@@ -105,6 +132,11 @@ fn pm(v: (f64, f64), digits: usize) -> String {
     }
 }
 
+/// A CSV field, quoted (RFC 4180) when it holds a comma, a quote or a line break.
+fn csv_field(v: &str) -> String {
+    if v.contains([',', '"', '\n', '\r']) { format!("\"{}\"", v.replace('"', "\"\"")) } else { v.to_string() }
+}
+
 fn num(v: f64) -> String {
     if v.is_finite() { format!("{v}") } else { String::new() }
 }
@@ -122,10 +154,18 @@ learning rate with the lowest mean validation MAE. Split {}/{}/{} (train/val/tes
             self.n_train, self.n_val, self.n_test,
             if self.standardized { "standardised for training (metrics in target units)" } else { "in raw units" }
         );
-        let _ = writeln!(s, "| Variant | lr | Test MAE{u} | Test RMSE{u} | Test R² | Val MAE{u} |");
-        let _ = writeln!(s, "|---|---|---|---|---|---|");
+        let ext_n = self.cells.first().and_then(|c| c.external.as_ref()).map(|e| e.n);
+        if let Some(n) = ext_n {
+            let _ = writeln!(s, "External test set (data.test_shards, {n} records): its metrics stand beside the split's.\n");
+            let _ = writeln!(s, "| Variant | lr | Test MAE{u} | Test RMSE{u} | Test R² | Val MAE{u} | External MAE{u} | External RMSE{u} | External R² |");
+            let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
+        } else {
+            let _ = writeln!(s, "| Variant | lr | Test MAE{u} | Test RMSE{u} | Test R² | Val MAE{u} |");
+            let _ = writeln!(s, "|---|---|---|---|---|---|");
+        }
         for c in self.cells.iter().filter(|c| c.chosen) {
-            let _ = writeln!(s, "| {} | {:e} | {} | {} | {} | {} |", c.variant, c.lr, pm(c.test_mae, 3), pm(c.test_rmse, 3), pm(c.test_r2, 3), pm(c.val_mae, 3));
+            let ext = c.external.as_ref().map(|e| format!(" {} | {} | {} |", pm(e.mae, 3), pm(e.rmse, 3), pm(e.r2, 3))).unwrap_or_default();
+            let _ = writeln!(s, "| {} | {:e} | {} | {} | {} | {} |{ext}", c.variant, c.lr, pm(c.test_mae, 3), pm(c.test_rmse, 3), pm(c.test_r2, 3), pm(c.val_mae, 3));
         }
         let _ = writeln!(s, "\n## Every learning rate\n");
         let _ = writeln!(s, "| Variant | lr | Val MAE{u} | Test MAE{u} | mean best epoch |");
@@ -139,15 +179,21 @@ learning rate with the lowest mean validation MAE. Split {}/{}/{} (train/val/tes
 
     pub fn csv(&self) -> String {
         let mut s = String::from(
-            "variant,lr,chosen,seeds,val_mae_mean,val_mae_std,test_mae_mean,test_mae_std,test_rmse_mean,test_rmse_std,test_r2_mean,test_r2_std,units\n",
+            "variant,lr,chosen,seeds,val_mae_mean,val_mae_std,test_mae_mean,test_mae_std,test_rmse_mean,test_rmse_std,test_r2_mean,test_r2_std,units,\
+target,external_n,external_mae_mean,external_mae_std,external_rmse_mean,external_rmse_std,external_r2_mean,external_r2_std\n",
         );
         for c in &self.cells {
-            let name = if c.variant.contains([',', '"']) { format!("\"{}\"", c.variant.replace('"', "\"\"")) } else { c.variant.clone() };
+            let name = csv_field(&c.variant);
+            // The external columns stay empty without an external test set.
+            let ext = match &c.external {
+                Some(e) => format!("{},{},{},{},{},{},{}", e.n, num(e.mae.0), num(e.mae.1), num(e.rmse.0), num(e.rmse.1), num(e.r2.0), num(e.r2.1)),
+                None => ",,,,,,".to_string(),
+            };
             let _ = writeln!(
                 s,
-                "{name},{:e},{},{},{},{},{},{},{},{},{},{},{}",
+                "{name},{:e},{},{},{},{},{},{},{},{},{},{},{},{},{ext}",
                 c.lr, c.chosen, c.seeds, num(c.val_mae.0), num(c.val_mae.1), num(c.test_mae.0), num(c.test_mae.1),
-                num(c.test_rmse.0), num(c.test_rmse.1), num(c.test_r2.0), num(c.test_r2.1), self.units
+                num(c.test_rmse.0), num(c.test_rmse.1), num(c.test_r2.0), num(c.test_r2.1), csv_field(&self.units), csv_field(&self.target)
             );
         }
         s

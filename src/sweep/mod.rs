@@ -15,6 +15,7 @@
 //!   only). Runs are single-process, so the result of a run does not depend on who ran it.
 
 pub mod aggregate;
+pub mod table1;
 
 use crate::dist::Dist;
 use crate::finetune::config::FINETUNE_PATH_KEYS;
@@ -57,7 +58,8 @@ pub struct Variant {
     /// Row label of the table, e.g. "PotNet scratch", "PotNet MultiMat".
     pub name: String,
     pub crystal_encoder: CrystalEncoderKind,
-    /// Pre-training checkpoint `.json` (relative to the sweep file); absent = from scratch.
+    /// Pre-training checkpoint `.json`, or a pre-training run (or `checkpoints/`) directory
+    /// meaning its newest complete checkpoint (relative to the sweep file); absent = from scratch.
     #[serde(default)]
     pub checkpoint: Option<PathBuf>,
     /// Extra overrides for this variant's runs (applied after the sweep's `set`).
@@ -159,23 +161,73 @@ pub fn run_id(variant_name: &str, cfg: &FinetuneConfig) -> Result<String> {
     Ok(hex::encode(h.finalize())[..16].to_string())
 }
 
+/// The overrides that make the base config into the run (variant, lr, seed).
+fn run_overrides(cfg: &SweepConfig, v: &Variant, lr: f64, seed: u64) -> Vec<String> {
+    let mut set = cfg.set.clone();
+    set.extend(v.set.iter().cloned());
+    let encoder = match v.crystal_encoder {
+        CrystalEncoderKind::Potnet => "potnet",
+        CrystalEncoderKind::Cgcnn => "cgcnn",
+    };
+    set.push(format!("model.encoders.crystal_encoder=\"{encoder}\""));
+    set.push(format!("optim.lr={lr:e}"));
+    set.push(format!("run.seed={seed}"));
+    set
+}
+
+/// A variant's checkpoint as a `step-*.json`: a pre-training run or `checkpoints/` directory
+/// means its newest complete checkpoint now, so every run of the variant (and its id) uses the
+/// same weights even if the pre-training writes more checkpoints later.
+fn resolve_variant_checkpoint(v: &Variant) -> Result<Option<PathBuf>> {
+    match &v.checkpoint {
+        Some(p) if p.is_dir() => {
+            let c = crate::eval::checkpoint_model::resolve_checkpoint(p).with_context(|| format!("variant {:?}", v.name))?;
+            Ok(Some(c.json_path))
+        }
+        other => Ok(other.clone()),
+    }
+}
+
+/// What `multimat sweep --check` found: every run's configuration is valid (else an error), and
+/// these variants' checkpoints do not exist yet (the pre-training has still to run).
+#[derive(Debug)]
+pub struct CheckReport {
+    pub runs: usize,
+    pub missing_checkpoints: Vec<(String, PathBuf)>,
+}
+
+/// Validate every run's configuration without running anything and without needing the
+/// checkpoints or this machine's memory (a sweep written for GPU nodes checks on a login node).
+pub fn check(cfg: &SweepConfig) -> Result<CheckReport> {
+    let mut runs = 0;
+    let mut missing_checkpoints = Vec::new();
+    for v in &cfg.variants {
+        if let Some(p) = &v.checkpoint {
+            if !p.exists() {
+                missing_checkpoints.push((v.name.clone(), p.clone()));
+            }
+        }
+        for &lr in &cfg.lrs {
+            for &seed in &cfg.seeds {
+                FinetuneConfig::load_settings(&cfg.base, &run_overrides(cfg, v, lr, seed))
+                    .with_context(|| format!("variant {:?}, lr {lr:e}, seed {seed}", v.name))?;
+                runs += 1;
+            }
+        }
+    }
+    Ok(CheckReport { runs, missing_checkpoints })
+}
+
 /// Expand the grid into runs sorted by id.
 pub fn plan(cfg: &SweepConfig) -> Result<Plan> {
     let mut runs = Vec::new();
     for (vi, v) in cfg.variants.iter().enumerate() {
+        let checkpoint = resolve_variant_checkpoint(v)?;
         for &lr in &cfg.lrs {
             for &seed in &cfg.seeds {
-                let mut set = cfg.set.clone();
-                set.extend(v.set.iter().cloned());
-                let encoder = match v.crystal_encoder {
-                    CrystalEncoderKind::Potnet => "potnet",
-                    CrystalEncoderKind::Cgcnn => "cgcnn",
-                };
-                set.push(format!("model.encoders.crystal_encoder=\"{encoder}\""));
-                set.push(format!("optim.lr={lr:e}"));
-                set.push(format!("run.seed={seed}"));
+                let set = run_overrides(cfg, v, lr, seed);
                 let mut c = FinetuneConfig::load(&cfg.base, &set).with_context(|| format!("variant {:?}, lr {lr:e}, seed {seed}", v.name))?;
-                c.model.checkpoint = v.checkpoint.clone();
+                c.model.checkpoint = checkpoint.clone();
                 let id = run_id(&v.name, &c).with_context(|| format!("variant {:?}", v.name))?;
                 let dir = cfg.out_dir.join("runs").join(&id);
                 c.run.out_dir = dir.clone();
