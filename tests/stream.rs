@@ -137,3 +137,29 @@ fn corrupt_density_fails_at_load_and_on_a_lazy_read_naming_shard_dataset_and_rec
     let e = err(Dataset::load_in_memory(&paths));
     assert!(e.contains("charge_density/values") && e.contains("checksum mismatch"), "{e}");
 }
+
+/// The benchmark (`multimat bench stream`) at a tiny size: it generates its sets, runs both
+/// modes in their own processes and tabulates them; the streamed rank holds fewer bytes per
+/// record and its cache stays within its bound. No time or RSS is asserted.
+#[test]
+fn stream_bench_runs_both_modes_at_a_tiny_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_multimat"))
+        .args(["bench", "stream", "--records", "24,48", "--grid", "8", "--batch", "8", "--steps", "3", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let row = |n: &str, mode: &str| -> Vec<f64> {
+        let line = text.lines().find(|l| l.split_whitespace().take(2).eq([n, mode])).unwrap_or_else(|| panic!("no row {n} {mode}:\n{text}"));
+        line.split_whitespace().skip(2).map(|f| f.parse().unwrap()).collect()
+    };
+    for n in ["24", "48"] {
+        let (s, m) = (row(n, "streamed"), row(n, "in-memory"));
+        // Columns: load_s step_ms step_max peak_rss_MiB resident_B/record cache_peak.
+        assert!(s[3] > 1.0 && m[3] > 1.0, "{text}");
+        assert!(s[4] > 0.0 && s[4] < m[4], "streamed keeps fewer bytes per record:\n{text}");
+        assert!(s[5] >= 1.0 && s[5] <= 64.0 && m[5] == 0.0, "{text}");
+    }
+}
