@@ -1,6 +1,6 @@
 //! `multimat bench …`: every throughput measurement of the project in one place, one file per
 //! subject (engine GEMM and Transformer block, 3-D convolutions, encoders vs PyTorch, BERT text
-//! embedding, contrastive losses, ingest, lattice sums, the cuda-sim executor), plus the process counters they share.
+//! embedding, contrastive losses, ingest, lattice sums, the cuda-sim executor, streamed vs in-memory training data), plus the process counters they share.
 //!
 //! The counters read Linux's `/proc/self`: CPU time (user + system over all threads) barely moves
 //! when other processes share the cores, so benchmarks print it beside wall time on shared
@@ -13,6 +13,7 @@ pub mod engine;
 pub mod ingest;
 pub mod lattice_sums;
 pub mod loss;
+pub mod stream;
 pub mod text;
 
 /// CPU seconds (user + system, all threads) this process has used so far, from /proc/self/stat

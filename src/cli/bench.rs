@@ -28,6 +28,9 @@ pub enum Bench {
     Loss(crate::bench::loss::LossBenchArgs),
     /// cuda-sim: launch overhead, elementwise and block-reduction kernel throughput vs plain loops.
     CudaSim(crate::bench::cuda_sim::SimBenchArgs),
+    /// Streamed vs in-memory training data: peak RSS per rank, step-assembly time and resident
+    /// bytes per record on `multimat synth` sets.
+    Stream(crate::bench::stream::StreamBenchArgs),
 }
 
 
@@ -41,5 +44,6 @@ pub fn run(args: Args) -> Result<()> {
         Bench::LatticeSums(a) => crate::bench::lattice_sums::run(a),
         Bench::Loss(a) => crate::bench::loss::run(a),
         Bench::CudaSim(a) => crate::bench::cuda_sim::run(a),
+        Bench::Stream(a) => crate::bench::stream::run(a),
     }
 }

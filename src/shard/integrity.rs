@@ -5,7 +5,8 @@
 //! Checked: ids non-empty and unique; masks 0/1 and graphs only with a structure; every offsets
 //! array starts at 0, never decreases and ends at its flat length; edge endpoints inside their
 //! record's atoms and the infinite graph holding atoms² edges; present rows finite where training
-//! reads them. Dataset checksums are verified by the reader itself (`LoadOptions::verify_checksums`,
+//! reads them (for a streamed charge density, `super::stream::DensityRows::open` checks its rows
+//! in the same way). Dataset checksums are verified by the reader itself (`LoadOptions::verify_checksums`,
 //! which a training load sets): a missing `sha256` attribute or a value changed under a stale
 //! checksum fails the load.
 
@@ -35,6 +36,17 @@ pub(crate) fn offsets_problems(offsets: &[i64], flat_len: usize) -> Vec<(Option<
 
 /// Check a shard loaded for training; the error names the file, dataset and record (index and id).
 pub fn check_loaded(data: &ShardData) -> Result<()> {
+    check(data, true)
+}
+
+/// [`check_loaded`] for a shard loaded by `ShardReader::load_streamed` whose charge density is
+/// streamed: its rows were checked (finite where present, checksum) by `DensityRows::open`, and
+/// `data.charge_density` is empty.
+pub fn check_loaded_streamed(data: &ShardData) -> Result<()> {
+    check(data, false)
+}
+
+fn check(data: &ShardData, density_in_memory: bool) -> Result<()> {
     let file = data.path.display();
     let n = data.ids.len();
     let at = |dataset: &str, i: usize, msg: String| -> anyhow::Error {
@@ -126,6 +138,9 @@ pub fn check_loaded(data: &ShardData) -> Result<()> {
         (paths::EMBEDDING, 5, dim, &data.text_embedding),
     ];
     for (dataset, mask, width, values) in dense {
+        if dataset == paths::CHARGE_DENSITY && !density_in_memory {
+            continue;
+        }
         if values.len() != n * width {
             bail!("{file}: /{dataset}: {} values, expected {n} × {width}", values.len());
         }

@@ -8,7 +8,8 @@
 //!
 //! - [`ShardWriter`] writes a whole shard atomically and deterministically (byte-identical files
 //!   for identical inputs: HDF5 object time stamps are off).
-//! - [`ShardReader`] bulk-loads a whole shard into [`ShardData`] (columnar, as training wants it).
+//! - [`ShardReader`] bulk-loads a whole shard into [`ShardData`] (columnar, as training wants it),
+//!   or everything but the charge density, which [`stream`] then reads one record at a time.
 //! - [`validate()`] reports every violation of the spec with its location; [`integrity`] checks
 //!   the cheap part of it on data loaded for training.
 //! - [`manifest`] is the JSON index written beside the shards.
@@ -17,6 +18,7 @@ mod checksum;
 pub mod integrity;
 pub mod manifest;
 mod read;
+pub mod stream;
 mod validate;
 mod write;
 

@@ -5,6 +5,7 @@
 //! materialises one record when a caller wants the row view.
 
 use super::checksum::{dataset_sha256, strings_sha256, LeBytes};
+use super::stream::DensityRows;
 use super::{
     paths, EmbeddingSpec, IngestInfo, ShardMeta, ShardRecord, TargetSpec, FORMAT_NAME, MODALITIES, SCHEMA_VERSION,
 };
@@ -73,31 +74,12 @@ impl ParallelDecode for f32 {
 /// writes it) + unshuffle run in parallel. Any other layout returns `None` and HDF5 reads it.
 fn decode_chunks_parallel(ds: &hdf5::Dataset) -> Option<std::result::Result<Vec<f32>, String>> {
     use rayon::prelude::*;
-    use std::io::Read;
     use std::os::unix::fs::FileExt;
-    use hdf5::filters::Filter;
 
-    let shape = ds.shape();
-    let rows = *shape.first()?;
-    let row_len: usize = shape[1..].iter().product();
-    let chunk = ds.chunk()?;
-    let pipeline = ds.filters();
-    let one_row_chunks = chunk.first() == Some(&1) && chunk[1..] == shape[1..];
-    if rows < 2 || row_len == 0 || !one_row_chunks || !matches!(pipeline.as_slice(), [Filter::Shuffle, Filter::Deflate(_)]) {
+    let (row_len, where_) = row_chunks(ds)?;
+    let rows = where_.len();
+    if rows < 2 {
         return None;
-    }
-    let little_endian = ds.dtype().is_ok_and(|t| matches!(t.byte_order(), hdf5::datatype::ByteOrder::LittleEndian));
-    if !little_endian || ds.num_chunks()? != rows {
-        return None; // unallocated chunks (fill values): let HDF5 handle them
-    }
-    // (address, size) of each row's chunk; a chunk with a skipped filter goes back to HDF5.
-    let mut where_ = vec![(0u64, 0u64); rows];
-    for k in 0..rows {
-        let info = ds.chunk_info(k)?;
-        if info.filter_mask != 0 {
-            return None;
-        }
-        where_[*info.offset.first()? as usize] = (info.addr, info.size);
     }
     let file = match std::fs::File::open(ds.filename()) {
         Ok(f) => f,
@@ -107,20 +89,59 @@ fn decode_chunks_parallel(ds: &hdf5::Dataset) -> Option<std::result::Result<Vec<
     let result = out.par_chunks_mut(row_len).zip(where_.par_iter()).enumerate().try_for_each(|(row, (dst, &(addr, size)))| {
         let mut packed = vec![0u8; size as usize];
         file.read_exact_at(&mut packed, addr).map_err(|e| format!("row {row}: reading chunk: {e}"))?;
-        let mut shuffled = Vec::with_capacity(row_len * 4);
-        flate2::read::ZlibDecoder::new(&packed[..])
-            .read_to_end(&mut shuffled)
-            .map_err(|e| format!("row {row}: corrupt compressed chunk: {e}"))?;
-        if shuffled.len() != row_len * 4 {
-            return Err(format!("row {row}: chunk inflates to {} bytes, expected {}", shuffled.len(), row_len * 4));
-        }
-        // Shuffle stored byte j of element k at j·row_len + k.
-        for (k, v) in dst.iter_mut().enumerate() {
-            *v = f32::from_le_bytes([shuffled[k], shuffled[row_len + k], shuffled[2 * row_len + k], shuffled[3 * row_len + k]]);
-        }
-        Ok(())
+        unpack_row(&packed, dst).map_err(|e| format!("row {row}: {e}"))
     });
     Some(result.map(|()| out))
+}
+
+/// Where each row's chunk of an (N, …) f32 dataset lies in the file, `(address, size)` per row,
+/// and the row length — when the dataset is chunked one row per chunk with shuffle + deflate,
+/// little-endian, every chunk allocated and filtered (the layout the writer gives the charge
+/// density). `None` for any other layout: callers then let HDF5 read the dataset.
+pub(crate) fn row_chunks(ds: &hdf5::Dataset) -> Option<(usize, Vec<(u64, u64)>)> {
+    use hdf5::filters::Filter;
+    let shape = ds.shape();
+    let rows = *shape.first()?;
+    let row_len: usize = shape[1..].iter().product();
+    let chunk = ds.chunk()?;
+    let pipeline = ds.filters();
+    let one_row_chunks = chunk.first() == Some(&1) && chunk[1..] == shape[1..];
+    if rows == 0 || row_len == 0 || !one_row_chunks || !matches!(pipeline.as_slice(), [Filter::Shuffle, Filter::Deflate(_)]) {
+        return None;
+    }
+    let little_endian = ds.dtype().is_ok_and(|t| matches!(t.byte_order(), hdf5::datatype::ByteOrder::LittleEndian));
+    if !little_endian || ds.num_chunks()? != rows {
+        return None; // unallocated chunks (fill values): let HDF5 handle them
+    }
+    // A chunk with a skipped filter goes back to HDF5.
+    let mut where_ = vec![(0u64, 0u64); rows];
+    for k in 0..rows {
+        let info = ds.chunk_info(k)?;
+        if info.filter_mask != 0 {
+            return None;
+        }
+        *where_.get_mut(*info.offset.first()? as usize)? = (info.addr, info.size);
+    }
+    Some((row_len, where_))
+}
+
+/// Inflate (zlib format, as HDF5's deflate filter writes it, Adler-32 checked) and unshuffle one
+/// row's chunk of f32 values into `dst`.
+pub(crate) fn unpack_row(packed: &[u8], dst: &mut [f32]) -> std::result::Result<(), String> {
+    use std::io::Read;
+    let row_len = dst.len();
+    let mut shuffled = Vec::with_capacity(row_len * 4);
+    flate2::read::ZlibDecoder::new(packed)
+        .read_to_end(&mut shuffled)
+        .map_err(|e| format!("corrupt compressed chunk: {e}"))?;
+    if shuffled.len() != row_len * 4 {
+        return Err(format!("chunk inflates to {} bytes, expected {}", shuffled.len(), row_len * 4));
+    }
+    // Shuffle stored byte j of element k at j·row_len + k.
+    for (k, v) in dst.iter_mut().enumerate() {
+        *v = f32::from_le_bytes([shuffled[k], shuffled[row_len + k], shuffled[2 * row_len + k], shuffled[3 * row_len + k]]);
+    }
+    Ok(())
 }
 
 /// Read a 1-D variable-length UTF-8 string dataset.
@@ -355,6 +376,19 @@ impl ShardReader {
 
     /// Read every dataset of the shard into memory.
     pub fn load(&self, opts: LoadOptions) -> Result<ShardData> {
+        Ok(self.load_inner(opts, false)?.0)
+    }
+
+    /// Read every dataset except the charge density, which is indexed for streamed reads
+    /// ([`DensityRows`]; `ShardData::charge_density` is left empty) after the same checks a whole
+    /// load runs (checksum with `opts.verify_checksums`, present rows finite). A charge density
+    /// not stored one record per chunk (not what this build writes) is loaded whole instead:
+    /// then the second value is `None`.
+    pub fn load_streamed(&self, opts: LoadOptions) -> Result<(ShardData, Option<DensityRows>)> {
+        self.load_inner(opts, true)
+    }
+
+    fn load_inner(&self, opts: LoadOptions, stream_density: bool) -> Result<(ShardData, Option<DensityRows>)> {
         let n = self.len();
         let f = &self.file;
         let checks = Checks { checksum: opts.verify_checksums, layout: false };
@@ -427,7 +461,18 @@ impl ShardReader {
         let dos_densities = num!(f32, paths::DOS_DENSITIES, [Some(n), Some(p)]).0;
         let dos_repaired = num!(u32, paths::DOS_REPAIRED, [Some(n)]).0;
         let [gx, gy, gz] = self.attrs.preprocess.density_grid;
-        let charge_density = num!(f32, paths::CHARGE_DENSITY, [Some(n), Some(gx), Some(gy), Some(gz)]).0;
+        let density_shape = [Some(n), Some(gx), Some(gy), Some(gz)];
+        let density_rows = if stream_density {
+            let ds = open_checked::<f32>(f, paths::CHARGE_DENSITY, &density_shape, checks, &mut problems)
+                .map_err(|e| anyhow!("{}: {e}", ctx(paths::CHARGE_DENSITY)))?;
+            DensityRows::open(&ds, &self.path, &ids, &masks[3], checks.checksum)?
+        } else {
+            None
+        };
+        let charge_density = match density_rows {
+            Some(_) => Vec::new(),
+            None => num!(f32, paths::CHARGE_DENSITY, density_shape).0,
+        };
         let descriptions = strings(paths::DESCRIPTIONS, &mut problems)?;
         let (text_embedding, emb_shape) = num!(f32, paths::EMBEDDING, [Some(n), None]);
         let text_embedding_spec = if emb_shape[1] == 0 {
@@ -455,7 +500,7 @@ impl ShardReader {
             bail!("{}: group is missing", ctx("targets"));
         }
         let ingest = read_ingest_info(f, checks).map_err(|e| anyhow!("{}: {e}", self.path.display()))?;
-        Ok(ShardData {
+        let data = ShardData {
             path: self.path.clone(),
             schema_version: self.attrs.schema_version,
             multimat_version: self.attrs.multimat_version.clone(),
@@ -483,7 +528,8 @@ impl ShardReader {
             descriptions,
             text_embedding,
             targets,
-        })
+        };
+        Ok((data, density_rows))
     }
 }
 

@@ -1,15 +1,72 @@
-//! A training dataset: a set of shards loaded into memory, addressed by one global record index,
-//! and the assembly of `ModalityBatch`es (graph batching with re-indexed nodes, DOS, density and
-//! text tensors) for any list of records.
+//! A training dataset: a set of shards addressed by one global record index, and the assembly of
+//! `ModalityBatch`es (graph batching with re-indexed nodes, DOS, density and text tensors) for any
+//! list of records.
 //!
-//! The whole set is held in memory (bulk shard loads are ~10³–10⁴ records/s, far above what a
-//! step consumes); batch assembly runs on a prefetch thread in the training loop.
+//! [`Dataset::load`] streams the charge density — 128 KiB per record at 32³, ~95 % of a shard —
+//! from its HDF5 chunks: a batch reads only its own records' chunks (pre-training's batches are
+//! assembled ahead on the prefetch thread, so that is where the reads happen). Everything else
+//! (ids, masks, offsets, targets, graphs, DOS, text embeddings) stays in memory: a few KiB per
+//! record ([`Dataset::resident_bytes`]). Decoded density rows are kept in a bounded FIFO cache of
+//! at most [`DEFAULT_DENSITY_CACHE_RECORDS`] records ([`Dataset::density_cache`] reports it), so
+//! the density memory of a rank is that bound plus the batches in flight, independent of the
+//! data set. [`Dataset::load_in_memory`] loads everything (the previous behaviour, kept for
+//! comparison). Both give bit-identical batches: the same bytes are decoded either way.
 
 use crate::model::{BatchedEdges, DensityBatch, DosBatch, GraphBatch, Modality, ModalityBatch, TextBatch};
+use crate::shard::stream::{DensityRows, DENSITY_ROW_METADATA_BYTES};
 use crate::shard::{EdgeColumns, ShardData};
 use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
 use sha2::{Digest, Sha256};
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Decoded charge-density rows a streamed [`Dataset`] keeps (8 MiB at 32³): enough for a
+/// record assembled twice in a row (e.g. by `eval` for two pairings) to be decoded once; a
+/// training epoch visits each record once, so a larger cache would not save reads.
+pub const DEFAULT_DENSITY_CACHE_RECORDS: usize = 64;
+
+/// State of the decoded-row cache of a streamed dataset.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DensityCacheStats {
+    /// Most records the cache may hold.
+    pub capacity: usize,
+    /// Records it holds now.
+    pub resident: usize,
+    /// Most it has held at once.
+    pub peak_resident: usize,
+    /// Rows decoded from disk so far (cache misses).
+    pub rows_read: u64,
+}
+
+/// Bounded FIFO cache of decoded density rows, keyed by global record index.
+#[derive(Default)]
+struct RowCache {
+    rows: HashMap<usize, Arc<[f32]>>,
+    order: VecDeque<usize>,
+    stats: DensityCacheStats,
+}
+
+impl RowCache {
+    fn insert(&mut self, r: usize, row: Arc<[f32]>) {
+        if self.stats.capacity == 0 || self.rows.contains_key(&r) {
+            return;
+        }
+        while self.rows.len() >= self.stats.capacity {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.rows.remove(&old);
+                }
+                None => break,
+            }
+        }
+        self.rows.insert(r, row);
+        self.order.push_back(r);
+        self.stats.resident = self.rows.len();
+        self.stats.peak_resident = self.stats.peak_resident.max(self.stats.resident);
+    }
+}
 
 /// Index into `ShardData::masks` of the data a modality's encoder consumes.
 pub fn mask_index(m: Modality) -> usize {
@@ -47,7 +104,11 @@ pub fn shard_paths(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 }
 
 pub struct Dataset {
+    /// The shards' columns; `charge_density` is empty where `density[s]` streams it.
     pub shards: Vec<ShardData>,
+    /// Per shard: the streamed charge density, `None` where it is in memory.
+    density: Vec<Option<DensityRows>>,
+    cache: Mutex<RowCache>,
     /// Global record r lives in shard `locate[r].0` at row `locate[r].1`.
     locate: Vec<(u32, u32)>,
     /// SHA-256 over the shard files' names and their record ids: identifies the data a
@@ -56,11 +117,36 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// Load `paths` with the charge density streamed (see the module doc) and a decoded-row
+    /// cache of [`DEFAULT_DENSITY_CACHE_RECORDS`].
     pub fn load(paths: &[PathBuf]) -> Result<Dataset> {
+        Self::load_streamed(paths, DEFAULT_DENSITY_CACHE_RECORDS)
+    }
+
+    /// [`Dataset::load`] with a decoded-row cache of `cache_records` records (0: none).
+    pub fn load_streamed(paths: &[PathBuf], cache_records: usize) -> Result<Dataset> {
         let mut shards = Vec::new();
+        let mut density = Vec::new();
         for p in paths {
             // Checksums verified and integrity checked: training must not run on a shard that
             // `multimat validate` would reject (or panic on its offsets).
+            let (data, rows) = crate::shard::ShardReader::open(p)
+                .and_then(|r| r.load_streamed(crate::shard::LoadOptions { verify_checksums: true }))
+                .with_context(|| format!("loading shard {}", p.display()))?;
+            match &rows {
+                Some(_) => crate::shard::integrity::check_loaded_streamed(&data)?,
+                None => crate::shard::integrity::check_loaded(&data)?,
+            }
+            shards.push(data);
+            density.push(rows);
+        }
+        Self::assemble_from(shards, density, cache_records)
+    }
+
+    /// Load `paths` whole into memory (charge densities included), with the same checks.
+    pub fn load_in_memory(paths: &[PathBuf]) -> Result<Dataset> {
+        let mut shards = Vec::new();
+        for p in paths {
             let data = crate::shard::ShardReader::open(p)
                 .and_then(|r| r.load(crate::shard::LoadOptions { verify_checksums: true }))
                 .with_context(|| format!("loading shard {}", p.display()))?;
@@ -70,7 +156,13 @@ impl Dataset {
         Self::from_shards(shards)
     }
 
+    /// A dataset over shards already in memory.
     pub fn from_shards(shards: Vec<ShardData>) -> Result<Dataset> {
+        let density = vec![None; shards.len()];
+        Self::assemble_from(shards, density, 0)
+    }
+
+    fn assemble_from(shards: Vec<ShardData>, density: Vec<Option<DensityRows>>, cache_records: usize) -> Result<Dataset> {
         if shards.is_empty() {
             bail!("no shards given");
         }
@@ -92,7 +184,45 @@ impl Dataset {
                 locate.push((s as u32, r as u32));
             }
         }
-        Ok(Dataset { fingerprint: hex::encode(hasher.finalize()), shards, locate })
+        let cache = RowCache { stats: DensityCacheStats { capacity: cache_records, ..Default::default() }, ..Default::default() };
+        Ok(Dataset { fingerprint: hex::encode(hasher.finalize()), shards, density, cache: Mutex::new(cache), locate })
+    }
+
+    /// Whether any shard's charge density is streamed rather than held in memory.
+    pub fn streams_density(&self) -> bool {
+        self.density.iter().any(Option::is_some)
+    }
+
+    /// The decoded-row cache's bound, occupancy and reads so far.
+    pub fn density_cache(&self) -> DensityCacheStats {
+        self.cache.lock().map(|c| c.stats).unwrap_or_default()
+    }
+
+    /// Bytes this dataset holds in memory for its records (every column of every shard, the
+    /// streamed density's per-record chunk index, the record index), excluding the decoded-row
+    /// cache. Divided by `len()`, the per-record metadata cost of a streamed dataset.
+    pub fn resident_bytes(&self) -> usize {
+        fn v<T>(x: &[T]) -> usize {
+            std::mem::size_of_val(x)
+        }
+        let edges = |c: &EdgeColumns| v(&c.offsets) + v(&c.src) + v(&c.dst) + v(&c.image) + v(&c.distance);
+        let strings = |x: &[String]| x.iter().map(|s| s.len() + std::mem::size_of::<String>()).sum::<usize>();
+        let mut total = v(&self.locate);
+        for (s, rows) in self.shards.iter().zip(&self.density) {
+            let i = &s.infinite;
+            total += strings(&s.ids) + strings(&s.descriptions)
+                + s.provenance.iter().map(|p| p.sources.iter().map(|(k, x)| k.len() + x.len() + 48).sum::<usize>()).sum::<usize>()
+                + s.masks.iter().map(|m| v(m)).sum::<usize>()
+                + v(&s.lattice) + v(&s.atom_offsets) + v(&s.species) + v(&s.frac_coords)
+                + edges(&s.local) + edges(&s.cgcnn)
+                + v(&i.offsets) + v(&i.src) + v(&i.dst) + v(&i.coulomb) + v(&i.london) + v(&i.pauli)
+                + v(&s.dos_energies) + v(&s.dos_densities) + v(&s.dos_repaired) + v(&s.charge_density) + v(&s.text_embedding)
+                + s.targets.values().map(|t| v(t)).sum::<usize>();
+            if rows.is_some() {
+                total += s.len() * DENSITY_ROW_METADATA_BYTES;
+            }
+        }
+        total
     }
 
     pub fn len(&self) -> usize {
@@ -159,9 +289,14 @@ impl Dataset {
                 let grid = self.shards[0].meta.preprocess.density_grid;
                 let n: usize = grid.iter().product();
                 let mut b = DensityBatch { batch: records.len(), grid, ..Default::default() };
-                for &r in records {
+                let streamed = self.streamed_rows(records, n)?;
+                b.values.reserve(records.len() * n);
+                for (k, &r) in records.iter().enumerate() {
                     let (s, i) = self.at(r);
-                    b.values.extend_from_slice(&s.charge_density[i * n..(i + 1) * n]);
+                    match &streamed[k] {
+                        Some(row) => b.values.extend_from_slice(row),
+                        None => b.values.extend_from_slice(&s.charge_density[i * n..(i + 1) * n]),
+                    }
                     b.volumes.push(cell_volume(&s.lattice[i * 9..i * 9 + 9]) as f32);
                 }
                 ModalityBatch::ChargeDensity(b)
@@ -176,6 +311,46 @@ impl Dataset {
                 ModalityBatch::Text(b)
             }
         })
+    }
+
+    /// The decoded density rows of `records` whose shard streams them (`None` for records held
+    /// in memory): from the cache, else read from disk in parallel and cached.
+    fn streamed_rows(&self, records: &[usize], n: usize) -> Result<Vec<Option<Arc<[f32]>>>> {
+        let mut out: Vec<Option<Arc<[f32]>>> = vec![None; records.len()];
+        if !self.streams_density() {
+            return Ok(out);
+        }
+        let mut missing = Vec::new();
+        {
+            let cache = self.cache.lock().map_err(|_| anyhow::anyhow!("density cache poisoned by a panicked reader"))?;
+            for (k, &r) in records.iter().enumerate() {
+                if self.density[self.locate[r].0 as usize].is_some() {
+                    match cache.rows.get(&r) {
+                        Some(row) => out[k] = Some(Arc::clone(row)),
+                        None => missing.push(k),
+                    }
+                }
+            }
+        }
+        // Decode outside the lock: the prefetch thread and a caller may both assemble.
+        let decoded: Vec<Arc<[f32]>> = missing
+            .par_iter()
+            .map(|&k| {
+                let r = records[k];
+                let (s, i) = self.locate[r];
+                let rows = self.density[s as usize].as_ref().expect("only streamed records are missing");
+                let mut row = vec![0f32; n];
+                rows.read(i as usize, self.id(r), &mut row)?;
+                Ok(Arc::from(row))
+            })
+            .collect::<Result<_>>()?;
+        let mut cache = self.cache.lock().map_err(|_| anyhow::anyhow!("density cache poisoned by a panicked reader"))?;
+        cache.stats.rows_read += decoded.len() as u64;
+        for (&k, row) in missing.iter().zip(decoded) {
+            cache.insert(records[k], Arc::clone(&row));
+            out[k] = Some(row);
+        }
+        Ok(out)
     }
 
     fn graph_batch(&self, records: &[usize]) -> GraphBatch {
