@@ -77,3 +77,32 @@ fn a_shard_that_crashes_hdf5_is_one_violation_and_the_other_files_are_still_chec
     assert!(stdout.contains("bad.h5: /: file is corrupt beyond what HDF5 can read"), "{stdout}");
     assert!(stdout.contains(&format!("{}: ok", good.display())), "the next file must still be checked: {stdout}");
 }
+
+/// A disk that fills while shards are written: run in a private mount namespace (`unshare -rm`,
+/// no root needed) on a 400 KiB tmpfs, so only the first shards fit.
+#[test]
+fn a_full_disk_never_leaves_an_incomplete_shard_under_a_shard_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("disk");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let bin = env!("CARGO_BIN_EXE_multimat");
+    let script = format!(
+        "set -u; mount -t tmpfs -o size=400k tmpfs '{m}' || exit 90
+         '{bin}' synth --n 64 --records-per-shard 8 --out '{m}/s' --no-density --quiet --threads 1 2>'{m}/err'
+         echo synth_rc=$?
+         grep -c -E 'No space left on device|disk full' '{m}/err' | sed 's/^/enospc_lines=/'
+         for f in '{m}'/s/*; do
+           case \"$f\" in *.h5) if '{bin}' validate \"$f\" >/dev/null 2>&1; then echo \"ok $f\"; else echo \"BAD $f\"; fi;; esac
+         done
+         ls -a '{m}/s' | grep -c partial | sed 's/^/partials=/'",
+        m = mnt.display()
+    );
+    let o = Command::new("unshare").args(["-rm", "sh", "-c", &script]).output().expect("unshare (util-linux) is installed");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "the namespace script failed: {out}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("synth_rc=1"), "a full disk must fail the command: {out}");
+    assert!(!out.contains("enospc_lines=0"), "the error must say the disk is full: {out}");
+    assert!(out.contains("ok "), "the shards written before the disk filled stay: {out}");
+    assert!(!out.contains("BAD "), "a file under a shard name must be complete: {out}");
+    assert!(out.contains("partials=0"), "no temporary files may be left: {out}");
+}

@@ -44,8 +44,21 @@ impl ShardWriter {
                 bail!("record {i}: duplicate id {:?} in one shard", r.id);
             }
         }
-        crate::atomic::write_with(path, |tmp| write_file(tmp, &self.meta, records))
-            .with_context(|| format!("writing shard {}", path.display()))?;
+        crate::atomic::write_with(path, |tmp| {
+            write_file(tmp, &self.meta, records)?;
+            // Read it back before it gets its final name: libhdf5 can close a file without an
+            // error after writes failed (a full disk measured on tmpfs left a shard of holes),
+            // and "a file under a shard name is complete" must hold.
+            let violations = super::validate(tmp);
+            if let Some(first) = violations.first() {
+                bail!(
+                    "the shard does not read back ({} violation(s), first: {first}); is the disk full?",
+                    violations.len()
+                );
+            }
+            Ok(())
+        })
+        .with_context(|| format!("writing shard {}", path.display()))?;
         Ok(records.iter().map(|r| r.checksum()).collect())
     }
 }
