@@ -34,61 +34,7 @@ const NOISE_RMS: f32 = 1e-7;
 const METRIC_RTOL: f64 = 1e-3;
 
 fn pretrain_config(dir: &Path, out: &Path, extra: &str, modalities: &str) -> PathBuf {
-    let cfg = format!(
-        r#"
-[data]
-shards = ["{shards}"]
-modalities = [{modalities}]
-holdout_fraction = 0.0
-
-[model]
-embed_dim = 16
-
-[model.encoders.potnet]
-hidden = 16
-conv_layers = 1
-
-[model.encoders.dos_transformer]
-dim = 16
-layers = 1
-heads = 2
-head_size = 8
-ffn_dim = 32
-
-[model.encoders.resnext3d]
-stages = [1]
-planes = [32]
-strides = [1]
-cardinality = 4
-stem_channels = 8
-
-[model.encoders.text_mlp]
-hidden = [32]
-
-[loss]
-kind = "all_pairs_clip"
-temperature = 0.2
-
-[optim]
-lr = 3e-3
-warmup_epochs = 1
-epochs = 4
-batch_size = 24
-
-[run]
-out_dir = "{out}"
-seed = 3
-keep_last = 0
-checkpoint_every = 1
-{extra}
-"#,
-        shards = common::shards().display(),
-        out = out.display()
-    );
-    std::fs::create_dir_all(dir).unwrap();
-    let p = dir.join("config.toml");
-    std::fs::write(&p, cfg).unwrap();
-    p
+    common::write_config_with_modalities(dir, out, modalities, &format!("checkpoint_every = 1\n{extra}"))
 }
 
 const THREE: &str = r#""crystal", "dos", "text""#;

@@ -39,11 +39,16 @@ pub fn shards() -> &'static Path {
 
 /// A tiny configuration: all four modalities, small encoders, AllPairsCLIP.
 pub fn write_config(dir: &Path, out_dir: &Path, extra: &str) -> PathBuf {
+    write_config_with_modalities(dir, out_dir, r#""crystal", "dos", "charge_density", "text""#, extra)
+}
+
+/// [`write_config`] with the given `data.modalities` (TOML array items, quoted).
+pub fn write_config_with_modalities(dir: &Path, out_dir: &Path, modalities: &str, extra: &str) -> PathBuf {
     let cfg = format!(
         r#"
 [data]
 shards = ["{shards}"]
-modalities = ["crystal", "dos", "charge_density", "text"]
+modalities = [{modalities}]
 holdout_fraction = 0.0
 
 [model]
