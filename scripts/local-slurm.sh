@@ -9,7 +9,7 @@
 # It is its own cluster (own slurm.conf, state directory and ports), so it runs beside a site
 # Slurm or another test cluster on the same host without touching them; clients find it only
 # through SLURM_CONF. Needs root (slurmd launches jobs), Debian's slurmctld + slurmd +
-# slurm-client + munge (scripts/bootstrap.sh installs them) and, for MPI jobs, MPICH.
+# slurm-client + munge (./scripts/bootstrap.sh --with-slurm installs them) and, for MPI jobs, MPICH.
 #
 # Settings (environment):
 #   MULTIMAT_SLURM_STATE=/tmp/multimat-local-slurm   config, logs, spool, pid files, controller state

@@ -46,7 +46,7 @@ pub fn cluster() -> &'static Cluster {
         assert!(
             out.status.success(),
             "could not start the local Slurm cluster with `{} start` (it needs root and Debian's slurmctld, \
-             slurmd, slurm-client and munge: run scripts/bootstrap.sh):\n{}{}",
+             slurmd, slurm-client and munge: run ./scripts/bootstrap.sh --with-slurm):\n{}{}",
             script.display(),
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
