@@ -341,3 +341,55 @@ fn finetune_parity_and_learning_curves() {
     let (ok, msg) = plot(&["finetune", "--run", s(dir.path()), "--out", s(&out)]);
     assert!(!ok && msg.contains("result.json") && msg.contains("finished `multimat finetune` run directory"), "{msg}");
 }
+
+/// PNG height from the IHDR chunk (bytes 20..24, big-endian).
+fn png_height(path: &Path) -> u32 {
+    let b = std::fs::read(path).unwrap();
+    u32::from_be_bytes([b[20], b[21], b[22], b[23]])
+}
+
+#[test]
+fn figures_from_approximate_modalities_say_so_under_the_figure() {
+    let dir = tempfile::tempdir().unwrap();
+    let (real_shards, _) = fixture(&dir.path().join("real"), 14, &[]);
+    // The same materials with a tight-binding DOS (as `ingest --approx-dos` records it) on half.
+    let approx_shards = dir.path().join("approx");
+    std::fs::create_dir_all(&approx_shards).unwrap();
+    let mut meta = ShardMeta::default();
+    meta.preprocess.dos_points = DOS_POINTS;
+    let records: Vec<ShardRecord> = (0..14)
+        .map(|i| {
+            let mut r = ShardRecord { id: format!("mp-{i}"), structure: Some(seven_systems()[i % 7].clone()), dos: Some(dos(i % 2 == 0, 0.0)), ..Default::default() };
+            if i % 2 == 0 {
+                let source = String::from_utf8_lossy(multimat::approx::demo_data::APPROX_DOS_SOURCE).into_owned();
+                r.provenance.sources.insert("dos".into(), source);
+            }
+            r
+        })
+        .collect();
+    ShardWriter::new(meta).write(&approx_shards.join("shard-r0-0.h5"), &records).unwrap();
+    let shards = approx_shards.join("shard-r0-0.h5");
+    let caption = multimat::plot::inputs::approximation_caption(&[approx_shards.clone()]).unwrap();
+    assert_eq!(caption.as_deref(), Some("Approximations computed by multimat, not DFT: dos (tight-binding, 7 of 14)"));
+    assert_eq!(multimat::plot::inputs::approximation_caption(&[real_shards.clone()]).unwrap(), None);
+
+    let retrieval = dir.path().join("retrieval.json");
+    retrieval_json(&retrieval);
+    let heights: Vec<u32> = [None, Some(&real_shards), Some(&shards)]
+        .iter()
+        .enumerate()
+        .map(|(k, sh)| {
+            let png = dir.path().join(format!("r{k}.png"));
+            let mut args = vec!["retrieval", "--input", s(&retrieval), "--out", s(&png)];
+            if let Some(sh) = sh {
+                args.extend(["--shards", s(sh)]);
+            }
+            let (ok, msg) = plot(&args);
+            assert!(ok, "{msg}");
+            assert_png(&png);
+            png_height(&png)
+        })
+        .collect();
+    assert_eq!(heights[0], heights[1], "real data: no caption strip");
+    assert_eq!(heights[2], heights[0] + 30, "approximate data: a caption strip under the figure");
+}

@@ -592,8 +592,8 @@ pub fn run(args: Args) -> Result<()> {
     )?;
     let metrics = pretrain_dir.join("metrics.jsonl");
     steps.run("plotting", &os(&[&"plot", &"training", &"--metrics", &metrics, &"--title", &"MultiMat pre-training (AllPairsCLIP)", &"--out", &fig("loss.png")]))?;
-    steps.run("plotting", &os(&[&"plot", &"retrieval", &"--input", &retrieval_json, &"--out", &fig("retrieval.png")]))?;
-    steps.run("plotting", &os(&[&"plot", &"discovery", &"--input", &discovery_json, &"--out", &fig("discovery.png")]))?;
+    steps.run("plotting", &os(&[&"plot", &"retrieval", &"--input", &retrieval_json, &"--shards", &shards, &"--out", &fig("retrieval.png")]))?;
+    steps.run("plotting", &os(&[&"plot", &"discovery", &"--input", &discovery_json, &"--shards", &shards, &"--out", &fig("discovery.png")]))?;
     steps.run("plotting", &os(&[&"plot", &"dos-overlay", &"--input", &discovery_json, &"--shards", &shards, &"--out", &fig("dos-overlay.png")]))?;
     for colour in ["crystal-system", "metal"] {
         let png = fig(&format!("umap-{colour}.png"));

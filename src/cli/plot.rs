@@ -32,6 +32,10 @@ pub enum Kind {
         input: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        /// The shards the report was computed on: the figure then names the modalities that are
+        /// approximations (tight-binding DOS, promolecular density, generated text).
+        #[arg(long)]
+        shards: Option<PathBuf>,
     },
     /// Mean best nMAE vs n nearest candidates, model vs random (`multimat eval discovery` output).
     Discovery {
@@ -39,6 +43,9 @@ pub enum Kind {
         input: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        /// The shards the report was computed on (see `plot retrieval --shards`).
+        #[arg(long)]
+        shards: Option<PathBuf>,
     },
     /// Parity plot of a fine-tuning run's test split (predicted vs true, MAE and R² in the title)
     /// beside its learning curves (training loss, validation MAE per epoch).
@@ -113,30 +120,32 @@ pub fn run(args: Args) -> Result<()> {
     match args.kind {
         Kind::Training { metrics, out, title } => {
             let m = inputs::read_metrics(&metrics)?;
-            figures::training(&m, &title, &out)?;
+            let run_dir = metrics.parent().unwrap_or(Path::new("."));
+            let caption = caption_for(inputs::run_shards(run_dir));
+            figures::training(&m, &title, &out, caption.as_deref())?;
             println!("{}: {} steps", out.display(), m.len());
         }
-        Kind::Retrieval { input, out } => {
+        Kind::Retrieval { input, out, shards } => {
             let r = inputs::read_retrieval(&input)?;
-            figures::retrieval(&r, &out)?;
+            figures::retrieval(&r, &out, caption_for(shards.map(|s| vec![s])).as_deref())?;
             println!("{}: {} modality pairs", out.display(), r.pairs.len());
         }
-        Kind::Discovery { input, out } => {
+        Kind::Discovery { input, out, shards } => {
             let r = inputs::read_discovery(&input)?;
-            figures::discovery(&r, &out)?;
+            figures::discovery(&r, &out, caption_for(shards.map(|s| vec![s])).as_deref())?;
             println!("{}: n = 1…{}", out.display(), r.n_max);
         }
         Kind::Finetune { run, out } => {
             let r = inputs::read_finetune_run(&run)?;
             let m = crate::finetune::regression_metrics(&r.pred, &r.truth, r.width);
-            figures::finetune(&r, &m, &out)?;
+            figures::finetune(&r, &m, &out, caption_for(inputs::run_shards(&run)).as_deref())?;
             println!("{}: {} test materials, test MAE {:.3} {}, R² {:.3}", out.display(), m.n, m.mae, r.units, m.r2);
         }
         Kind::DosOverlay { input, shards, targets, target_ids, out } => {
             let r = inputs::read_discovery(&input)?;
             let index = labels::ShardIndex::load(&shards)?;
             let panels = overlay_panels(&r, &input, &index, &shards, targets, &target_ids)?;
-            figures::dos_overlay(&panels, r.window_ev, &out)?;
+            figures::dos_overlay(&panels, r.window_ev, &out, caption_for(Some(vec![shards.clone()])).as_deref())?;
             println!("{}: {} targets", out.display(), panels.len());
         }
         Kind::Umap { embeddings, shards, color, target, symprec, neighbors, min_dist, epochs, seed, out } => {
@@ -192,6 +201,19 @@ pub fn overlay_panels(
         .collect()
 }
 
+/// The approximation caption for a figure drawn from `shards` (see
+/// [`inputs::approximation_caption`]); a shard that cannot be read for it only costs the caption.
+fn caption_for(shards: Option<Vec<PathBuf>>) -> Option<String> {
+    let shards = shards?;
+    match inputs::approximation_caption(&shards) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("note: could not check {shards:?} for approximate modalities ({e:#}); the figure has no caption");
+            None
+        }
+    }
+}
+
 /// Read embeddings, run UMAP, colour from the shards, write the PNG and the CSV beside it.
 pub fn run_umap(
     embeddings: &Path,
@@ -222,7 +244,7 @@ pub fn run_umap(
         block.len()
     )
     .replace("  ", " ");
-    figures::umap_scatter(&coords, &colouring, &title, out)?;
+    figures::umap_scatter(&coords, &colouring, &title, out, caption_for(Some(vec![shards.to_path_buf()])).as_deref())?;
     let csv = crate::plot::csv_beside(out);
     write_coords_csv(&csv, &block.ids, &coords, &colouring)?;
     println!("{}: {} points, UMAP {secs:.1} s ({} of them in the shards); coordinates in {}", out.display(), block.len(), found, csv.display());

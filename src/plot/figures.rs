@@ -1,5 +1,6 @@
 //! The figures, one function each, drawn with plotters into a PNG written atomically
-//! (`super::write_png`). Inputs are already parsed and checked (`super::inputs`,
+//! (`super::write_png`; a caption line under the figure where one is given, e.g. which
+//! modalities are approximations). Inputs are already parsed and checked (`super::inputs`,
 //! `super::labels`); these functions only lay out and paint.
 
 use super::inputs::{chance_topk, tops, DiscoveryReport, FinetuneRun, FtEpoch, RetrievalReport, StepMetrics};
@@ -57,12 +58,12 @@ fn padded_range(values: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
 }
 
 /// Training curves: loss vs step (and per-term losses when logged) above, learning rate below.
-pub fn training(metrics: &[StepMetrics], title: &str, out: &Path) -> Result<()> {
+pub fn training(metrics: &[StepMetrics], title: &str, out: &Path, caption: Option<&str>) -> Result<()> {
     ensure!(!metrics.is_empty(), "no steps to plot");
     let has_lr = metrics.iter().any(|m| m.lr.is_some());
     let term_names: std::collections::BTreeSet<&String> = metrics.iter().flat_map(|m| m.term_losses.keys()).collect();
     let height = if has_lr { 700 } else { 450 };
-    write_png(out, (900, height), |root| {
+    write_png(out, (900, height), caption, |root| {
         let root = root.titled(title, (FONT, 24)).map_err(plot_err)?;
         let (top, bottom) = if has_lr { root.split_vertically(((height as f64 - 40.0) * 0.62) as u32) } else { (root.clone(), root.clone()) };
         let (s0, s1) = (metrics[0].step, metrics.last().unwrap().step.max(metrics[0].step + 1));
@@ -141,14 +142,14 @@ fn modality_label(m: &str) -> String {
 /// Each bar carries a black tick at its chance level min(k, n)/n (n = the pair's candidate pool),
 /// so small holdout sets, where top-25 chance is large, read right. The legend sits in a band under the title so
 /// it never hides a bar.
-pub fn retrieval(report: &RetrievalReport, out: &Path) -> Result<()> {
+pub fn retrieval(report: &RetrievalReport, out: &Path, caption: Option<&str>) -> Result<()> {
     let pairs = &report.pairs;
     let groups = pairs.len();
     let width = (180 + 120 * groups as u32).max(800);
     let labels: Vec<String> = pairs.iter().map(|p| format!("{}→{}", modality_label(&p.query), modality_label(&p.target))).collect();
     let title = format!("Cross-modal retrieval ({} split, {} materials)", report.split, report.n_materials);
     let ks = [1usize, 5, 10, 25];
-    write_png(out, (width, 600), |root| {
+    write_png(out, (width, 600), caption, |root| {
         let root = root.margin(8, 0, 0, 0).titled(&title, (FONT, 22)).map_err(plot_err)?;
         let (band, body) = root.split_vertically(36);
         // Legend band: coloured squares + names, then the chance tick.
@@ -202,7 +203,7 @@ pub fn retrieval(report: &RetrievalReport, out: &Path) -> Result<()> {
 }
 
 /// Mean best nMAE among the n nearest candidates vs n, model vs random candidates (Fig. 3B).
-pub fn discovery(report: &DiscoveryReport, out: &Path) -> Result<()> {
+pub fn discovery(report: &DiscoveryReport, out: &Path, caption: Option<&str>) -> Result<()> {
     let n = report.n_max;
     let (lo, hi) = padded_range(report.mean_best_nmae.iter().chain(&report.random_mean_best_nmae).copied(), 0.08);
     let lo = lo.max(0.0);
@@ -210,7 +211,7 @@ pub fn discovery(report: &DiscoveryReport, out: &Path) -> Result<()> {
         "Material discovery: {} targets, {} candidates, {:.0}…{:+.0} eV",
         report.n_targets, report.n_candidates, report.window_ev[0], report.window_ev[1]
     );
-    write_png(out, (850, 520), |root| {
+    write_png(out, (850, 520), caption, |root| {
         let mut chart = ChartBuilder::on(root)
             .caption(&title, (FONT, 20))
             .margin(14)
@@ -267,11 +268,11 @@ pub struct OverlayPanel {
 }
 
 /// Small multiples (2 columns) of target vs best-candidate DOS over `window` eV (Fig. 3C).
-pub fn dos_overlay(panels: &[OverlayPanel], window: [f64; 2], out: &Path) -> Result<()> {
+pub fn dos_overlay(panels: &[OverlayPanel], window: [f64; 2], out: &Path, caption: Option<&str>) -> Result<()> {
     ensure!(!panels.is_empty(), "no DOS panels to draw");
     let cols = if panels.len() == 1 { 1 } else { 2 };
     let rows = panels.len().div_ceil(cols);
-    write_png(out, (560 * cols as u32, 40 + 340 * rows as u32), |root| {
+    write_png(out, (560 * cols as u32, 40 + 340 * rows as u32), caption, |root| {
         let root = root.titled("Target DOS vs best candidate among the nearest crystals", (FONT, 22)).map_err(plot_err)?;
         let areas = root.split_evenly((rows, cols));
         for (p, area) in panels.iter().zip(areas.iter()) {
@@ -322,7 +323,7 @@ pub fn dos_overlay(panels: &[OverlayPanel], window: [f64; 2], out: &Path) -> Res
 /// (viridis, clipped to the 1st–99th percentile so a few outliers do not wash out the gradient —
 /// the paper removed formation-energy outliers for the same reason). Points without a value are
 /// drawn first in light grey.
-pub fn umap_scatter(coords: &[f32], colouring: &Colouring, title: &str, out: &Path) -> Result<()> {
+pub fn umap_scatter(coords: &[f32], colouring: &Colouring, title: &str, out: &Path, caption: Option<&str>) -> Result<()> {
     let n = coords.len() / 2;
     ensure!(n > 0, "no points to plot");
     let (x0, x1) = padded_range(coords.iter().step_by(2).map(|&v| v as f64), 0.04);
@@ -331,7 +332,7 @@ pub fn umap_scatter(coords: &[f32], colouring: &Colouring, title: &str, out: &Pa
     let alpha = if n > 5_000 { 0.55 } else { 0.8 };
     let grey = RGBColor(200, 200, 200);
     let pt = |i: usize| (coords[2 * i] as f64, coords[2 * i + 1] as f64);
-    write_png(out, (1000, 800), |root| {
+    write_png(out, (1000, 800), caption, |root| {
         let (plot_area, side) = match colouring {
             Colouring::Continuous { .. } => root.split_horizontally(850),
             Colouring::Categorical { .. } => (root.clone(), root.clone()),
@@ -432,13 +433,13 @@ pub fn umap_scatter(coords: &[f32], colouring: &Colouring, title: &str, out: &Pa
 /// A fine-tuning run: parity plot of the test split (predicted vs true, the y = x line, MAE and
 /// R² in the title) on the left; learning curves (training loss, validation MAE with the best
 /// epoch marked) on the right.
-pub fn finetune(run: &FinetuneRun, m: &Metrics, out: &Path) -> Result<()> {
+pub fn finetune(run: &FinetuneRun, m: &Metrics, out: &Path, caption: Option<&str>) -> Result<()> {
     ensure!(!run.truth.is_empty() && !run.epochs.is_empty(), "nothing to plot");
     let units = if run.units.is_empty() { String::new() } else { format!(" {}", run.units) };
     let r2 = if m.r2.is_finite() { format!("{:.3}", m.r2) } else { "n/a".into() };
     let title = format!("{}: test MAE {:.3}{units}, R² {r2} (n = {})", run.target, m.mae, m.n);
     let axis_units = if run.units.is_empty() { String::new() } else { format!(" ({})", run.units) };
-    write_png(out, (1300, 620), |root| {
+    write_png(out, (1300, 620), caption, |root| {
         let root = root.titled(&title, (FONT, 24)).map_err(plot_err)?;
         let (left, right) = root.split_horizontally(620);
         let (lo, hi) = padded_range(run.truth.iter().chain(&run.pred).copied(), 0.05);

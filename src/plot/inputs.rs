@@ -5,7 +5,7 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// One optimiser step of `metrics.jsonl` (fields written by `train::pretrain`).
 #[derive(Clone, Debug, PartialEq)]
@@ -185,4 +185,64 @@ pub fn read_finetune_run(dir: &Path) -> Result<FinetuneRun> {
     }
     ensure!(!by_epoch.is_empty(), "{}: no epochs logged", metrics_path.display());
     Ok(FinetuneRun { target, units, width, truth, pred, epochs: by_epoch.into_values().collect() })
+}
+
+/// The caption a figure carries when its data has modalities that multimat computed instead of
+/// reading them from DFT (provenance `approx:…`, multimat-generated text, `synthetic:…`), naming
+/// each with its method and how many records have it; `None` when every modality is real data.
+pub fn approximation_caption(shards: &[PathBuf]) -> Result<Option<String>> {
+    let mut approximated: BTreeMap<String, (String, usize)> = BTreeMap::new(); // modality → (method, records)
+    let mut records = 0usize;
+    for path in crate::train::dataset::shard_paths(shards)? {
+        for provenance in crate::shard::ShardReader::open(&path)?.provenance()? {
+            records += 1;
+            for (modality, source) in &provenance.sources {
+                if let Some(method) = approximation_method(source) {
+                    approximated.entry(modality.clone()).or_insert((method, 0)).1 += 1;
+                }
+            }
+        }
+    }
+    if approximated.is_empty() {
+        return Ok(None);
+    }
+    let parts: Vec<String> = approximated.iter().map(|(m, (how, n))| format!("{m} ({how}, {n} of {records})")).collect();
+    Ok(Some(format!("Approximations computed by multimat, not DFT: {}", parts.join("; "))))
+}
+
+/// `approx:tight-binding (…)` → "tight-binding"; multimat's generated text → "generated text";
+/// `synthetic:…` → "synthetic"; real sources (files, Robocrystallographer) → `None`.
+fn approximation_method(source: &str) -> Option<String> {
+    let (scheme, rest) = source.split_once(':')?;
+    match scheme {
+        "approx" => Some(rest.split([' ', '(']).next().unwrap_or(rest).to_string()),
+        "generated" if !rest.starts_with("robocrys") => Some("generated text".into()),
+        "synthetic" => Some("synthetic".into()),
+        _ => None,
+    }
+}
+
+/// `data.shards` of a run directory's `config.resolved.toml` (pre-training or fine-tuning), if
+/// the run has one.
+pub fn run_shards(run_dir: &Path) -> Option<Vec<PathBuf>> {
+    let text = std::fs::read_to_string(run_dir.join("config.resolved.toml")).ok()?;
+    let value: toml::Value = toml::from_str(&text).ok()?;
+    let shards = value.get("data")?.get("shards")?.as_array()?;
+    Some(shards.iter().filter_map(|s| s.as_str().map(PathBuf::from)).collect())
+}
+
+#[cfg(test)]
+mod approximation_tests {
+    use super::approximation_method;
+
+    #[test]
+    fn approximate_sources_are_named_by_method_and_real_ones_are_not() {
+        let dos = String::from_utf8_lossy(crate::approx::demo_data::APPROX_DOS_SOURCE).into_owned();
+        let rho = String::from_utf8_lossy(crate::approx::demo_data::APPROX_DENSITY_SOURCE).into_owned();
+        assert_eq!(approximation_method(&dos).as_deref(), Some("tight-binding"));
+        assert_eq!(approximation_method(&rho).as_deref(), Some("promolecular"));
+        assert_eq!(approximation_method(crate::approx::demo_data::GENERATED_TEXT_SOURCE).as_deref(), Some("generated text"));
+        assert_eq!(approximation_method("generated:robocrys 0.2.9 (/usr/bin/python3)"), None);
+        assert_eq!(approximation_method("/data/mp-149/vasprun.xml"), None);
+    }
 }

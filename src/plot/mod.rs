@@ -35,10 +35,33 @@ pub fn register_font() -> Result<()> {
     .map_err(|e| anyhow!(e))
 }
 
+/// Caption lines under a captioned figure: line height and the strip's padding, in pixels, and
+/// the average width of a 15 px DejaVu Sans character (for wrapping).
+const CAPTION_LINE: u32 = 20;
+const CAPTION_PAD: u32 = 10;
+const CAPTION_CHAR_PX: f64 = 8.5;
+
+/// `text` broken at spaces into lines of at most `max_chars` characters.
+fn wrap_words(text: &str, max_chars: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for word in text.split(' ') {
+        match lines.last_mut() {
+            Some(line) if line.chars().count() + 1 + word.chars().count() <= max_chars => {
+                line.push(' ');
+                line.push_str(word);
+            }
+            _ => lines.push(word.to_string()),
+        }
+    }
+    lines
+}
+
 /// Render a `(width, height)` PNG to `path` atomically: `draw` paints into a plotters bitmap
 /// backend whose file is a `.png`-named temporary beside the final path (the backend picks the
-/// encoder from the extension), then `crate::atomic::write_with` renames it into place.
-pub fn write_png<F>(path: &Path, size: (u32, u32), draw: F) -> Result<()>
+/// encoder from the extension), then `crate::atomic::write_with` renames it into place. A
+/// `caption` is written in a strip below the drawing (the figure grows by that strip), so that
+/// what a reader must know — e.g. that a modality is an approximation — travels with the image.
+pub fn write_png<F>(path: &Path, size: (u32, u32), caption: Option<&str>, draw: F) -> Result<()>
 where
     F: FnOnce(&plotters::drawing::DrawingArea<plotters::prelude::BitMapBackend<'_>, plotters::coord::Shift>) -> Result<()>,
 {
@@ -47,9 +70,20 @@ where
     crate::atomic::write_with(path, |tmp| {
         let png_tmp = tmp.with_file_name(format!("{}.png", tmp.file_name().unwrap_or_default().to_string_lossy()));
         let result = (|| {
-            let root = BitMapBackend::new(&png_tmp, size).into_drawing_area();
+            let lines = caption.map(|t| wrap_words(t, ((size.0 - 20) as f64 / CAPTION_CHAR_PX) as usize)).unwrap_or_default();
+            let strip_height = if lines.is_empty() { 0 } else { CAPTION_PAD + CAPTION_LINE * lines.len() as u32 };
+            let root = BitMapBackend::new(&png_tmp, (size.0, size.1 + strip_height)).into_drawing_area();
             root.fill(&WHITE).map_err(plot_err)?;
-            draw(&root)?;
+            if lines.is_empty() {
+                draw(&root)?;
+            } else {
+                let (figure, strip) = root.split_vertically(size.1);
+                draw(&figure)?;
+                let style = TextStyle::from(("sans-serif", 15).into_font()).color(&RGBColor(150, 20, 20));
+                for (k, line) in lines.iter().enumerate() {
+                    strip.draw_text(line, &style, (10, 5 + (CAPTION_LINE * k as u32) as i32)).map_err(plot_err)?;
+                }
+            }
             root.present().map_err(|e| anyhow!("encoding PNG {}: {e}", png_tmp.display()))?;
             drop(root);
             std::fs::rename(&png_tmp, tmp).with_context(|| format!("renaming {} to {}", png_tmp.display(), tmp.display()))
@@ -69,4 +103,18 @@ pub fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
 /// `FILE.png` → `FILE.csv` (the UMAP coordinates are written beside the figure).
 pub fn csv_beside(png: &Path) -> std::path::PathBuf {
     png.with_extension("csv")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wrap_words;
+
+    #[test]
+    fn captions_wrap_at_spaces_and_keep_every_word() {
+        let text = "Approximations computed by multimat, not DFT: dos (tight-binding, 7 of 14); text (generated text, 14 of 14)";
+        let lines = wrap_words(text, 40);
+        assert!(lines.iter().all(|l| l.chars().count() <= 40), "{lines:?}");
+        assert_eq!(lines.join(" "), text);
+        assert_eq!(wrap_words("short", 40), vec!["short"]);
+    }
 }

@@ -368,6 +368,21 @@ impl ShardReader {
             .map_err(|e| anyhow!("{}: /{}: {e}", self.path.display(), paths::IDS))
     }
 
+    /// Every record's provenance (one small string column: nothing else is read).
+    pub fn provenance(&self) -> Result<Vec<Provenance>> {
+        let checks = Checks { checksum: false, layout: false };
+        let raw = read_strings(&self.file, paths::PROVENANCE, Some(self.len()), checks, &mut Vec::new())
+            .map_err(|e| anyhow!("{}: /{}: {e}", self.path.display(), paths::PROVENANCE))?;
+        raw.iter()
+            .enumerate()
+            .map(|(i, s)| {
+                serde_json::from_str(s).map(|sources| Provenance { sources }).with_context(|| {
+                    format!("{}: /{}: record {i}: provenance is not a JSON object of strings", self.path.display(), paths::PROVENANCE)
+                })
+            })
+            .collect()
+    }
+
     /// The ingest bookkeeping, if an ingest wrote this shard.
     pub fn ingest_info(&self) -> Result<Option<IngestInfo>> {
         read_ingest_info(&self.file, Checks { checksum: false, layout: false })
