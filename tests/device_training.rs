@@ -5,7 +5,6 @@
 //! - the simulator run is deterministic, and an interrupted run resumed from its checkpoint
 //!   ends bit-identical to the uninterrupted one on the same device;
 //! - fine-tuning (PotNet + linear head, MSE): the validation and test metrics agree;
-//! - `embed` on the device writes the CPU's embeddings within tolerance;
 //! - a model with a charge-density encoder keeps its 3-D ResNeXt on the CPU and says so.
 //!
 //! Tolerances (why they are not zero): the device kernels sum in other orders than the CPU
