@@ -16,6 +16,7 @@
 //! the CPU), and the noise-driven entries are counted, not compared.
 
 mod common;
+use common::losses;
 #[path = "finetune_common/mod.rs"]
 mod finetune_common;
 
@@ -42,14 +43,6 @@ fn pretrain(config: &Path, args: &[&str]) -> std::process::Output {
     let o = Command::new(common::bin()).args(["pretrain", "--quiet", "--config"]).arg(config).args(args).output().unwrap();
     assert!(o.status.success(), "pretrain {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
     o
-}
-
-fn losses(out_dir: &Path) -> Vec<f64> {
-    std::fs::read_to_string(out_dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
-        .collect()
 }
 
 /// name → values of every tensor in a checkpoint's safetensors file.

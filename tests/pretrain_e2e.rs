@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{bin, write_config};
+use common::{bin, losses, write_config};
 use std::path::Path;
 use std::process::Command;
 
@@ -17,14 +17,6 @@ fn run_pretrain(config: &Path, args: &[&str]) -> std::process::Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
-}
-
-fn losses(out_dir: &Path) -> Vec<f64> {
-    std::fs::read_to_string(out_dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
-        .collect()
 }
 
 #[test]

@@ -100,3 +100,12 @@ keep_last = 0
     p
 }
 
+
+/// Every step's loss in a run's `metrics.jsonl`, in logged order.
+pub fn losses(out_dir: &Path) -> Vec<f64> {
+    std::fs::read_to_string(out_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
+        .collect()
+}
