@@ -16,15 +16,17 @@ use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::process::Command;
 
-/// SHA-256 over (name, shape, little-endian f32 bytes) of every tensor in the checkpoint, in name order.
+/// SHA-256 over (name, shape, little-endian f32 bytes) of every tensor in the checkpoint — the
+/// weights file and, beside it, the optimiser-state file (`.optim.safetensors`) — in name order.
 fn checkpoint_hash(st_file: &Path) -> String {
-    let bytes = std::fs::read(st_file).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut names: Vec<String> = st.names().into_iter().cloned().collect();
-    names.sort();
+    let optim_file = st_file.with_extension("optim.safetensors");
+    let files: Vec<Vec<u8>> = [st_file, optim_file.as_path()].iter().filter(|p| p.exists()).map(|p| std::fs::read(p).unwrap()).collect();
+    let parsed: Vec<safetensors::SafeTensors> = files.iter().map(|b| safetensors::SafeTensors::deserialize(b).unwrap()).collect();
+    let mut tensors: Vec<(String, safetensors::tensor::TensorView)> =
+        parsed.iter().flat_map(|st| st.tensors()).collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let mut h = Sha256::new();
-    for n in &names {
-        let t = st.tensor(n).unwrap();
+    for (n, t) in &tensors {
         h.update(n.as_bytes());
         h.update(format!("{:?}", t.shape()).as_bytes());
         h.update(t.data());

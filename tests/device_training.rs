@@ -45,19 +45,22 @@ fn pretrain(config: &Path, args: &[&str]) -> std::process::Output {
     o
 }
 
-/// name → values of every tensor in a checkpoint's safetensors file.
+/// name → values of every tensor of a checkpoint: its weights file and, beside it, its
+/// optimiser-state file (`.optim.safetensors`).
 fn tensors(st_file: &Path) -> Vec<(String, Vec<f32>)> {
-    let bytes = std::fs::read(st_file).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut names: Vec<String> = st.names().into_iter().cloned().collect();
-    names.sort();
-    names
-        .into_iter()
-        .map(|n| {
-            let v = st.tensor(&n).unwrap().data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-            (n, v)
-        })
-        .collect()
+    let mut out = Vec::new();
+    for file in [st_file.to_path_buf(), st_file.with_extension("optim.safetensors")] {
+        if !file.exists() {
+            continue;
+        }
+        let bytes = std::fs::read(&file).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        for (n, view) in st.tensors() {
+            out.push((n, view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
 }
 
 fn ckpt(out: &Path, step: u64) -> PathBuf {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{bin, losses, write_config};
+use common::{bin, checkpoint_bytes, losses, write_config};
 use std::path::Path;
 use std::process::Command;
 
@@ -40,8 +40,8 @@ fn four_modalities_train_and_resume_is_bit_identical() {
     let refused = Command::new(bin()).args(["pretrain", "--quiet", "--config"]).arg(&cfg_b).output().unwrap();
     assert!(!refused.status.success(), "a fresh start over existing checkpoints must be refused");
     run_pretrain(&cfg_b, &["--resume", "auto"]);
-    let a = std::fs::read(straight.join("checkpoints/step-00000006.safetensors")).unwrap();
-    let b = std::fs::read(split.join("checkpoints/step-00000006.safetensors")).unwrap();
+    let a = checkpoint_bytes(&straight.join("checkpoints/step-00000006.safetensors"));
+    let b = checkpoint_bytes(&split.join("checkpoints/step-00000006.safetensors"));
     assert!(a == b, "weights and optimiser state after 6 steps differ between straight and resumed runs");
     assert_eq!(losses(&split), l, "the resumed run must log the same losses");
 }
@@ -110,7 +110,7 @@ fn sigusr1_checkpoints_exits_for_requeue_and_the_resumed_run_matches() {
 
     // The requeued job resumes and ends exactly where the uninterrupted one did.
     run_pretrain(&cfg, &["--resume", "auto"]);
-    let a = std::fs::read(straight.join("checkpoints/step-00000012.safetensors")).unwrap();
-    let b = std::fs::read(pre.join("checkpoints/step-00000012.safetensors")).unwrap();
+    let a = checkpoint_bytes(&straight.join("checkpoints/step-00000012.safetensors"));
+    let b = checkpoint_bytes(&pre.join("checkpoints/step-00000012.safetensors"));
     assert!(a == b, "preempted + resumed run differs from the uninterrupted one");
 }

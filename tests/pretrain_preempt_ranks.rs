@@ -105,8 +105,8 @@ fn sigterm_to_one_rank_stops_both_at_the_same_step_and_the_resumed_run_matches()
 
     let out = mpirun(2, &cfg, &["--resume", "auto"]).output().unwrap();
     assert!(out.status.success(), "resumed run: {}", String::from_utf8_lossy(&out.stderr));
-    let a = std::fs::read(checkpoint(&straight, steps)).unwrap();
-    let b = std::fs::read(checkpoint(&pre, steps)).unwrap();
+    let a = common::checkpoint_bytes(&checkpoint(&straight, steps));
+    let b = common::checkpoint_bytes(&checkpoint(&pre, steps));
     assert!(a == b, "2 ranks preempted on one rank + resumed differ from the uninterrupted 2-rank run");
 }
 
@@ -144,7 +144,7 @@ fn sigkill_mid_run_never_leaves_a_checkpoint_resume_would_trust_wrongly() {
     }
     let out = Command::new(bin()).args(["pretrain", "--quiet", "--resume", "auto", "--config"]).arg(&cfg).output().unwrap();
     assert!(out.status.success(), "resume after SIGKILLs: {}", String::from_utf8_lossy(&out.stderr));
-    let a = std::fs::read(checkpoint(&straight, steps)).unwrap();
-    let b = std::fs::read(checkpoint(&run, steps)).unwrap();
+    let a = common::checkpoint_bytes(&checkpoint(&straight, steps));
+    let b = common::checkpoint_bytes(&checkpoint(&run, steps));
     assert!(a == b, "a run killed three times and resumed differs from the uninterrupted one");
 }

@@ -104,8 +104,8 @@ fn pretrain_job_preempted_with_usr1_is_requeued_and_ends_with_the_uninterrupted_
     // Same rank count, same data order, same reduction order: the resumed job must be bit-identical
     // to the uninterrupted one, optimiser state included, and must have logged the same losses.
     let final_ckpt = format!("checkpoints/step-{STEPS:08}.safetensors");
-    let a = std::fs::read(straight_out.join(&final_ckpt)).unwrap();
-    let b = std::fs::read(pre_out.join(&final_ckpt)).unwrap();
+    let a = common::checkpoint_bytes(&straight_out.join(&final_ckpt));
+    let b = common::checkpoint_bytes(&pre_out.join(&final_ckpt));
     assert!(a == b, "weights after {STEPS} steps differ between the preempted+requeued job and the uninterrupted one\n{log}");
     assert_eq!(losses(&pre_out), losses(&straight_out), "the requeued job must log the same losses");
 }

@@ -607,7 +607,7 @@ pub fn run(args: Args) -> Result<()> {
     let t = Instant::now();
     let ckpt = crate::train::checkpoint::latest(&pretrain_dir.join("checkpoints"))?
         .with_context(|| format!("no checkpoint in {}", pretrain_dir.join("checkpoints").display()))?;
-    let ft_opts = crate::finetune::RunOptions { progress: !args.quiet && std::io::stderr().is_terminal(), force: true, verbose: false, device: crate::engine::Device::Cpu };
+    let ft_opts = crate::finetune::RunOptions { progress: !args.quiet && std::io::stderr().is_terminal(), force: true, verbose: false, device: crate::engine::Device::Cpu, ..Default::default() };
     let mut results = Vec::new();
     for (name, checkpoint) in [("pretrained", Some(ckpt.json_path.clone())), ("scratch", None)] {
         let ft_cfg = finetune_config(&cfg, &out.join("finetune").join(name), checkpoint, args.finetune_epochs, args.seed);

@@ -16,7 +16,9 @@ standardised (data.standardize = false keeps raw units), early stopping on valid
 Outputs in run.out_dir: config.resolved.toml, split.csv, metrics.jsonl (one line per epoch), \
 best/ (best-validation checkpoint), predictions.csv (test set), result.json (split sizes, seed, lr, \
 best epoch, validation MAE, test MAE/RMSE/R² in the target's units; written last). See \
-configs/finetune-*.toml.")]
+configs/finetune-*.toml.\n\n\
+Preemption: SIGUSR1/SIGTERM save the run's state after the current step in run.out_dir/resume and \
+exit with code 75 (requeue); `--resume auto` continues it and ends bit-identical to an uninterrupted run.")]
 pub struct Args {
     /// The TOML configuration.
     #[arg(long, value_name = "FILE")]
@@ -31,9 +33,14 @@ pub struct Args {
     /// Train from scratch even if the config names a checkpoint.
     #[arg(long, conflicts_with = "checkpoint")]
     pub scratch: bool,
-    /// Run again even if run.out_dir already holds a result.json.
+    /// Run again even if run.out_dir already holds a result.json (or the saved state of a run
+    /// stopped by a signal).
     #[arg(long)]
     pub force: bool,
+    /// `auto`: continue from the state a run stopped by SIGUSR1/SIGTERM saved in run.out_dir/resume
+    /// (if there is one); `no`: refuse to start over such a state (the default).
+    #[arg(long, default_value = "no", value_parser = ["auto", "no"])]
+    pub resume: String,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -58,7 +65,18 @@ pub fn run(args: Args) -> Result<()> {
     if device.is_gpu() {
         crate::engine::backend::gpu(device)?.set_tf32(args.tf32);
     }
-    let r = finetune::run(&cfg, &RunOptions { progress, force: args.force, verbose: !args.quiet && !progress, device })?;
+    let stop = crate::train::preempt::StopSignal::install()?;
+    let opts = RunOptions { progress, force: args.force, verbose: !args.quiet && !progress, device, resume: args.resume == "auto", stop };
+    let r = match finetune::run(&cfg, &opts) {
+        Ok(r) => r,
+        Err(e) => match e.downcast_ref::<finetune::Preempted>() {
+            Some(p) => {
+                eprintln!("{p}; exit code {} asks for a requeue", crate::train::preempt::REQUEUE_EXIT_CODE);
+                std::process::exit(crate::train::preempt::REQUEUE_EXIT_CODE);
+            }
+            None => return Err(e),
+        },
+    };
     let ex = &r.excluded;
     eprintln!(
         "{} ({}{}): {} records, {} used (train {}, val {}, test {}); excluded: {} missing the target, {} without a crystal graph, {} over data.max_records",

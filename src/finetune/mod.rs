@@ -21,6 +21,15 @@
 //!    changes: no field, no file.
 //!
 //! Each run is a single process (`Dist::single`): a sweep spreads whole runs over ranks.
+//!
+//! Preemption: SIGUSR1/SIGTERM (Slurm's warning before the time limit) raise `RunOptions::stop`;
+//! after the current step the run writes its state to `RUN/resume/` (weights and BatchNorm
+//! statistics, AdamW moments in their own file, the best weights so far, and where it stands:
+//! epoch, batch, step, loss sums, early-stopping counter) and returns a [`Preempted`] error, which
+//! `multimat finetune` turns into exit code 75 (requeue). `--resume auto` continues from there:
+//! the data order, dropout masks and schedule are functions of (seed, epoch, step), so the
+//! resumed run ends bit-identical to an uninterrupted one; `resume/` is removed once
+//! `result.json` is written.
 
 pub mod config;
 pub mod metrics;
@@ -38,6 +47,7 @@ use crate::engine::{Device, Module, Tensor};
 use crate::model::{Modality, StepContext};
 use crate::train::checkpoint::{self, NamedTensors};
 use crate::train::data_order::epoch_permutation;
+use crate::train::preempt::StopSignal;
 use crate::train::dataset::{shard_paths, Dataset};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -60,7 +70,44 @@ pub struct RunOptions {
     pub verbose: bool,
     /// Where the encoder and head train (`cpu`, `cuda:N`, `cuda-sim`).
     pub device: Device,
+    /// Continue from `RUN/resume/` when a run stopped by a signal left its state there (without
+    /// it such a directory is refused unless `force`).
+    pub resume: bool,
+    /// Raised by SIGUSR1/SIGTERM: save the state after the current step and stop ([`Preempted`]).
+    pub stop: StopSignal,
 }
+
+/// Sub-directory of a run holding the state of a run stopped by a signal.
+pub const RESUME_DIR: &str = "resume";
+
+/// Name prefix of the best-validation weights inside a saved state.
+const BEST_PREFIX: &str = "best.";
+
+/// The error a run returns after it saved its state because of a signal; the CLI exits with
+/// [`crate::train::preempt::REQUEUE_EXIT_CODE`] on it.
+#[derive(Debug)]
+pub struct Preempted {
+    /// Optimiser steps done.
+    pub step: u64,
+    /// 1-based epoch the run was in.
+    pub epoch: u64,
+    /// The saved state's JSON.
+    pub state: PathBuf,
+}
+
+impl std::fmt::Display for Preempted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "stopped by signal after step {} (epoch {}); state saved in {}; continue with --resume auto",
+            self.step,
+            self.epoch,
+            self.state.display()
+        )
+    }
+}
+
+impl std::error::Error for Preempted {}
 
 /// Counts of records left out, by reason (reported, never silently dropped).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -299,9 +346,38 @@ pub fn run(cfg: &FinetuneConfig, opts: &RunOptions) -> Result<FinetuneResult> {
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     // One run per out_dir (two would interleave metrics.jsonl and overwrite best/).
     let _lock = crate::run_lock::RunLock::acquire(&out, "finetune")?;
-    // A previous incomplete attempt: start its log over (the run restarts from epoch 0).
-    for stale in ["metrics.jsonl", RESULT_FILE, "predictions-external.csv"] {
-        let _ = std::fs::remove_file(out.join(stale));
+    let resume_dir = out.join(RESUME_DIR);
+    let state = if checkpoint::any(&resume_dir)? {
+        if opts.resume {
+            checkpoint::latest(&resume_dir)?
+        } else if opts.force {
+            std::fs::remove_dir_all(&resume_dir).with_context(|| format!("removing {}", resume_dir.display()))?;
+            None
+        } else {
+            bail!(
+                "{} holds the state of a run stopped by a signal: continue it with --resume auto, or start over with --force",
+                resume_dir.display()
+            );
+        }
+    } else {
+        None
+    };
+    match &state {
+        // A previous incomplete attempt without a saved state: start its log over.
+        None => {
+            for stale in ["metrics.jsonl", RESULT_FILE, "predictions-external.csv"] {
+                let _ = std::fs::remove_file(out.join(stale));
+            }
+        }
+        // The log keeps the epochs behind the saved state (a later, killed attempt may have logged more).
+        Some(c) => {
+            checkpoint::refuse_config_change(c, &serde_json::to_value(cfg)?, &["run.out_dir"])?;
+            let done = c.meta["epochs_done"].as_u64().with_context(|| format!("{}: no epochs_done", c.json_path.display()))?;
+            let dropped = checkpoint::truncate_jsonl_after(&out.join("metrics.jsonl"), "epoch", done)?;
+            if dropped > 0 {
+                eprintln!("metrics.jsonl: removed {dropped} line(s) logged after epoch {done} (they are re-run from the saved state)");
+            }
+        }
     }
     crate::atomic::write_bytes(&out.join("config.resolved.toml"), cfg.to_toml()?.as_bytes())?;
 
@@ -353,6 +429,64 @@ pub fn run(cfg: &FinetuneConfig, opts: &RunOptions) -> Result<FinetuneResult> {
     let mut adam = AdamW::new(AdamWConfig { beta1: cfg.optim.beta1, beta2: cfg.optim.beta2, eps: cfg.optim.eps, weight_decay: cfg.optim.weight_decay });
     adam.init_state(&mut model)?;
 
+    // Where the run stands: from scratch, or from the state a signal made it save.
+    let mut best: Option<(u64, f64, NamedTensors)> = None; // (epoch, val MAE, weights)
+    let mut since_best = 0u64;
+    let mut step = 0u64;
+    let mut start_epoch = 0u64;
+    let mut skip_batches = 0usize;
+    let (mut resumed_loss_sum, mut resumed_loss_rows) = (0.0f64, 0usize);
+    if let Some(c) = &state {
+        let field = |k: &str| c.meta[k].as_u64().with_context(|| format!("{}: no {k}", c.json_path.display()));
+        if c.meta["data_fingerprint"].as_str() != Some(p.ds.fingerprint.as_str()) {
+            bail!("{}: the saved state was trained on different shards (data fingerprint differs)", c.json_path.display());
+        }
+        checkpoint::set_module_tensors(&mut model, &c.tensors)
+            .and_then(|()| checkpoint::set_optimizer_tensors(&mut adam, c))
+            .with_context(|| format!("{}: the saved state does not match the model built from this config", c.json_path.display()))?;
+        adam.step = field("adamw_step")?;
+        step = field("step")?;
+        start_epoch = field("epochs_done")?;
+        skip_batches = field("epoch_batches_done")? as usize;
+        since_best = field("since_best")?;
+        resumed_loss_sum = c.meta["epoch_loss_sum"].as_f64().with_context(|| format!("{}: no epoch_loss_sum", c.json_path.display()))?;
+        resumed_loss_rows = field("epoch_loss_rows")? as usize;
+        let best_epoch = field("best_epoch")?;
+        if best_epoch > 0 {
+            let weights: NamedTensors =
+                c.tensors.iter().filter_map(|(k, v)| k.strip_prefix(BEST_PREFIX).map(|k| (k.to_string(), v.clone()))).collect();
+            let mae = c.meta["best_val_mae"].as_f64().with_context(|| format!("{}: no best_val_mae", c.json_path.display()))?;
+            best = Some((best_epoch, mae, weights));
+        }
+        eprintln!("resuming from {} (epoch {}, step {step})", c.json_path.display(), start_epoch + 1);
+    }
+    // The best-validation checkpoint, written whenever validation improves (and again on resume,
+    // so `best/` is the saved state's best even if a later, killed attempt wrote another).
+    let best_dir = out.join("best");
+    let save_best = |epoch: u64, val_mae: f64, weights: &NamedTensors| -> Result<()> {
+        let meta = serde_json::json!({
+            "kind": "multimat-finetune",
+            "schema_version": 1,
+            "multimat_version": env!("CARGO_PKG_VERSION"),
+            "epoch": epoch,
+            "val_mae": val_mae,
+            "target": cfg.data.target,
+            "units": p.units,
+            "standardizer": std,
+            "config": cfg,
+            // What `multimat predict` needs to build graphs of new structures the same way.
+            "graph_params": p.ds.shards[0].meta.graph_params,
+        });
+        checkpoint::save(&best_dir, epoch, weights, meta, 1)?;
+        Ok(())
+    };
+    if state.is_some() && best_dir.exists() {
+        std::fs::remove_dir_all(&best_dir).with_context(|| format!("removing {}", best_dir.display()))?;
+    }
+    if let Some((epoch, mae, weights)) = &best {
+        save_best(*epoch, *mae, weights)?;
+    }
+
     let bar = opts.progress.then(|| {
         let pb = indicatif::ProgressBar::new(cfg.optim.epochs);
         pb.set_style(
@@ -363,17 +497,16 @@ pub fn run(cfg: &FinetuneConfig, opts: &RunOptions) -> Result<FinetuneResult> {
     });
     let single = Dist::single();
     let metrics_path = out.join("metrics.jsonl");
-    let mut best: Option<(u64, f64, NamedTensors)> = None; // (epoch, val MAE, weights)
-    let mut since_best = 0u64;
-    let mut step = 0u64;
-    let mut epochs_run = 0u64;
+    let mut epochs_run = start_epoch;
     let mut stopped_early = false;
-    for epoch in 0..cfg.optim.epochs {
+    for epoch in start_epoch..cfg.optim.epochs {
         let t0 = Instant::now();
         let perm = epoch_permutation(train.len(), cfg.run.seed, epoch);
-        let mut loss_sum = 0.0;
-        let mut loss_rows = 0usize;
-        for chunk in perm.chunks(bsz).filter(|c| c.len() >= 2) {
+        let resumed_here = state.is_some() && epoch == start_epoch;
+        let mut loss_sum = if resumed_here { resumed_loss_sum } else { 0.0 };
+        let mut loss_rows = if resumed_here { resumed_loss_rows } else { 0 };
+        let skip = if resumed_here { skip_batches } else { 0 };
+        for (batch_index, chunk) in perm.chunks(bsz).filter(|c| c.len() >= 2).enumerate().skip(skip) {
             let rows: Vec<usize> = chunk.iter().map(|&k| train[k]).collect();
             let recs: Vec<usize> = rows.iter().map(|&i| p.records[i]).collect();
             let batch = p.ds.assemble(Modality::Crystal, &recs)?;
@@ -408,6 +541,34 @@ pub fn run(cfg: &FinetuneConfig, opts: &RunOptions) -> Result<FinetuneResult> {
             step += 1;
             loss_sum += loss * b as f64;
             loss_rows += b;
+            if opts.stop.raised() {
+                let mut t = checkpoint::module_tensors(&mut model)?;
+                t.extend(checkpoint::optimizer_tensors(&mut adam)?);
+                if let Some((_, _, w)) = &best {
+                    t.extend(w.iter().map(|(k, v)| (format!("{BEST_PREFIX}{k}"), v.clone())));
+                }
+                let meta = serde_json::json!({
+                    "kind": "multimat-finetune-resume",
+                    "schema_version": 1,
+                    "multimat_version": env!("CARGO_PKG_VERSION"),
+                    "config": cfg,
+                    "data_fingerprint": p.ds.fingerprint,
+                    "device": opts.device.to_string(),
+                    "adamw_step": adam.step,
+                    "epochs_done": epoch,
+                    "epoch_batches_done": batch_index + 1,
+                    "epoch_loss_sum": loss_sum,
+                    "epoch_loss_rows": loss_rows,
+                    "since_best": since_best,
+                    "best_epoch": best.as_ref().map_or(0, |b| b.0),
+                    "best_val_mae": best.as_ref().map(|b| b.1),
+                });
+                let saved = checkpoint::save(&resume_dir, step, &t, meta, 1)?;
+                if let Some(pb) = &bar {
+                    pb.abandon();
+                }
+                return Err(Preempted { step, epoch: epoch + 1, state: saved }.into());
+            }
         }
         epochs_run = epoch + 1;
         let val_pred = std.inverse(&predict(&mut model, &p, &val, bsz)?);
@@ -418,20 +579,7 @@ pub fn run(cfg: &FinetuneConfig, opts: &RunOptions) -> Result<FinetuneResult> {
         let improved = best.as_ref().is_none_or(|b| vm.mae < b.1);
         if improved {
             let weights = checkpoint::module_tensors(&mut model)?;
-            let meta = serde_json::json!({
-                "kind": "multimat-finetune",
-                "schema_version": 1,
-                "multimat_version": env!("CARGO_PKG_VERSION"),
-                "epoch": epoch + 1,
-                "val_mae": vm.mae,
-                "target": cfg.data.target,
-                "units": p.units,
-                "standardizer": std,
-                "config": cfg,
-                // What `multimat predict` needs to build graphs of new structures the same way.
-                "graph_params": p.ds.shards[0].meta.graph_params,
-            });
-            checkpoint::save(&out.join("best"), epoch + 1, &weights, meta, 1)?;
+            save_best(epoch + 1, vm.mae, &weights)?;
             best = Some((epoch + 1, vm.mae, weights));
             since_best = 0;
         } else {
@@ -535,6 +683,10 @@ pub fn run(cfg: &FinetuneConfig, opts: &RunOptions) -> Result<FinetuneResult> {
         external,
     };
     crate::atomic::write_bytes(&result_path, serde_json::to_string_pretty(&result)?.as_bytes())?;
+    // The run is complete: a saved state would only be resumed into a finished run.
+    if resume_dir.exists() {
+        std::fs::remove_dir_all(&resume_dir).with_context(|| format!("removing {}", resume_dir.display()))?;
+    }
     Ok(result)
 }
 

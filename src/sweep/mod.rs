@@ -270,7 +270,7 @@ fn execute_one(r: &PlannedRun, verbose: bool, summary: &mut ExecSummary, who: &s
         let info = serde_json::json!({"id": r.id, "variant": r.variant_name, "lr": r.lr, "seed": r.seed});
         crate::atomic::write_bytes(&r.dir.join("run.json"), serde_json::to_string_pretty(&info)?.as_bytes())?;
         let _ = std::fs::remove_file(r.dir.join("error.txt"));
-        finetune::run(&r.config, &finetune::RunOptions { progress: false, force: false, verbose, device: crate::engine::Device::Cpu })
+        finetune::run(&r.config, &finetune::RunOptions { progress: false, force: false, verbose, device: crate::engine::Device::Cpu, resume: true, ..Default::default() })
     })();
     match outcome {
         Ok(res) => {

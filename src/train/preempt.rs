@@ -10,8 +10,8 @@ use std::sync::Arc;
 /// Exit code meaning "checkpointed because of a signal; requeue me".
 pub const REQUEUE_EXIT_CODE: i32 = 75; // EX_TEMPFAIL
 
-/// A flag raised by SIGUSR1 or SIGTERM.
-#[derive(Clone)]
+/// A flag raised by SIGUSR1 or SIGTERM (the default: one nobody raises).
+#[derive(Clone, Debug)]
 pub struct StopSignal {
     flag: Arc<AtomicBool>,
 }
@@ -41,5 +41,11 @@ impl StopSignal {
     /// True on every rank if any rank has been signalled (one small all-reduce per step).
     pub fn agreed(&self, dist: &crate::dist::Dist) -> bool {
         dist.all_reduce_max_i64(i64::from(self.raised())) > 0
+    }
+}
+
+impl Default for StopSignal {
+    fn default() -> StopSignal {
+        StopSignal::never()
     }
 }

@@ -191,7 +191,7 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
     if dist.is_root() {
         // The log holds exactly the steps behind the state we continue from: steps logged after
         // the checkpoint (by a run that was killed later) would be logged again.
-        let dropped = truncate_log_after_step(&out_dir.join("metrics.jsonl"), start_step)?;
+        let dropped = checkpoint::truncate_jsonl_after(&out_dir.join("metrics.jsonl"), "step", start_step)?;
         if dropped > 0 {
             eprintln!("metrics.jsonl: removed {dropped} line(s) logged after step {start_step} (they are re-run from the checkpoint)");
         }
@@ -406,76 +406,7 @@ const RESUMABLE_CHANGES: &[&str] = &["optim.epochs", "run.max_steps", "run.check
 /// Refuses to resume `c` when its recorded config differs from `cfg` in anything that changes
 /// what is trained, naming every such key with both values.
 fn check_same_run_config(c: &checkpoint::Checkpoint, cfg: &PretrainConfig) -> Result<()> {
-    let recorded = &c.meta["config"];
-    if recorded.is_null() {
-        return Ok(()); // checkpoints of the first format recorded no config: nothing to compare
-    }
-    let mut was = std::collections::BTreeMap::new();
-    let mut now = std::collections::BTreeMap::new();
-    flatten_json("", recorded, &mut was);
-    flatten_json("", &serde_json::to_value(cfg)?, &mut now);
-    let keys: std::collections::BTreeSet<&String> = was.keys().chain(now.keys()).collect();
-    let differ: Vec<String> = keys
-        .into_iter()
-        .filter(|k| !RESUMABLE_CHANGES.iter().any(|r| k.as_str() == *r || k.starts_with(&format!("{r}."))))
-        .filter(|k| was.get(*k) != now.get(*k))
-        .map(|k| {
-            let show = |v: Option<&serde_json::Value>| v.map_or("(absent)".to_string(), |v| v.to_string());
-            format!("{k}: {} in the checkpoint, {} now", show(was.get(k)), show(now.get(k)))
-        })
-        .collect();
-    if !differ.is_empty() {
-        bail!(
-            "{}: this checkpoint was trained with a different config, so resuming would mix two runs:\n  {}\n\
-             use the checkpoint's config (config.resolved.toml beside it), or choose another run.out_dir; \
-             only {} may change on resume",
-            c.json_path.display(),
-            differ.join("\n  "),
-            RESUMABLE_CHANGES.join(", ")
-        );
-    }
-    Ok(())
-}
-
-/// `a.b.c` → leaf value, arrays kept whole (they are compared as one value).
-fn flatten_json(prefix: &str, v: &serde_json::Value, out: &mut std::collections::BTreeMap<String, serde_json::Value>) {
-    match v {
-        serde_json::Value::Object(m) => {
-            for (k, x) in m {
-                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-                flatten_json(&key, x, out);
-            }
-        }
-        _ => {
-            out.insert(prefix.to_string(), v.clone());
-        }
-    }
-}
-
-/// Keeps the lines of a `metrics.jsonl` with `"step" <= last_step` (rewritten atomically) and
-/// returns how many were removed; an unparsable line (a write cut by a kill) is removed too.
-fn truncate_log_after_step(path: &Path, last_step: u64) -> Result<usize> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    let mut kept = String::with_capacity(text.len());
-    let mut dropped = 0;
-    for line in text.lines() {
-        let step = serde_json::from_str::<serde_json::Value>(line).ok().and_then(|v| v["step"].as_u64());
-        match step {
-            Some(s) if s <= last_step => {
-                kept.push_str(line);
-                kept.push('\n');
-            }
-            _ => dropped += 1,
-        }
-    }
-    if dropped > 0 {
-        crate::atomic::write_bytes(path, kept.as_bytes())?;
-    }
-    Ok(dropped)
+    checkpoint::refuse_config_change(c, &serde_json::to_value(cfg)?, RESUMABLE_CHANGES)
 }
 
 /// Every parameter gradient, in visiting order, as one host vector (the MPI all-reduce bucket).
@@ -546,18 +477,7 @@ fn append_line(path: &Path, line: &str) -> Result<()> {
 #[allow(clippy::too_many_arguments)]
 fn save(dir: &Path, model: &mut MultiMatModel, adam: &mut AdamW, step: u64, cfg: &PretrainConfig, fingerprint: &str, keep: usize, device: Device) -> Result<PathBuf> {
     let mut t = checkpoint::module_tensors(model)?;
-    let mut moment_err = None;
-    adam.visit_state(&mut |name, s| match s.to_host() {
-        Ok(v) => {
-            t.insert(format!("adamw.{name}"), (s.shape.clone(), v));
-        }
-        Err(e) => {
-            moment_err.get_or_insert(e.context(format!("copying AdamW moment {name} to the host")));
-        }
-    });
-    if let Some(e) = moment_err {
-        return Err(e);
-    }
+    t.extend(checkpoint::optimizer_tensors(adam)?);
     let meta = serde_json::json!({
         "kind": "multimat-pretrain",
         "schema_version": 1,
@@ -575,19 +495,7 @@ fn save(dir: &Path, model: &mut MultiMatModel, adam: &mut AdamW, step: u64, cfg:
 /// Load parameters, buffers and optimiser state from a checkpoint into a freshly built model.
 pub fn restore(model: &mut MultiMatModel, adam: &mut AdamW, c: &checkpoint::Checkpoint) -> Result<()> {
     load_model_weights(model, c).map_err(|e| e.context("checkpoint does not match the model built from this config"))?;
-    let mut err: Option<anyhow::Error> = None;
-    adam.visit_state(&mut |name, s| {
-        if err.is_none() {
-            // Loaded on the host, then placed on the moment's (= its parameter's) device.
-            match c.tensor(&format!("adamw.{name}"), &s.shape.clone()).and_then(|v| Tensor::from_vec(&s.shape, v.to_vec()).to_device(s.device())) {
-                Ok(v) => *s = v,
-                Err(e) => err = Some(e),
-            }
-        }
-    });
-    if let Some(e) = err {
-        return Err(e.context("checkpoint does not match the model built from this config"));
-    }
+    checkpoint::set_optimizer_tensors(adam, c).map_err(|e| e.context("checkpoint does not match the model built from this config"))?;
     adam.step = c.meta["adamw_step"].as_u64().context("checkpoint metadata lacks adamw_step")?;
     Ok(())
 }

@@ -109,3 +109,15 @@ pub fn losses(out_dir: &Path) -> Vec<f64> {
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
         .collect()
 }
+
+/// The bytes of a checkpoint's weights file followed by those of its optimiser-state file (when
+/// there is one): equal exactly when the weights and the AdamW state are both bit-identical.
+#[allow(dead_code)]
+pub fn checkpoint_bytes(weights_file: &Path) -> Vec<u8> {
+    let mut bytes = std::fs::read(weights_file).unwrap_or_else(|e| panic!("reading {}: {e}", weights_file.display()));
+    let optim = weights_file.with_extension("optim.safetensors");
+    if optim.exists() {
+        bytes.extend(std::fs::read(&optim).unwrap());
+    }
+    bytes
+}
