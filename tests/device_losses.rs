@@ -270,3 +270,47 @@ fn pretraining_with_tensor_clip_and_barlow_twins_on_cuda_sim_follows_the_cpu() {
         assert_ne!(cpu[0], cpu[1], "{kind}: the first step changed the weights");
     }
 }
+
+/// The loss API's inputs: tensors with their modality and presence mask.
+fn labelled<'a>(ts: &'a [Tensor], present: &'a [Vec<bool>], mods: &[multimat::loss::Modality]) -> Vec<multimat::loss::ModalityTensor<'a>> {
+    (0..3).map(|m| multimat::loss::ModalityTensor { modality: mods[m], data: &ts[m], present: &present[m] }).collect()
+}
+
+#[test]
+fn the_loss_api_on_cuda_sim_keeps_the_input_order_and_refuses_bad_rows_by_name() {
+    use multimat::loss::{LossConfig, LossKind, Modality, MultimodalLoss};
+    let (b, d) = (9, 6);
+    let c = Case::new(b, d, 71, true, |m, r| m == 1 && r == 4);
+    // Inputs in reverse canonical order: gradients come back in that order.
+    let mods = [Modality::Text, Modality::Dos, Modality::Crystal];
+    for kind in [LossKind::TensorClip, LossKind::BarlowTwins3d] {
+        let mut cpu = MultimodalLoss::new(LossConfig::new(kind), &mods).unwrap();
+        let mut sim = cpu.clone();
+        let host_t: Vec<Tensor> = c.x.iter().map(|v| Tensor::from_vec(&[b, d], v.clone())).collect();
+        let want = cpu.forward_backward_tensors(&labelled(&host_t, &c.present, &mods), 0..b, true).unwrap();
+        let got = sim.forward_backward_tensors(&labelled(&c.dev, &c.present, &mods), 0..b, true).unwrap();
+        assert!((got.loss - want.loss).abs() <= LOSS_RTOL * want.loss.abs().max(1.0), "{kind:?}: {} vs {}", got.loss, want.loss);
+        assert_eq!(got.terms[0].name, want.terms[0].name);
+        assert_eq!(got.terms[0].valid_rows, want.terms[0].valid_rows);
+        for (m, (g, w)) in got.grads.iter().zip(&want.grads).enumerate() {
+            assert_eq!(g.device(), SIM, "gradients stay on the device");
+            assert_close(&format!("{kind:?} input {m}"), &g.to_host().unwrap(), w.data());
+        }
+        // A NaN in a present row is refused, naming the modality and the batch row.
+        let mut bad = c.x[2].clone();
+        bad[3 * d + 2] = f32::NAN;
+        let bad_t = Tensor::from_vec(&[b, d], bad).to_device(SIM).unwrap();
+        let mut inputs = labelled(&c.dev, &c.present, &mods);
+        inputs[2].data = &bad_t;
+        let err = format!("{:#}", sim.forward_backward_tensors(&inputs, 0..b, true).unwrap_err());
+        assert!(err.contains("crystal") && err.contains("batch row 3") && err.contains("non-finite"), "{kind:?}: {err}");
+    }
+    // TensorCLIP needs L2-normalised rows; BarlowTwins takes raw ones.
+    let raw = Case::new(b, d, 73, false, |_, _| false);
+    let inputs = labelled(&raw.dev, &raw.present, &mods);
+    let mut tclip = MultimodalLoss::new(LossConfig::new(LossKind::TensorClip), &mods).unwrap();
+    let err = format!("{:#}", tclip.forward_backward_tensors(&inputs, 0..b, true).unwrap_err());
+    assert!(err.contains("L2 norm"), "{err}");
+    let mut barlow = MultimodalLoss::new(LossConfig::new(LossKind::BarlowTwins3d), &mods).unwrap();
+    assert!(barlow.forward_backward_tensors(&inputs, 0..b, true).unwrap().loss.is_finite());
+}
