@@ -24,11 +24,25 @@
 //! the owned fraction of the valid rows, and the gradient share is the full gradient w.r.t. the
 //! standardised rows restricted to the owned rows, pulled back through the (linear, given the
 //! global statistics) standardisation backward — so shares over a partition add up exactly.
+//!
+//! On a GPU device, [`barlow_twins_3d_device`] runs the same steps with the same masking and
+//! shares: every product above through cuBLAS (`GemmDesc`), the Hadamard products and sums
+//! through the elementwise kernels, and the loss-specific parts — the standardisation and its
+//! backward, the S part's targets, the Gram triple sums — in `kernels/barlow_twins.cu`, each
+//! value with one writer and every sum in a fixed order (a run repeats bit for bit). Only the
+//! per-row f64 partial sums (D + owned rows values) come back to the host, added in order.
 
 use std::ops::Range;
 
+use anyhow::{bail, Result};
+
 use super::ValidRows;
+use crate::engine::gpu::barlow_twins as kernels;
+use crate::engine::gpu::tensor_clip::{download_f64, f64_words};
+use crate::engine::gpu::{self, gpu_of, gpu_vec_mut, matmul_row_major};
+use crate::engine::ops::elementwise::mul;
 use crate::engine::ops::matmul::sgemm;
+use crate::engine::{ops, Storage, Tensor};
 
 /// BatchNorm1d's default ε.
 pub const STANDARDIZE_EPS: f64 = 1e-5;
@@ -163,6 +177,132 @@ pub fn barlow_twins_3d(
         }
     }
     BarlowLoss { loss, valid_rows: n }
+}
+
+/// The device form of [`barlow_twins_3d`]: inputs (B, D) on one GPU device; with `grads`,
+/// WRITES the gradient share into them (zero on rows not valid for the term). Waits once, for
+/// the O(D + rows) f64 partial sums of the loss.
+pub fn barlow_twins_3d_device(
+    mut grads: Option<[&mut Tensor; 3]>, // (B, D) each, written
+    x: [&Tensor; 3],                     // (B, D) each
+    present: [&[bool]; 3],               // (B) each
+    lambda: f32,
+    standardize: bool,
+    rows: Range<usize>,
+) -> Result<BarlowLoss> {
+    let d = match x[0].shape.as_slice() {
+        [_, d] => *d,
+        s => bail!("barlow_twins: embeddings of shape {s:?}, expected (B, D)"),
+    };
+    let valid = ValidRows::new(&present, &rows);
+    let n = valid.len();
+    if let Some(gs) = grads.as_mut() {
+        for g in gs.iter_mut() {
+            ops::fill(g, 0.0);
+        }
+    }
+    if n < 2 || valid.own.is_empty() {
+        return Ok(BarlowLoss { loss: 0.0, valid_rows: n });
+    }
+    let device = x[0].device();
+    let g = gpu_of(x[0]).clone();
+    let lam = lambda as f64;
+    let (o0, o1) = (valid.own.start, valid.own.end);
+    let no = o1 - o0;
+    let inv_n = 1.0 / n as f32;
+    let ptr = |t: &Tensor| t.gpu_vec().ptr();
+    // Address of row `r` of an (·, D) device tensor.
+    let row_ptr = |t: &Tensor, r: usize| t.gpu_vec().ptr() + (4 * r * d) as u64;
+    let new = |shape: &[usize]| Tensor::uninit_on(shape, device);
+
+    // z = standardised valid rows (n, D), with σ⁻¹ (D f64) for the backward.
+    let index_host: Vec<u32> = valid.index.iter().map(|&r| r as u32).collect();
+    let index = g.upload(&index_host)?;
+    let mut z: Vec<Tensor> = Vec::with_capacity(3);
+    let mut inv_std = Vec::with_capacity(3);
+    for src in x {
+        let mut xc = new(&[n, d])?;
+        gpu::infonce::gather_rows(&g, gpu_vec_mut(&mut xc, "barlow_twins"), src.gpu_vec(), &index, d)?;
+        let zt = new(&[n, d])?;
+        let is = f64_words(&g, d, false)?;
+        kernels::standardize(&g, ptr(&zt), is.ptr(), ptr(&xc), n, d, STANDARDIZE_EPS, standardize)?;
+        z.push(zt);
+        inv_std.push(is);
+    }
+    let (za, zb, zc) = (&z[0], &z[1], &z[2]);
+    let zab = mul(za, zb); // (n, D)
+    let zac = mul(za, zc); // (n, D)
+    let zbc = mul(zb, zc); // (n, D)
+
+    // P = (1/n)(za⊙zb)ᵀzc, Q = (1/n)(za⊙zc)ᵀzb, R = (1/n)zaᵀ(zb⊙zc): (D, D) each.
+    let (p, q, r) = (new(&[d, d])?, new(&[d, d])?, new(&[d, d])?);
+    matmul_row_major(&g, true, false, d, d, n, inv_n, ptr(&zab), ptr(zc), 0.0, ptr(&p))?;
+    matmul_row_major(&g, true, false, d, d, n, inv_n, ptr(&zac), ptr(zb), 0.0, ptr(&q))?;
+    matmul_row_major(&g, true, false, d, d, n, inv_n, ptr(za), ptr(&zbc), 0.0, ptr(&r))?;
+    // S part per row of the slices, and dS/dC.
+    let s_rows = f64_words(&g, d, false)?;
+    let (dp, dq, dr) = (new(&[d, d])?, new(&[d, d])?, new(&[d, d])?);
+    kernels::targets(&g, s_rows.ptr(), ptr(&dp), ptr(&dq), ptr(&dr), ptr(&p), ptr(&q), ptr(&r), d, lam)?;
+
+    // λ‖C‖² share from the owned rows of the Gram matrices: (no, n) each.
+    let gram_rows = |zt: &Tensor| -> Result<Tensor> {
+        let out = new(&[no, n])?;
+        matmul_row_major(&g, false, true, no, n, d, 1.0, row_ptr(zt, o0), ptr(zt), 0.0, ptr(&out))?;
+        Ok(out)
+    };
+    let (ga, gb, gc) = (gram_rows(za)?, gram_rows(zb)?, gram_rows(zc)?);
+    let triple = f64_words(&g, no, false)?;
+    kernels::triple_rows(&g, triple.ptr(), ptr(&ga), ptr(&gb), ptr(&gc), no, n)?;
+
+    if let Some(out) = grads {
+        // Gradient w.r.t. the owned rows of za, zb, zc: (no, D) each.
+        let nf = n as f64;
+        let alpha = (2.0 * lam / (nf * nf)) as f32;
+        // λ‖C‖²: dza = (2λ/n²)(Gb⊙Gc)·za, and cyclically.
+        let mut dz: Vec<Tensor> = Vec::with_capacity(3);
+        for (gx, gy, zt) in [(&gb, &gc, za), (&ga, &gc, zb), (&ga, &gb, zc)] {
+            let t = new(&[no, d])?;
+            matmul_row_major(&g, false, false, no, d, n, alpha, ptr(&mul(gx, gy)), ptr(zt), 0.0, ptr(&t))?;
+            dz.push(t);
+        }
+        let own_rows = |t: &Tensor| -> Result<Tensor> {
+            let mut o = new(&[no, d])?;
+            g.copy(gpu_vec_mut(&mut o, "barlow_twins"), 0, t.gpu_vec(), o0 * d, no * d)?;
+            Ok(o)
+        };
+        let (za_o, zb_o, zc_o) = (own_rows(za)?, own_rows(zb)?, own_rows(zc)?);
+        let [dza, dzb, dzc] = &mut dz[..] else { unreachable!("three modalities") };
+        let tmp = new(&[no, d])?;
+        // P: d(za⊙zb) = (1/n) zc dPᵀ; dzc += (1/n)(za⊙zb) dP.
+        matmul_row_major(&g, false, true, no, d, d, inv_n, ptr(&zc_o), ptr(&dp), 0.0, ptr(&tmp))?;
+        ops::add_assign(dza, &mul(&tmp, &zb_o));
+        ops::add_assign(dzb, &mul(&tmp, &za_o));
+        matmul_row_major(&g, false, false, no, d, d, inv_n, row_ptr(&zab, o0), ptr(&dp), 1.0, ptr(dzc))?;
+        // Q: d(za⊙zc) = (1/n) zb dQᵀ; dzb += (1/n)(za⊙zc) dQ.
+        matmul_row_major(&g, false, true, no, d, d, inv_n, ptr(&zb_o), ptr(&dq), 0.0, ptr(&tmp))?;
+        ops::add_assign(dza, &mul(&tmp, &zc_o));
+        ops::add_assign(dzc, &mul(&tmp, &za_o));
+        matmul_row_major(&g, false, false, no, d, d, inv_n, row_ptr(&zac, o0), ptr(&dq), 1.0, ptr(dzb))?;
+        // R: dza += (1/n)(zb⊙zc) dRᵀ; d(zb⊙zc) = (1/n) za dR.
+        matmul_row_major(&g, false, true, no, d, d, inv_n, row_ptr(&zbc, o0), ptr(&dr), 1.0, ptr(dza))?;
+        matmul_row_major(&g, false, false, no, d, d, inv_n, ptr(&za_o), ptr(&dr), 0.0, ptr(&tmp))?;
+        ops::add_assign(dzb, &mul(&tmp, &zc_o));
+        ops::add_assign(dzc, &mul(&tmp, &zb_o));
+        // Through the standardisation (all n rows feel the owned rows via μ and σ).
+        for (((dst, dzt), zt), is) in out.into_iter().zip(&dz).zip(&z).zip(&inv_std) {
+            let dx = new(&[n, d])?;
+            kernels::standardize_backward(&g, ptr(&dx), ptr(dzt), ptr(zt), is.ptr(), n, d, o0, no, standardize)?;
+            match &mut dst.storage {
+                Storage::Gpu(v) => gpu::infonce::scatter_rows_add(&g, v, dx.gpu_vec(), &index, d)?,
+                Storage::Cpu(_) => bail!("barlow_twins: embedding gradient on the CPU, embeddings on {device}"),
+            }
+        }
+    }
+    let full_sq: f64 = download_f64(&g, &triple, no)?.iter().sum();
+    let s_part: f64 = download_f64(&g, &s_rows, d)?.iter().sum();
+    let nf = n as f64;
+    let loss = lam / (nf * nf) * full_sq + s_part * no as f64 / nf;
+    Ok(BarlowLoss { loss, valid_rows: n })
 }
 
 fn hadamard(x: &[f32], y: &[f32]) -> Vec<f32> {

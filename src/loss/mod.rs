@@ -28,10 +28,13 @@
 //! Two entry points: [`MultimodalLoss::forward_backward`] on host slices (the reference, and what
 //! the loss tests drive), and [`MultimodalLoss::forward_backward_tensors`] on `Tensor`s, which
 //! the training step calls: CPU tensors go through the reference unchanged (bit-identical), and
-//! on a GPU device the CLIP family runs the fused device InfoNCE (`clip::clip_pair_device`,
-//! `kernels/infonce.cu`) with the same masking, scaling and row-order sums. TensorCLIP and
-//! BarlowTwins have no device kernels yet: on a GPU device they copy the embeddings to the host,
-//! run the reference and upload the gradients (stated in `forward_backward_tensors`).
+//! on a GPU device every loss runs there with the same masking, scaling and shares — the CLIP
+//! family as the fused device InfoNCE (`clip::clip_pair_device`, `kernels/infonce.cu`),
+//! TensorCLIP streamed over slice blocks (`tensor_clip::tensor_clip_device`,
+//! `kernels/tensor_clip.cu`) and BarlowTwins (`barlow_twins::barlow_twins_3d_device`,
+//! `kernels/barlow_twins.cu`). Embeddings never round-trip through the host; what comes back is
+//! the O(rows) per-row terms the host adds in order (and, for TensorCLIP, the one logit scale
+//! it reads to size the GEMMs).
 
 pub mod barlow_twins;
 pub mod clip;
@@ -39,7 +42,6 @@ pub mod pairwise;
 pub mod temperature;
 pub mod tensor_clip;
 
-use std::borrow::Cow;
 use std::ops::Range;
 
 use anyhow::{bail, Context, Result};
@@ -364,9 +366,8 @@ impl MultimodalLoss {
     }
 
     /// [`forward_backward`](Self::forward_backward) on tensors: embeddings (B, D) on one device,
-    /// gradients returned on that device. CPU tensors run the host reference as it is. On a GPU
-    /// device the CLIP family runs on the device; TensorCLIP and BarlowTwins (no device kernels
-    /// yet) copy the embeddings to the host, run the reference and upload the gradients.
+    /// gradients returned on that device. CPU tensors run the host reference as it is; on a GPU
+    /// device every loss kind runs on the device (see the module docs).
     pub fn forward_backward_tensors(&mut self, inputs: &[ModalityTensor], rows: Range<usize>, want_grads: bool) -> Result<TensorLossOutput> {
         let Some(first) = inputs.first() else { bail!("loss: no embeddings given") };
         let device = first.data.device();
@@ -382,34 +383,62 @@ impl MultimodalLoss {
                 bail!("loss: {} embeddings have shape {:?}, expected (B, {dim})", e.modality.name(), e.data.shape);
             }
         }
-        let pairwise = matches!(self.config.kind, LossKind::Clip | LossKind::AllPairsClip | LossKind::AnchoredClip);
-        if device.is_gpu() && pairwise {
-            return self.forward_backward_pairs_device(inputs, dim, rows, want_grads);
+        if device.is_gpu() {
+            return match self.config.kind {
+                LossKind::Clip | LossKind::AllPairsClip | LossKind::AnchoredClip => self.forward_backward_pairs_device(inputs, dim, rows, want_grads),
+                LossKind::TensorClip | LossKind::BarlowTwins3d => self.forward_backward_triple_device(inputs, dim, rows, want_grads),
+            };
         }
-        let host: Vec<Cow<[f32]>> = inputs
-            .iter()
-            .map(|e| Ok(if device.is_gpu() { Cow::Owned(e.data.to_host()?) } else { Cow::Borrowed(e.data.data()) }))
-            .collect::<Result<_>>()?;
         let slices: Vec<ModalityEmbeddings> =
-            inputs.iter().zip(&host).map(|(e, h)| ModalityEmbeddings { modality: e.modality, data: h, present: e.present }).collect();
+            inputs.iter().map(|e| ModalityEmbeddings { modality: e.modality, data: e.data.data(), present: e.present }).collect();
         let out = self.forward_backward(&slices, dim, rows, want_grads)?;
-        let grads = out
-            .grads
-            .into_iter()
-            .zip(inputs)
-            .map(|(g, e)| {
-                let t = Tensor::from_vec(&e.data.shape, g);
-                if device.is_gpu() { t.to_device(device) } else { Ok(t) }
-            })
-            .collect::<Result<_>>()?;
+        let grads = out.grads.into_iter().zip(inputs).map(|(g, e)| Tensor::from_vec(&e.data.shape, g)).collect();
         Ok(TensorLossOutput { loss: out.loss, grads, terms: out.terms })
+    }
+
+    /// TensorCLIP or BarlowTwins on a GPU device: the one three-way term on the device; the
+    /// gradients written there, the loss share from the per-row terms the host adds in order.
+    fn forward_backward_triple_device(&mut self, inputs: &[ModalityTensor], dim: usize, rows: Range<usize>, want_grads: bool) -> Result<TensorLossOutput> {
+        let order = self.match_inputs(&inputs.iter().map(|e| e.modality).collect::<Vec<_>>())?;
+        let is_tensor_clip = self.config.kind == LossKind::TensorClip;
+        let batch = check_inputs_device(inputs, dim, &rows, is_tensor_clip)?;
+        let device = inputs[0].data.device();
+        let ordered: Vec<ModalityTensor> = order.iter().map(|&k| inputs[k]).collect();
+        let name = format!("{}-{}-{}", ordered[0].modality.name(), ordered[1].modality.name(), ordered[2].modality.name());
+        let mut grads: Vec<Tensor> = if want_grads {
+            // Written (zeroed first) by the device loss.
+            (0..3).map(|_| Tensor::uninit_on(&[batch, dim], device)).collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
+        let grad_refs = match grads.as_mut_slice() {
+            [a, b, c] => Some([a, b, c]),
+            _ => None,
+        };
+        let x = [ordered[0].data, ordered[1].data, ordered[2].data];
+        let present = [ordered[0].present, ordered[1].present, ordered[2].present];
+        let (loss, valid_rows) = if is_tensor_clip {
+            let temp = &mut self.temperatures[0];
+            let r = tensor_clip::tensor_clip_device(grad_refs, x, present, temp.logit_scale(), rows).with_context(|| format!("loss: {name} on {device}"))?;
+            temp.accumulate_scale_grad(r.dscale);
+            (r.loss, r.valid_rows)
+        } else {
+            let r = barlow_twins::barlow_twins_3d_device(grad_refs, x, present, self.config.barlow_lambda, self.config.barlow_standardize, rows)
+                .with_context(|| format!("loss: {name} on {device}"))?;
+            (r.loss, r.valid_rows)
+        };
+        let terms = vec![TermReport { name, loss, valid_rows }];
+        if !loss.is_finite() {
+            bail!("loss: {:?} produced a non-finite value {loss} (terms {terms:?})", self.config.kind);
+        }
+        Ok(TensorLossOutput { loss, grads: to_input_order(grads, &order), terms })
     }
 
     /// The CLIP family on a GPU device: every pair's kernels queued, then one wait for the
     /// per-row terms, added on the host in the order of `pairwise::mean_of_pairs`.
     fn forward_backward_pairs_device(&mut self, inputs: &[ModalityTensor], dim: usize, rows: Range<usize>, want_grads: bool) -> Result<TensorLossOutput> {
         let order = self.match_inputs(&inputs.iter().map(|e| e.modality).collect::<Vec<_>>())?;
-        let batch = check_inputs_device(inputs, dim, &rows)?;
+        let batch = check_inputs_device(inputs, dim, &rows, true)?;
         let device = inputs[0].data.device();
         let ordered: Vec<ModalityTensor> = order.iter().map(|&k| inputs[k]).collect();
         let mut grads: Vec<Tensor> = if want_grads {
@@ -443,18 +472,7 @@ impl MultimodalLoss {
         if !total.is_finite() {
             bail!("loss: {:?} produced a non-finite value {total} (terms {terms:?})", self.config.kind);
         }
-        let mut slots: Vec<Option<Tensor>> = grads.into_iter().map(Some).collect();
-        let grads = if want_grads {
-            (0..inputs.len())
-                .map(|k| {
-                    let pos = order.iter().position(|&o| o == k).expect("every input is ordered");
-                    slots[pos].take().expect("each gradient taken once")
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        Ok(TensorLossOutput { loss: total, grads, terms })
+        Ok(TensorLossOutput { loss: total, grads: to_input_order(grads, &order), terms })
     }
 
     /// Clamp every learnable raw log-scale into its range (call after each optimiser step, as
@@ -515,6 +533,21 @@ fn triple_name(e: &[ModalityEmbeddings]) -> String {
         e[1].modality.name(),
         e[2].modality.name()
     )
+}
+
+/// Items in canonical (modality) order → the caller's input order (`order[c]` is the input
+/// index of canonical item c); an empty list (no gradients requested) stays empty.
+fn to_input_order<T>(items: Vec<T>, order: &[usize]) -> Vec<T> {
+    if items.is_empty() {
+        return items;
+    }
+    let mut slots: Vec<Option<T>> = items.into_iter().map(Some).collect();
+    (0..order.len())
+        .map(|k| {
+            let pos = order.iter().position(|&o| o == k).expect("every input is ordered");
+            slots[pos].take().expect("each item taken once")
+        })
+        .collect()
 }
 
 fn split3(grads: &mut [Vec<f32>]) -> [Option<&mut [f32]>; 3] {
@@ -597,11 +630,13 @@ fn two_mut<T>(v: &mut [T], i: usize, j: usize) -> (&mut T, &mut T) {
     }
 }
 
-/// [`check_inputs`] for device embeddings of the CLIP family: the shapes on the host, the
-/// values through their row norms computed on the device (one (B) download per modality). Any
-/// row that fails is re-checked by `check_inputs` on a host copy, which gives the error (and is
-/// the judge: the device norm is an f32 rounding of the same f64 sum).
-pub fn check_inputs_device(inputs: &[ModalityTensor], dim: usize, rows: &Range<usize>) -> Result<usize> {
+/// [`check_inputs`] for device embeddings: the shapes on the host, the values through their row
+/// norms computed on the device (one (B) download per modality) — a non-finite value makes its
+/// row's norm non-finite, and `require_unit_norm` (the CLIP family, TensorCLIP) also wants it
+/// within 1e-3 of 1. Any row that fails is re-checked by `check_inputs` on a host copy, which
+/// gives the error (and is the judge: the device norm is an f32 rounding of the same f64 sum,
+/// and a huge finite row can overflow it).
+pub fn check_inputs_device(inputs: &[ModalityTensor], dim: usize, rows: &Range<usize>, require_unit_norm: bool) -> Result<usize> {
     let Some(first) = inputs.first() else { bail!("loss: no embeddings given") };
     let batch = first.present.len();
     if dim == 0 {
@@ -618,7 +653,7 @@ pub fn check_inputs_device(inputs: &[ModalityTensor], dim: usize, rows: &Range<u
         }
         let (_, norms) = ops::l2norm(e.data, 1.0);
         let norms = norms.to_host()?;
-        if norms.iter().zip(e.present).any(|(&n, &p)| p && !(n.is_finite() && (n as f64 - 1.0).abs() <= 1e-3)) {
+        if norms.iter().zip(e.present).any(|(&n, &p)| p && !(n.is_finite() && (!require_unit_norm || (n as f64 - 1.0).abs() <= 1e-3))) {
             suspect = true;
             break;
         }
@@ -627,7 +662,7 @@ pub fn check_inputs_device(inputs: &[ModalityTensor], dim: usize, rows: &Range<u
         let host: Vec<Vec<f32>> = inputs.iter().map(|e| e.data.to_host()).collect::<Result<_>>()?;
         let slices: Vec<ModalityEmbeddings> =
             inputs.iter().zip(&host).map(|(e, h)| ModalityEmbeddings { modality: e.modality, data: h, present: e.present }).collect();
-        check_inputs(&slices, dim, rows, true)?;
+        check_inputs(&slices, dim, rows, require_unit_norm)?;
     }
     Ok(batch)
 }

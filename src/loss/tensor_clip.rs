@@ -33,13 +33,27 @@
 //! slices on every caller (n³D, then 3n²·|rows|·D for the backward); for full scaling a caller
 //! computes `tensor_clip_partial_stats` over its own slices, all-reduces them (3 vectors of n
 //! log-sum-exps + n maxima) and calls `tensor_clip_with_stats` — 4n²·|rows|·D per process.
+//!
+//! On a GPU device, [`tensor_clip_device`] runs the same streamed algorithm with the same
+//! masking and shares: the valid rows are gathered on the device, the logits blocks and the two
+//! backward GEMMs go through cuBLAS (`GemmDesc`), and the kernels of `kernels/tensor_clip.cu` do
+//! the rest — W = b ⊙ c_k, the slice maxima, the row/column sums of the exponentials and their
+//! log-add-exp fold across blocks, the logit gradient, and the db/dc reductions — each output
+//! with one writer and every sum in a fixed order, so a run repeats bit for bit. Blocks are
+//! larger than on the CPU (a 64 MiB logits block: one block up to n = 2048), and only the
+//! per-row loss terms and d/d s partials (O(n) f64) come back to the host, which adds them in
+//! row order. Like [`tensor_clip`] it computes the global statistics on every caller.
 
 use std::ops::Range;
 
+use anyhow::{bail, Result};
 use rayon::prelude::*;
 
 use super::ValidRows;
+use crate::engine::gpu::tensor_clip::{self as kernels, download_f64, f64_words, Block};
+use crate::engine::gpu::{self, gpu_of, gpu_vec_mut, matmul_row_major};
 use crate::engine::ops::matmul::sgemm;
+use crate::engine::{ops, Storage, Tensor};
 
 /// Logits block budget in floats (2 MB: the block stays cache-friendly between the GEMM and the
 /// exp pass; measured a little faster than 8 MB blocks at n = 360).
@@ -167,6 +181,123 @@ pub fn tensor_clip_with_stats(
         dscale,
         valid_rows: n,
     }
+}
+
+/// Most logits one device block holds (64 MiB of f32): the paper's batch (n = 360) is 3 blocks
+/// of 129 slices; the W and H blocks are kb·n·D floats each beside it.
+const DEVICE_BLOCK_FLOATS: usize = 1 << 24;
+
+/// Number of k slices per device block for n valid rows.
+pub fn device_slices_per_block(n: usize) -> usize {
+    (DEVICE_BLOCK_FLOATS / (n * n).max(1)).clamp(1, n.max(1))
+}
+
+/// The device form of [`tensor_clip`]: embeddings (B, D) on one GPU device; with `grads`, WRITES
+/// the gradient share of the owned k slices into them (zero on rows not valid for the term).
+/// The logit scale comes from the host (the caller reads the temperature). Waits once for the
+/// O(n) per-row terms at the end.
+pub fn tensor_clip_device(grads: Option<[&mut Tensor; 3]>, x: [&Tensor; 3], present: [&[bool]; 3], scale: f32, rows: Range<usize>) -> Result<TripleLoss> {
+    let n = ValidRows::new(&present, &rows).len();
+    tensor_clip_device_blocked(grads, x, present, scale, rows, device_slices_per_block(n))
+}
+
+/// [`tensor_clip_device`] with a chosen number of k slices per block (the result does not
+/// depend on it beyond rounding; tests use small blocks to cross block boundaries).
+pub fn tensor_clip_device_blocked(
+    mut grads: Option<[&mut Tensor; 3]>, // (B, D) each, written
+    x: [&Tensor; 3],                     // a, b, c: (B, D) each
+    present: [&[bool]; 3],               // (B) each
+    scale: f32,
+    rows: Range<usize>,
+    slices_per_block: usize,
+) -> Result<TripleLoss> {
+    let dim = match x[0].shape.as_slice() {
+        [_, d] => *d,
+        s => bail!("tensor_clip: embeddings of shape {s:?}, expected (B, D)"),
+    };
+    let valid = ValidRows::new(&present, &rows);
+    let n = valid.len();
+    if let Some(gs) = grads.as_mut() {
+        for g in gs.iter_mut() {
+            ops::fill(g, 0.0);
+        }
+    }
+    if n < 2 || valid.own.is_empty() {
+        return Ok(TripleLoss { loss: 0.0, dscale: 0.0, valid_rows: n });
+    }
+    let device = x[0].device();
+    let g = gpu_of(x[0]).clone();
+    // The term's valid rows (batch metadata from the host, like a batch upload).
+    let index_host: Vec<u32> = valid.index.iter().map(|&r| r as u32).collect();
+    let index = g.upload(&index_host)?;
+    let mut compact: Vec<Tensor> = Vec::with_capacity(3);
+    for src in x {
+        let mut t = Tensor::uninit_on(&[n, dim], device)?; // (n, D)
+        gpu::infonce::gather_rows(&g, gpu_vec_mut(&mut t, "tensor_clip"), src.gpu_vec(), &index, dim)?;
+        compact.push(t);
+    }
+    let ptr = |t: &Tensor| t.gpu_vec().ptr();
+    let (pa, pb, pc) = (ptr(&compact[0]), ptr(&compact[1]), ptr(&compact[2]));
+    let kb_max = slices_per_block.clamp(1, n);
+    let narrow = scale <= NARROW_EXP_MAX_SCALE;
+    let w = g.uninit::<f32>(kb_max * n * dim)?; // (kb·n, D)
+    let l = g.uninit::<f32>(n * kb_max * n)?; // (n, kb·n)
+    let slice_max = g.uninit::<f32>(n)?; // (n)
+    let lse_bufs = [f64_words(&g, n, false)?, f64_words(&g, n, false)?, f64_words(&g, n, false)?]; // (n) f64 each
+    let lse = [lse_bufs[0].ptr(), lse_bufs[1].ptr(), lse_bufs[2].ptr()];
+    // W = b ⊙ c_k, L = s·a·Wᵀ for the block's slices.
+    let logits_block = |blk: Block| -> Result<()> {
+        kernels::hadamard_block(&g, w.ptr(), pb, pc, blk)?;
+        matmul_row_major(&g, false, true, n, blk.kb * n, dim, scale, pa, w.ptr(), 0.0, l.ptr())
+    };
+
+    // Phase 1: the global statistics over every slice.
+    {
+        let rsum = f64_words(&g, n * kb_max, false)?; // (n, kb) f64
+        let csum = f64_words(&g, kb_max * n, false)?; // (kb, n) f64
+        let mut k0 = 0;
+        while k0 < n {
+            let blk = Block { n, d: dim, k0, kb: kb_max.min(n - k0) };
+            logits_block(blk)?;
+            kernels::fold_block_stats(&g, l.ptr(), slice_max.ptr(), rsum.ptr(), csum.ptr(), lse, blk, narrow)?;
+            k0 += blk.kb;
+        }
+    }
+    // Loss share: the owned rows' terms.
+    let own = valid.own.clone();
+    let terms = f64_words(&g, own.len(), false)?;
+    kernels::row_terms(&g, terms.ptr(), [pa, pb, pc], lse, dim, own.start, own.len(), scale)?;
+
+    // Phase 2: the gradient share of the owned slices.
+    let inv3n = 1.0 / (3.0 * n as f64);
+    let mut dscale = 0.0;
+    if let Some(out) = grads {
+        let dcompact: Vec<Tensor> = (0..3).map(|_| Tensor::zeros_on(&[n, dim], device)).collect::<Result<_>>()?; // (n, D) each
+        let (da, db, dc) = (ptr(&dcompact[0]), ptr(&dcompact[1]), ptr(&dcompact[2]));
+        let h = g.uninit::<f32>(kb_max * n * dim)?; // (kb·n, D)
+        let ds_rows = f64_words(&g, n, true)?; // (n) f64, accumulated over blocks
+        let mut k0 = own.start;
+        while k0 < own.end {
+            let blk = Block { n, d: dim, k0, kb: kb_max.min(own.end - k0) };
+            let width = blk.kb * n;
+            logits_block(blk)?;
+            kernels::grad_block(&g, l.ptr(), ds_rows.ptr(), slice_max.ptr(), lse, blk, inv3n, 1.0 / n as f64, narrow)?;
+            // da += s·G·W ;  H = Gᵀ·a
+            matmul_row_major(&g, false, false, n, dim, width, scale, l.ptr(), w.ptr(), 1.0, da)?;
+            matmul_row_major(&g, true, false, width, dim, n, 1.0, l.ptr(), pa, 0.0, h.ptr())?;
+            kernels::grad_b_c(&g, db, dc, h.ptr(), pb, pc, blk, scale)?;
+            k0 += blk.kb;
+        }
+        for (dst, src) in out.into_iter().zip(&dcompact) {
+            match &mut dst.storage {
+                Storage::Gpu(d) => gpu::infonce::scatter_rows_add(&g, d, src.gpu_vec(), &index, dim)?,
+                Storage::Cpu(_) => bail!("tensor_clip: embedding gradient on the CPU, embeddings on {device}"),
+            }
+        }
+        dscale = download_f64(&g, &ds_rows, n)?.iter().sum::<f64>() / scale as f64;
+    }
+    let loss = download_f64(&g, &terms, own.len())?.iter().map(|t| inv3n * t).sum();
+    Ok(TripleLoss { loss, dscale, valid_rows: n })
 }
 
 /// Log-sum-exp statistics over a range of k slices. Partial statistics of disjoint slice

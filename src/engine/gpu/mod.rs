@@ -25,6 +25,8 @@ pub mod gather;
 pub mod rbf;
 pub mod segment;
 pub mod topk;
+pub mod tensor_clip;
+pub mod barlow_twins;
 
 use super::backend::{Gpu, GemmDesc, GpuVec};
 use super::tensor::{Indices, Storage, Tensor};
