@@ -65,8 +65,10 @@ wait_for() {
 write_config() {
     mkdir -p "$STATE"/{etc,ctld,spool,pids,log}
     chmod 755 "$STATE"
-    local mem_mb gres_types="" node_gres=""
+    local mem_mb node_line
     mem_mb=$(awk '/^MemTotal:/ { print int($2 / 1024 * 0.8) }' /proc/meminfo)
+    # Without GPUs the file is exactly what it always was (a changed file restarts the daemons).
+    node_line="NodeName=$HOST NodeHostname=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$mem_mb State=UNKNOWN"
     if [ "$GPUS" -gt 0 ]; then
         # Fake GPUs: Slurm only stat()s a gres device file (major/minor for cgroup device
         # limits, which task/none does not apply), so /dev/null's character device stands in.
@@ -75,8 +77,8 @@ write_config() {
         for i in $(seq 0 $((GPUS - 1))); do
             [ -c "$STATE/dev/fakegpu$i" ] || mknod "$STATE/dev/fakegpu$i" c 1 3
         done
-        gres_types="GresTypes=gpu"
-        node_gres="Gres=gpu:$GPUS"
+        node_line="GresTypes=gpu
+NodeName=$HOST NodeHostname=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$mem_mb Gres=gpu:$GPUS State=UNKNOWN"
         printf '# Written by scripts/local-slurm.sh: %s fake GPUs.\nAutoDetect=off\nNodeName=%s Name=gpu File=%s/dev/fakegpu[0-%s]\n' \
             "$GPUS" "$HOST" "$STATE" "$((GPUS - 1))" > "$STATE/etc/gres.conf"
     else
@@ -124,8 +126,7 @@ InactiveLimit=0
 MailProg=/bin/true
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
-$gres_types
-NodeName=$HOST NodeHostname=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$mem_mb $node_gres State=UNKNOWN
+$node_line
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 EOF
     printf 'CgroupPlugin=cgroup/v1\n' > "$STATE/etc/cgroup.conf"
