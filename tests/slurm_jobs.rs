@@ -27,8 +27,9 @@ use std::time::{Duration, Instant};
 /// finished before the signal arrived in a clean CI run).
 const STEPS: usize = 45;
 /// Steps of the GPU (`cuda-sim`) pre-training jobs: a simulated step is several times slower
-/// than a CPU one, so fewer steps still leave the signal landing mid-run.
-const GPU_STEPS: usize = 16;
+/// than a CPU one (≈1 s against 0.1–0.2 s on a quiet machine), so few steps still leave the
+/// signal landing mid-run.
+const GPU_STEPS: usize = 6;
 
 /// The tiny four-modality pre-training configuration, trained for `steps` steps.
 fn pretrain_config(dir: &Path, out: &Path, steps: usize) -> std::path::PathBuf {
@@ -55,7 +56,7 @@ fn losses(out: &Path) -> Vec<f64> {
 /// MULTIMAT): one job runs straight, the other is sent USR1 once it has logged a step, checkpoints,
 /// is requeued by the script and resumes. Returns the preempted job's log after checking that it
 /// ends bit-identical to the straight one (weights, optimiser state, logged losses).
-fn preempt_and_requeue_matches_straight(slurm: &'static slurm::Cluster, steps: usize, sbatch_args: &[&str], env: &[(&str, &str)]) -> String {
+fn preempt_and_requeue_matches_straight(slurm: &'static slurm::Cluster, steps: usize, timeout: Duration, sbatch_args: &[&str], env: &[(&str, &str)]) -> String {
     let root = tempfile::tempdir().unwrap();
     let script = repo().join("slurm/pretrain.sh");
 
@@ -88,9 +89,9 @@ fn preempt_and_requeue_matches_straight(slurm: &'static slurm::Cluster, steps: u
     }
     preempted.signal_steps("USR1");
 
-    let s = straight.wait_completed(Duration::from_secs(150));
+    let s = straight.wait_completed(timeout);
     assert_eq!(s[0].restarts(), 0, "{}", straight.diagnostics());
-    let p = preempted.wait_completed(Duration::from_secs(150));
+    let p = preempted.wait_completed(timeout);
     let log = preempted.output();
     assert_eq!(p[0].restarts(), 1, "the preempted job must have been requeued once\n{}", preempted.diagnostics());
     assert!(log.contains("requeueing job"), "the script did not requeue after exit 75\n{log}");
@@ -117,7 +118,7 @@ fn preempt_and_requeue_matches_straight(slurm: &'static slurm::Cluster, steps: u
 
 #[test]
 fn pretrain_job_preempted_with_usr1_is_requeued_and_ends_with_the_uninterrupted_weights() {
-    let log = preempt_and_requeue_matches_straight(cluster(), STEPS, &[], &[]);
+    let log = preempt_and_requeue_matches_straight(cluster(), STEPS, Duration::from_secs(150), &[], &[]);
     assert!(log.contains("device cpu (0 GPUs per node)"), "a job without GPUs trains on the CPU\n{log}");
 }
 
@@ -130,6 +131,7 @@ fn gpu_pretrain_job_preempted_with_usr1_is_requeued_and_ends_with_the_uninterrup
     let log = preempt_and_requeue_matches_straight(
         gpu_cluster(),
         GPU_STEPS,
+        Duration::from_secs(300),
         &["--gpus-per-node=2", "--ntasks-per-node=2"],
         &[("DEVICE", "cuda-sim")],
     );
