@@ -17,11 +17,23 @@
 #                                 are small, and several must run at once)
 #   MULTIMAT_SLURM_PORT=6917     slurmctld port; slurmd uses the next one (Slurm's defaults are
 #                                 6817/6818, left free for a site or shared test cluster)
+#   LOCAL_SLURM_GPUS=0           fake GPUs the node advertises (gres gpu:N, one fake device file
+#                                 each under $STATE/dev, so Slurm schedules, counts and binds
+#                                 them; jobs then run multimat with --device cuda-sim). N > 0 is
+#                                 another cluster beside the CPU one: state
+#                                 /tmp/multimat-local-slurm-gpuN and port 6927 unless set above.
 set -euo pipefail
 
-STATE=${MULTIMAT_SLURM_STATE:-/tmp/multimat-local-slurm}
+GPUS=${LOCAL_SLURM_GPUS:-0}
+case "$GPUS" in '' | *[!0-9]*) echo "[local-slurm] ERROR: LOCAL_SLURM_GPUS=$GPUS is not a number" >&2; exit 2 ;; esac
+if [ "$GPUS" -gt 0 ]; then
+    STATE=${MULTIMAT_SLURM_STATE:-/tmp/multimat-local-slurm-gpu$GPUS}
+    CTLD_PORT=${MULTIMAT_SLURM_PORT:-6927}
+else
+    STATE=${MULTIMAT_SLURM_STATE:-/tmp/multimat-local-slurm}
+    CTLD_PORT=${MULTIMAT_SLURM_PORT:-6917}
+fi
 CPUS=${MULTIMAT_SLURM_CPUS:-16}
-CTLD_PORT=${MULTIMAT_SLURM_PORT:-6917}
 SLURMD_PORT=$((CTLD_PORT + 1))
 CONF=$STATE/etc/slurm.conf
 HOST=$(hostname -s)
@@ -53,8 +65,25 @@ wait_for() {
 write_config() {
     mkdir -p "$STATE"/{etc,ctld,spool,pids,log}
     chmod 755 "$STATE"
-    local mem_mb
+    local mem_mb node_line
     mem_mb=$(awk '/^MemTotal:/ { print int($2 / 1024 * 0.8) }' /proc/meminfo)
+    # Without GPUs the file is exactly what it always was (a changed file restarts the daemons).
+    node_line="NodeName=$HOST NodeHostname=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$mem_mb State=UNKNOWN"
+    if [ "$GPUS" -gt 0 ]; then
+        # Fake GPUs: Slurm only stat()s a gres device file (major/minor for cgroup device
+        # limits, which task/none does not apply), so /dev/null's character device stands in.
+        mkdir -p "$STATE/dev"
+        local i
+        for i in $(seq 0 $((GPUS - 1))); do
+            [ -c "$STATE/dev/fakegpu$i" ] || mknod "$STATE/dev/fakegpu$i" c 1 3
+        done
+        node_line="GresTypes=gpu
+NodeName=$HOST NodeHostname=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$mem_mb Gres=gpu:$GPUS State=UNKNOWN"
+        printf '# Written by scripts/local-slurm.sh: %s fake GPUs.\nAutoDetect=off\nNodeName=%s Name=gpu File=%s/dev/fakegpu[0-%s]\n' \
+            "$GPUS" "$HOST" "$STATE" "$((GPUS - 1))" > "$STATE/etc/gres.conf"
+    else
+        rm -f "$STATE/etc/gres.conf"
+    fi
     cat > "$CONF.new" <<EOF
 # Written by scripts/local-slurm.sh; edit the script, not this file.
 ClusterName=multimat-local
@@ -97,7 +126,7 @@ InactiveLimit=0
 MailProg=/bin/true
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
-NodeName=$HOST NodeHostname=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$mem_mb State=UNKNOWN
+$node_line
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 EOF
     printf 'CgroupPlugin=cgroup/v1\n' > "$STATE/etc/cgroup.conf"
@@ -193,7 +222,7 @@ start() {
         fi
         sleep 0.2
     done
-    say "up: node $HOST, $CPUS CPUs, partition debug; clients need: export SLURM_CONF=$CONF"
+    say "up: node $HOST, $CPUS CPUs, $GPUS fake GPUs, partition debug; clients need: export SLURM_CONF=$CONF"
 }
 
 stop() {

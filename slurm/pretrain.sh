@@ -24,6 +24,15 @@
 # job for its credential lifetime (AuthInfo cred_expire, 120 s by default) before it can start.
 # tests/slurm_jobs.rs submits this very script to a local cluster and checks all of this.
 #
+# GPU nodes: one rank per GPU. Uncomment the --gpus-per-node line below (or pass it to sbatch:
+# `sbatch --gpus-per-node=4 --ntasks-per-node=4 slurm/pretrain.sh`) with --ntasks-per-node equal
+# to it. When the job has GPUs, multimat runs with `--device cuda` (DEVICE overrides: `cuda-sim`
+# on the local test cluster's fake GPUs); without GPUs, `--device cpu`. srun starts the ranks with
+# --gpu-bind=none: every rank sees the node's GPUs and takes GPU <node-local rank> (NCCL then
+# also sees the node's full NVLink/PCIe topology), and the ranks' collectives run over NCCL,
+# bootstrapped through MPI (see src/dist/device_comm.rs). NCCL comes from MULTIMAT_NCCL_LIB
+# (a libnccl.so.2, e.g. from `pip install nvidia-nccl-cu13`) or the loader's search path.
+#
 # Lines marked NOTE: are site-specific; everything else should work unchanged on any Slurm with
 # MPICH (or another MPI whose PMI-2 Slurm provides).
 #
@@ -36,8 +45,9 @@
 #SBATCH --requeue
 #SBATCH --open-mode=append         # a requeued run appends to the same log
 #SBATCH --output=multimat-pretrain-%j.out
-##SBATCH --partition=gpu           # NOTE: your partition
-##SBATCH --gres=gpu:2              # NOTE: GPUs per node, matching --ntasks-per-node
+##SBATCH --partition=gpu           # NOTE: your GPU partition
+##SBATCH --gpus-per-node=2         # NOTE: GPUs per node = --ntasks-per-node (one rank per GPU)
+##SBATCH --cpus-per-task=8         # NOTE: on GPU nodes, the node's cores / GPUs (data loading)
 ##SBATCH --account=myproject       # NOTE: your account, if the site requires one
 # No `set -e`: srun's exit code is inspected below.
 set -uo pipefail
@@ -51,6 +61,21 @@ DEFAULT_CONFIG=configs/slurm-demo-pretrain.toml
 CONFIG=${CONFIG:-$DEFAULT_CONFIG}
 MULTIMAT=${MULTIMAT:-./target/release/multimat}
 EXTRA_ARGS=${EXTRA_ARGS:-}
+# GPUs on this node for this job (Slurm sets SLURM_GPUS_ON_NODE when the job has any).
+GPUS_HERE=${SLURM_GPUS_ON_NODE:-0}
+if [ "$GPUS_HERE" -gt 0 ]; then DEVICE=${DEVICE:-cuda}; else DEVICE=${DEVICE:-cpu}; fi
+TASKS_HERE=${SLURM_NTASKS_PER_NODE:-${SLURM_TASKS_PER_NODE%%(*}}
+if [ "$DEVICE" = cuda ] && [ "$GPUS_HERE" -lt "${TASKS_HERE:-1}" ]; then
+    # Exit 2 without a requeue: one rank per GPU, so the job is misconfigured.
+    echo "$TASKS_HERE tasks per node but $GPUS_HERE GPUs: request --gpus-per-node equal to --ntasks-per-node" >&2
+    exit 2
+fi
+SRUN_GPU_ARGS=()
+# NOTE: a site that must bind GPUs per task may need another --gpu-bind; with a bound GPU per
+#       task pass DEVICE=cuda:0 (each task then sees its own GPU as device 0).
+if [ "$GPUS_HERE" -gt 0 ]; then SRUN_GPU_ARGS=(--gpu-bind=none); fi
+# NOTE: multi-node NCCL over InfiniBand/RoCE may need e.g. NCCL_SOCKET_IFNAME=ib0, NCCL_IB_HCA=mlx5;
+#       NCCL_DEBUG=INFO in the environment prints the transport NCCL chose.
 for f in "$CONFIG" "$MULTIMAT"; do
     # Exit 2 without a requeue: resubmitting would fail the same way.
     [ -e "$f" ] || { echo "$f not found (submit from the repository root, or set CONFIG / MULTIMAT)" >&2; exit 2; }
@@ -72,14 +97,14 @@ export SRUN_CPUS_PER_TASK=${SLURM_CPUS_PER_TASK:-1}
 export RAYON_NUM_THREADS=$SRUN_CPUS_PER_TASK MATMUL_NUM_THREADS=$SRUN_CPUS_PER_TASK
 
 echo "[$(date -Is)] job $SLURM_JOB_ID restart ${SLURM_RESTART_COUNT:-0} on $SLURM_JOB_NODELIST:" \
-    "$("$MULTIMAT" --version), $SLURM_NTASKS ranks x $SRUN_CPUS_PER_TASK threads, config $CONFIG $EXTRA_ARGS"
+    "$("$MULTIMAT" --version), $SLURM_NTASKS ranks x $SRUN_CPUS_PER_TASK threads, device $DEVICE ($GPUS_HERE GPUs per node), config $CONFIG $EXTRA_ARGS"
 
 # --mpi=pmi2: MPICH needs a PMI from srun, else every task is a world of one (multimat checks
 #   the world size against Slurm's and refuses to start on a mismatch).
 # --kill-on-bad-exit: if one rank dies, stop the others instead of letting them hang in MPI.
 # $EXTRA_ARGS is split into words on purpose (several --set options).
 # shellcheck disable=SC2086
-srun --mpi=pmi2 --kill-on-bad-exit=1 "$MULTIMAT" pretrain --quiet --config "$CONFIG" --resume auto $EXTRA_ARGS
+srun --mpi=pmi2 --kill-on-bad-exit=1 "${SRUN_GPU_ARGS[@]}" "$MULTIMAT" pretrain --quiet --config "$CONFIG" --resume auto --device "$DEVICE" $EXTRA_ARGS
 rc=$?
 if [ "$rc" -eq 75 ]; then
     echo "[$(date -Is)] checkpointed after a signal; requeueing job $SLURM_JOB_ID"

@@ -18,6 +18,11 @@
 # Each rank holds all queries in memory (Q × D × 4 bytes) and streams its candidate range in
 # blocks; give each task the cores it should use for its GEMMs with --cpus-per-task.
 #
+# GPU nodes: one rank per GPU (uncomment --gpus-per-node below, equal to the tasks per node, or
+# pass both to sbatch). With GPUs in the job the screen runs with `--device cuda`, each rank on
+# GPU <node-local rank> (srun --gpu-bind=none: every rank sees the node's GPUs); DEVICE overrides
+# (`cuda-sim` on a test cluster's fake GPUs), and without GPUs it is `--device cpu`.
+#
 #SBATCH --job-name=multimat-screen
 #SBATCH --nodes=1                  # NOTE: change for your cluster (ranks spread over nodes work too)
 #SBATCH --ntasks=2                 # NOTE: number of ranks (candidate shards)
@@ -26,6 +31,7 @@
 #SBATCH --output=multimat-screen-%j.out
 ##SBATCH --partition=cpu           # NOTE: your partition
 ##SBATCH --mem-per-cpu=4G          # NOTE: queries + 4 candidate blocks per rank, see above
+##SBATCH --gpus-per-node=2         # NOTE: GPU nodes: GPUs per node = tasks per node
 set -uo pipefail
 
 if [ -z "${SLURM_JOB_ID:-}" ]; then
@@ -40,7 +46,12 @@ OUT=${OUT:-$(dirname "$CANDIDATES")/hits-$SLURM_JOB_ID.csv}
 SCREEN=${SCREEN:-./target/release/multimat-screen}   # NOTE: path of your build
 EXTRA_ARGS=${EXTRA_ARGS:-}
 THREADS=${SLURM_CPUS_PER_TASK:-1}
-echo "[$(date -Is)] job $SLURM_JOB_ID: $SLURM_NTASKS ranks on $SLURM_JOB_NODELIST: $QUERIES vs $CANDIDATES, k=$K -> $OUT"
+GPUS_HERE=${SLURM_GPUS_ON_NODE:-0}
+if [ "$GPUS_HERE" -gt 0 ]; then DEVICE=${DEVICE:-cuda}; else DEVICE=${DEVICE:-cpu}; fi
+SRUN_GPU_ARGS=()
+# NOTE: with a site-enforced GPU per task, pass DEVICE=cuda:0 (each task sees its GPU as device 0).
+if [ "$GPUS_HERE" -gt 0 ]; then SRUN_GPU_ARGS=(--gpu-bind=none); fi
+echo "[$(date -Is)] job $SLURM_JOB_ID: $SLURM_NTASKS ranks on $SLURM_JOB_NODELIST, device $DEVICE: $QUERIES vs $CANDIDATES, k=$K -> $OUT"
 
 # --mpi=pmi2: MPICH (Debian's libmpich) gets its rank and size from srun's PMI-2 server; without
 #   it every task is an independent world of one, all screening everything (multimat's launcher
@@ -48,8 +59,8 @@ echo "[$(date -Is)] job $SLURM_JOB_ID: $SLURM_NTASKS ranks on $SLURM_JOB_NODELIS
 # --kill-on-bad-exit: if a rank dies outright (signal, OOM), stop the others rather than leave
 #   them waiting in a collective. Ordinary errors are already handled: every rank exits non-zero.
 # --threads: one rayon worker per allocated CPU, so ranks do not oversubscribe a node.
-srun --mpi=pmi2 --kill-on-bad-exit=1 "$SCREEN" --queries "$QUERIES" --candidates "$CANDIDATES" \
-    -k "$K" --out "$OUT" --threads "$THREADS" --quiet $EXTRA_ARGS
+srun --mpi=pmi2 --kill-on-bad-exit=1 "${SRUN_GPU_ARGS[@]}" "$SCREEN" --queries "$QUERIES" --candidates "$CANDIDATES" \
+    -k "$K" --out "$OUT" --threads "$THREADS" --device "$DEVICE" --quiet $EXTRA_ARGS
 rc=$?
 echo "[$(date -Is)] job $SLURM_JOB_ID finished with exit code $rc"
 exit "$rc"

@@ -1,7 +1,9 @@
 //! The real `slurm/*.sh` scripts submitted with `sbatch` to a single-machine Slurm cluster
 //! (`scripts/local-slurm.sh`, started once per test binary by `common/slurm.rs`): a 2-task
 //! pre-training job preempted with `scancel --signal=USR1`, requeued by the script, finishes with
-//! the same weights as an uninterrupted 2-task job; a job whose config is wrong fails once, with
+//! the same weights as an uninterrupted 2-task job — on the CPU, and with the GPU lines on a
+//! second local cluster whose node has fake GPUs (one task per GPU, ranks on `cuda-sim`; a job
+//! with fewer GPUs than tasks is refused); a job whose config is wrong fails once, with
 //! the reason in its log, instead of being requeued; `slurm/screen.sh` as a 2- and a 3-task job
 //! writes the same CSV, byte for byte, as the serial `multimat-screen`; `slurm/finetune-sweep.sh`
 //! as a 4-task array (plus the aggregation job it submits) completes the grid and writes the same
@@ -14,7 +16,7 @@ mod finetune_common;
 mod slurm;
 
 use common::{bin, write_config};
-use slurm::{cluster, repo};
+use slurm::{cluster, gpu_cluster, repo};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -24,10 +26,14 @@ use std::time::{Duration, Instant};
 /// modalities a step takes ~0.1–0.2 s there (a crystal + text step took 22 ms, and a 90-step run
 /// finished before the signal arrived in a clean CI run).
 const STEPS: usize = 45;
+/// Steps of the GPU (`cuda-sim`) pre-training jobs: a simulated step is several times slower
+/// than a CPU one (≈1 s against 0.1–0.2 s on a quiet machine), so few steps still leave the
+/// signal landing mid-run.
+const GPU_STEPS: usize = 6;
 
-/// The tiny four-modality pre-training configuration, trained for [`STEPS`] steps.
-fn pretrain_config(dir: &Path, out: &Path) -> std::path::PathBuf {
-    let cfg = write_config(dir, out, &format!("max_steps = {STEPS}\ncheckpoint_every = 100"));
+/// The tiny four-modality pre-training configuration, trained for `steps` steps.
+fn pretrain_config(dir: &Path, out: &Path, steps: usize) -> std::path::PathBuf {
+    let cfg = write_config(dir, out, &format!("max_steps = {steps}\ncheckpoint_every = 100"));
     let text = std::fs::read_to_string(&cfg).unwrap().replace("epochs = 4", "epochs = 15");
     assert!(text.contains("epochs = 15"), "the shared test configuration changed: {text}");
     std::fs::write(&cfg, text).unwrap();
@@ -46,25 +52,24 @@ fn losses(out: &Path) -> Vec<f64> {
         .collect()
 }
 
-#[test]
-fn pretrain_job_preempted_with_usr1_is_requeued_and_ends_with_the_uninterrupted_weights() {
-    let slurm = cluster();
+/// Submits `slurm/pretrain.sh` twice to `slurm` with `sbatch_args` and `env` (besides CONFIG and
+/// MULTIMAT): one job runs straight, the other is sent USR1 once it has logged a step, checkpoints,
+/// is requeued by the script and resumes. Returns the preempted job's log after checking that it
+/// ends bit-identical to the straight one (weights, optimiser state, logged losses).
+fn preempt_and_requeue_matches_straight(slurm: &'static slurm::Cluster, steps: usize, timeout: Duration, sbatch_args: &[&str], env: &[(&str, &str)]) -> String {
     let root = tempfile::tempdir().unwrap();
     let script = repo().join("slurm/pretrain.sh");
 
-    // Both jobs run at once (the local node advertises more CPUs than the two 2-task jobs need).
+    // Both jobs run at once (the local node advertises more CPUs, and GPUs, than the two 2-task
+    // jobs need).
     let mut jobs = Vec::new();
     for name in ["straight", "preempted"] {
         let work = root.path().join(name);
         let out = work.join("run");
-        let cfg = pretrain_config(&work, &out);
-        let job = slurm.submit(
-            &script,
-            &work,
-            name,
-            &[],
-            &[("CONFIG", cfg.to_str().unwrap()), ("MULTIMAT", bin())],
-        );
+        let cfg = pretrain_config(&work, &out, steps);
+        let mut job_env = vec![("CONFIG", cfg.to_str().unwrap()), ("MULTIMAT", bin())];
+        job_env.extend_from_slice(env);
+        let job = slurm.submit(&script, &work, name, sbatch_args, &job_env);
         jobs.push((job, out));
     }
     let (mut preempted, pre_out) = jobs.pop().unwrap();
@@ -84,9 +89,9 @@ fn pretrain_job_preempted_with_usr1_is_requeued_and_ends_with_the_uninterrupted_
     }
     preempted.signal_steps("USR1");
 
-    let s = straight.wait_completed(Duration::from_secs(150));
+    let s = straight.wait_completed(timeout);
     assert_eq!(s[0].restarts(), 0, "{}", straight.diagnostics());
-    let p = preempted.wait_completed(Duration::from_secs(150));
+    let p = preempted.wait_completed(timeout);
     let log = preempted.output();
     assert_eq!(p[0].restarts(), 1, "the preempted job must have been requeued once\n{}", preempted.diagnostics());
     assert!(log.contains("requeueing job"), "the script did not requeue after exit 75\n{log}");
@@ -96,18 +101,63 @@ fn pretrain_job_preempted_with_usr1_is_requeued_and_ends_with_the_uninterrupted_
     let mut stops: Vec<String> = std::fs::read_dir(pre_out.join("checkpoints"))
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".json") && *n != format!("step-{STEPS:08}.json"))
+        .filter(|n| n.ends_with(".json") && *n != format!("step-{steps:08}.json"))
         .collect();
     stops.sort();
     assert_eq!(stops.len(), 1, "expected exactly one preemption checkpoint before the end, found {stops:?}\n{log}");
 
     // Same rank count, same data order, same reduction order: the resumed job must be bit-identical
     // to the uninterrupted one, optimiser state included, and must have logged the same losses.
-    let final_ckpt = format!("checkpoints/step-{STEPS:08}.safetensors");
+    let final_ckpt = format!("checkpoints/step-{steps:08}.safetensors");
     let a = common::checkpoint_bytes(&straight_out.join(&final_ckpt));
     let b = common::checkpoint_bytes(&pre_out.join(&final_ckpt));
-    assert!(a == b, "weights after {STEPS} steps differ between the preempted+requeued job and the uninterrupted one\n{log}");
+    assert!(a == b, "weights and optimiser state after {steps} steps differ between the preempted+requeued job and the uninterrupted one\n{log}");
     assert_eq!(losses(&pre_out), losses(&straight_out), "the requeued job must log the same losses");
+    log
+}
+
+#[test]
+fn pretrain_job_preempted_with_usr1_is_requeued_and_ends_with_the_uninterrupted_weights() {
+    let log = preempt_and_requeue_matches_straight(cluster(), STEPS, Duration::from_secs(150), &[], &[]);
+    assert!(log.contains("device cpu (0 GPUs per node)"), "a job without GPUs trains on the CPU\n{log}");
+}
+
+/// The GPU lines of `slurm/pretrain.sh` on a node with fake GPUs (gres): one task per GPU
+/// (`--gpus-per-node=2 --ntasks-per-node=2`), the ranks on `cuda-sim` (the fake GPUs cannot run
+/// CUDA), so the step's collectives take the device path (`dist::DeviceComm`). Preempted and
+/// requeued, the job ends bit-identical to an uninterrupted one.
+#[test]
+fn gpu_pretrain_job_preempted_with_usr1_is_requeued_and_ends_with_the_uninterrupted_weights() {
+    let log = preempt_and_requeue_matches_straight(
+        gpu_cluster(),
+        GPU_STEPS,
+        Duration::from_secs(300),
+        &["--gpus-per-node=2", "--ntasks-per-node=2"],
+        &[("DEVICE", "cuda-sim")],
+    );
+    assert!(log.contains("device cuda-sim (2 GPUs per node)"), "the job did not see its 2 GPUs\n{log}");
+}
+
+/// A job that asks for fewer GPUs than tasks per node is refused before it trains (and is not
+/// requeued), saying what to request.
+#[test]
+fn gpu_pretrain_job_with_more_tasks_than_gpus_fails_with_the_reason() {
+    let slurm = gpu_cluster();
+    let root = tempfile::tempdir().unwrap();
+    let work = root.path().join("short");
+    let cfg = pretrain_config(&work, &work.join("run"), GPU_STEPS);
+    let mut job = slurm.submit(
+        &repo().join("slurm/pretrain.sh"),
+        &work,
+        "short-of-gpus",
+        &["--gpus-per-node=1", "--ntasks-per-node=2"],
+        &[("CONFIG", cfg.to_str().unwrap()), ("MULTIMAT", bin())],
+    );
+    let recs = job.wait(Duration::from_secs(60));
+    assert_eq!(recs[0].exit_code(), Some(2), "{}", job.diagnostics());
+    assert_eq!(recs[0].restarts(), 0, "{}", job.diagnostics());
+    let log = job.output();
+    assert!(log.contains("2 tasks per node but 1 GPUs"), "{log}");
 }
 
 #[test]
@@ -115,7 +165,7 @@ fn pretrain_job_with_a_bad_config_fails_once_with_the_reason_in_its_log() {
     let slurm = cluster();
     let root = tempfile::tempdir().unwrap();
     let work = root.path().join("bad");
-    let cfg = pretrain_config(&work, &work.join("run"));
+    let cfg = pretrain_config(&work, &work.join("run"), STEPS);
     let text = std::fs::read_to_string(&cfg).unwrap().replace("batch_size = 24", "batch_size = 1000");
     std::fs::write(&cfg, text).unwrap();
     let mut job = slurm.submit(

@@ -8,8 +8,12 @@
 //! classic "binary linked to one MPI, launched by another" failure, which silently runs N copies
 //! of rank 0 of 1) stops the program with a message saying what to fix.
 
+pub mod device_comm;
 #[cfg(feature = "mpi")]
 mod multi_node;
+mod nccl;
+
+pub use device_comm::DeviceComm;
 
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;

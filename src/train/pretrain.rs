@@ -7,8 +7,16 @@
 //!    matrices and presence masks (gather-with-grad);
 //! 3. the loss runs on this rank's rows against the global batch; the shares of the loss and of
 //!    d(global embeddings) are all-reduce-summed, and each rank back-propagates its own rows;
-//! 4. parameter gradients are all-reduced (one flat bucket), BatchNorm statistics were already
-//!    synchronised inside the encoders (SyncBN), AdamW steps with the warm-up + cosine rate.
+//! 4. parameter gradients are all-reduced, BatchNorm statistics were already synchronised inside
+//!    the encoders (SyncBN), AdamW steps with the warm-up + cosine rate.
+//! On `cpu` the collectives are `Dist`'s MPI calls on host buffers and the parameter gradients
+//! one flat bucket after the backward. On a GPU device they go through `dist::DeviceComm` on
+//! device tensors (NCCL on `cuda` with several ranks, MPI through the host on `cuda-sim`): the
+//! embeddings are gathered and d(embeddings) reduced on the device, and the parameter gradients
+//! are reduced in one bucket per module as soon as they are final — the loss's temperatures right
+//! after the loss, each encoder's right after its backward — while later encoders still have their
+//! backward to run. (Every bucket is enqueued on the engine's one CUDA stream, so it does not yet
+//! run concurrently with the next encoder's kernels; that needs a second stream.)
 //! Batch assembly runs ahead on a prefetch thread. Only rank 0 writes checkpoints and logs.
 //! SIGUSR1/SIGTERM on any rank: all ranks agree after the step, one checkpoint is written, and
 //! the run returns `Outcome::Preempted` (the CLI exits with the requeue code).
@@ -19,7 +27,8 @@ use super::data_order::{batches_per_epoch, epoch_permutation, global_batch, rank
 use super::dataset::{shard_paths, Dataset};
 use super::model::MultiMatModel;
 use super::preempt::StopSignal;
-use crate::dist::Dist;
+use crate::dist::{DeviceComm, Dist};
+use crate::engine::ops::gather::{gather_rows, scatter_add_rows, EdgeIndex};
 use crate::engine::ops::{l2norm, l2norm_grad};
 use crate::engine::optim::{clip_grad_norm, grad_norm, zero_grads, AdamW, AdamWConfig, WarmupCosine};
 use crate::engine::backend::Device;
@@ -187,6 +196,9 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
         adam.init_state(&mut model)?;
     }
 
+    // Collectives on the device's tensors (collective setup on `cuda` with several ranks).
+    let comm = if device.is_gpu() { Some(DeviceComm::new(dist, device)?) } else { None };
+
     let resolved = cfg.to_toml()?;
     if dist.is_root() {
         // The log holds exactly the steps behind the state we continue from: steps logged after
@@ -245,6 +257,7 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
     let mut outcome = Outcome::Finished;
     let mut step = start_step;
     let rows = rank_rows(bsz, dist.world_size(), dist.rank());
+    let rows_per_rank: Vec<usize> = (0..dist.world_size()).map(|r| rank_rows(bsz, dist.world_size(), r).len()).collect();
     let d = cfg.model.embed_dim;
     while step < end_step {
         let t_wait = Instant::now();
@@ -259,20 +272,32 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
         let mut global: Vec<Tensor> = Vec::new(); // per modality (B, D)
         let mut normalised: Vec<Option<(Tensor, Tensor)>> = Vec::new(); // per modality (n_m, D) y and (n_m) norms
         for (k, (pos, batch)) in sb.local.iter().enumerate() {
-            let mut local_rows = vec![0.0f32; rows.len() * d]; // (B_local, D), zeros where absent
             let mut yn = None;
             if let Some(batch) = batch {
                 let z = model.encoders[k].forward(batch, &ctx).with_context(|| format!("step {step}: {} encoder", cfg.data.modalities[k].name()))?;
-                let (y, norms) = l2norm(&z, L2_EPS);
-                let yh = y.to_host()?;
-                for (i, &p) in pos.iter().enumerate() {
-                    local_rows[p * d..(p + 1) * d].copy_from_slice(&yh[i * d..(i + 1) * d]);
-                }
-                yn = Some((y, norms));
+                yn = Some(l2norm(&z, L2_EPS));
             }
-            let gathered = dist.all_gather_f32(&local_rows);
-            // The gathered batch goes back to the device for the loss (B·D floats per modality).
-            global.push(Tensor::from_vec(&[gathered.len() / d, d], gathered).to_device(device)?);
+            if let Some(comm) = &comm {
+                // (B_local, D) on the device: this rank's rows at their positions, zeros where absent.
+                let local_rows = match &yn {
+                    Some((y, _)) => {
+                        let at: Vec<u32> = pos.iter().map(|&p| p as u32).collect();
+                        scatter_add_rows(&y.to_device(device)?, &EdgeIndex::new(&at, rows.len(), "this rank's rows", device)?)
+                    }
+                    None => Tensor::zeros_on(&[rows.len(), d], device)?,
+                };
+                global.push(comm.all_gather_rows(&local_rows, &rows_per_rank, d).with_context(|| format!("step {step}: gathering embeddings"))?);
+            } else {
+                let mut local_rows = vec![0.0f32; rows.len() * d]; // (B_local, D), zeros where absent
+                if let Some((y, _)) = &yn {
+                    let yh = y.to_host()?;
+                    for (i, &p) in pos.iter().enumerate() {
+                        local_rows[p * d..(p + 1) * d].copy_from_slice(&yh[i * d..(i + 1) * d]);
+                    }
+                }
+                let gathered = dist.all_gather_f32(&local_rows);
+                global.push(Tensor::from_vec(&[gathered.len() / d, d], gathered));
+            }
             normalised.push(yn);
         }
         let present: Vec<Vec<bool>> = cfg.data.modalities.iter().map(|&m| sb.records.iter().map(|&r| ds.has(m, r)).collect()).collect();
@@ -289,27 +314,46 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
         let mut loss_buf = [out.loss];
         dist.all_reduce_sum_f64(&mut loss_buf);
         let loss = loss_buf[0];
+        if let Some(comm) = &comm {
+            // The temperatures' gradients are final: their bucket goes first.
+            let mut reduced = Ok(());
+            timer.param_all_reduce(dist, || reduced = comm.all_reduce_grads(&mut model.loss));
+            reduced.with_context(|| format!("step {step}: all-reducing the loss's gradients"))?;
+        }
         for (k, g) in out.grads.into_iter().enumerate() {
-            let mut g = g.to_host()?;
-            dist.all_reduce_sum_f32(&mut g);
             // This rank's rows, present ones only → through the L2 norm → encoder backward.
             let (pos, batch) = &sb.local[k];
-            if batch.is_none() {
-                continue;
+            let dy = if let Some(comm) = &comm {
+                let mut g = g.to_device(device)?;
+                comm.all_reduce_sum(&mut g).with_context(|| format!("step {step}: all-reducing d(embeddings)"))?;
+                let at: Vec<u32> = pos.iter().map(|&p| (rows.start + p) as u32).collect();
+                gather_rows(&g, &EdgeIndex::new(&at, g.shape[0], "this rank's rows of the global batch", device)?)
+            } else {
+                let mut g = g.to_host()?;
+                dist.all_reduce_sum_f32(&mut g);
+                let n = pos.len();
+                let mut dy = vec![0.0f32; n * d];
+                for (i, &p) in pos.iter().enumerate() {
+                    let gr = rows.start + p;
+                    dy[i * d..(i + 1) * d].copy_from_slice(&g[gr * d..(gr + 1) * d]);
+                }
+                Tensor::from_vec(&[n, d], dy)
+            };
+            if batch.is_some() {
+                let (y, norms) = normalised[k].as_ref().expect("an encoded modality has its normalised rows");
+                let dz = l2norm_grad(&dy.to_device(y.device())?, y, norms, L2_EPS);
+                model.encoders[k].backward(&dz, &ctx).with_context(|| format!("step {step}: {} backward", cfg.data.modalities[k].name()))?;
             }
-            let n = pos.len();
-            let mut dy = vec![0.0f32; n * d];
-            for (i, &p) in pos.iter().enumerate() {
-                let gr = rows.start + p;
-                dy[i * d..(i + 1) * d].copy_from_slice(&g[gr * d..(gr + 1) * d]);
+            if let Some(comm) = &comm {
+                // This encoder's gradients are final: reduce its bucket before the next backward.
+                let mut reduced = Ok(());
+                timer.param_all_reduce(dist, || reduced = comm.all_reduce_grads(model.encoders[k].as_mut()));
+                reduced.with_context(|| format!("step {step}: all-reducing the {} encoder's gradients", cfg.data.modalities[k].name()))?;
             }
-            let (y, norms) = normalised[k].as_ref().expect("an encoded modality has its normalised rows");
-            let dz = l2norm_grad(&Tensor::from_vec(&[n, d], dy).to_device(y.device())?, y, norms, L2_EPS);
-            model.encoders[k].backward(&dz, &ctx).with_context(|| format!("step {step}: {} backward", cfg.data.modalities[k].name()))?;
         }
 
-        // 4. Gradient all-reduce, checks, clipping, update.
-        if dist.world_size() > 1 {
+        // 4. Gradient all-reduce (CPU: one flat bucket), checks, clipping, update.
+        if comm.is_none() && dist.world_size() > 1 {
             let mut flat = flat_grads(&mut model, params_count)?;
             timer.param_all_reduce(dist, || dist.all_reduce_sum_f32(&mut flat));
             set_flat_grads(&mut model, &flat)?;

@@ -6,6 +6,7 @@
 //! passes it on to the job (`--export=ALL` is Slurm's default), so `srun`/`scontrol` inside the
 //! scripts talk to the same cluster. If the cluster cannot be started the calling test fails with
 //! the script's output — the machine and CI have everything needed, so a skip would hide a fault.
+//! [`gpu_cluster`] is a second one whose node advertises fake GPUs (gres), for the GPU job lines.
 //!
 //! Jobs are isolated per test: each runs in its own work directory (a tempdir; slurmd runs as
 //! root and can read it) under a unique job name. A [`Job`] that is dropped unfinished (the test
@@ -36,24 +37,45 @@ pub fn cluster() -> &'static Cluster {
         let state = std::env::var_os("MULTIMAT_SLURM_STATE")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/tmp/multimat-local-slurm"));
-        let script = repo().join("scripts/local-slurm.sh");
-        let t0 = Instant::now();
-        let out = Command::new(&script)
-            .arg("start")
-            .env("MULTIMAT_SLURM_STATE", &state)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        assert!(
-            out.status.success(),
-            "could not start the local Slurm cluster with `{} start` (it needs root and Debian's slurmctld, \
-             slurmd, slurm-client and munge: run ./scripts/bootstrap.sh --with-slurm):\n{}{}",
-            script.display(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        eprintln!("[slurm harness] cluster up in {:.1} s", t0.elapsed().as_secs_f64());
-        Cluster { conf: state.join("etc/slurm.conf"), state }
+        start(&state, 0)
     })
+}
+
+/// Fake GPUs of [`gpu_cluster`]'s node.
+pub const FAKE_GPUS: usize = 4;
+
+/// The local cluster with [`FAKE_GPUS`] fake GPUs (`LOCAL_SLURM_GPUS`): a second cluster beside
+/// [`cluster`] (own state directory and ports), so neither restarts the other's daemons.
+pub fn gpu_cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let state = std::env::var_os("MULTIMAT_SLURM_GPU_STATE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(format!("/tmp/multimat-local-slurm-gpu{FAKE_GPUS}")));
+        start(&state, FAKE_GPUS)
+    })
+}
+
+fn start(state: &Path, gpus: usize) -> Cluster {
+    let script = repo().join("scripts/local-slurm.sh");
+    let t0 = Instant::now();
+    let mut cmd = Command::new(&script);
+    cmd.arg("start").env("MULTIMAT_SLURM_STATE", state).env("LOCAL_SLURM_GPUS", gpus.to_string());
+    if gpus > 0 {
+        // The GPU cluster keeps its default ports (6927/6928) even where the CPU one was moved.
+        cmd.env_remove("MULTIMAT_SLURM_PORT");
+    }
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "could not start the local Slurm cluster with `LOCAL_SLURM_GPUS={gpus} {} start` (it needs root and Debian's \
+         slurmctld, slurmd, slurm-client and munge: run ./scripts/bootstrap.sh --with-slurm):\n{}{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("[slurm harness] cluster with {gpus} fake GPUs up in {:.1} s", t0.elapsed().as_secs_f64());
+    Cluster { conf: state.join("etc/slurm.conf"), state: state.to_path_buf() }
 }
 
 impl Cluster {

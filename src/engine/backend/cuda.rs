@@ -105,6 +105,17 @@ impl CudaGpu {
         Ok(())
     }
 
+    /// This process's one stream, for libraries that enqueue on it (NCCL in `dist::nccl`).
+    pub fn raw_stream(&self) -> sys::CUstream {
+        self.stream.cu_stream()
+    }
+
+    /// Makes this device's context current on the calling thread (NCCL's initialisation and
+    /// collectives find the device through it).
+    pub fn bind_to_thread(&self) -> Result<()> {
+        self.ctx.bind_to_thread().context("making the CUDA context current")
+    }
+
     pub fn synchronize(&self) -> Result<()> {
         self.stream.synchronize().context("waiting for the GPU")
     }

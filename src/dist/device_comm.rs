@@ -1,0 +1,228 @@
+//! Collectives on tensors where they live: the pre-training step's all-gather of embeddings and
+//! all-reduces of d(embeddings) and parameter-gradient buckets, whatever the device.
+//!
+//! - `cuda` with several ranks: an NCCL communicator (one rank per GPU, [`super::nccl`]),
+//!   bootstrapped over MPI — rank 0 makes the unique id, [`Dist::broadcast_bytes`] hands it to
+//!   every rank — and collectives on device memory, enqueued on the engine's CUDA stream.
+//! - `cuda-sim`, `cpu`, or one rank: the MPI path of [`Dist`] (`cuda-sim`: download → MPI →
+//!   upload), so the test suite runs every call site of the device path under `mpirun`.
+//!
+//! Every call is counted in the same [`Dist`] counters as the host collectives, so the per-step
+//! timing breakdown (`train::step_timing`) reads the same on either path. An NCCL call is timed
+//! to its completion (the stream is synchronised before the time is taken): the breakdown then
+//! shows communication, not the microseconds of enqueueing it.
+
+use super::nccl::NcclComm;
+use super::{Dist, GATHER, REDUCE_F32};
+use crate::engine::backend::{gpu, Device, Gpu, GpuKind};
+use crate::engine::tensor::Storage;
+use crate::engine::{Module, Tensor};
+use anyhow::{bail, Context, Result};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// How the collectives of one device run.
+enum Path {
+    /// Through [`Dist`]'s MPI (or single-process) collectives, copying through the host when the
+    /// tensor is on a GPU device.
+    Host,
+    /// NCCL on the device's memory.
+    Nccl { comm: NcclComm, gpu: Arc<Gpu> },
+}
+
+/// The collectives of one rank for tensors on one device. Create it once per run, on every rank
+/// (creation is collective on `cuda`).
+pub struct DeviceComm<'a> {
+    dist: &'a Dist,
+    device: Device,
+    path: Path,
+}
+
+impl<'a> DeviceComm<'a> {
+    /// On `cuda` with several ranks: loads NCCL and forms the communicator of all ranks (every
+    /// rank must call this; a rank that fails stops every rank with its message). Elsewhere no
+    /// setup.
+    pub fn new(dist: &'a Dist, device: Device) -> Result<DeviceComm<'a>> {
+        let Device::Cuda(_) = device else {
+            return Ok(DeviceComm { dist, device, path: Path::Host });
+        };
+        if dist.world_size() == 1 {
+            return Ok(DeviceComm { dist, device, path: Path::Host });
+        }
+        // Rank 0's id, or its error message prefixed by a marker byte, reaches every rank, so
+        // no rank waits forever in ncclCommInitRank for a root that failed.
+        let root = if dist.is_root() {
+            match super::nccl::load().and_then(|n| n.unique_id()) {
+                Ok(id) => [&[1u8][..], &id[..]].concat(),
+                Err(e) => [&[0u8][..], format!("{e:#}").as_bytes()].concat(),
+            }
+        } else {
+            Vec::new()
+        };
+        let root = dist.broadcast_bytes(root);
+        match root.split_first() {
+            Some((1, id)) => {
+                let nccl = super::nccl::load().with_context(|| format!("rank {}", dist.rank()))?;
+                let g = gpu(device)?;
+                let GpuKind::Cuda(cu) = &g.kind else { bail!("{device} is not a CUDA device") };
+                cu.bind_to_thread()?;
+                let comm = NcclComm::init(nccl, id, dist.rank(), dist.world_size(), cu.raw_stream() as *mut std::ffi::c_void)?;
+                if dist.is_root() {
+                    eprintln!("NCCL {} communicator of {} ranks, one GPU each", nccl.version, dist.world_size());
+                }
+                Ok(DeviceComm { dist, device, path: Path::Nccl { comm, gpu: g } })
+            }
+            Some((_, msg)) => bail!("rank 0 could not set up NCCL: {}", String::from_utf8_lossy(msg)),
+            None => bail!("rank 0 sent no NCCL id"),
+        }
+    }
+
+    /// "nccl" or "mpi" (the host path; also a single process).
+    pub fn backend_name(&self) -> &'static str {
+        match self.path {
+            Path::Host => "mpi",
+            Path::Nccl { .. } => "nccl",
+        }
+    }
+
+    /// Every rank's `(rows_r, D)` rows in rank order, `(Σ rows_r, D)` on this device.
+    /// `rows_per_rank[r]` is rank r's row count (known to every rank), `local` this rank's rows.
+    pub fn all_gather_rows(&self, local: &Tensor, rows_per_rank: &[usize], d: usize) -> Result<Tensor> {
+        let me = self.dist.rank();
+        if rows_per_rank.len() != self.dist.world_size() || local.numel() != rows_per_rank[me] * d {
+            bail!(
+                "all_gather_rows: rank {me} holds {} values for {:?} rows of {d} over {} ranks",
+                local.numel(), rows_per_rank, self.dist.world_size()
+            );
+        }
+        let total: usize = rows_per_rank.iter().sum();
+        match &self.path {
+            Path::Host => {
+                let host = local.to_host()?;
+                let gathered = self.dist.all_gather_f32(&host);
+                Tensor::from_vec(&[total, d], gathered).to_device(self.device)
+            }
+            Path::Nccl { comm, gpu } => {
+                let t = Instant::now();
+                // NCCL gathers equal counts: every rank sends its rows padded to the largest share,
+                // and the padding is dropped while compacting into the (total, D) result.
+                let most = rows_per_rank.iter().copied().max().unwrap_or(0);
+                let world = rows_per_rank.len();
+                let src = device_vec(local)?;
+                let mut send = gpu.zeros::<f32>(most * d)?;
+                gpu.copy(&mut send, 0, src, 0, rows_per_rank[me] * d)?;
+                let recv = gpu.uninit::<f32>(world * most * d)?;
+                // SAFETY: `send` holds most·D and `recv` world·most·D f32 on this device.
+                unsafe { comm.all_gather_f32(send.ptr(), recv.ptr(), most * d) }?;
+                let mut out = Tensor::uninit_on(&[total, d], self.device)?;
+                if let Storage::Gpu(o) = &mut out.storage {
+                    let mut at = 0;
+                    for (r, &rows) in rows_per_rank.iter().enumerate() {
+                        gpu.copy(o, at * d, &recv, r * most * d, rows * d)?;
+                        at += rows;
+                    }
+                }
+                gpu.synchronize()?;
+                self.dist.record(GATHER, t, total * d * 4);
+                Ok(out)
+            }
+        }
+    }
+
+    /// In place: `t` summed element-wise over ranks (identical on every rank).
+    pub fn all_reduce_sum(&self, t: &mut Tensor) -> Result<()> {
+        match (&self.path, &mut t.storage) {
+            (Path::Host, Storage::Cpu(v)) => self.dist.all_reduce_sum_f32(v),
+            (Path::Host, Storage::Gpu(_)) => {
+                let mut host = t.to_host()?;
+                self.dist.all_reduce_sum_f32(&mut host);
+                *t = Tensor::from_vec(&t.shape, host).to_device(self.device)?;
+            }
+            (Path::Nccl { comm, gpu }, Storage::Gpu(v)) => {
+                let tm = Instant::now();
+                // SAFETY: `v` is a live allocation of v.len() f32 on the communicator's device.
+                unsafe { comm.all_reduce_sum_f32(v.ptr(), v.len()) }?;
+                gpu.synchronize()?;
+                self.dist.record(REDUCE_F32, tm, v.len() * 4);
+            }
+            (Path::Nccl { .. }, Storage::Cpu(_)) => bail!("all_reduce_sum: a host tensor given to the NCCL communicator of {}", self.device),
+        }
+        Ok(())
+    }
+
+    /// In place: the gradients of every parameter of `module` (one bucket) summed over ranks.
+    /// The device-resident gradients are packed into one flat device buffer and reduced as one
+    /// collective; gradients a module keeps on the host (an encoder left on the CPU) form a second,
+    /// host bucket. Every rank has the same parameters, so the collectives match across ranks.
+    pub fn all_reduce_grads(&self, module: &mut dyn Module) -> Result<()> {
+        if self.dist.world_size() == 1 {
+            return Ok(());
+        }
+        let (mut on_device, mut on_host) = (0usize, 0usize);
+        module.visit_params(&mut |p| match p.grad.storage {
+            Storage::Gpu(_) => on_device += p.grad.numel(),
+            Storage::Cpu(_) => on_host += p.grad.numel(),
+        });
+        if on_host > 0 {
+            let mut flat = Vec::with_capacity(on_host);
+            module.visit_params(&mut |p| {
+                if let Storage::Cpu(v) = &p.grad.storage {
+                    flat.extend_from_slice(v);
+                }
+            });
+            self.dist.all_reduce_sum_f32(&mut flat);
+            let mut at = 0;
+            module.visit_params(&mut |p| {
+                if let Storage::Cpu(v) = &mut p.grad.storage {
+                    let k = v.len();
+                    v.copy_from_slice(&flat[at..at + k]);
+                    at += k;
+                }
+            });
+        }
+        if on_device > 0 {
+            let g = gpu(self.device)?;
+            let mut flat = Tensor::uninit_on(&[on_device], self.device)?;
+            let mut err = None;
+            {
+                let Storage::Gpu(f) = &mut flat.storage else { bail!("{} is not a GPU device", self.device) };
+                let mut at = 0;
+                module.visit_params(&mut |p| {
+                    if let Storage::Gpu(v) = &p.grad.storage {
+                        if let Err(e) = g.copy(f, at, v, 0, v.len()) {
+                            err.get_or_insert(e.context(format!("packing the gradient of {}", p.name)));
+                        }
+                        at += v.len();
+                    }
+                });
+            }
+            if let Some(e) = err {
+                return Err(e);
+            }
+            self.all_reduce_sum(&mut flat)?;
+            let Storage::Gpu(f) = &flat.storage else { bail!("the reduced bucket left {}", self.device) };
+            let mut at = 0;
+            let mut err = None;
+            module.visit_params(&mut |p| {
+                if let Storage::Gpu(v) = &mut p.grad.storage {
+                    let k = v.len();
+                    if let Err(e) = g.copy(v, 0, f, at, k) {
+                        err.get_or_insert(e.context(format!("unpacking the gradient of {}", p.name)));
+                    }
+                    at += k;
+                }
+            });
+            if let Some(e) = err {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn device_vec(t: &Tensor) -> Result<&crate::engine::backend::GpuVec<f32>> {
+    match &t.storage {
+        Storage::Gpu(v) => Ok(v),
+        Storage::Cpu(_) => bail!("a host tensor where a device tensor was expected"),
+    }
+}
