@@ -389,7 +389,8 @@ fn cpu_forward_on_tensor_ops_is_bit_identical_to_the_slice_reference() {
 /// Tolerance 2e-5 absolute on vectors of magnitude ≲ 1 (measured ≈ 1e-6): the kernels differ from
 /// the CPU references in rounding only — layer-norm statistics in f32 tree sums instead of f64,
 /// GELU's erfc in float, the attention softmax with expf — and six post-LN layers keep such
-/// differences at the level of a few ulp of the inputs. Two runs on cuda-sim are bit-identical.
+/// differences at the level of a few ulp of the inputs. Two runs on cuda-sim are bit-identical
+/// (checked on the 16 cases under 512 tokens, so the 512-token one runs once on the simulator).
 #[test]
 fn cuda_sim_bert_matches_the_cpu_and_is_deterministic() {
     use multimat::engine::Device;
@@ -397,26 +398,25 @@ fn cuda_sim_bert_matches_the_cpu_and_is_deterministic() {
     let texts: Vec<&str> = reference["cases"].as_array().unwrap().iter().map(|c| c["text"].as_str().unwrap()).collect();
     let cpu = TextEncoder::load(&model_dir()).unwrap();
     let tokens = cpu.tokenize_all(&texts).unwrap();
+    let short: Vec<_> = tokens.iter().filter(|t| t.ids.len() < 512).cloned().collect();
+    assert_eq!((tokens.len(), short.len()), (17, 16), "the reference has one 512-token case");
     let want_cls = cpu.embed_tokens(&tokens, Pooling::Cls, 5, false).unwrap();
-    let want_mean = cpu.embed_tokens(&tokens, Pooling::Mean, 5, false).unwrap();
+    let want_mean = cpu.embed_tokens(&short, Pooling::Mean, 5, false).unwrap();
     let sim = TextEncoder::load(&model_dir()).unwrap().to_device(Device::CudaSim).unwrap();
     assert_eq!(sim.model.device(), Device::CudaSim);
     let cls = sim.embed_tokens(&tokens, Pooling::Cls, 5, false).unwrap();
-    let (mut worst_cls, mut worst_mean) = (0.0f32, 0.0f32);
-    for i in 0..texts.len() {
+    let mean = sim.embed_tokens(&short, Pooling::Mean, 5, false).unwrap();
+    let mut worst_cls = 0.0f32;
+    for i in 0..tokens.len() {
         worst_cls = worst_cls.max(max_abs_diff(&cls[i].vector, &want_cls[i].vector));
         assert_eq!(cls[i].n_tokens, want_cls[i].n_tokens);
     }
-    // Mean pooling from the same hidden states, through a second forward: also the determinism run.
-    let mean = sim.embed_tokens(&tokens, Pooling::Mean, 5, false).unwrap();
-    for i in 0..texts.len() {
-        worst_mean = worst_mean.max(max_abs_diff(&mean[i].vector, &want_mean[i].vector));
-    }
-    println!("MiniLM cuda-sim vs CPU, 17 cases: worst |Δ| [CLS] {worst_cls:.3e}, mean-pooled {worst_mean:.3e}");
+    let worst_mean = (0..short.len()).map(|i| max_abs_diff(&mean[i].vector, &want_mean[i].vector)).fold(0.0f32, f32::max);
+    println!("MiniLM cuda-sim vs CPU, 17 cases: worst |Δ| [CLS] {worst_cls:.3e}, mean-pooled (16 cases < 512 tokens) {worst_mean:.3e}");
     assert!(worst_cls < 2e-5 && worst_mean < 2e-5, "cuda-sim vs CPU: [CLS] off by {worst_cls}, mean by {worst_mean}");
-    let again = sim.embed_tokens(&tokens, Pooling::Cls, 5, false).unwrap();
-    for (i, (a, b)) in cls.iter().zip(&again).enumerate() {
-        assert!(a.vector.iter().zip(&b.vector).all(|(x, y)| x.to_bits() == y.to_bits()), "case {i}: two cuda-sim runs differ");
+    let again = sim.embed_tokens(&short, Pooling::Mean, 5, false).unwrap();
+    for (i, (a, b)) in mean.iter().zip(&again).enumerate() {
+        assert!(a.vector.iter().zip(&b.vector).all(|(x, y)| x.to_bits() == y.to_bits()), "short case {i}: two cuda-sim runs differ");
     }
 }
 
