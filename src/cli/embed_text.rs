@@ -10,9 +10,14 @@
 //! - `--texts T.jsonl --out PREFIX` (`{"material_id", "description"}` per line): writes
 //!   `PREFIX.npy`, `PREFIX.ids.txt` and `PREFIX.meta.json` (model, weights sha256, pooling, and per
 //!   material the token count fed to the model and the untruncated count), each atomically.
+//!
+//! `--device cuda|cuda:N|cuda-sim` runs the BERT forward there (weights uploaded once; one
+//! download of the last hidden state per batch); the vectors match the CPU's within the
+//! tolerance `tests/text_bert.rs` states.
 
 use crate::shard::manifest::{file_sha256, Manifest, MANIFEST_FILE};
 use crate::shard::{EmbeddingSpec, ShardData, ShardWriter};
+use crate::engine::Device;
 use crate::text::{npy, Pooling, TextEncoder};
 use anyhow::{bail, Context, Result};
 use std::collections::{HashMap, HashSet};
@@ -55,6 +60,8 @@ pub struct Args {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub device: crate::cli::device::DeviceArgs,
 }
 
 /// One record of the texts file.
@@ -131,24 +138,25 @@ pub fn run(args: Args) -> Result<()> {
         );
         return Ok(());
     }
+    let device = args.device.resolve(0)?;
     if !args.shards.is_empty() {
         if let Some(prefix) = &args.precomputed {
             return store_precomputed(&args.shards, prefix, args.precomputed_model.as_deref());
         }
         let model = args.model.as_ref().context("--shards needs --model DIR (or --precomputed PREFIX)")?;
-        return embed_shards(&args.shards, model, args.pooling, args.batch_size, args.quiet);
+        return embed_shards(&args.shards, model, args.pooling, args.batch_size, args.quiet, device);
     }
     match (&args.model, &args.texts, &args.out) {
-        (Some(m), Some(t), Some(o)) => embed_jsonl(m, t, o, args.pooling, args.batch_size, args.quiet),
+        (Some(m), Some(t), Some(o)) => embed_jsonl(m, t, o, args.pooling, args.batch_size, args.quiet, device),
         _ => bail!("give --model DIR with either --shards SHARD… or --texts FILE.jsonl --out PREFIX"),
     }
 }
 
-fn load_encoder(model_dir: &Path) -> Result<TextEncoder> {
+fn load_encoder(model_dir: &Path, device: Device) -> Result<TextEncoder> {
     let t0 = Instant::now();
-    let encoder = TextEncoder::load(model_dir)?;
+    let encoder = TextEncoder::load(model_dir)?.to_device(device)?;
     eprintln!(
-        "model {} ({} layers, hidden {}, max {} tokens), weights sha256 {} — loaded in {:.1} s",
+        "model {} ({} layers, hidden {}, max {} tokens) on {device}, weights sha256 {} — loaded in {:.1} s",
         encoder.name,
         encoder.model.config.num_hidden_layers,
         encoder.dim(),
@@ -159,12 +167,12 @@ fn load_encoder(model_dir: &Path) -> Result<TextEncoder> {
     Ok(encoder)
 }
 
-fn embed_jsonl(model_dir: &Path, texts_path: &Path, out: &Path, pooling: Pooling, batch_size: usize, quiet: bool) -> Result<()> {
+fn embed_jsonl(model_dir: &Path, texts_path: &Path, out: &Path, pooling: Pooling, batch_size: usize, quiet: bool, device: Device) -> Result<()> {
     let records = read_texts_jsonl(texts_path)?;
     if records.is_empty() {
         bail!("{}: no records", texts_path.display());
     }
-    let encoder = load_encoder(model_dir)?;
+    let encoder = load_encoder(model_dir, device)?;
     let texts: Vec<&str> = records.iter().map(|r| r.description.as_str()).collect();
     let tokens = encoder
         .tokenize_all(&texts)
@@ -209,8 +217,8 @@ fn embed_jsonl(model_dir: &Path, texts_path: &Path, out: &Path, pooling: Pooling
 /// Embed every shard's stored descriptions and write the vectors back. Records without a
 /// description get no embedding (any older one, from another model, is dropped: a shard holds
 /// one embedding model).
-fn embed_shards(shards: &[PathBuf], model_dir: &Path, pooling: Pooling, batch_size: usize, quiet: bool) -> Result<()> {
-    let encoder = load_encoder(model_dir)?;
+fn embed_shards(shards: &[PathBuf], model_dir: &Path, pooling: Pooling, batch_size: usize, quiet: bool, device: Device) -> Result<()> {
+    let encoder = load_encoder(model_dir, device)?;
     let spec = EmbeddingSpec {
         model: encoder.name.clone(),
         weights_sha256: encoder.weights_hash().to_string(),

@@ -1,29 +1,26 @@
-//! Forward-only BERT encoder on the engine's ops (frozen: no activations are kept for a backward).
-//! Layout is llm.c's: a batch of B sequences padded to T tokens is a (B·T, C) row-major buffer,
+//! Forward-only BERT encoder on the engine's tensor-level ops (frozen: no activations are kept
+//! for a backward), so it runs wherever its weights live: `BertModel::to_device` puts them on a
+//! GPU (`cuda`, `cuda-sim`) and every op of the forward dispatches there; the CPU arms are the
+//! same slice references the host-only forward called, so CPU vectors are unchanged bit for bit.
+//! Layout is llm.c's: a batch of B sequences padded to T tokens is a (B·T, C) row-major tensor,
 //! so every dense layer is one GEMM over all tokens of the batch.
 //!
-//! embeddings: x = LayerNorm(word[id] + position[t] + token_type[0])
+//! embeddings: x = LayerNorm(word[id] + (position[t] + token_type[0]))
 //! each of the L post-LN layers:
 //!   qkv = x·W_qkvᵀ + b                       (B·T, 3C)
 //!   a   = MultiHeadAttention(qkv, padding mask from the lengths)
 //!   x   = LayerNorm(x + a·W_oᵀ + b_o)
 //!   x   = LayerNorm(x + GELU(x·W_1ᵀ + b_1)·W_2ᵀ + b_2)   (GELU with exact erf)
-//! pooling: [CLS] = x[b, 0] (no pooler dense/tanh, as the paper's MatBERT features), or the mean
-//! over the real (unpadded) tokens.
+//! pooling (on the host, after one download of the last hidden state): [CLS] = x[b, 0] (no pooler
+//! dense/tanh, as the paper's MatBERT features), or the mean over the real (unpadded) tokens.
 
 use super::config::BertConfig;
 use super::weights::BertWeights;
-use crate::engine::ops::attention::{attention_forward, AttnDims};
-use crate::engine::ops::embedding::embedding_forward;
-use crate::engine::ops::gelu::{gelu_forward, GeluKind};
-use crate::engine::ops::layernorm::layernorm_forward;
-use crate::engine::ops::linear::linear_forward;
+use crate::engine::ops::attention::AttnDims;
+use crate::engine::ops::gelu::GeluKind;
+use crate::engine::ops::{self, Activation, TokenIds};
+use crate::engine::tensor::{Device, Indices, Tensor};
 use anyhow::{bail, Result};
-use rayon::prelude::*;
-
-/// Rows per rayon task for the row-wise ops (layer norm, GELU): big enough to amortise the task,
-/// small enough to balance two to a few dozen cores.
-const ROWS_PER_TASK: usize = 32;
 
 /// How one vector is drawn from the last hidden state of a sequence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -43,27 +40,19 @@ impl Pooling {
     }
 }
 
-/// A frozen BERT: config plus weights.
+/// A frozen BERT: config plus weights (on the device the forward runs on).
 pub struct BertModel {
     pub config: BertConfig,
     pub weights: BertWeights,
 }
 
-/// Reusable activation buffers for one batch shape (grown on demand, never shrunk).
+/// Per-caller state kept across forwards: the phase timers the benchmark prints.
 #[derive(Default)]
 pub struct Scratch {
-    x: Vec<f32>,     // (B·T, C) residual stream
-    qkv: Vec<f32>,   // (B·T, 3C)
-    ctx: Vec<f32>,   // (B·T, C) attention output before the output projection
-    proj: Vec<f32>,  // (B·T, C) dense outputs added to the residual
-    ffn: Vec<f32>,   // (B·T, F) intermediate dense output
-    act: Vec<f32>,   // (B·T, F) GELU of it
-    mean: Vec<f32>,  // (B·T) LayerNorm statistics (unused after the forward)
-    rstd: Vec<f32>,  // (B·T)
-    lse: Vec<f32>,   // (B, H, T) attention log-sum-exp (unused after the forward)
-    key_valid: Vec<bool>, // (B, T) padding mask: true = real token
-    /// Wall time spent per phase, accumulated over every forward with this scratch (the benchmark
-    /// prints it; the cost of reading the clock is negligible next to a layer).
+    /// Wall time spent per phase, accumulated over every forward with this scratch (the cost of
+    /// reading the clock is negligible next to a layer). On a GPU device launches are
+    /// asynchronous, so there the phases time the launches, not the kernels; the total over a
+    /// batch is still right because the host waits for the download of the result.
     pub times: PhaseTimes,
 }
 
@@ -83,24 +72,28 @@ impl PhaseTimes {
     }
 }
 
-fn grow(v: &mut Vec<f32>, n: usize) {
-    if v.len() < n {
-        v.resize(n, 0.0);
-    }
-}
-
 impl BertModel {
     pub fn new(config: BertConfig, weights: BertWeights) -> BertModel {
         BertModel { config, weights }
     }
 
+    /// The device the weights (and so every forward) are on.
+    pub fn device(&self) -> Device {
+        self.weights.word_embeddings.device()
+    }
+
+    /// The same model with its weights copied to `device`.
+    pub fn to_device(&self, device: Device) -> Result<BertModel> {
+        Ok(BertModel { config: self.config.clone(), weights: self.weights.to_device(device)? })
+    }
+
     /// Last hidden states of a padded batch: `ids` is (B, T) with T = `t`, rows padded with any
-    /// valid id after `lengths[b]`. Returns a borrow of the (B·T, C) buffer in `scratch`.
-    pub fn forward<'s>(&self, scratch: &'s mut Scratch, ids: &[u32], lengths: &[usize], t: usize) -> Result<&'s [f32]> {
+    /// valid id after `lengths[b]`. Returns the (B·T, C) tensor on the model's device.
+    pub fn forward(&self, scratch: &mut Scratch, ids: &[u32], lengths: &[usize], t: usize) -> Result<Tensor> {
         let cfg = &self.config;
         let w = &self.weights;
         let b = lengths.len();
-        let (c, f, nh) = (cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads);
+        let (c, nh) = (cfg.hidden_size, cfg.num_attention_heads);
         let n = b * t;
         if ids.len() != n {
             bail!("forward: {} ids for a batch of {b} × {t}", ids.len());
@@ -114,23 +107,17 @@ impl BertModel {
         if let Some(&bad) = ids.iter().find(|&&id| id as usize >= cfg.vocab_size) {
             bail!("forward: token id {bad} outside the vocabulary of {} entries", cfg.vocab_size);
         }
-        let s = scratch;
-        grow(&mut s.x, n * c);
-        grow(&mut s.qkv, n * 3 * c);
-        grow(&mut s.ctx, n * c);
-        grow(&mut s.proj, n * c);
-        grow(&mut s.ffn, n * f);
-        grow(&mut s.act, n * f);
-        grow(&mut s.lse, b * nh * t);
-        grow(&mut s.mean, n);
-        grow(&mut s.rstd, n);
-
-        s.key_valid.clear();
-        for &len in lengths {
-            s.key_valid.extend((0..t).map(|j| j < len));
-        }
+        let dev = self.device();
+        // The batch's integer inputs, uploaded once: token ids, position ids, token type 0, and
+        // the (B, T) key padding mask (1 = real token).
+        let word_ids = TokenIds::new(ids, cfg.vocab_size, dev)?;
+        let positions: Vec<u32> = (0..n).map(|row| (row % t) as u32).collect();
+        let position_ids = TokenIds::new(&positions, cfg.max_position_embeddings, dev)?;
+        let type_ids = TokenIds::new(&vec![0u32; n], cfg.type_vocab_size, dev)?;
+        let key_valid = Indices::Cpu(lengths.iter().flat_map(|&len| (0..t).map(move |j| (j < len) as u32)).collect()).to_device(dev)?;
         let dims = AttnDims { b, t, h: nh, hs: cfg.head_dim() };
         let eps = cfg.layer_norm_eps;
+        let times = &mut scratch.times;
         let mut clock = std::time::Instant::now();
         let mut lap = |slot: &mut f64| {
             let now = std::time::Instant::now();
@@ -138,50 +125,42 @@ impl BertModel {
             clock = now;
         };
 
-        // Embeddings: word[id] + position[t] + token_type[0], into proj, then LayerNorm into x.
-        embedding_forward(&mut s.proj, ids, w.word_embeddings.data(), c, cfg.vocab_size)?; // (B·T, C)
-        let (pos, typ) = (w.position_embeddings.data(), &w.token_type_embeddings.data()[..c]);
-        for (row, out) in s.proj[..n * c].chunks_exact_mut(c).enumerate() {
-            let pe = &pos[(row % t) * c..][..c];
-            for j in 0..c {
-                out[j] += pe[j] + typ[j];
-            }
-        }
-        lap(&mut s.times.other);
-        layernorm_rows(&mut s.x[..n * c], &mut s.mean[..n], &mut s.rstd[..n], &s.proj[..n * c], w.emb_ln_gamma.data(), w.emb_ln_beta.data(), c, eps);
-        lap(&mut s.times.layernorm);
+        // Embeddings: word[id] + (position[t] + token_type[0]) — this grouping is the one the
+        // host-only forward used, so CPU sums round the same way.
+        let pos_typ = ops::add(&ops::embedding(&w.position_embeddings, &position_ids), &ops::embedding(&w.token_type_embeddings, &type_ids));
+        let emb = ops::add(&ops::embedding(&w.word_embeddings, &word_ids), &pos_typ); // (B·T, C)
+        lap(&mut times.other);
+        let mut x = ops::layernorm(&emb, &w.emb_ln_gamma, &w.emb_ln_beta, eps).0;
+        lap(&mut times.layernorm);
 
         for lw in &w.layers {
             // Self-attention block (post-LN).
-            linear_forward(&mut s.qkv, &s.x, lw.qkv_weight.data(), Some(lw.qkv_bias.data()), n, c, 3 * c); // (B·T, 3C)
-            lap(&mut s.times.dense);
-            attention_forward(&mut s.ctx[..n * c], &mut s.lse[..b * nh * t], &s.qkv[..n * 3 * c], Some(&s.key_valid), dims); // (B·T, C)
-            lap(&mut s.times.attention);
-            linear_forward(&mut s.proj, &s.ctx, lw.attn_out_weight.data(), Some(lw.attn_out_bias.data()), n, c, c);
-            lap(&mut s.times.dense);
-            add_inplace(&mut s.proj[..n * c], &s.x[..n * c]);
-            lap(&mut s.times.other);
-            layernorm_rows(&mut s.x[..n * c], &mut s.mean[..n], &mut s.rstd[..n], &s.proj[..n * c], lw.attn_ln_gamma.data(), lw.attn_ln_beta.data(), c, eps);
-            lap(&mut s.times.layernorm);
+            let qkv = ops::linear(&x, &lw.qkv_weight, Some(&lw.qkv_bias)); // (B·T, 3C)
+            lap(&mut times.dense);
+            let ctx = ops::attention(&qkv, Some(&key_valid), dims).0.reshape(&[n, c]); // (B·T, C)
+            lap(&mut times.attention);
+            let proj = ops::linear(&ctx, &lw.attn_out_weight, Some(&lw.attn_out_bias));
+            lap(&mut times.dense);
+            let res = ops::add(&proj, &x);
+            lap(&mut times.other);
+            x = ops::layernorm(&res, &lw.attn_ln_gamma, &lw.attn_ln_beta, eps).0;
+            lap(&mut times.layernorm);
             // Feed-forward block (post-LN).
-            linear_forward(&mut s.ffn, &s.x, lw.ffn_in_weight.data(), Some(lw.ffn_in_bias.data()), n, c, f); // (B·T, F)
-            lap(&mut s.times.dense);
-            s.act[..n * f]
-                .par_chunks_mut(ROWS_PER_TASK * f)
-                .zip(s.ffn[..n * f].par_chunks(ROWS_PER_TASK * f))
-                .for_each(|(o, i)| gelu_forward(o, i, GeluKind::Erf));
-            lap(&mut s.times.gelu);
-            linear_forward(&mut s.proj, &s.act, lw.ffn_out_weight.data(), Some(lw.ffn_out_bias.data()), n, f, c);
-            lap(&mut s.times.dense);
-            add_inplace(&mut s.proj[..n * c], &s.x[..n * c]);
-            lap(&mut s.times.other);
-            layernorm_rows(&mut s.x[..n * c], &mut s.mean[..n], &mut s.rstd[..n], &s.proj[..n * c], lw.out_ln_gamma.data(), lw.out_ln_beta.data(), c, eps);
-            lap(&mut s.times.layernorm);
+            let ffn = ops::linear(&x, &lw.ffn_in_weight, Some(&lw.ffn_in_bias)); // (B·T, F)
+            lap(&mut times.dense);
+            let act = ops::activate(Activation::Gelu(GeluKind::Erf), &ffn);
+            lap(&mut times.gelu);
+            let proj = ops::linear(&act, &lw.ffn_out_weight, Some(&lw.ffn_out_bias));
+            lap(&mut times.dense);
+            let res = ops::add(&proj, &x);
+            lap(&mut times.other);
+            x = ops::layernorm(&res, &lw.out_ln_gamma, &lw.out_ln_beta, eps).0;
+            lap(&mut times.layernorm);
         }
-        Ok(&s.x[..n * c])
+        Ok(x)
     }
 
-    /// Pool each sequence of a forward's output into one C-vector: (B, C).
+    /// Pool each sequence of a forward's output (on the host) into one C-vector: (B, C).
     pub fn pool(&self, hidden: &[f32], lengths: &[usize], t: usize, pooling: Pooling) -> Vec<Vec<f32>> {
         let c = self.config.hidden_size;
         lengths
@@ -204,30 +183,6 @@ impl BertModel {
             .collect()
     }
 }
-
-/// y += x
-fn add_inplace(y: &mut [f32], x: &[f32]) {
-    y.iter_mut().zip(x).for_each(|(a, b)| *a += b);
-}
-
-/// The engine's layer norm over the rows of (N, C), in parallel blocks of rows.
-#[allow(clippy::too_many_arguments)]
-fn layernorm_rows(
-    out: &mut [f32],  // (N, C)
-    mean: &mut [f32], // (N)
-    rstd: &mut [f32], // (N)
-    inp: &[f32],      // (N, C)
-    gamma: &[f32],    // (C)
-    beta: &[f32],     // (C)
-    c: usize,
-    eps: f32,
-) {
-    out.par_chunks_mut(ROWS_PER_TASK * c)
-        .zip(mean.par_chunks_mut(ROWS_PER_TASK).zip(rstd.par_chunks_mut(ROWS_PER_TASK)))
-        .zip(inp.par_chunks(ROWS_PER_TASK * c))
-        .for_each(|((o, (m, r)), x)| layernorm_forward(o, m, r, x, gamma, beta, m.len(), c, eps));
-}
-
 
 #[cfg(test)]
 mod tests {
@@ -256,12 +211,12 @@ mod tests {
         let (short, long) = (vec![1u32, 7, 9, 2], vec![1u32, 30, 31, 32, 33, 34, 2]);
         // Alone, unpadded.
         let mut s = Scratch::default();
-        let alone = m.forward(&mut s, &short, &[4], 4).unwrap().to_vec(); // (4, C)
+        let alone = m.forward(&mut s, &short, &[4], 4).unwrap().to_host().unwrap(); // (4, C)
         // In a batch with a longer sequence: padded to 7 with garbage ids after position 4.
         let mut ids = short.clone();
         ids.extend([45, 46, 47]);
         ids.extend(&long);
-        let batch = m.forward(&mut s, &ids, &[4, 7], 7).unwrap().to_vec(); // (2·7, C)
+        let batch = m.forward(&mut s, &ids, &[4, 7], 7).unwrap().to_host().unwrap(); // (2·7, C)
         for (a, b) in alone.iter().zip(&batch[..4 * c]) {
             assert!((a - b).abs() < 1e-5, "padding leaked into real positions: {a} vs {b}");
         }

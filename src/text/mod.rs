@@ -6,7 +6,8 @@
 //! - `tokenize` — the `tokenizers` crate, `tokenizer.json` or a WordPiece built from `vocab.txt`,
 //!   truncation to the model maximum with the untruncated length kept;
 //! - `weights`  — `model.safetensors` → shape-checked f32 weights (Q/K/V fused);
-//! - `bert`     — the forward pass and [CLS]/mean pooling;
+//! - `bert`     — the forward pass on tensor-level ops (on the weights' device: CPU, `cuda`,
+//!   `cuda-sim`) and [CLS]/mean pooling on the host;
 //! - `npy`      — embeddings files (`.npy` + `.ids.txt`), written atomically, read with checks;
 //! - this file  — `TextEncoder`: a model directory loaded and validated, and `embed`, which sorts
 //!   texts by length into batches, runs them, and returns vectors in input order.
@@ -22,6 +23,7 @@ pub use config::BertConfig;
 pub use tokenize::{BertTokenizer, TokenizedText};
 pub use weights::BertWeights;
 
+use crate::engine::{Device, Storage};
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -119,6 +121,13 @@ impl TextEncoder {
         Ok(TextEncoder { tokenizer, model: BertModel::new(config, weights), name, dir: dir.to_path_buf() })
     }
 
+    /// The encoder with its weights on `device` (`cuda`, `cuda:N`, `cuda-sim`, or `cpu`): every
+    /// later `embed` runs its forward there.
+    pub fn to_device(self, device: Device) -> Result<TextEncoder> {
+        let model = self.model.to_device(device).with_context(|| format!("copying the BERT weights to {device}"))?;
+        Ok(TextEncoder { model, ..self })
+    }
+
     /// sha256 of the weights file (hex).
     pub fn weights_hash(&self) -> &str {
         &self.model.weights.hash
@@ -185,7 +194,12 @@ pub fn embed_sorted(
         let hidden = model
             .forward(&mut scratch, &ids, &lengths, t)
             .with_context(|| format!("embedding texts {:?}", chunk))?;
-        let pooled = model.pool(hidden, &lengths, t, pooling);
+        // The one download per batch (a no-op move on the CPU); pooling runs on the host.
+        let hidden = match hidden.storage {
+            Storage::Cpu(v) => v,
+            Storage::Gpu(_) => hidden.to_host().with_context(|| format!("copying the hidden states of texts {:?} to the host", chunk))?,
+        };
+        let pooled = model.pool(&hidden, &lengths, t, pooling);
         for ((&i, vector), &n_tokens) in chunk.iter().zip(pooled).zip(&lengths) {
             if let Some(j) = vector.iter().position(|x| !x.is_finite()) {
                 bail!("text #{i}: the model produced a non-finite value at dimension {j}");

@@ -9,7 +9,7 @@
 //! executing or trusting them, so such checkpoints must be converted to safetensors first.
 
 use super::config::BertConfig;
-use crate::engine::Tensor;
+use crate::engine::{Device, Tensor};
 use anyhow::{anyhow, bail, Context, Result};
 use rand::{Rng, SeedableRng};
 use safetensors::{Dtype, SafeTensors};
@@ -153,6 +153,40 @@ impl BertWeights {
             layers,
             hash: format!("random-chacha8-seed{seed}"),
         }
+    }
+
+    /// The same weights copied to `device` (one upload per tensor; the hash is kept).
+    pub fn to_device(&self, device: Device) -> Result<BertWeights> {
+        let on = |t: &Tensor| t.to_device(device);
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(LayerWeights {
+                    qkv_weight: on(&l.qkv_weight)?,
+                    qkv_bias: on(&l.qkv_bias)?,
+                    attn_out_weight: on(&l.attn_out_weight)?,
+                    attn_out_bias: on(&l.attn_out_bias)?,
+                    attn_ln_gamma: on(&l.attn_ln_gamma)?,
+                    attn_ln_beta: on(&l.attn_ln_beta)?,
+                    ffn_in_weight: on(&l.ffn_in_weight)?,
+                    ffn_in_bias: on(&l.ffn_in_bias)?,
+                    ffn_out_weight: on(&l.ffn_out_weight)?,
+                    ffn_out_bias: on(&l.ffn_out_bias)?,
+                    out_ln_gamma: on(&l.out_ln_gamma)?,
+                    out_ln_beta: on(&l.out_ln_beta)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(BertWeights {
+            word_embeddings: on(&self.word_embeddings)?,
+            position_embeddings: on(&self.position_embeddings)?,
+            token_type_embeddings: on(&self.token_type_embeddings)?,
+            emb_ln_gamma: on(&self.emb_ln_gamma)?,
+            emb_ln_beta: on(&self.emb_ln_beta)?,
+            layers,
+            hash: self.hash.clone(),
+        })
     }
 }
 
