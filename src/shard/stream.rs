@@ -41,9 +41,6 @@ pub const STREAM_CHUNK_BYTES: usize = 64 * 1024;
 /// For a one-record-per-chunk column (charge density, DOS, text embedding) this is per record.
 pub const CHUNK_METADATA_BYTES: usize = 16 + 32;
 
-/// Kept for callers that state the charge density's per-record cost.
-pub const DENSITY_ROW_METADATA_BYTES: usize = CHUNK_METADATA_BYTES;
-
 /// Numbers a column can hold, decoded from little-endian bytes.
 pub trait ColumnValue: LeBytes + Send + Sync + 'static {
     const SIZE: usize;
