@@ -599,10 +599,13 @@ impl ShardData {
     }
 
     /// Free the in-memory copy of every column in `streamed` (its reads then go through the
-    /// [`StreamedColumn`]); what stays is the per-record metadata: ids, provenance, descriptions,
-    /// masks, lattices, offsets, repaired-point counts and targets. [`ShardData::record`] must
-    /// not be called afterwards.
+    /// [`StreamedColumn`]), and the descriptions and provenance (≈ 2.5 kB per synth record),
+    /// which no training, embedding or evaluation path reads ([`ShardReader::provenance`] reads
+    /// them on demand). What stays is the per-record metadata: ids, masks, lattices, offsets,
+    /// repaired-point counts and targets. [`ShardData::record`] must not be called afterwards.
     pub fn drop_streamed(&mut self, streamed: &StreamedColumns) {
+        self.descriptions = Vec::new();
+        self.provenance = Vec::new();
         for name in streamed.keys() {
             match name.as_str() {
                 paths::SPECIES => self.species = Vec::new(),

@@ -6,9 +6,9 @@
 //! (128 KiB per record at 32³), DOS rows, text embeddings, species, coordinates and the three
 //! edge lists — from its HDF5 chunks (`shard::stream`): a batch reads only its own records'
 //! chunks (pre-training's batches are assembled ahead on the prefetch thread, so that is where
-//! the reads happen). What stays in memory is per-record metadata: ids, provenance and
-//! descriptions, masks, lattices, offsets, targets and the chunk index
-//! ([`Dataset::resident_bytes`]; ~1 kB per record on synth data, stated by `bench stream`). A
+//! the reads happen). What stays in memory is per-record metadata: ids, masks, lattices,
+//! offsets, targets and the chunk index ([`Dataset::resident_bytes`], stated per record by
+//! `bench stream`); descriptions and provenance, which no training path reads, are dropped. A
 //! shard is loaded whole once at open for its checks and its streamed columns freed before the
 //! next, so the load's peak is one shard, not the data set. Columns of shards written before
 //! the streamed layout (many records per ~1 MiB chunk) stay in memory, as they always were.
