@@ -1,10 +1,13 @@
-//! Memory and batch-assembly time of streamed vs in-memory training data (`multimat bench
-//! stream`, issue 14 part 1): for `multimat synth` sets of each requested size, one child process
-//! per (size, mode) — a child is one rank, so its peak RSS is a rank's — loads the set
-//! ([`Dataset::load`] streams the charge density, [`Dataset::load_in_memory`] loads it whole),
-//! then assembles pre-training steps (every modality of one rank's batch, in the training order)
-//! and reports load time, step-assembly time, peak RSS and the bytes of per-record data resident
-//! besides the decoded-row cache. Numbers are printed, never asserted.
+//! Memory, batch-assembly time and I/O wait of streamed vs in-memory training data (`multimat
+//! bench stream`, issue 14 part 1): for `multimat synth` sets of each requested size, one child
+//! process per (size, mode) — a child is one rank, so its peak RSS is a rank's — loads the set
+//! ([`Dataset::load`] streams every per-record column, [`Dataset::load_in_memory`] loads it
+//! whole), then runs pre-training steps as `pretrain` does: a prefetch thread assembles every
+//! modality of one rank's batch, in the training order, two steps ahead, while the step itself
+//! is stood in for by `--compute-ms` of sleep (the CPU is free during a GPU step). It reports load
+//! time, assembly time per step, the time each step waits for its batch (I/O wait), peak RSS and
+//! the bytes per record resident besides the decoded-density cache, and the RSS slope between
+//! sizes. Numbers are printed, never asserted.
 
 use crate::material::Modality;
 use crate::train::data_order::{epoch_permutation, global_batch};
@@ -32,6 +35,10 @@ pub struct StreamBenchArgs {
     /// Steps assembled per measurement.
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
+    /// Milliseconds each step's compute takes (a sleep standing in for the model step on the
+    /// accelerator; the prefetch thread assembles the next batches meanwhile).
+    #[arg(long, default_value_t = 100.0)]
+    pub compute_ms: f64,
     /// Internal: measure one mode ("streamed" or "in-memory") on the shards in --data and print
     /// one result line (the parent runs each measurement in its own process).
     #[arg(long, hide = true)]
@@ -43,6 +50,7 @@ struct Measured {
     load_s: f64,
     step_ms_mean: f64,
     step_ms_max: f64,
+    io_wait_ms_mean: f64,
     peak_rss_mib: f64,
     bytes_per_record: f64,
     cache_peak: usize,
@@ -56,10 +64,14 @@ pub fn run(a: StreamBenchArgs) -> Result<()> {
         bail!("--records, --batch and --grid must be positive");
     }
     println!(
-        "bench stream: {}³ densities, batch {} per rank, {} steps; each row one process (one rank); decoded-row cache {} records",
-        a.grid, a.batch, a.steps, DEFAULT_DENSITY_CACHE_RECORDS
+        "bench stream: {}³ densities, batch {} per rank, {} steps of {} ms compute (sleep) with a prefetch thread 2 steps ahead; each row one process (one rank); decoded-density cache {} records",
+        a.grid, a.batch, a.steps, a.compute_ms, DEFAULT_DENSITY_CACHE_RECORDS
     );
-    println!("{:>8}  {:<10} {:>8} {:>10} {:>10} {:>13} {:>17} {:>11}", "records", "mode", "load_s", "step_ms", "step_max", "peak_rss_MiB", "resident_B/record", "cache_peak");
+    println!(
+        "{:>8}  {:<10} {:>8} {:>10} {:>10} {:>11} {:>13} {:>17} {:>11}",
+        "records", "mode", "load_s", "step_ms", "step_max", "io_wait_ms", "peak_rss_MiB", "resident_B/record", "cache_peak"
+    );
+    let mut rss: Vec<(usize, &str, f64)> = Vec::new();
     for &n in &a.records {
         let dir = a.data.join(format!("n{n}-g{}", a.grid));
         if !dir.join(crate::shard::manifest::MANIFEST_FILE).exists() {
@@ -71,9 +83,20 @@ pub fn run(a: StreamBenchArgs) -> Result<()> {
         for mode in ["streamed", "in-memory"] {
             let m = child(&a, &dir, mode)?;
             println!(
-                "{n:>8}  {mode:<10} {:>8.2} {:>10.2} {:>10.2} {:>13.1} {:>17.0} {:>11}",
-                m.load_s, m.step_ms_mean, m.step_ms_max, m.peak_rss_mib, m.bytes_per_record, m.cache_peak
+                "{n:>8}  {mode:<10} {:>8.2} {:>10.2} {:>10.2} {:>11.2} {:>13.1} {:>17.0} {:>11}",
+                m.load_s, m.step_ms_mean, m.step_ms_max, m.io_wait_ms_mean, m.peak_rss_mib, m.bytes_per_record, m.cache_peak
             );
+            rss.push((n, mode, m.peak_rss_mib));
+        }
+    }
+    // Peak RSS slope between the smallest and the largest set: what each further record costs.
+    for mode in ["streamed", "in-memory"] {
+        let pts: Vec<&(usize, &str, f64)> = rss.iter().filter(|(_, m, _)| *m == mode).collect();
+        if let (Some(lo), Some(hi)) = (pts.iter().min_by_key(|p| p.0), pts.iter().max_by_key(|p| p.0)) {
+            if hi.0 > lo.0 {
+                let per_record = (hi.2 - lo.2) * 1024.0 * 1024.0 / (hi.0 - lo.0) as f64;
+                println!("{mode}: peak RSS slope {per_record:.0} B/record ({} → {} records)", lo.0, hi.0);
+            }
         }
     }
     Ok(())
@@ -86,6 +109,7 @@ fn child(a: &StreamBenchArgs, dir: &std::path::Path, mode: &str) -> Result<Measu
         .args(["bench", "stream", "--measure", mode, "--data"])
         .arg(dir)
         .args(["--batch", &a.batch.to_string(), "--steps", &a.steps.to_string(), "--grid", &a.grid.to_string()])
+        .args(["--compute-ms", &a.compute_ms.to_string()])
         .output()
         .context("running a measurement process")?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -103,6 +127,7 @@ fn child(a: &StreamBenchArgs, dir: &std::path::Path, mode: &str) -> Result<Measu
         load_s: field("load_s")?,
         step_ms_mean: field("step_ms_mean")?,
         step_ms_max: field("step_ms_max")?,
+        io_wait_ms_mean: field("io_wait_ms_mean")?,
         peak_rss_mib: field("peak_rss_mib")?,
         bytes_per_record: field("bytes_per_record")?,
         cache_peak: field("cache_peak")? as usize,
@@ -119,24 +144,56 @@ fn measure(a: &StreamBenchArgs, mode: &str) -> Result<()> {
         other => bail!("--measure {other:?}: expected streamed or in-memory"),
     };
     let load_s = t.elapsed().as_secs_f64();
+    if mode == "streamed" && !ds.resident_columns().is_empty() {
+        // Shards of the old layout: say which columns could not be streamed.
+        eprintln!("held in memory (old shard layout): {}", ds.resident_columns().join(", "));
+    }
     let perm = epoch_permutation(ds.len(), 0, 0);
     let steps = a.steps.min(ds.len() / a.batch.max(1)).max(1);
-    let mut times = Vec::with_capacity(steps);
-    for b in 0..steps {
-        let batch = global_batch(&perm, a.batch.min(ds.len()), b);
-        let t = Instant::now();
-        for m in Modality::ALL {
-            let recs: Vec<usize> = batch.iter().copied().filter(|&r| ds.has(m, r)).collect();
-            if !recs.is_empty() {
-                std::hint::black_box(ds.assemble(m, &recs)?);
+    let batch_size = a.batch.min(ds.len());
+    let ds = std::sync::Arc::new(ds);
+    // The prefetch thread, as in pre-training: assembles every modality of step b's batch and
+    // reports how long that took; at most two steps wait in the channel.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<f64>>(2);
+    let producer = {
+        let ds = std::sync::Arc::clone(&ds);
+        std::thread::spawn(move || {
+            for b in 0..steps {
+                let batch = global_batch(&perm, batch_size, b);
+                let t = Instant::now();
+                let assembled = (|| -> Result<f64> {
+                    for m in Modality::ALL {
+                        let recs: Vec<usize> = batch.iter().copied().filter(|&r| ds.has(m, r)).collect();
+                        if !recs.is_empty() {
+                            std::hint::black_box(ds.assemble(m, &recs)?);
+                        }
+                    }
+                    Ok(t.elapsed().as_secs_f64() * 1e3)
+                })();
+                if tx.send(assembled).is_err() {
+                    return;
+                }
             }
+        })
+    };
+    let mut times = Vec::with_capacity(steps);
+    let mut waits = Vec::with_capacity(steps);
+    for b in 0..steps {
+        let t = Instant::now();
+        let assembled = rx.recv().context("the prefetch thread stopped")??;
+        // The first step waits for a cold start that training pays once; not I/O wait.
+        if b > 0 {
+            waits.push(t.elapsed().as_secs_f64() * 1e3);
         }
-        times.push(t.elapsed().as_secs_f64() * 1e3);
+        times.push(assembled);
+        std::thread::sleep(std::time::Duration::from_secs_f64(a.compute_ms.max(0.0) / 1e3));
     }
+    producer.join().map_err(|_| anyhow::anyhow!("the prefetch thread panicked"))?;
     let mean = times.iter().sum::<f64>() / times.len() as f64;
     let max = times.iter().copied().fold(0.0, f64::max);
+    let wait = if waits.is_empty() { 0.0 } else { waits.iter().sum::<f64>() / waits.len() as f64 };
     println!(
-        "measured mode={mode} load_s={load_s:.3} step_ms_mean={mean:.3} step_ms_max={max:.3} peak_rss_mib={:.1} bytes_per_record={:.1} cache_peak={}",
+        "measured mode={mode} load_s={load_s:.3} step_ms_mean={mean:.3} step_ms_max={max:.3} io_wait_ms_mean={wait:.3} peak_rss_mib={:.1} bytes_per_record={:.1} cache_peak={}",
         super::peak_rss_mib().unwrap_or(f64::NAN),
         ds.resident_bytes() as f64 / ds.len() as f64,
         ds.density_cache().peak_resident

@@ -5,7 +5,7 @@
 //! Checked: ids non-empty and unique; masks 0/1 and graphs only with a structure; every offsets
 //! array starts at 0, never decreases and ends at its flat length; edge endpoints inside their
 //! record's atoms and the infinite graph holding atoms² edges; present rows finite where training
-//! reads them (for a streamed charge density, `super::stream::DensityRows::open` checks its rows
+//! reads them (for a streamed charge density, `super::stream::StreamedColumn::open` checks its rows
 //! in the same way). Dataset checksums are verified by the reader itself (`LoadOptions::verify_checksums`,
 //! which a training load sets): a missing `sha256` attribute or a value changed under a stale
 //! checksum fails the load.
@@ -40,7 +40,7 @@ pub fn check_loaded(data: &ShardData) -> Result<()> {
 }
 
 /// [`check_loaded`] for a shard loaded by `ShardReader::load_streamed` whose charge density is
-/// streamed: its rows were checked (finite where present, checksum) by `DensityRows::open`, and
+/// streamed: its rows were checked (finite where present, checksum) by `StreamedColumn::open`, and
 /// `data.charge_density` is empty.
 pub fn check_loaded_streamed(data: &ShardData) -> Result<()> {
     check(data, false)

@@ -9,7 +9,8 @@
 //! - [`ShardWriter`] writes a whole shard atomically and deterministically (byte-identical files
 //!   for identical inputs: HDF5 object time stamps are off).
 //! - [`ShardReader`] bulk-loads a whole shard into [`ShardData`] (columnar, as training wants it),
-//!   or everything but the charge density, which [`stream`] then reads one record at a time.
+//!   or with its per-record columns (density, DOS, embeddings, atoms, edges) indexed so that
+//!   [`stream`] reads them one record at a time.
 //! - [`validate()`] reports every violation of the spec with its location; [`integrity`] checks
 //!   the cheap part of it on data loaded for training.
 //! - [`manifest`] is the JSON index written beside the shards.
@@ -38,7 +39,7 @@ pub fn hdf5_without_file_locking() {
     });
 }
 
-pub use read::{EdgeColumns, InfiniteColumns, LoadOptions, ShardData, ShardReader};
+pub use read::{EdgeColumns, InfiniteColumns, LoadOptions, ShardData, ShardReader, StreamedColumns};
 pub use validate::{validate, Violation};
 pub use write::{check_record, ShardWriter};
 

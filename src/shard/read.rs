@@ -5,7 +5,7 @@
 //! materialises one record when a caller wants the row view.
 
 use super::checksum::{dataset_sha256, strings_sha256, LeBytes};
-use super::stream::DensityRows;
+use super::stream::{chunk_layout, unpack_chunk, ColumnValue, StreamedColumn};
 use super::{
     paths, EmbeddingSpec, IngestInfo, ShardMeta, ShardRecord, TargetSpec, FORMAT_NAME, MODALITIES, SCHEMA_VERSION,
 };
@@ -63,85 +63,41 @@ impl ParallelDecode for u64 {}
 impl ParallelDecode for f64 {}
 impl ParallelDecode for f32 {
     fn parallel_decode(ds: &hdf5::Dataset) -> Option<std::result::Result<Vec<Self>, String>> {
-        decode_chunks_parallel(ds)
+        decode_chunks_parallel::<f32>(ds)
     }
 }
 
-/// Decode a shuffle+deflate f32 dataset chunked one row per chunk (the charge density) with
-/// rayon. HDF5 serialises every call behind one global lock, so its own read inflates chunk after
-/// chunk on one core; here HDF5 only says where each chunk lies (address, size), the compressed
-/// bytes are read with positional reads, and the inflate (zlib format, as HDF5's deflate filter
-/// writes it) + unshuffle run in parallel. Any other layout returns `None` and HDF5 reads it.
-fn decode_chunks_parallel(ds: &hdf5::Dataset) -> Option<std::result::Result<Vec<f32>, String>> {
+/// Decode a dataset chunked along its first dimension with shuffle+deflate (the charge density,
+/// DOS and text embedding: one row per chunk) with rayon. HDF5 serialises every call behind one
+/// global lock, so its own read inflates chunk after chunk on one core; here HDF5 only says where
+/// each chunk lies ([`chunk_layout`]), the compressed bytes are read with positional reads, and
+/// the inflate + unshuffle ([`unpack_chunk`]) run in parallel. Any other layout returns `None`
+/// and HDF5 reads it.
+fn decode_chunks_parallel<T: ColumnValue>(ds: &hdf5::Dataset) -> Option<std::result::Result<Vec<T>, String>> {
     use rayon::prelude::*;
     use std::os::unix::fs::FileExt;
 
-    let (row_len, where_) = row_chunks(ds)?;
-    let rows = where_.len();
-    if rows < 2 {
+    let layout = chunk_layout(ds, T::SIZE)?;
+    if layout.chunks.len() < 2 {
         return None;
     }
-    let file = match std::fs::File::open(ds.filename()) {
-        Ok(f) => f,
-        Err(_) => return None,
-    };
-    let mut out = vec![0f32; rows * row_len]; // (rows, row_len)
-    let result = out.par_chunks_mut(row_len).zip(where_.par_iter()).enumerate().try_for_each(|(row, (dst, &(addr, size)))| {
-        let mut packed = vec![0u8; size as usize];
-        file.read_exact_at(&mut packed, addr).map_err(|e| format!("row {row}: reading chunk: {e}"))?;
-        unpack_row(&packed, dst).map_err(|e| format!("row {row}: {e}"))
-    });
-    Some(result.map(|()| out))
-}
-
-/// Where each row's chunk of an (N, …) f32 dataset lies in the file, `(address, size)` per row,
-/// and the row length — when the dataset is chunked one row per chunk with shuffle + deflate,
-/// little-endian, every chunk allocated and filtered (the layout the writer gives the charge
-/// density). `None` for any other layout: callers then let HDF5 read the dataset.
-pub(crate) fn row_chunks(ds: &hdf5::Dataset) -> Option<(usize, Vec<(u64, u64)>)> {
-    use hdf5::filters::Filter;
-    let shape = ds.shape();
-    let rows = *shape.first()?;
-    let row_len: usize = shape[1..].iter().product();
-    let chunk = ds.chunk()?;
-    let pipeline = ds.filters();
-    let one_row_chunks = chunk.first() == Some(&1) && chunk[1..] == shape[1..];
-    if rows == 0 || row_len == 0 || !one_row_chunks || !matches!(pipeline.as_slice(), [Filter::Shuffle, Filter::Deflate(_)]) {
-        return None;
-    }
-    let little_endian = ds.dtype().is_ok_and(|t| matches!(t.byte_order(), hdf5::datatype::ByteOrder::LittleEndian));
-    if !little_endian || ds.num_chunks()? != rows {
-        return None; // unallocated chunks (fill values): let HDF5 handle them
-    }
-    // A chunk with a skipped filter goes back to HDF5.
-    let mut where_ = vec![(0u64, 0u64); rows];
-    for k in 0..rows {
-        let info = ds.chunk_info(k)?;
-        if info.filter_mask != 0 {
-            return None;
-        }
-        *where_.get_mut(*info.offset.first()? as usize)? = (info.addr, info.size);
-    }
-    Some((row_len, where_))
-}
-
-/// Inflate (zlib format, as HDF5's deflate filter writes it, Adler-32 checked) and unshuffle one
-/// row's chunk of f32 values into `dst`.
-pub(crate) fn unpack_row(packed: &[u8], dst: &mut [f32]) -> std::result::Result<(), String> {
-    use std::io::Read;
-    let row_len = dst.len();
-    let mut shuffled = Vec::with_capacity(row_len * 4);
-    flate2::read::ZlibDecoder::new(packed)
-        .read_to_end(&mut shuffled)
-        .map_err(|e| format!("corrupt compressed chunk: {e}"))?;
-    if shuffled.len() != row_len * 4 {
-        return Err(format!("chunk inflates to {} bytes, expected {}", shuffled.len(), row_len * 4));
-    }
-    // Shuffle stored byte j of element k at j·row_len + k.
-    for (k, v) in dst.iter_mut().enumerate() {
-        *v = f32::from_le_bytes([shuffled[k], shuffled[row_len + k], shuffled[2 * row_len + k], shuffled[3 * row_len + k]]);
-    }
-    Ok(())
+    let file = std::fs::File::open(ds.filename()).ok()?;
+    let chunk_values = layout.chunk_rows * layout.row_len;
+    let decoded: std::result::Result<Vec<Vec<u8>>, String> = layout
+        .chunks
+        .par_iter()
+        .enumerate()
+        .map(|(k, &(addr, size))| {
+            let mut packed = vec![0u8; size as usize];
+            file.read_exact_at(&mut packed, addr).map_err(|e| format!("chunk {k}: reading: {e}"))?;
+            unpack_chunk(&packed, T::SIZE, chunk_values, layout.shuffled).map_err(|e| format!("chunk {k}: {e}"))
+        })
+        .collect();
+    Some(decoded.map(|chunks| {
+        let mut out: Vec<T> = chunks.iter().flat_map(|b| b.chunks_exact(T::SIZE).map(T::from_le)).collect();
+        out.truncate(layout.rows * layout.row_len); // the last chunk's padding
+        out
+    }))
 }
 
 /// Read a 1-D variable-length UTF-8 string dataset.
@@ -315,6 +271,10 @@ pub struct ShardData {
     pub targets: BTreeMap<String, Vec<f64>>,
 }
 
+/// The columns of a shard read per record ([`StreamedColumn`]), by dataset path (e.g.
+/// `dos/energies`, `graphs/local/src`); a column not here is held in memory in [`ShardData`].
+pub type StreamedColumns = BTreeMap<String, StreamedColumn>;
+
 /// Options of a bulk load.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LoadOptions {
@@ -394,20 +354,25 @@ impl ShardReader {
         Ok(self.load_inner(opts, false)?.0)
     }
 
-    /// Read every dataset except the charge density, which is indexed for streamed reads
-    /// ([`DensityRows`]; `ShardData::charge_density` is left empty) after the same checks a whole
-    /// load runs (checksum with `opts.verify_checksums`, present rows finite). A charge density
-    /// not stored one record per chunk (not what this build writes) is loaded whole instead:
-    /// then the second value is `None`.
-    pub fn load_streamed(&self, opts: LoadOptions) -> Result<(ShardData, Option<DensityRows>)> {
+    /// Read the shard for streamed use: every per-record column whose layout allows it
+    /// ([`super::stream::streamable_layout`]) is indexed for per-record reads and returned in
+    /// [`StreamedColumns`], after the same checks a whole load runs (checksum with
+    /// `opts.verify_checksums`; present density rows finite). The charge density is never held
+    /// (its column in `ShardData` is left empty); the other streamed columns are returned whole
+    /// as well, so the caller can run [`super::integrity::check_loaded_streamed`] on them before
+    /// [`ShardData::drop_streamed`] frees them — one shard at a time, never the data set. A column
+    /// not chunked for per-record reads (shards written before the streamed layout) is not in
+    /// the map and stays in memory.
+    pub fn load_streamed(&self, opts: LoadOptions) -> Result<(ShardData, StreamedColumns)> {
         self.load_inner(opts, true)
     }
 
-    fn load_inner(&self, opts: LoadOptions, stream_density: bool) -> Result<(ShardData, Option<DensityRows>)> {
+    fn load_inner(&self, opts: LoadOptions, stream: bool) -> Result<(ShardData, StreamedColumns)> {
         let n = self.len();
         let f = &self.file;
         let checks = Checks { checksum: opts.verify_checksums, layout: false };
         let mut problems = Vec::new();
+        let mut streamed = StreamedColumns::new();
         let ctx = |p: &str| format!("{}: /{p}", self.path.display());
         macro_rules! num {
             ($t:ty, $path:expr, $shape:expr) => {{
@@ -418,6 +383,31 @@ impl ShardReader {
                     bail!("{}: {p}", ctx(path));
                 }
                 (v, shape)
+            }};
+        }
+        // A per-record column: indexed for streamed reads (values collected for the load's
+        // checks) when streaming and its chunks allow it, else read whole.
+        macro_rules! column {
+            ($t:ty, $path:expr, $shape:expr, $record_of:expr) => {{
+                let path: String = $path.to_string();
+                let indexed = if stream {
+                    let ds = open_checked::<$t>(f, &path, &$shape, checks, &mut problems).map_err(|e| anyhow!("{}: {e}", ctx(&path)))?;
+                    let mut values: Vec<$t> = Vec::new();
+                    let column = StreamedColumn::open::<$t>(&ds, &self.path, &path, checks.checksum, &$record_of, |_, v| {
+                        values.extend_from_slice(v);
+                        Ok(())
+                    })?;
+                    column.map(|c| {
+                        streamed.insert(path.clone(), c);
+                        (values, ds.shape())
+                    })
+                } else {
+                    None
+                };
+                match indexed {
+                    Some(v) => v,
+                    None => num!($t, path, $shape),
+                }
             }};
         }
         let strings = |path: &str, problems: &mut Vec<String>| -> Result<Vec<String>> {
@@ -437,59 +427,79 @@ impl ShardReader {
                     .with_context(|| format!("{}: record {i}: provenance is not a JSON object of strings", ctx(paths::PROVENANCE)))
             })
             .collect::<Result<Vec<_>>>()?;
+        let record = |i: usize| format!("record {i} ({})", ids.get(i).map_or("?", String::as_str));
+        // The record owning flat item `row` of a ragged column with these offsets.
+        let owner = |offsets: &[i64], row: usize| record(offsets.partition_point(|&o| o <= row as i64).saturating_sub(1));
         let mut masks: [Vec<u8>; 6] = Default::default();
         for (m, name) in MODALITIES.iter().enumerate() {
             masks[m] = num!(u8, format!("mask/{name}"), [Some(n)]).0;
         }
         let lattice = num!(f64, paths::LATTICE, [Some(n), Some(3), Some(3)]).0;
         let atom_offsets = num!(i64, paths::ATOM_OFFSETS, [Some(n + 1)]).0;
-        let species = num!(u8, paths::SPECIES, [None]).0;
-        let frac_coords = num!(f64, paths::FRAC_COORDS, [Some(species.len()), Some(3)]).0;
+        let by_atom = |row: usize| owner(&atom_offsets, row);
+        let species = column!(u8, paths::SPECIES, [None], by_atom).0;
+        let frac_coords = column!(f64, paths::FRAC_COORDS, [Some(species.len()), Some(3)], by_atom).0;
         let mut edge_lists = Vec::new();
         for g in paths::EDGE_LISTS {
             let offsets = num!(i64, format!("{g}/edge_offsets"), [Some(n + 1)]).0;
-            let src = num!(u32, format!("{g}/src"), [None]).0;
+            let by_edge = |row: usize| owner(&offsets, row);
+            let src = column!(u32, format!("{g}/src"), [None], by_edge).0;
             let e = src.len();
-            edge_lists.push(EdgeColumns {
-                offsets,
-                dst: num!(u32, format!("{g}/dst"), [Some(e)]).0,
-                image: num!(i32, format!("{g}/image"), [Some(e), Some(3)]).0,
-                distance: num!(f32, format!("{g}/distance"), [Some(e)]).0,
-                src,
-            });
+            let dst = column!(u32, format!("{g}/dst"), [Some(e)], by_edge).0;
+            let image = column!(i32, format!("{g}/image"), [Some(e), Some(3)], by_edge).0;
+            let distance = column!(f32, format!("{g}/distance"), [Some(e)], by_edge).0;
+            edge_lists.push(EdgeColumns { offsets, src, dst, image, distance });
         }
         let cgcnn = edge_lists.pop().expect("two edge lists");
         let local = edge_lists.pop().expect("two edge lists");
         let inf = paths::INFINITE;
-        let inf_src = num!(u32, format!("{inf}/src"), [None]).0;
+        let inf_offsets = num!(i64, format!("{inf}/edge_offsets"), [Some(n + 1)]).0;
+        let by_edge = |row: usize| owner(&inf_offsets, row);
+        let inf_src = column!(u32, format!("{inf}/src"), [None], by_edge).0;
         let e = inf_src.len();
         let infinite = InfiniteColumns {
-            offsets: num!(i64, format!("{inf}/edge_offsets"), [Some(n + 1)]).0,
-            dst: num!(u32, format!("{inf}/dst"), [Some(e)]).0,
-            coulomb: num!(f64, format!("{inf}/coulomb"), [Some(e)]).0,
-            london: num!(f64, format!("{inf}/london"), [Some(e)]).0,
-            pauli: num!(f64, format!("{inf}/pauli"), [Some(e)]).0,
+            dst: column!(u32, format!("{inf}/dst"), [Some(e)], by_edge).0,
+            coulomb: column!(f64, format!("{inf}/coulomb"), [Some(e)], by_edge).0,
+            london: column!(f64, format!("{inf}/london"), [Some(e)], by_edge).0,
+            pauli: column!(f64, format!("{inf}/pauli"), [Some(e)], by_edge).0,
             src: inf_src,
+            offsets: inf_offsets,
         };
         let p = self.attrs.preprocess.dos_points;
-        let dos_energies = num!(f32, paths::DOS_ENERGIES, [Some(n), Some(p)]).0;
-        let dos_densities = num!(f32, paths::DOS_DENSITIES, [Some(n), Some(p)]).0;
+        let dos_energies = column!(f32, paths::DOS_ENERGIES, [Some(n), Some(p)], record).0;
+        let dos_densities = column!(f32, paths::DOS_DENSITIES, [Some(n), Some(p)], record).0;
         let dos_repaired = num!(u32, paths::DOS_REPAIRED, [Some(n)]).0;
         let [gx, gy, gz] = self.attrs.preprocess.density_grid;
         let density_shape = [Some(n), Some(gx), Some(gy), Some(gz)];
-        let density_rows = if stream_density {
+        // The charge density is never collected: its rows are checked (finite where present)
+        // as the load-time pass decodes them, a block at a time.
+        let density = if stream {
             let ds = open_checked::<f32>(f, paths::CHARGE_DENSITY, &density_shape, checks, &mut problems)
                 .map_err(|e| anyhow!("{}: {e}", ctx(paths::CHARGE_DENSITY)))?;
-            DensityRows::open(&ds, &self.path, &ids, &masks[3], checks.checksum)?
+            let g3 = gx * gy * gz;
+            StreamedColumn::open::<f32>(&ds, &self.path, paths::CHARGE_DENSITY, checks.checksum, &record, |first, values| {
+                for (k, row) in values.chunks(g3.max(1)).enumerate() {
+                    let i = first + k;
+                    if masks[3].get(i).is_some_and(|&m| m != 0) {
+                        if let Some(p) = row.iter().position(|x| !x.is_finite()) {
+                            return Err((i, format!("NaN/inf at position {p} of a present row")));
+                        }
+                    }
+                }
+                Ok(())
+            })?
         } else {
             None
         };
-        let charge_density = match density_rows {
-            Some(_) => Vec::new(),
+        let charge_density = match density {
+            Some(column) => {
+                streamed.insert(paths::CHARGE_DENSITY.to_string(), column);
+                Vec::new()
+            }
             None => num!(f32, paths::CHARGE_DENSITY, density_shape).0,
         };
         let descriptions = strings(paths::DESCRIPTIONS, &mut problems)?;
-        let (text_embedding, emb_shape) = num!(f32, paths::EMBEDDING, [Some(n), None]);
+        let (text_embedding, emb_shape) = column!(f32, paths::EMBEDDING, [Some(n), None], record);
         let text_embedding_spec = if emb_shape[1] == 0 {
             None
         } else {
@@ -544,7 +554,7 @@ impl ShardReader {
             text_embedding,
             targets,
         };
-        Ok((data, density_rows))
+        Ok((data, streamed))
     }
 }
 
@@ -586,6 +596,76 @@ impl ShardData {
 
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
+    }
+
+    /// Free the in-memory copy of every column in `streamed` (its reads then go through the
+    /// [`StreamedColumn`]), and the descriptions and provenance (≈ 2.5 kB per synth record),
+    /// which no training, embedding or evaluation path reads ([`ShardReader::provenance`] reads
+    /// them on demand). What stays is the per-record metadata: ids, masks, lattices, offsets,
+    /// repaired-point counts and targets. [`ShardData::record`] must not be called afterwards.
+    pub fn drop_streamed(&mut self, streamed: &StreamedColumns) {
+        self.descriptions = Vec::new();
+        self.provenance = Vec::new();
+        for name in streamed.keys() {
+            match name.as_str() {
+                paths::SPECIES => self.species = Vec::new(),
+                paths::FRAC_COORDS => self.frac_coords = Vec::new(),
+                paths::DOS_ENERGIES => self.dos_energies = Vec::new(),
+                paths::DOS_DENSITIES => self.dos_densities = Vec::new(),
+                paths::CHARGE_DENSITY => self.charge_density = Vec::new(),
+                paths::EMBEDDING => self.text_embedding = Vec::new(),
+                other => {
+                    let (group, column) = other.rsplit_once('/').unwrap_or(("", other));
+                    if group == paths::INFINITE {
+                        let c = &mut self.infinite;
+                        match column {
+                            "src" => c.src = Vec::new(),
+                            "dst" => c.dst = Vec::new(),
+                            "coulomb" => c.coulomb = Vec::new(),
+                            "london" => c.london = Vec::new(),
+                            "pauli" => c.pauli = Vec::new(),
+                            _ => {}
+                        }
+                    } else if let Some(k) = paths::EDGE_LISTS.iter().position(|g| *g == group) {
+                        let c = if k == 0 { &mut self.local } else { &mut self.cgcnn };
+                        match column {
+                            "src" => c.src = Vec::new(),
+                            "dst" => c.dst = Vec::new(),
+                            "image" => c.image = Vec::new(),
+                            "distance" => c.distance = Vec::new(),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The per-record columns a streamed load reads per record where their layout allows, by
+    /// dataset path, with the bytes each holds in memory now (0 once dropped).
+    pub fn per_record_columns(&self) -> Vec<(String, usize)> {
+        fn v<T>(x: &[T]) -> usize {
+            std::mem::size_of_val(x)
+        }
+        let mut out = vec![
+            (paths::SPECIES.to_string(), v(&self.species)),
+            (paths::FRAC_COORDS.to_string(), v(&self.frac_coords)),
+            (paths::DOS_ENERGIES.to_string(), v(&self.dos_energies)),
+            (paths::DOS_DENSITIES.to_string(), v(&self.dos_densities)),
+            (paths::CHARGE_DENSITY.to_string(), v(&self.charge_density)),
+            (paths::EMBEDDING.to_string(), v(&self.text_embedding)),
+        ];
+        for (g, c) in paths::EDGE_LISTS.iter().zip([&self.local, &self.cgcnn]) {
+            out.push((format!("{g}/src"), v(&c.src)));
+            out.push((format!("{g}/dst"), v(&c.dst)));
+            out.push((format!("{g}/image"), v(&c.image)));
+            out.push((format!("{g}/distance"), v(&c.distance)));
+        }
+        let c = &self.infinite;
+        for (name, bytes) in [("src", v(&c.src)), ("dst", v(&c.dst)), ("coulomb", v(&c.coulomb)), ("london", v(&c.london)), ("pauli", v(&c.pauli))] {
+            out.push((format!("{}/{name}", paths::INFINITE), bytes));
+        }
+        out
     }
 
     /// Whether record `i` has modality `m` (index into [`MODALITIES`]).
@@ -695,13 +775,13 @@ mod tests {
         ShardWriter::new(meta).write(&path, &records).unwrap();
         let file = hdf5::File::open(&path).unwrap();
         let ds = file.dataset(paths::CHARGE_DENSITY).unwrap();
-        let fast = decode_chunks_parallel(&ds).expect("the charge-density layout takes the parallel path").unwrap();
+        let fast = decode_chunks_parallel::<f32>(&ds).expect("the charge-density layout takes the parallel path").unwrap();
         let reference: Vec<f32> = ds.read_raw().unwrap();
         assert_eq!(fast.len(), reference.len());
         // Bitwise equality, NaN rows included.
         assert!(fast.iter().zip(&reference).all(|(a, b)| a.to_bits() == b.to_bits()));
         assert!(fast[120..180].iter().all(|x| x.is_nan()), "record 2 is absent");
-        // Other layouts go to HDF5.
-        assert!(decode_chunks_parallel(&file.dataset(paths::DOS_ENERGIES).unwrap()).is_none());
+        // A dataset in one chunk goes to HDF5.
+        assert!(decode_chunks_parallel::<u8>(&file.dataset("mask/dos").unwrap()).is_none());
     }
 }

@@ -16,8 +16,14 @@ use std::path::Path;
 /// Deflate level for every dataset: level 4 with the shuffle filter compresses the f32/f64 data
 /// nearly as well as 9 while decompressing at full speed (measured in `multimat bench ingest`).
 const DEFLATE_LEVEL: u8 = 4;
-/// Target uncompressed chunk size for row-chunked datasets (except charge density: one record).
+/// Target uncompressed chunk size for row-chunked datasets that are not per-record columns
+/// (masks, lattices, offsets, targets: always loaded whole).
 const CHUNK_BYTES: usize = 1 << 20;
+/// Target uncompressed chunk size of the ragged per-record columns (atoms, edges), which training
+/// reads a record at a time (`stream.rs`): a record's read inflates its chunk, so chunks stay
+/// small (a few records each), well under what the reader streams (`STREAM_CHUNK_BYTES`).
+/// Fixed-width per-record columns (charge density, DOS, text embedding) are one record per chunk.
+const RECORD_CHUNK_BYTES: usize = 16 * 1024;
 
 /// Writes whole shards with fixed shard-wide metadata.
 #[derive(Clone, Debug)]
@@ -200,8 +206,17 @@ fn create_group(parent: &hdf5::Group, name: &str) -> Result<hdf5::Group> {
 
 /// Rows per chunk so a chunk holds about `CHUNK_BYTES` uncompressed.
 fn chunk_rows(shape: &[usize], elem_bytes: usize) -> usize {
+    rows_for_bytes(shape, elem_bytes, CHUNK_BYTES)
+}
+
+/// Rows per chunk of a ragged per-record column (see [`RECORD_CHUNK_BYTES`]).
+fn record_chunk_rows(shape: &[usize], elem_bytes: usize) -> Option<usize> {
+    Some(rows_for_bytes(shape, elem_bytes, RECORD_CHUNK_BYTES))
+}
+
+fn rows_for_bytes(shape: &[usize], elem_bytes: usize, bytes: usize) -> usize {
     let row_bytes = shape[1..].iter().product::<usize>().max(1) * elem_bytes;
-    (CHUNK_BYTES / row_bytes).clamp(1, shape[0].max(1))
+    (bytes / row_bytes).clamp(1, shape[0].max(1))
 }
 
 /// Create a numeric dataset (chunked, shuffle+deflate unless empty) with its `sha256` attribute.
@@ -293,9 +308,9 @@ fn write_file(path: &Path, meta: &ShardMeta, records: &[ShardRecord]) -> Result<
     let ds = write_numeric(&crystal, "lattice", &lattice, &[n, 3, 3], None)?;
     write_attr_str(&ds, "units", "angstrom; rows are lattice vectors a, b, c")?;
     write_numeric(&crystal, "atom_offsets", &atom_offsets, &[n + 1], None)?;
-    let ds = write_numeric(&crystal, "species", &species, &[species.len()], None)?;
+    let ds = write_numeric(&crystal, "species", &species, &[species.len()], record_chunk_rows(&[species.len()], 1))?;
     write_attr_str(&ds, "units", "atomic number")?;
-    let ds = write_numeric(&crystal, "frac_coords", &frac, &[species.len(), 3], None)?;
+    let ds = write_numeric(&crystal, "frac_coords", &frac, &[species.len(), 3], record_chunk_rows(&[species.len(), 3], 8))?;
     write_attr_str(&ds, "units", "fractional (of the lattice rows)")?;
 
     // Graphs: edge lists flat with per-record edge offsets; atom indices are record-local.
@@ -315,10 +330,10 @@ fn write_file(path: &Path, meta: &ShardMeta, records: &[ShardRecord]) -> Result<
         }
         let e = src.len();
         write_numeric(&g, "edge_offsets", &offsets, &[n + 1], None)?;
-        write_numeric(&g, "src", &src, &[e], None)?;
-        write_numeric(&g, "dst", &dst, &[e], None)?;
-        write_numeric(&g, "image", &image, &[e, 3], None)?;
-        let ds = write_numeric(&g, "distance", &dist, &[e], None)?;
+        write_numeric(&g, "src", &src, &[e], record_chunk_rows(&[e], 4))?;
+        write_numeric(&g, "dst", &dst, &[e], record_chunk_rows(&[e], 4))?;
+        write_numeric(&g, "image", &image, &[e, 3], record_chunk_rows(&[e, 3], 4))?;
+        let ds = write_numeric(&g, "distance", &dist, &[e], record_chunk_rows(&[e], 4))?;
         write_attr_str(&ds, "units", "angstrom")?;
     }
     {
@@ -338,13 +353,13 @@ fn write_file(path: &Path, meta: &ShardMeta, records: &[ShardRecord]) -> Result<
         }
         let e = src.len();
         write_numeric(&g, "edge_offsets", &offsets, &[n + 1], None)?;
-        write_numeric(&g, "src", &src, &[e], None)?;
-        write_numeric(&g, "dst", &dst, &[e], None)?;
-        let ds = write_numeric(&g, "coulomb", &coulomb, &[e], None)?;
+        write_numeric(&g, "src", &src, &[e], record_chunk_rows(&[e], 4))?;
+        write_numeric(&g, "dst", &dst, &[e], record_chunk_rows(&[e], 4))?;
+        let ds = write_numeric(&g, "coulomb", &coulomb, &[e], record_chunk_rows(&[e], 8))?;
         write_attr_str(&ds, "units", "1/angstrom")?;
-        let ds = write_numeric(&g, "london", &london, &[e], None)?;
+        let ds = write_numeric(&g, "london", &london, &[e], record_chunk_rows(&[e], 8))?;
         write_attr_str(&ds, "units", "1/angstrom^6")?;
-        let ds = write_numeric(&g, "pauli", &pauli, &[e], None)?;
+        let ds = write_numeric(&g, "pauli", &pauli, &[e], record_chunk_rows(&[e], 8))?;
         write_attr_str(&ds, "units", "dimensionless")?;
     }
 
@@ -366,9 +381,10 @@ fn write_file(path: &Path, meta: &ShardMeta, records: &[ShardRecord]) -> Result<
             }
         }
     }
-    let ds = write_numeric(&dos, "energies", &energies, &[n, p], None)?;
+    // One record per chunk, like the charge density: training reads these rows one at a time.
+    let ds = write_numeric(&dos, "energies", &energies, &[n, p], Some(1))?;
     write_attr_str(&ds, "units", "eV, relative to the Fermi energy")?;
-    let ds = write_numeric(&dos, "densities", &densities, &[n, p], None)?;
+    let ds = write_numeric(&dos, "densities", &densities, &[n, p], Some(1))?;
     write_attr_str(&ds, "units", "states/eV/cell")?;
     write_numeric(&dos, "repaired_points", &repaired, &[n], None)?;
 
@@ -398,7 +414,7 @@ fn write_file(path: &Path, meta: &ShardMeta, records: &[ShardRecord]) -> Result<
             None => emb.extend(std::iter::repeat_n(f32::NAN, dim)),
         }
     }
-    let ds = write_numeric(&text, "embedding", &emb, &[n, dim], None)?;
+    let ds = write_numeric(&text, "embedding", &emb, &[n, dim], Some(1))?;
     let (model, weights) = meta.text_embedding.as_ref().map_or(("", ""), |e| (e.model.as_str(), e.weights_sha256.as_str()));
     write_attr_str(&ds, "model", model)?;
     write_attr_str(&ds, "weights_sha256", weights)?;

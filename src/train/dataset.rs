@@ -2,23 +2,31 @@
 //! `ModalityBatch`es (graph batching with re-indexed nodes, DOS, density and text tensors) for any
 //! list of records.
 //!
-//! [`Dataset::load`] streams the charge density — 128 KiB per record at 32³, ~95 % of a shard —
-//! from its HDF5 chunks: a batch reads only its own records' chunks (pre-training's batches are
-//! assembled ahead on the prefetch thread, so that is where the reads happen). Everything else
-//! (ids, masks, offsets, targets, graphs, DOS, text embeddings) stays in memory: a few KiB per
-//! record ([`Dataset::resident_bytes`]). Decoded density rows are kept in a bounded FIFO cache of
-//! at most [`DEFAULT_DENSITY_CACHE_RECORDS`] records ([`Dataset::density_cache`] reports it), so
-//! the density memory of a rank is that bound plus the batches in flight, independent of the
-//! data set. [`Dataset::load_in_memory`] loads everything (the previous behaviour, kept for
-//! comparison). Both give bit-identical batches: the same bytes are decoded either way.
+//! [`Dataset::load`] streams every per-record column whose size matters — the charge density
+//! (128 KiB per record at 32³), DOS rows, text embeddings, species, coordinates and the three
+//! edge lists — from its HDF5 chunks (`shard::stream`): a batch reads only its own records'
+//! chunks (pre-training's batches are assembled ahead on the prefetch thread, so that is where
+//! the reads happen). What stays in memory is per-record metadata: ids, masks, lattices,
+//! offsets, targets and the chunk index ([`Dataset::resident_bytes`], stated per record by
+//! `bench stream`); descriptions and provenance, which no training path reads, are dropped. A
+//! shard is loaded whole once at open for its checks and its streamed columns freed before the
+//! next, so the load's peak is one shard, not the data set. Columns of shards written before
+//! the streamed layout (many records per ~1 MiB chunk) stay in memory, as they always were.
+//! Decoded density rows are kept in a bounded FIFO cache of at most
+//! [`DEFAULT_DENSITY_CACHE_RECORDS`] records ([`Dataset::density_cache`] reports it), so the
+//! memory of a rank is that bound plus the batches in flight, independent of the data set.
+//! [`Dataset::load_in_memory`] loads everything (the previous behaviour, kept for comparison).
+//! Both give bit-identical batches: the same bytes are decoded either way.
 
 use crate::model::{BatchedEdges, DensityBatch, DosBatch, GraphBatch, Modality, ModalityBatch, TextBatch};
-use crate::shard::stream::{DensityRows, DENSITY_ROW_METADATA_BYTES};
-use crate::shard::{EdgeColumns, ShardData};
+use crate::shard::stream::ColumnValue;
+use crate::shard::{paths, EdgeColumns, ShardData, StreamedColumns};
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -104,10 +112,10 @@ pub fn shard_paths(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 }
 
 pub struct Dataset {
-    /// The shards' columns; `charge_density` is empty where `density[s]` streams it.
+    /// The shards' columns; a column is empty where `streamed[s]` reads it per record.
     pub shards: Vec<ShardData>,
-    /// Per shard: the streamed charge density, `None` where it is in memory.
-    density: Vec<Option<DensityRows>>,
+    /// Per shard: its columns read per record (empty for a shard held in memory).
+    streamed: Vec<StreamedColumns>,
     cache: Mutex<RowCache>,
     /// Global record r lives in shard `locate[r].0` at row `locate[r].1`.
     locate: Vec<(u32, u32)>,
@@ -117,8 +125,8 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Load `paths` with the charge density streamed (see the module doc) and a decoded-row
-    /// cache of [`DEFAULT_DENSITY_CACHE_RECORDS`].
+    /// Load `paths` with the per-record columns streamed (see the module doc) and a
+    /// decoded-density cache of [`DEFAULT_DENSITY_CACHE_RECORDS`].
     pub fn load(paths: &[PathBuf]) -> Result<Dataset> {
         Self::load_streamed(paths, DEFAULT_DENSITY_CACHE_RECORDS)
     }
@@ -126,21 +134,24 @@ impl Dataset {
     /// [`Dataset::load`] with a decoded-row cache of `cache_records` records (0: none).
     pub fn load_streamed(paths: &[PathBuf], cache_records: usize) -> Result<Dataset> {
         let mut shards = Vec::new();
-        let mut density = Vec::new();
+        let mut streamed = Vec::new();
         for p in paths {
             // Checksums verified and integrity checked: training must not run on a shard that
             // `multimat validate` would reject (or panic on its offsets).
-            let (data, rows) = crate::shard::ShardReader::open(p)
+            let (mut data, columns) = crate::shard::ShardReader::open(p)
                 .and_then(|r| r.load_streamed(crate::shard::LoadOptions { verify_checksums: true }))
                 .with_context(|| format!("loading shard {}", p.display()))?;
-            match &rows {
-                Some(_) => crate::shard::integrity::check_loaded_streamed(&data)?,
-                None => crate::shard::integrity::check_loaded(&data)?,
+            if columns.contains_key(paths::CHARGE_DENSITY) {
+                crate::shard::integrity::check_loaded_streamed(&data)?;
+            } else {
+                crate::shard::integrity::check_loaded(&data)?;
             }
+            // Checked: free what is read per record before the next shard loads.
+            data.drop_streamed(&columns);
             shards.push(data);
-            density.push(rows);
+            streamed.push(columns);
         }
-        Self::assemble_from(shards, density, cache_records)
+        Self::assemble_from(shards, streamed, cache_records)
     }
 
     /// Load `paths` whole into memory (charge densities included), with the same checks.
@@ -158,11 +169,11 @@ impl Dataset {
 
     /// A dataset over shards already in memory.
     pub fn from_shards(shards: Vec<ShardData>) -> Result<Dataset> {
-        let density = vec![None; shards.len()];
-        Self::assemble_from(shards, density, 0)
+        let streamed = vec![StreamedColumns::new(); shards.len()];
+        Self::assemble_from(shards, streamed, 0)
     }
 
-    fn assemble_from(shards: Vec<ShardData>, density: Vec<Option<DensityRows>>, cache_records: usize) -> Result<Dataset> {
+    fn assemble_from(shards: Vec<ShardData>, streamed: Vec<StreamedColumns>, cache_records: usize) -> Result<Dataset> {
         if shards.is_empty() {
             bail!("no shards given");
         }
@@ -185,12 +196,32 @@ impl Dataset {
             }
         }
         let cache = RowCache { stats: DensityCacheStats { capacity: cache_records, ..Default::default() }, ..Default::default() };
-        Ok(Dataset { fingerprint: hex::encode(hasher.finalize()), shards, density, cache: Mutex::new(cache), locate })
+        Ok(Dataset { fingerprint: hex::encode(hasher.finalize()), shards, streamed, cache: Mutex::new(cache), locate })
     }
 
     /// Whether any shard's charge density is streamed rather than held in memory.
     pub fn streams_density(&self) -> bool {
-        self.density.iter().any(Option::is_some)
+        self.streams(paths::CHARGE_DENSITY)
+    }
+
+    /// Whether any shard reads column `dataset` (e.g. `dos/energies`) per record.
+    pub fn streams(&self, dataset: &str) -> bool {
+        self.streamed.iter().any(|c| c.contains_key(dataset))
+    }
+
+    /// The per-record columns some shard holds in memory although a training load streams
+    /// them where it can: shards written before the streamed layout (chunks of many records).
+    pub fn resident_columns(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .shards
+            .iter()
+            .flat_map(|s| s.per_record_columns())
+            .filter(|(_, bytes)| *bytes > 0)
+            .map(|(name, _)| name)
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// The decoded-row cache's bound, occupancy and reads so far.
@@ -198,31 +229,31 @@ impl Dataset {
         self.cache.lock().map(|c| c.stats).unwrap_or_default()
     }
 
-    /// Bytes this dataset holds in memory for its records (every column of every shard, the
-    /// streamed density's per-record chunk index, the record index), excluding the decoded-row
+    /// Bytes this dataset holds in memory for its records (every in-memory column of every
+    /// shard, the streamed columns' chunk index, the record index), excluding the decoded-row
     /// cache. Divided by `len()`, the per-record metadata cost of a streamed dataset.
     pub fn resident_bytes(&self) -> usize {
         fn v<T>(x: &[T]) -> usize {
             std::mem::size_of_val(x)
         }
-        let edges = |c: &EdgeColumns| v(&c.offsets) + v(&c.src) + v(&c.dst) + v(&c.image) + v(&c.distance);
         let strings = |x: &[String]| x.iter().map(|s| s.len() + std::mem::size_of::<String>()).sum::<usize>();
         let mut total = v(&self.locate);
-        for (s, rows) in self.shards.iter().zip(&self.density) {
-            let i = &s.infinite;
+        for (s, columns) in self.shards.iter().zip(&self.streamed) {
             total += strings(&s.ids) + strings(&s.descriptions)
                 + s.provenance.iter().map(|p| p.sources.iter().map(|(k, x)| k.len() + x.len() + 48).sum::<usize>()).sum::<usize>()
                 + s.masks.iter().map(|m| v(m)).sum::<usize>()
-                + v(&s.lattice) + v(&s.atom_offsets) + v(&s.species) + v(&s.frac_coords)
-                + edges(&s.local) + edges(&s.cgcnn)
-                + v(&i.offsets) + v(&i.src) + v(&i.dst) + v(&i.coulomb) + v(&i.london) + v(&i.pauli)
-                + v(&s.dos_energies) + v(&s.dos_densities) + v(&s.dos_repaired) + v(&s.charge_density) + v(&s.text_embedding)
-                + s.targets.values().map(|t| v(t)).sum::<usize>();
-            if rows.is_some() {
-                total += s.len() * DENSITY_ROW_METADATA_BYTES;
-            }
+                + v(&s.lattice) + v(&s.atom_offsets) + v(&s.local.offsets) + v(&s.cgcnn.offsets) + v(&s.infinite.offsets)
+                + v(&s.dos_repaired)
+                + s.targets.values().map(|t| v(t)).sum::<usize>()
+                + s.per_record_columns().iter().map(|(_, bytes)| bytes).sum::<usize>()
+                + columns.values().map(|c| c.metadata_bytes()).sum::<usize>();
         }
         total
+    }
+
+    /// Bytes of the streamed columns' chunk index (part of [`Dataset::resident_bytes`]).
+    pub fn chunk_index_bytes(&self) -> usize {
+        self.streamed.iter().flat_map(|c| c.values()).map(|c| c.metadata_bytes()).sum()
     }
 
     pub fn len(&self) -> usize {
@@ -274,14 +305,23 @@ impl Dataset {
             }
         }
         Ok(match m {
-            Modality::Crystal => ModalityBatch::Crystal(self.graph_batch(records)),
+            Modality::Crystal => ModalityBatch::Crystal(self.graph_batch(records)?),
             Modality::Dos => {
                 let p = self.shards[0].meta.preprocess.dos_points;
                 let mut b = DosBatch { batch: records.len(), len: p, ..Default::default() };
-                for &r in records {
-                    let (s, i) = self.at(r);
-                    b.energies.extend_from_slice(&s.dos_energies[i * p..(i + 1) * p]);
-                    b.densities.extend_from_slice(&s.dos_densities[i * p..(i + 1) * p]);
+                let rows: Vec<_> = records
+                    .par_iter()
+                    .map(|&r| {
+                        let (s, i) = self.locate[r];
+                        let sh = &self.shards[s as usize];
+                        let e = self.rows(s, i, paths::DOS_ENERGIES, &sh.dos_energies, i as usize..i as usize + 1, p)?;
+                        let d = self.rows(s, i, paths::DOS_DENSITIES, &sh.dos_densities, i as usize..i as usize + 1, p)?;
+                        Ok((e, d))
+                    })
+                    .collect::<Result<_>>()?;
+                for (e, d) in rows {
+                    b.energies.extend_from_slice(&e);
+                    b.densities.extend_from_slice(&d);
                 }
                 ModalityBatch::Dos(b)
             }
@@ -304,9 +344,15 @@ impl Dataset {
             Modality::Text => {
                 let d = self.text_dim();
                 let mut b = TextBatch { batch: records.len(), dim: d, ..Default::default() };
-                for &r in records {
-                    let (s, i) = self.at(r);
-                    b.values.extend_from_slice(&s.text_embedding[i * d..(i + 1) * d]);
+                let rows: Vec<_> = records
+                    .par_iter()
+                    .map(|&r| {
+                        let (s, i) = self.locate[r];
+                        self.rows(s, i, paths::EMBEDDING, &self.shards[s as usize].text_embedding, i as usize..i as usize + 1, d)
+                    })
+                    .collect::<Result<_>>()?;
+                for row in rows {
+                    b.values.extend_from_slice(&row);
                 }
                 ModalityBatch::Text(b)
             }
@@ -324,7 +370,7 @@ impl Dataset {
         {
             let cache = self.cache.lock().map_err(|_| anyhow::anyhow!("density cache poisoned by a panicked reader"))?;
             for (k, &r) in records.iter().enumerate() {
-                if self.density[self.locate[r].0 as usize].is_some() {
+                if self.streamed[self.locate[r].0 as usize].contains_key(paths::CHARGE_DENSITY) {
                     match cache.rows.get(&r) {
                         Some(row) => out[k] = Some(Arc::clone(row)),
                         None => missing.push(k),
@@ -338,9 +384,9 @@ impl Dataset {
             .map(|&k| {
                 let r = records[k];
                 let (s, i) = self.locate[r];
-                let rows = self.density[s as usize].as_ref().expect("only streamed records are missing");
-                let mut row = vec![0f32; n];
-                rows.read(i as usize, self.id(r), &mut row)?;
+                let column = &self.streamed[s as usize][paths::CHARGE_DENSITY];
+                let mut row = Vec::with_capacity(n);
+                column.read_rows(i as usize..i as usize + 1, &record_name(i as usize, self.id(r)), &mut row)?;
                 Ok(Arc::from(row))
             })
             .collect::<Result<_>>()?;
@@ -353,32 +399,99 @@ impl Dataset {
         Ok(out)
     }
 
-    fn graph_batch(&self, records: &[usize]) -> GraphBatch {
-        let mut g = GraphBatch { num_graphs: records.len(), node_offsets: vec![0].into(), ..Default::default() };
-        for &r in records {
-            let (s, i) = self.at(r);
-            let base = g.species.len() as u32;
-            g.species.extend_from_slice(&s.species[s.atoms(i)]);
-            g.node_offsets.host_mut().push(g.species.len() as u32);
-            append_edges(&mut g.local, &s.local, i, base);
-            append_edges(&mut g.cgcnn, &s.cgcnn, i, base);
-            let inf = &s.infinite;
-            let range = inf.offsets[i] as usize..inf.offsets[i + 1] as usize;
-            g.infinite.src.host_mut().extend(inf.src[range.clone()].iter().map(|v| v + base));
-            g.infinite.dst.host_mut().extend(inf.dst[range.clone()].iter().map(|v| v + base));
-            g.infinite.coulomb.extend(inf.coulomb[range.clone()].iter().map(|&v| v as f32));
-            g.infinite.london.extend(inf.london[range.clone()].iter().map(|&v| v as f32));
-            g.infinite.pauli.extend(inf.pauli[range].iter().map(|&v| v as f32));
+    /// Rows `rows` (of `row_len` values each) of column `dataset` of shard `s`, for its record
+    /// `i`: a slice of the in-memory column, or read from the column's chunks where the shard
+    /// streams it (errors name shard, dataset and record).
+    fn rows<'a, T: ColumnValue>(&'a self, s: u32, i: u32, dataset: &str, in_memory: &'a [T], rows: Range<usize>, row_len: usize) -> Result<Cow<'a, [T]>> {
+        match self.streamed[s as usize].get(dataset) {
+            Some(column) => {
+                let mut out = Vec::new();
+                column.read_rows(rows, &record_name(i as usize, &self.shards[s as usize].ids[i as usize]), &mut out)?;
+                Ok(Cow::Owned(out))
+            }
+            None => Ok(Cow::Borrowed(&in_memory[rows.start * row_len..rows.end * row_len])),
         }
-        g
+    }
+
+    /// Record `r`'s atoms and edges (record-local atom indices), read in parallel with the
+    /// batch's other records; [`Dataset::graph_batch`] concatenates them in batch order.
+    fn record_graph(&self, r: usize) -> Result<RecordGraph<'_>> {
+        let (s, i) = self.locate[r];
+        let sh = &self.shards[s as usize];
+        let ix = i as usize;
+        let span = |offsets: &[i64]| offsets[ix] as usize..offsets[ix + 1] as usize;
+        let inf = &sh.infinite;
+        let e = span(&inf.offsets);
+        let g = paths::INFINITE;
+        Ok(RecordGraph {
+            species: self.rows(s, i, paths::SPECIES, &sh.species, span(&sh.atom_offsets), 1)?,
+            local: self.record_edges(s, i, paths::EDGE_LISTS[0], &sh.local)?,
+            cgcnn: self.record_edges(s, i, paths::EDGE_LISTS[1], &sh.cgcnn)?,
+            inf_src: self.rows(s, i, &format!("{g}/src"), &inf.src, e.clone(), 1)?,
+            inf_dst: self.rows(s, i, &format!("{g}/dst"), &inf.dst, e.clone(), 1)?,
+            coulomb: self.rows(s, i, &format!("{g}/coulomb"), &inf.coulomb, e.clone(), 1)?,
+            london: self.rows(s, i, &format!("{g}/london"), &inf.london, e.clone(), 1)?,
+            pauli: self.rows(s, i, &format!("{g}/pauli"), &inf.pauli, e, 1)?,
+        })
+    }
+
+    /// Record `i` of shard `s`'s edges of list `group` (its columns `c` where in memory).
+    fn record_edges<'a>(&'a self, s: u32, i: u32, group: &str, c: &'a EdgeColumns) -> Result<RecordEdges<'a>> {
+        let e = c.offsets[i as usize] as usize..c.offsets[i as usize + 1] as usize;
+        Ok(RecordEdges {
+            src: self.rows(s, i, &format!("{group}/src"), &c.src, e.clone(), 1)?,
+            dst: self.rows(s, i, &format!("{group}/dst"), &c.dst, e.clone(), 1)?,
+            distance: self.rows(s, i, &format!("{group}/distance"), &c.distance, e, 1)?,
+        })
+    }
+
+    fn graph_batch(&self, records: &[usize]) -> Result<GraphBatch> {
+        let parts: Vec<RecordGraph> = records.par_iter().map(|&r| self.record_graph(r)).collect::<Result<_>>()?;
+        let mut g = GraphBatch { num_graphs: records.len(), node_offsets: vec![0].into(), ..Default::default() };
+        for p in parts {
+            let base = g.species.len() as u32;
+            g.species.extend_from_slice(&p.species);
+            g.node_offsets.host_mut().push(g.species.len() as u32);
+            append_edges(&mut g.local, &p.local, base);
+            append_edges(&mut g.cgcnn, &p.cgcnn, base);
+            g.infinite.src.host_mut().extend(p.inf_src.iter().map(|v| v + base));
+            g.infinite.dst.host_mut().extend(p.inf_dst.iter().map(|v| v + base));
+            g.infinite.coulomb.extend(p.coulomb.iter().map(|&v| v as f32));
+            g.infinite.london.extend(p.london.iter().map(|&v| v as f32));
+            g.infinite.pauli.extend(p.pauli.iter().map(|&v| v as f32));
+        }
+        Ok(g)
     }
 }
 
-fn append_edges(out: &mut BatchedEdges, cols: &EdgeColumns, i: usize, base: u32) {
-    let range = cols.offsets[i] as usize..cols.offsets[i + 1] as usize;
-    out.src.host_mut().extend(cols.src[range.clone()].iter().map(|v| v + base));
-    out.dst.host_mut().extend(cols.dst[range.clone()].iter().map(|v| v + base));
-    out.distance.extend_from_slice(&cols.distance[range]);
+/// One record's edges of one list, borrowed from memory or read from disk.
+struct RecordEdges<'a> {
+    src: Cow<'a, [u32]>,
+    dst: Cow<'a, [u32]>,
+    distance: Cow<'a, [f32]>,
+}
+
+/// One record's part of a [`GraphBatch`].
+struct RecordGraph<'a> {
+    species: Cow<'a, [u8]>,
+    local: RecordEdges<'a>,
+    cgcnn: RecordEdges<'a>,
+    inf_src: Cow<'a, [u32]>,
+    inf_dst: Cow<'a, [u32]>,
+    coulomb: Cow<'a, [f64]>,
+    london: Cow<'a, [f64]>,
+    pauli: Cow<'a, [f64]>,
+}
+
+/// How errors name record `i` of a shard.
+fn record_name(i: usize, id: &str) -> String {
+    format!("record {i} ({id})")
+}
+
+fn append_edges(out: &mut BatchedEdges, e: &RecordEdges, base: u32) {
+    out.src.host_mut().extend(e.src.iter().map(|v| v + base));
+    out.dst.host_mut().extend(e.dst.iter().map(|v| v + base));
+    out.distance.extend_from_slice(&e.distance);
 }
 
 fn cell_volume(l: &[f64]) -> f64 {
