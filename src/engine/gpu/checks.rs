@@ -174,6 +174,8 @@ pub fn all() -> Vec<OpCheck> {
     v.extend(super::mse::checks());
     v.extend(super::infonce::checks());
     v.extend(super::topk::checks());
+    v.extend(super::conv3d::checks());
+    v.extend(super::pool3d::checks());
     v
 }
 

@@ -25,6 +25,8 @@ pub mod gather;
 pub mod rbf;
 pub mod segment;
 pub mod topk;
+pub mod pool3d;
+pub mod conv3d;
 
 use super::backend::{Gpu, GemmDesc, GpuVec};
 use super::tensor::{Indices, Storage, Tensor};
