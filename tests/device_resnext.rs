@@ -13,8 +13,8 @@
 //! the CPU (the same CPU code, the same order of operations); the batch-norm statistics are
 //! summed in f64 by a different tree than the CPU (see engine::gpu::batchnorm), and the fc GEMM
 //! and the loss kernels sum in other orders, so values differ by a few f32 ulps, which the
-//! network's depth amplifies a little: 1e-4 relative on gradients (measured ≤ 2e-6 relative
-//! to the largest gradient of a parameter), 1e-4 relative on losses.
+//! network's depth amplifies a little: 1e-4 relative (to a tensor's largest entry) on
+//! embeddings and gradients, 1e-4 relative on losses; weights after two steps: see the constants.
 
 mod common;
 use common::checkpoints::{ckpt, tensors, weight_difference};
@@ -31,8 +31,14 @@ use std::process::Command;
 const GRAD_RTOL: f64 = 1e-4;
 /// Relative tolerance on each pre-training step's loss.
 const LOSS_RTOL: f64 = 1e-4;
-/// Largest |w_sim − w_cpu| after two steps (lr 3e-3) over entries with a real gradient.
-const WEIGHT_ATOL: f32 = 2e-5;
+/// Largest |w_sim − w_cpu| of the charge-density encoder's parameters after two steps (lr 3e-3)
+/// (measured: 1.5e-6, in layer1.0.bn1.weight). A wrong gradient would move a weight by ~lr.
+const RESNEXT_WEIGHT_ATOL: f32 = 2e-5;
+/// The same over every parameter whose gradient is real by AdamW's √v (measured: 3.6e-5, in
+/// PotNet's `crystal.infinite_embedding.bias`, a bias right before a batch norm: its gradient is
+/// rounding noise that lands just above the √v noise threshold in this four-modality run, so its
+/// second AdamW step follows that noise; the three-modality run in device_training.rs holds 2e-5).
+const WEIGHT_ATOL: f32 = 1e-4;
 
 fn small_config() -> ResNeXt3dConfig {
     // 12³ grid → stem 7³/2 → 6³ → max-pool 3³/2 → 3³ → stage 1 (stride 1) → stage 2 (stride 2) → 2³.
@@ -138,8 +144,16 @@ fn a_four_modality_pretraining_step_on_cuda_sim_matches_the_cpu() {
     let (worst, compared, noise) = weight_difference(&ckpt(&cpu, 2), &ckpt(&sim, 2));
     assert!(noise * 5 < compared, "{noise} of {} weights have noise-level gradients", compared + noise);
     assert!(worst <= WEIGHT_ATOL, "cuda-sim weights differ from the CPU's by up to {worst:.3e} after two steps");
-    // The ResNeXt's own parameters moved on the device (it is not left on the CPU or frozen).
-    let (first, last) = (tensors(&ckpt(&sim, 1)), tensors(&ckpt(&sim, 2)));
+    // The ResNeXt's own parameters: held tighter, and they moved on the device.
+    let (cpu2, last) = (tensors(&ckpt(&cpu, 2)), tensors(&ckpt(&sim, 2)));
+    let resnext_worst = cpu2
+        .iter()
+        .zip(&last)
+        .filter(|((n, _), _)| n.starts_with("param.charge_density."))
+        .flat_map(|((_, a), (_, b))| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
+        .fold(0.0f32, f32::max);
+    assert!(resnext_worst <= RESNEXT_WEIGHT_ATOL, "charge-density weights differ by up to {resnext_worst:.3e} after two steps");
+    let first = tensors(&ckpt(&sim, 1));
     let moved = first.iter().zip(&last).filter(|((n, a), (_, b))| n.starts_with("param.charge_density.") && a != b).count();
     assert!(moved > 10, "only {moved} charge-density parameters changed between steps");
     // Determinism: the same run on the device again writes the same checkpoint bytes.
