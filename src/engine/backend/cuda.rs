@@ -6,6 +6,9 @@
 //! this device's architecture on first use of a family and cached for the process. GEMMs go to
 //! cuBLAS (`cublasSgemmStridedBatched`) through cudarc's `cublas` sys bindings — the maintained
 //! form of the `cublas-sys` crate, which is a 2016 release that links CUDA at build time.
+//! 3-D convolutions go to cuDNN 9 (`libcudnn.so.9`, found by cudarc's loader on the library
+//! path) through `cudnn.rs`; this file owns the handle (on our stream) and the cache of chosen
+//! algorithms.
 
 use super::cudnn::{check as check_cudnn, Algo};
 use super::{ConvDesc, ConvPass, GemmDesc, Kernel, LaunchConfig};
