@@ -7,7 +7,7 @@
 #
 # Environment: THREADS (default: nproc; rayon, matrixmultiply and torch all get it), BATCH (360),
 # DOS_BATCH and FULL_BATCH (default BATCH; the DOS Transformer at T = 601 dominates the time),
-# RESNEXT50_BATCH (16, workload resnext50), REPEATS (timed steps after one warm-up; 3),
+# RESNEXT50_BATCH (16, workload resnext50), GRID (charge-density grid edge; 32), REPEATS (timed steps after one warm-up; 3),
 # PROFILE (release | dev; release), BIN (an already built multimat binary: skips the build),
 # RESULTS (keep every JSON here; default: a temporary directory), TORCH_FROM (a RESULTS directory
 # of an earlier run: reuse its PyTorch numbers, e.g. to time a new multimat build against them),
@@ -33,6 +33,7 @@ BATCH=${BATCH:-360}
 DOS_BATCH=${DOS_BATCH:-$BATCH}
 FULL_BATCH=${FULL_BATCH:-$BATCH}
 RESNEXT50_BATCH=${RESNEXT50_BATCH:-16}
+GRID=${GRID:-32}
 REPEATS=${REPEATS:-3}
 WORKLOADS=("$@")
 [ ${#WORKLOADS[@]} -eq 0 ] && WORKLOADS=(potnet cgcnn dos text resnext_small full)
@@ -96,7 +97,7 @@ SGEMM_ARG=(--sgemm "${SGEMM:-2048}")
 for w in "${WORKLOADS[@]}"; do
     echo "== $w" >&2
     "$BIN" bench encoders --only "$w" --batch "$BATCH" --dos-batch "$DOS_BATCH" --full-batch "$FULL_BATCH" \
-        --resnext-full-batch "$RESNEXT50_BATCH" --repeats "$REPEATS" "${SGEMM_ARG[@]}" "${DEVICE_ARGS[@]}" \
+        --resnext-full-batch "$RESNEXT50_BATCH" --grid "$GRID" --repeats "$REPEATS" "${SGEMM_ARG[@]}" "${DEVICE_ARGS[@]}" \
         --dump-dir "$WORK/batch" --json-out "$WORK/ours_$w.json" >&2
     SGEMM_ARG=()
     if [ -z "${TORCH_FROM:-}" ] && [ -z "${SKIP_TORCH:-}" ]; then

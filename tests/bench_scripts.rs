@@ -132,16 +132,24 @@ fn gpu_check_runs_end_to_end_on_the_simulator_device() {
         .env("DOS_BATCH", "2")
         .env("REPEATS", "1")
         .env("THREADS", "2")
-        .env("WORKLOADS", "potnet dos text");
+        .env("FULL_BATCH", "2")
+        .env("WORKLOADS", "potnet cgcnn dos text resnext_small full")
+        .env("RESNEXT50_BATCH", "2")
+        .env("GRID", "8");
     let out = run(cmd, "scripts/gpu-check.sh");
     assert!(out.contains("doctor --device cuda-sim"), "{out}");
     let steps: Vec<&str> = out.lines().filter(|l| l.starts_with("step ") && l.contains("relative difference")).collect();
     assert_eq!(steps.len(), 2, "two compared steps:\n{out}");
     assert!(out.contains("-> identical"), "the device run twice must give the same checkpoint:\n{out}");
-    for w in ["potnet", "dos", "text"] {
+    // `multimat bench encoders --device cuda-sim` runs every workload, the ResNeXt included.
+    for w in ["potnet", "cgcnn", "dos", "text", "resnext_small", "full"] {
         let f = row(&out, w, "2");
         assert!(f[2].parse::<f64>().unwrap() > 0.0, "{w}: {out}");
     }
+    // Step 3b: the ResNeXt-50 step runs on the device (its cuDNN descriptors on the simulator;
+    // batch 2 on an 8³ grid: the deepest stages see 1³ volumes, and BN needs two values).
+    let f = row(&out, "resnext50", "2");
+    assert!(f[2].parse::<f64>().unwrap() > 0.0, "resnext50: {out}");
     // Step 4: the screen's CSV on the device equals the CPU's, and the bench reports its rate.
     assert!(out.contains("screen CSV, 20 queries x 300 candidates, k = 10: cuda-sim and cpu -> identical"), "{out}");
     let result = out.lines().find(|l| l.starts_with("RESULT screen_s=")).unwrap_or_else(|| panic!("no screen bench RESULT line:\n{out}"));

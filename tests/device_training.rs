@@ -4,8 +4,8 @@
 //!   step and the final weights agree within the stated tolerances;
 //! - the simulator run is deterministic, and an interrupted run resumed from its checkpoint
 //!   ends bit-identical to the uninterrupted one on the same device;
-//! - fine-tuning (PotNet + linear head, MSE): the validation and test metrics agree;
-//! - a model with a charge-density encoder keeps its 3-D ResNeXt on the CPU and says so.
+//! - fine-tuning (PotNet + linear head, MSE): the validation and test metrics agree.
+//! (The four-modality step with the charge-density ResNeXt is in tests/device_resnext.rs.)
 //!
 //! Tolerances (why they are not zero): the device kernels sum in other orders than the CPU
 //! reference (block reductions in layer norm, attention, segment sums, the fused InfoNCE), so
@@ -16,6 +16,7 @@
 //! the CPU), and the noise-driven entries are counted, not compared.
 
 mod common;
+use common::checkpoints::{ckpt, tensors, weight_difference};
 use common::losses;
 #[path = "finetune_common/mod.rs"]
 mod finetune_common;
@@ -28,8 +29,6 @@ const LOSS_RTOL: f64 = 1e-4;
 /// Largest |w_sim − w_cpu| after two steps (lr 3e-3) over entries with a real gradient
 /// (measured: 1.5e-6).
 const WEIGHT_ATOL: f32 = 2e-5;
-/// √v (AdamW's second moment) below which an entry's gradient is rounding noise.
-const NOISE_RMS: f32 = 1e-7;
 /// Relative tolerance on fine-tuning metrics (MAE, RMSE in GPa).
 const METRIC_RTOL: f64 = 1e-3;
 
@@ -43,49 +42,6 @@ fn pretrain(config: &Path, args: &[&str]) -> std::process::Output {
     let o = Command::new(common::bin()).args(["pretrain", "--quiet", "--config"]).arg(config).args(args).output().unwrap();
     assert!(o.status.success(), "pretrain {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
     o
-}
-
-/// name → values of every tensor of a checkpoint: its weights file and, beside it, its
-/// optimiser-state file (`.optim.safetensors`).
-fn tensors(st_file: &Path) -> Vec<(String, Vec<f32>)> {
-    let mut out = Vec::new();
-    for file in [st_file.to_path_buf(), st_file.with_extension("optim.safetensors")] {
-        if !file.exists() {
-            continue;
-        }
-        let bytes = std::fs::read(&file).unwrap();
-        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        for (n, view) in st.tensors() {
-            out.push((n, view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()));
-        }
-    }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
-}
-
-fn ckpt(out: &Path, step: u64) -> PathBuf {
-    out.join(format!("checkpoints/step-{step:08}.safetensors"))
-}
-
-/// (largest |a − b| over entries whose gradient is real, entries compared, noise-driven entries)
-/// of the parameters of two checkpoints; "real" is judged by `reference`'s AdamW second moments.
-fn weight_difference(reference: &Path, other: &Path) -> (f32, usize, usize) {
-    let (a, b) = (tensors(reference), tensors(other));
-    let find = |set: &[(String, Vec<f32>)], name: &str| set.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
-    let (mut worst, mut compared, mut noise) = (0.0f32, 0usize, 0usize);
-    for (name, va) in a.iter().filter(|(n, _)| n.starts_with("param.")) {
-        let vb = find(&b, name).unwrap_or_else(|| panic!("{name} missing"));
-        let v = find(&a, &format!("adamw.{}.exp_avg_sq", &name["param.".len()..])).unwrap_or_else(|| panic!("moments of {name} missing"));
-        for ((x, y), v) in va.iter().zip(&vb).zip(&v) {
-            if v.sqrt() > NOISE_RMS {
-                worst = worst.max((x - y).abs());
-                compared += 1;
-            } else {
-                noise += 1;
-            }
-        }
-    }
-    (worst, compared, noise)
 }
 
 #[test]
@@ -116,18 +72,6 @@ fn a_pretraining_run_on_cuda_sim_matches_the_cpu_and_resumes_exactly() {
     pretrain(&cfg_b, &["--device", "cuda-sim", "--resume", "auto"]);
     assert_eq!(tensors(&ckpt(&sim_a, 1)), tensors(&ckpt(&sim, 1)), "the same step on the device twice gives the same bytes");
     assert_eq!(tensors(&ckpt(&sim_a, 2)), tensors(&ckpt(&sim, 2)), "the resumed device run differs from the uninterrupted one");
-}
-
-#[test]
-fn the_charge_density_encoder_stays_on_the_cpu_and_the_run_says_so() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("run");
-    let cfg = pretrain_config(&dir.path().join("c"), &out, "max_steps = 1", r#""crystal", "charge_density""#);
-    let o = pretrain(&cfg, &["--device", "cuda-sim"]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("charge_density encoder runs on the CPU"), "no note about the CPU fallback: {err}");
-    assert_eq!(losses(&out).len(), 1);
-    assert!(losses(&out)[0].is_finite());
 }
 
 #[test]

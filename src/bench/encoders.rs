@@ -215,7 +215,7 @@ fn time_full(model: &mut MultiMatModel, batches: &[ModalityBatch], repeats: usiz
         for (enc, batch) in model.encoders.iter_mut().zip(batches) {
             let z = enc.forward(batch, &ctx)?;
             let (y, norms) = l2norm(&z, EPS);
-            ys.push((y.to_device(device)?, norms));
+            ys.push((y, norms));
         }
         let inputs: Vec<ModalityTensor> =
             model.modalities.iter().zip(&ys).map(|(&m, (y, _))| ModalityTensor { modality: m, data: y, present: &present }).collect();
@@ -226,10 +226,7 @@ fn time_full(model: &mut MultiMatModel, batches: &[ModalityBatch], repeats: usiz
         sync(device)?;
         let t1 = Instant::now();
         for ((enc, (y, norms)), g) in model.encoders.iter_mut().zip(&ys).zip(&out.grads) {
-            // Back to each encoder's own device (the ResNeXt stays on the CPU).
-            let enc_device = norms.device();
-            let (y, g) = (y.to_device(enc_device)?, g.to_device(enc_device)?);
-            enc.backward(&l2norm_grad(&g, &y, norms, EPS), &ctx)?;
+            enc.backward(&l2norm_grad(g, y, norms, EPS), &ctx)?;
         }
         sync(device)?;
         let t2 = Instant::now();
@@ -408,17 +405,13 @@ pub fn run(a: EncodersBenchArgs) -> Result<()> {
         reset_peak_rss();
         reports.push(time_encoder("text", &mut TextMlp::new(&TextMlpConfig::default(), a.embed_dim, 0)?, &text, a.repeats, device)?);
     }
-    let resnext_on_cpu = device.is_gpu() && (want("resnext_small") || want("resnext50"));
-    if resnext_on_cpu {
-        println!("resnext_small, resnext50: skipped on {device} (the 3-D ResNeXt has no GPU path yet: its cuDNN convolutions are planned work)");
-    }
-    if want("resnext_small") && !resnext_on_cpu {
+    if want("resnext_small") {
         let dens = ModalityBatch::ChargeDensity(density_batch(a.batch, a.grid, 4));
         dump_workload(&a, "resnext_small", "charge_density", &dens)?;
         reset_peak_rss();
         reports.push(time_encoder("resnext_small", &mut ResNeXt3d::new(&ResNeXt3dConfig::small(), a.embed_dim, 0)?, &dens, a.repeats, device)?);
     }
-    if want("resnext50") && a.resnext_full_batch > 0 && !resnext_on_cpu {
+    if want("resnext50") && a.resnext_full_batch > 0 {
         let dens = ModalityBatch::ChargeDensity(density_batch(a.resnext_full_batch, a.grid, 5));
         dump_workload(&a, "resnext50", "charge_density", &dens)?;
         reset_peak_rss();
@@ -447,8 +440,7 @@ pub fn run(a: EncodersBenchArgs) -> Result<()> {
         let encoders = EncodersConfig { resnext3d: ResNeXt3dConfig::small(), ..EncodersConfig::default() };
         let mut model = MultiMatModel::new(&modalities, &encoders, &LossConfig::new(LossKind::AllPairsClip), a.embed_dim, 0)?;
         if device.is_gpu() {
-            let on_cpu = model.to_gpu(device, a.tf32)?;
-            println!("{}", MultiMatModel::cpu_fallback_note(&on_cpu, device));
+            model.to_gpu(device, a.tf32)?;
         }
         reset_peak_rss();
         reports.push(time_full(&mut model, &batches, a.repeats, device)?);

@@ -9,7 +9,7 @@ use anyhow::Result;
 pub struct DeviceArgs {
     /// Where the models run: `cpu`; `cuda` (under srun/mpirun: the GPU of this rank's node-local
     /// rank, one rank per GPU) or `cuda:N`; or `cuda-sim` (the CUDA kernels executed on the
-    /// CPU — for testing without a GPU, slow). The 3-D charge-density ResNeXt stays on the CPU.
+    /// CPU — for testing without a GPU, slow).
     #[arg(long, default_value = "cpu", value_parser = check_device)]
     pub device: String,
 }

@@ -26,7 +26,11 @@ fn gpu_report(device: Device) -> Result<Vec<String>> {
     let g = backend::gpu(device)?;
     let mut lines = Vec::new();
     match &g.kind {
-        GpuKind::Sim(_) => lines.push("cuda-sim: kernels/*.cu compiled as C++ and executed on the CPU; GEMMs by the CPU GEMM from cuBLAS descriptors".into()),
+        GpuKind::Sim(_) => lines.push(
+            "cuda-sim: kernels/*.cu compiled as C++ and executed on the CPU; GEMMs by the CPU GEMM from cuBLAS descriptors; \
+             3-D convolutions by the CPU conv3d from cuDNN descriptors"
+                .into(),
+        ),
         GpuKind::Cuda(c) => {
             let (maj, min) = c.compute_capability;
             lines.push(format!("GPU {device}: {} (sm_{maj}{min})", c.name()?));
@@ -34,6 +38,10 @@ fn gpu_report(device: Device) -> Result<Vec<String>> {
                 lines.push(format!("CUDA driver API {dm}.{dn}"));
             }
             lines.push(format!("cuBLAS {}", c.cublas_version()?));
+            lines.push(match c.cudnn_version() {
+                Some(v) => format!("cuDNN {v} (3-D convolutions, deterministic algorithms only)"),
+                None => "cuDNN: libcudnn.so.9 not found (the charge-density ResNeXt needs it: put nvidia-cudnn-cu13's lib directory on LD_LIBRARY_PATH)".into(),
+            });
         }
     }
     // Compile every kernel family for the device (a real GPU), or for the two CI targets on the

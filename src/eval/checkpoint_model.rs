@@ -86,14 +86,10 @@ impl LoadedModel {
         Ok(LoadedModel { config, model, step: c.step(), json_path: c.json_path, tensors_sha256 })
     }
 
-    /// Runs the model on `device` from now on (encoders without a GPU path stay on the CPU,
-    /// with a note on stderr).
+    /// Runs the model on `device` from now on.
     pub fn place_on(&mut self, device: crate::engine::Device) -> Result<()> {
         if device.is_gpu() {
-            let on_cpu = self.model.to_gpu(device, false)?;
-            if !on_cpu.is_empty() {
-                eprintln!("{}", MultiMatModel::cpu_fallback_note(&on_cpu, device));
-            }
+            self.model.to_gpu(device, false)?;
         }
         Ok(())
     }

@@ -12,6 +12,10 @@
 //! reference's); every BN is SyncBN. Names: `charge_density.conv1`, `.bn1`,
 //! `.layer<s>.<b>.{conv1,bn1,…,downsample.0,downsample.1}`, `.fc`.
 //!
+//! Runs on any device: the normalised batch is uploaded to the parameters' device and every
+//! step after it is a tensor-level op (cuDNN convolutions, `kernels/pool3d.cu`, the batch-norm,
+//! ReLU and add kernels on a GPU).
+//!
 //! Input normalisation (fixed, per voxel, recorded by `input_transform` in the config):
 //! ρ = value / V_cell (e/Å³), then x = sign(ρ)·ln(1 + |ρ|). Why: the stored ρ·V_cell scales with
 //! the cell volume, which is not a property of the density, so it is divided out; ρ itself spans
@@ -26,8 +30,8 @@ use super::common::*;
 use super::{DensityBatch, Encoder, Modality, ModalityBatch, StepContext};
 use crate::engine::nn::{Act, Activation, BatchNorm, Conv3d, Conv3dConfig, ConvInit, Linear, ResNeXtBlock, ResNeXtBlockConfig};
 use crate::engine::ops::conv3d::Window3d;
-use crate::engine::ops::pool3d::{global_avg_pool3d_backward, global_avg_pool3d_forward, max_pool3d_backward, max_pool3d_forward};
-use crate::engine::{Module, Param, Tensor};
+use crate::engine::ops::pool3d::{global_avg_pool3d, global_avg_pool3d_grad, max_pool3d, max_pool3d_grad};
+use crate::engine::{Indices, Module, Param, Tensor};
 use anyhow::{bail, ensure, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -98,8 +102,8 @@ impl ResNeXt3dConfig {
 }
 
 struct Saved {
-    stem_in: [usize; 3],      // stem output spatial dims (max-pool input)
-    argmax: Vec<u32>,         // (B, C, …) max-pool winners
+    stem_shape: Vec<usize>,   // stem output (B, C0, D, H, W), the max-pool input
+    argmax: Indices,          // (B, C0, OD, OH, OW) max-pool winners, on the model's device
     pooled_shape: Vec<usize>, // last stage output (B, C, D, H, W)
 }
 
@@ -177,25 +181,21 @@ impl ResNeXt3d {
     }
 
     fn forward_density(&mut self, d: &DensityBatch, ctx: &StepContext) -> Result<Tensor> {
+        let device = self.conv1.weight.value.device();
         let x = self.normalise(d)?;
+        let x = upload(&x.shape.clone(), x.into_vec(), device)?; // (B, 1, D, H, W)
         let h = self.conv1.forward(&x); // (B, C0, D/2, …)
         let h = bn_forward(&mut self.bn1, &h, ctx)?;
         let h = self.relu.forward(&h);
-        let (b, c) = (h.shape[0], h.shape[1]);
-        let stem_in = [h.shape[2], h.shape[3], h.shape[4]];
-        let [od, oh, ow] = self.pool.out_dims(stem_in);
+        let [od, oh, ow] = self.pool.out_dims([h.shape[2], h.shape[3], h.shape[4]]);
         ensure!(od * oh * ow > 0, "charge-density batch: grid {:?} too small for the stem and max-pool", d.grid);
-        let mut pooled = Tensor::zeros(&[b, c, od, oh, ow]);
-        let mut argmax = vec![0u32; pooled.numel()];
-        max_pool3d_forward(pooled.data_mut(), &mut argmax, h.data(), b, c, stem_in, &self.pool);
-        let mut h = pooled;
+        let stem_shape = h.shape.clone();
+        let (mut h, argmax) = max_pool3d(&h, &self.pool); // (B, C0, OD, OH, OW)
         for blk in &mut self.blocks {
             h = blk.forward_synced(&h, &mut |s| ctx.dist.all_reduce_sum_f64(s))?;
         }
-        let (c, spatial) = (h.shape[1], h.shape[2..].iter().product::<usize>());
-        let mut feat = Tensor::zeros(&[b, c]); // (B, C)
-        global_avg_pool3d_forward(feat.data_mut(), h.data(), b, c, spatial);
-        self.saved = Some(Saved { stem_in, argmax, pooled_shape: h.shape.clone() });
+        let feat = global_avg_pool3d(&h); // (B, C)
+        self.saved = Some(Saved { stem_shape, argmax, pooled_shape: h.shape.clone() });
         Ok(self.fc.forward(&feat))
     }
 }
@@ -217,17 +217,11 @@ impl Encoder for ResNeXt3d {
     fn backward(&mut self, dout: &Tensor, ctx: &StepContext) -> Result<()> {
         let sv = self.saved.take().ok_or_else(|| anyhow::anyhow!("resnext3d: backward without a forward"))?;
         let dfeat = self.fc.backward(dout); // (B, C)
-        let (b, c) = (sv.pooled_shape[0], sv.pooled_shape[1]);
-        let spatial = sv.pooled_shape[2..].iter().product::<usize>();
-        let mut g = Tensor::zeros(&sv.pooled_shape);
-        global_avg_pool3d_backward(g.data_mut(), dfeat.data(), b, c, spatial);
+        let mut g = global_avg_pool3d_grad(&dfeat, &sv.pooled_shape); // (B, C, D, H, W)
         for blk in self.blocks.iter_mut().rev() {
             g = blk.backward_synced(&g, &mut |s| ctx.dist.all_reduce_sum_f64(s));
         }
-        let c0 = self.config.stem_channels;
-        let [d, h, w] = sv.stem_in;
-        let mut dstem = Tensor::zeros(&[b, c0, d, h, w]);
-        max_pool3d_backward(dstem.data_mut(), g.data(), &sv.argmax, b, c0, sv.stem_in, &self.pool);
+        let dstem = max_pool3d_grad(&g, &sv.argmax, &sv.stem_shape, &self.pool); // (B, C0, D, H, W)
         let dstem = self.relu.backward(&dstem);
         let dstem = bn_backward(&mut self.bn1, &dstem, ctx);
         self.conv1.backward_params_only(&dstem);

@@ -31,36 +31,15 @@ impl MultiMatModel {
         })
     }
 
-    /// Moves the model to a GPU device (`cuda:N` or `cuda-sim`), with TF32 GEMMs as asked, and
-    /// returns the modalities whose encoders stay on the CPU: the 3-D charge-density ResNeXt has
-    /// no GPU path yet (its cuDNN convolutions are planned work). Mixed placement is sound: every
-    /// encoder uploads its own batch to its parameters' device, its embeddings meet the others on
-    /// the host for the all-gather, and the optimiser updates each device's parameters there.
-    pub fn to_gpu(&mut self, device: Device, tf32: bool) -> Result<Vec<Modality>> {
+    /// Moves the model (every encoder and the loss temperatures) to a GPU device (`cuda:N` or
+    /// `cuda-sim`), with TF32 GEMMs (and TF32 cuDNN convolutions) as asked.
+    pub fn to_gpu(&mut self, device: Device, tf32: bool) -> Result<()> {
         crate::engine::backend::gpu(device)?.set_tf32(tf32);
-        let mut on_cpu = Vec::new();
         for (m, e) in self.modalities.iter().zip(&mut self.encoders) {
-            if *m == Modality::ChargeDensity {
-                on_cpu.push(*m);
-                continue;
-            }
             e.to_device(device).with_context(|| format!("moving the {} encoder to {device}", m.name()))?;
         }
         self.loss.to_device(device).with_context(|| format!("moving the loss temperatures to {device}"))?;
-        Ok(on_cpu)
-    }
-
-    /// The message a command prints for encoders `to_gpu` left on the CPU (empty when none).
-    pub fn cpu_fallback_note(on_cpu: &[Modality], device: Device) -> String {
-        if on_cpu.is_empty() {
-            return String::new();
-        }
-        let names: Vec<&str> = on_cpu.iter().map(|m| m.name()).collect();
-        format!(
-            "note: the {} encoder runs on the CPU, the rest on {device} (the 3-D ResNeXt has no GPU path yet: \
-             its cuDNN convolutions are planned work); expect its share of each step at CPU speed",
-            names.join(", ")
-        )
+        Ok(())
     }
 
     pub fn encoder(&mut self, m: Modality) -> Option<&mut Box<dyn Encoder>> {

@@ -188,10 +188,7 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
 
     let device = opts.device;
     if device.is_gpu() {
-        let on_cpu = model.to_gpu(device, opts.tf32)?;
-        if dist.is_root() && !on_cpu.is_empty() {
-            eprintln!("{}", MultiMatModel::cpu_fallback_note(&on_cpu, device));
-        }
+        model.to_gpu(device, opts.tf32)?;
         // The moments follow their parameters (created on the host, moved with them here).
         adam.init_state(&mut model)?;
     }

@@ -9,6 +9,8 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_multimat")
 }
 
+pub mod checkpoints;
+
 #[path = "fixture_dir.rs"]
 mod fixture_dir_impl;
 pub use fixture_dir_impl::fixture_dir;

@@ -6,10 +6,15 @@
 //! this device's architecture on first use of a family and cached for the process. GEMMs go to
 //! cuBLAS (`cublasSgemmStridedBatched`) through cudarc's `cublas` sys bindings — the maintained
 //! form of the `cublas-sys` crate, which is a 2016 release that links CUDA at build time.
+//! 3-D convolutions go to cuDNN 9 (`libcudnn.so.9`, found by cudarc's loader on the library
+//! path) through `cudnn.rs`; this file owns the handle (on our stream) and the cache of chosen
+//! algorithms.
 
-use super::{GemmDesc, Kernel, LaunchConfig};
+use super::cudnn::{check as check_cudnn, Algo};
+use super::{ConvDesc, ConvPass, GemmDesc, Kernel, LaunchConfig};
 use anyhow::{bail, Context, Result};
 use cudarc::cublas::sys as cublas;
+use cudarc::cudnn::sys as cudnn;
 use cudarc::driver::{result as drv, sys, CudaContext, CudaStream};
 use std::collections::HashMap;
 use std::ffi::{c_void, CString};
@@ -31,6 +36,10 @@ pub struct CudaGpu {
     modules: Mutex<HashMap<&'static str, Handle<sys::CUmodule>>>,
     functions: Mutex<HashMap<Kernel, Handle<sys::CUfunction>>>,
     cublas: Mutex<Option<Handle<cublas::cublasHandle_t>>>,
+    cudnn: Mutex<Option<Handle<cudnn::cudnnHandle_t>>>,
+    /// cuDNN's deterministic algorithm (and workspace bytes) per convolution, pass and math mode:
+    /// the heuristics query costs more than a small convolution.
+    conv_algos: Mutex<HashMap<(ConvDesc, ConvPass, bool), (Algo, usize)>>,
 }
 
 /// Whether the CUDA driver library can be loaded (cudarc panics on use otherwise).
@@ -58,6 +67,8 @@ impl CudaGpu {
             modules: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),
             cublas: Mutex::new(None),
+            cudnn: Mutex::new(None),
+            conv_algos: Mutex::new(HashMap::new()),
         })
     }
 
@@ -197,6 +208,43 @@ impl CudaGpu {
                 "cublasSgemmStridedBatched",
             )
         }
+    }
+
+    /// The process's cuDNN handle on our stream, created on first use.
+    pub(super) fn cudnn_handle(&self) -> Result<cudnn::cudnnHandle_t> {
+        let mut h = self.cudnn.lock().unwrap();
+        if let Some(h) = *h {
+            return Ok(h.0);
+        }
+        // SAFETY: probing the library before the first call, which would panic if it is absent.
+        if !unsafe { cudnn::is_culib_present() } {
+            bail!("cuDNN (libcudnn.so.9) not found: put its directory (e.g. the nvidia-cudnn-cu13 wheel's nvidia/cudnn/lib) on LD_LIBRARY_PATH");
+        }
+        let mut handle = std::ptr::null_mut();
+        self.ctx.bind_to_thread()?;
+        // SAFETY: creating a handle and binding it to our stream.
+        unsafe {
+            check_cudnn(cudnn::cudnnCreate(&mut handle), "cudnnCreate")?;
+            check_cudnn(cudnn::cudnnSetStream(handle, self.stream.cu_stream() as cudnn::cudaStream_t), "cudnnSetStream")?;
+        }
+        *h = Some(Handle(handle));
+        Ok(handle)
+    }
+
+    /// The cached algorithm choice for `key`, or `choose()`'s, remembered.
+    pub(super) fn cached_conv_algo(&self, key: (ConvDesc, ConvPass, bool), choose: impl FnOnce() -> Result<(Algo, usize)>) -> Result<(Algo, usize)> {
+        if let Some(v) = self.conv_algos.lock().unwrap().get(&key) {
+            return Ok(*v);
+        }
+        let v = choose()?;
+        self.conv_algos.lock().unwrap().insert(key, v);
+        Ok(v)
+    }
+
+    /// cuDNN library version (e.g. 91300), if the library loads.
+    pub fn cudnn_version(&self) -> Option<usize> {
+        // SAFETY: probing, then a call without arguments.
+        unsafe { cudnn::is_culib_present().then(|| cudnn::cudnnGetVersion()) }
     }
 
     /// cuBLAS library version (e.g. 130001).

@@ -6,7 +6,9 @@
 //! names, GEMM descriptors, the caching allocator); only four primitives differ — allocate, copy,
 //! launch a kernel, run a GEMM — and those are the two arms of [`GpuKind`]. That is what lets the
 //! test suite, on machines without a GPU, execute every kernel's own CUDA source and every cuBLAS
-//! descriptor and compare them with the CPU references.
+//! descriptor and compare them with the CPU references. A fifth primitive, the 3-D convolution
+//! (cuDNN on `cuda`, the CPU convolution on `cuda-sim`, from one [`ConvDesc`]), lives in
+//! `cudnn.rs`.
 //!
 //! Memory on a GPU device is a [`GpuVec`]: a device address and a length. It has no host view;
 //! the only ways in and out are [`Gpu::upload`] and [`Gpu::download`] (on `cuda-sim` too, although
@@ -18,6 +20,7 @@
 //! same array (see `kernels/sim/`).
 
 pub mod cuda;
+pub mod cudnn;
 pub mod gemm;
 pub mod kernels;
 pub mod nvrtc;
@@ -32,6 +35,7 @@ use std::marker::PhantomData;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, OnceLock};
 
+pub use cudnn::{ConvDesc, ConvPass};
 pub use gemm::GemmDesc;
 
 /// Where a tensor's storage lives.
@@ -279,6 +283,13 @@ impl Gpu {
             GpuKind::Cuda(cu) => cu.gemm(d, a, b, c, self.tf32()),
         }
         .with_context(|| format!("GEMM {d:?} on {}", self.device))
+    }
+
+    /// One pass of a 3-D convolution (cuDNN on `cuda`, the CPU convolution on `cuda-sim`):
+    /// `x`, `w`, `y` are the device addresses of the input, filter and output (or their
+    /// gradients, see [`ConvPass`]), each holding the descriptor's element count.
+    pub fn conv(self: &Arc<Self>, d: &ConvDesc, pass: ConvPass, x: u64, w: u64, y: u64) -> Result<()> {
+        cudnn::dispatch(self, d, pass, x, w, y).with_context(|| format!("convolution {pass:?} {d:?} on {}", self.device))
     }
 
     /// Waits until every queued operation has finished.

@@ -176,6 +176,8 @@ pub fn all() -> Vec<OpCheck> {
     v.extend(super::topk::checks());
     v.extend(super::tensor_clip::checks());
     v.extend(super::barlow_twins::checks());
+    v.extend(super::conv3d::checks());
+    v.extend(super::pool3d::checks());
     v
 }
 

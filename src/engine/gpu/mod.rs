@@ -27,6 +27,8 @@ pub mod segment;
 pub mod topk;
 pub mod tensor_clip;
 pub mod barlow_twins;
+pub mod pool3d;
+pub mod conv3d;
 
 use super::backend::{Gpu, GemmDesc, GpuVec};
 use super::tensor::{Indices, Storage, Tensor};

@@ -1,5 +1,6 @@
 //! `Conv3d` layer: grouped 3-D convolution with its weight, optional bias and the saved input,
-//! over `ops::conv3d` (im2col + GEMM). Parameter names `<name>.weight`, `<name>.bias` and the
+//! over the tensor-level `ops::conv3d` (im2col + GEMM on the CPU, one cuDNN descriptor per pass
+//! on a GPU device; a bias is CPU-only, the ResNeXt's convolutions have none). Parameter names `<name>.weight`, `<name>.bias` and the
 //! weight layout (OC, C/groups, kD, kH, kW) are PyTorch's, so checkpoints map one to one.
 //!
 //! Initialisation, from a caller-seeded RNG (ChaCha8 in the encoders, so runs are reproducible):
@@ -14,9 +15,9 @@
 //! the input gradient; `backward_params_only` skips the input gradient (a network's first layer,
 //! whose input is data, saves a third of its backward that way).
 
-use super::{no_cuda_kernel, saved};
-use crate::engine::ops::conv3d::{conv3d_backward, conv3d_forward, Conv3dDims, Window3d};
-use crate::engine::{Device, Module, Param, Tensor};
+use super::saved;
+use crate::engine::ops::conv3d::{conv3d, conv3d_grad, Conv3dDims, Window3d};
+use crate::engine::{Module, Param, Tensor};
 use rand::Rng;
 
 /// How a convolution's weights are drawn.
@@ -95,14 +96,7 @@ impl Conv3d {
     /// out (N, OC, OD, OH, OW); saves the input for backward.
     pub fn forward(&mut self, x: &Tensor) -> Tensor {
         let dims = self.dims_for(&x.shape);
-        let [od, oh, ow] = dims.out_dims();
-        let mut out = Tensor::zeros(&[dims.n, dims.oc, od, oh, ow]);
-        match x.device() {
-            Device::Cpu => conv3d_forward(
-                out.data_mut(), x.data(), self.weight.value.data(), self.bias.as_ref().map(|b| b.value.data()), &dims,
-            ),
-            Device::Cuda(_) | Device::CudaSim => no_cuda_kernel("Conv3d"),
-        }
+        let out = conv3d(x, &self.weight.value, self.bias.as_ref().map(|b| &b.value), &dims);
         self.saved_input = Some(x.clone());
         out
     }
@@ -123,20 +117,7 @@ impl Conv3d {
         let dims = self.dims_for(&x.shape);
         let [od, oh, ow] = dims.out_dims();
         assert_eq!(dout.shape, [dims.n, dims.oc, od, oh, ow], "Conv3d {}: dout shape", self.weight.name);
-        let mut dinp = want_dinp.then(|| Tensor::zeros(&x.shape));
-        match dout.device() {
-            Device::Cpu => conv3d_backward(
-                dinp.as_mut().map(|t| t.data_mut()),
-                self.weight.grad.data_mut(),
-                self.bias.as_mut().map(|b| b.grad.data_mut()),
-                dout.data(),
-                x.data(),
-                self.weight.value.data(),
-                &dims,
-            ),
-            Device::Cuda(_) | Device::CudaSim => no_cuda_kernel("Conv3d"),
-        }
-        dinp
+        conv3d_grad(dout, &x, &self.weight.value, &mut self.weight.grad, self.bias.as_mut().map(|b| &mut b.grad), want_dinp, &dims)
     }
 }
 
@@ -207,6 +188,7 @@ mod tests {
         let (dw, db) = (conv.weight.grad.data().to_vec(), conv.bias.as_ref().unwrap().grad.data().to_vec());
         let dims = conv.dims_for(&x.shape);
         let loss = |x: &[f32], w: &[f32], b: &[f32]| {
+            use crate::engine::ops::conv3d::conv3d_forward;
             let mut o = vec![0.0; dims.output_len()];
             conv3d_forward(&mut o, x, w, Some(b), &dims);
             dot(proj.data(), &o)

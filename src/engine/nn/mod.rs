@@ -41,11 +41,6 @@ pub use resnext::{ResNeXtBlock, ResNeXtBlockConfig};
 
 use super::tensor::Tensor;
 
-/// The CUDA arm of every layer's device match until kernels land.
-pub(crate) fn no_cuda_kernel(layer: &str) -> ! {
-    panic!("{layer}: this build has no CUDA kernel for this op yet; move the tensor to the CPU")
-}
-
 /// (rows, features) of a tensor whose last dimension is the feature dimension.
 pub(crate) fn rows_and_features(x: &Tensor, layer: &str, features: usize) -> usize {
     let last = *x.shape.last().unwrap_or_else(|| panic!("{layer}: scalar input"));

@@ -25,8 +25,15 @@
 //! bit-identical gradients.
 //!
 //! Backward accumulates (`+=`) into dweight and dbias and writes (`=`) dinp.
+//!
+//! The tensor-level ops [`conv3d`] and [`conv3d_grad`] match the storage once: CPU arm = the
+//! im2col path above, GPU arm = the backend's convolution primitive (one
+//! [`ConvDesc`](crate::engine::backend::ConvDesc) per call: cuDNN on `cuda`, this file's CPU
+//! convolution executing the descriptor on `cuda-sim`).
 
 use super::matmul::{sgemm, sgemm_strided};
+use crate::engine::gpu::{self, device_ok, gpu_of, gpu_vec_mut};
+use crate::engine::{Storage, Tensor};
 use rayon::prelude::*;
 
 /// Floats the im2col buffer of one (sample chunk, group) may hold: 1 MiB, about one core's L2,
@@ -643,6 +650,69 @@ pub fn conv3d_backward(
             }
         }
         n0 += nb;
+    }
+}
+
+
+/// The GPU convolutions have no bias (cuDNN's convolution calls have none, and every
+/// convolution of the charge-density ResNeXt is bias-free).
+fn no_device_bias(has_bias: bool, x: &Tensor) {
+    assert!(!has_bias, "conv3d: a convolution bias on {} is not supported (the ResNeXt convolutions are bias-free); build the layer with bias = false", x.device());
+}
+
+/// out (N, OC, OD, OH, OW) = conv(x (N, C, D, H, W), weight) + bias, on x's device.
+pub fn conv3d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, dims: &Conv3dDims) -> Tensor {
+    dims.validate();
+    assert_eq!(x.shape, [dims.n, dims.c, dims.in_dims[0], dims.in_dims[1], dims.in_dims[2]], "conv3d: input shape for {dims:?}");
+    assert_eq!(weight.numel(), dims.weight_len(), "conv3d: weight size for {dims:?}");
+    let [od, oh, ow] = dims.out_dims();
+    let shape = [dims.n, dims.oc, od, oh, ow];
+    match &x.storage {
+        Storage::Cpu(xd) => {
+            let mut out = vec![0.0f32; dims.output_len()];
+            conv3d_forward(&mut out, xd, weight.data(), bias.map(|b| b.data()), dims);
+            Tensor::from_vec(&shape, out)
+        }
+        Storage::Gpu(xd) => {
+            no_device_bias(bias.is_some(), x);
+            let g = gpu_of(x).clone();
+            let mut out = device_ok(Tensor::uninit_on(&shape, x.device()), "conv3d");
+            device_ok(gpu::conv3d::forward(&g, gpu_vec_mut(&mut out, "conv3d"), xd, weight.gpu_vec(), dims), "conv3d");
+            out
+        }
+    }
+}
+
+/// Backward of [`conv3d`]: dweight (and dbias) accumulated (`+=`); dinp (N, C, D, H, W)
+/// returned (written) when `want_dinp`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv3d_grad(
+    dout: &Tensor,
+    x: &Tensor,
+    weight: &Tensor,
+    dweight: &mut Tensor,
+    dbias: Option<&mut Tensor>,
+    want_dinp: bool,
+    dims: &Conv3dDims,
+) -> Option<Tensor> {
+    let [od, oh, ow] = dims.out_dims();
+    assert_eq!(dout.shape, [dims.n, dims.oc, od, oh, ow], "conv3d_grad: dout shape for {dims:?}");
+    match &dout.storage {
+        Storage::Cpu(dd) => {
+            let mut dinp = want_dinp.then(|| vec![0.0f32; dims.input_len()]);
+            conv3d_backward(dinp.as_deref_mut(), dweight.data_mut(), dbias.map(|b| b.data_mut()), dd, x.data(), weight.data(), dims);
+            dinp.map(|v| Tensor::from_vec(&x.shape, v))
+        }
+        Storage::Gpu(dd) => {
+            no_device_bias(dbias.is_some(), x);
+            let g = gpu_of(dout).clone();
+            device_ok(gpu::conv3d::backward_filter(&g, gpu_vec_mut(dweight, "conv3d_grad"), dd, x.gpu_vec(), dims), "conv3d_grad");
+            want_dinp.then(|| {
+                let mut dinp = device_ok(Tensor::uninit_on(&x.shape, x.device()), "conv3d_grad");
+                device_ok(gpu::conv3d::backward_data(&g, gpu_vec_mut(&mut dinp, "conv3d_grad"), dd, weight.gpu_vec(), dims), "conv3d_grad");
+                dinp
+            })
+        }
     }
 }
 

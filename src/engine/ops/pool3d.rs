@@ -9,8 +9,14 @@
 //! - global average pool: mean over D·H·W per (n, c), the ResNeXt head.
 //!
 //! Input gradients are written (`=`). Every op runs one (n, c) plane per rayon task.
+//!
+//! The tensor-level ops at the end ([`max_pool3d`], [`avg_pool3d`], [`global_avg_pool3d`] and
+//! their `_grad`s) match the storage once: CPU arm = these references, GPU arm =
+//! `kernels/pool3d.cu`, which reproduces each reference's order of operations (bit-identical).
 
 use super::conv3d::Window3d;
+use crate::engine::gpu::{self, device_ok, gpu_of, gpu_vec_mut};
+use crate::engine::{Indices, Storage, Tensor};
 use rayon::prelude::*;
 
 /// out (N, C, OD, OH, OW) = max over each window; argmax (same shape) = flat index d·H·W + h·W + w
@@ -211,6 +217,154 @@ pub fn global_avg_pool3d_backward(
         .par_chunks_mut(spatial)
         .zip(dout[..n * c].par_iter())
         .for_each(|(dplane, &g)| dplane.fill(g * inv));
+}
+
+/// (N, C, [D, H, W]) of a 5-D tensor.
+fn ncdhw(shape: &[usize], op: &str) -> (usize, usize, [usize; 3]) {
+    assert!(shape.len() == 5, "{op}: input {shape:?} must be (N, C, D, H, W)");
+    (shape[0], shape[1], [shape[2], shape[3], shape[4]])
+}
+
+/// A device tensor of `shape` on `like`'s device, for a launcher to fill completely.
+fn device_out(like: &Tensor, shape: &[usize], op: &str) -> Tensor {
+    device_ok(Tensor::uninit_on(shape, like.device()), op)
+}
+
+/// PyTorch's rule for max pooling: padding at most half the kernel, so every window holds an
+/// in-volume element.
+fn check_max_window(window: &Window3d) {
+    assert!(window.padding.iter().zip(&window.kernel).all(|(p, k)| 2 * p <= *k),
+        "max_pool3d: padding must be at most half the kernel (as PyTorch), got {window:?}");
+}
+
+/// Max pooling of x (N, C, D, H, W): (out (N, C, OD, OH, OW), argmax of the same shape, the
+/// winner's flat index inside its (n, c) plane) on x's device.
+pub fn max_pool3d(x: &Tensor, window: &Window3d) -> (Tensor, Indices) {
+    let (n, c, in_dims) = ncdhw(&x.shape, "max_pool3d");
+    check_max_window(window);
+    let [od, oh, ow] = window.out_dims(in_dims);
+    let shape = [n, c, od, oh, ow];
+    let len = n * c * od * oh * ow;
+    match &x.storage {
+        Storage::Cpu(xd) => {
+            let (mut out, mut argmax) = (vec![0.0f32; len], vec![0u32; len]);
+            max_pool3d_forward(&mut out, &mut argmax, xd, n, c, in_dims, window);
+            (Tensor::from_vec(&shape, out), Indices::Cpu(argmax))
+        }
+        Storage::Gpu(xd) => {
+            let g = gpu_of(x).clone();
+            let mut out = device_out(x, &shape, "max_pool3d");
+            let mut argmax = device_ok(g.uninit::<u32>(len), "max_pool3d");
+            let geo = gpu::pool3d::Geometry::new(n * c, in_dims, window);
+            device_ok(gpu::pool3d::max_forward(&g, gpu_vec_mut(&mut out, "max_pool3d"), &mut argmax, xd, &geo), "max_pool3d");
+            (out, Indices::Gpu(argmax))
+        }
+    }
+}
+
+/// dinp (`in_shape` = (N, C, D, H, W)) of [`max_pool3d`] from dout and its argmax (written).
+pub fn max_pool3d_grad(dout: &Tensor, argmax: &Indices, in_shape: &[usize], window: &Window3d) -> Tensor {
+    let (n, c, in_dims) = ncdhw(in_shape, "max_pool3d_grad");
+    let [od, oh, ow] = window.out_dims(in_dims);
+    assert_eq!(dout.shape, [n, c, od, oh, ow], "max_pool3d_grad: dout shape for input {in_shape:?}");
+    assert_eq!(argmax.len(), dout.numel(), "max_pool3d_grad: argmax length");
+    match &dout.storage {
+        Storage::Cpu(dd) => {
+            let mut dinp = vec![0.0f32; in_shape.iter().product()];
+            max_pool3d_backward(&mut dinp, dd, argmax.host(), n, c, in_dims, window);
+            Tensor::from_vec(in_shape, dinp)
+        }
+        Storage::Gpu(dd) => {
+            let g = gpu_of(dout).clone();
+            let mut dinp = device_out(dout, in_shape, "max_pool3d_grad");
+            let geo = gpu::pool3d::Geometry::new(n * c, in_dims, window);
+            device_ok(gpu::pool3d::max_backward(&g, gpu_vec_mut(&mut dinp, "max_pool3d_grad"), dd, argmax.gpu_vec(), &geo), "max_pool3d_grad");
+            dinp
+        }
+    }
+}
+
+/// Average pooling of x (N, C, D, H, W) on x's device.
+pub fn avg_pool3d(x: &Tensor, window: &Window3d, count_include_pad: bool) -> Tensor {
+    let (n, c, in_dims) = ncdhw(&x.shape, "avg_pool3d");
+    let [od, oh, ow] = window.out_dims(in_dims);
+    let shape = [n, c, od, oh, ow];
+    match &x.storage {
+        Storage::Cpu(xd) => {
+            let mut out = vec![0.0f32; shape.iter().product()];
+            avg_pool3d_forward(&mut out, xd, n, c, in_dims, window, count_include_pad);
+            Tensor::from_vec(&shape, out)
+        }
+        Storage::Gpu(xd) => {
+            let g = gpu_of(x).clone();
+            let mut out = device_out(x, &shape, "avg_pool3d");
+            let geo = gpu::pool3d::Geometry::new(n * c, in_dims, window);
+            device_ok(gpu::pool3d::avg_forward(&g, gpu_vec_mut(&mut out, "avg_pool3d"), xd, &geo, count_include_pad), "avg_pool3d");
+            out
+        }
+    }
+}
+
+/// dinp (`in_shape`) of [`avg_pool3d`] (written).
+pub fn avg_pool3d_grad(dout: &Tensor, in_shape: &[usize], window: &Window3d, count_include_pad: bool) -> Tensor {
+    let (n, c, in_dims) = ncdhw(in_shape, "avg_pool3d_grad");
+    let [od, oh, ow] = window.out_dims(in_dims);
+    assert_eq!(dout.shape, [n, c, od, oh, ow], "avg_pool3d_grad: dout shape for input {in_shape:?}");
+    match &dout.storage {
+        Storage::Cpu(dd) => {
+            let mut dinp = vec![0.0f32; in_shape.iter().product()];
+            avg_pool3d_backward(&mut dinp, dd, n, c, in_dims, window, count_include_pad);
+            Tensor::from_vec(in_shape, dinp)
+        }
+        Storage::Gpu(dd) => {
+            let g = gpu_of(dout).clone();
+            let mut dinp = device_out(dout, in_shape, "avg_pool3d_grad");
+            let geo = gpu::pool3d::Geometry::new(n * c, in_dims, window);
+            device_ok(gpu::pool3d::avg_backward(&g, gpu_vec_mut(&mut dinp, "avg_pool3d_grad"), dd, &geo, count_include_pad), "avg_pool3d_grad");
+            dinp
+        }
+    }
+}
+
+/// out (N, C) = mean over D·H·W of x (N, C, D, H, W), on x's device.
+pub fn global_avg_pool3d(x: &Tensor) -> Tensor {
+    let (n, c, in_dims) = ncdhw(&x.shape, "global_avg_pool3d");
+    let spatial = in_dims.iter().product::<usize>();
+    assert!(spatial > 0, "global_avg_pool3d: empty volume");
+    match &x.storage {
+        Storage::Cpu(xd) => {
+            let mut out = vec![0.0f32; n * c];
+            global_avg_pool3d_forward(&mut out, xd, n, c, spatial);
+            Tensor::from_vec(&[n, c], out)
+        }
+        Storage::Gpu(xd) => {
+            let g = gpu_of(x).clone();
+            let mut out = device_out(x, &[n, c], "global_avg_pool3d");
+            device_ok(gpu::pool3d::global_forward(&g, gpu_vec_mut(&mut out, "global_avg_pool3d"), xd, n * c, spatial), "global_avg_pool3d");
+            out
+        }
+    }
+}
+
+/// dinp (`in_shape` = (N, C, D, H, W)) of [`global_avg_pool3d`] from dout (N, C) (written).
+pub fn global_avg_pool3d_grad(dout: &Tensor, in_shape: &[usize]) -> Tensor {
+    let (n, c, in_dims) = ncdhw(in_shape, "global_avg_pool3d_grad");
+    let spatial = in_dims.iter().product::<usize>();
+    assert!(spatial > 0, "global_avg_pool3d: empty volume");
+    assert_eq!(dout.shape, [n, c], "global_avg_pool3d_grad: dout shape for input {in_shape:?}");
+    match &dout.storage {
+        Storage::Cpu(dd) => {
+            let mut dinp = vec![0.0f32; n * c * spatial];
+            global_avg_pool3d_backward(&mut dinp, dd, n, c, spatial);
+            Tensor::from_vec(in_shape, dinp)
+        }
+        Storage::Gpu(dd) => {
+            let g = gpu_of(dout).clone();
+            let mut dinp = device_out(dout, in_shape, "global_avg_pool3d_grad");
+            device_ok(gpu::pool3d::global_backward(&g, gpu_vec_mut(&mut dinp, "global_avg_pool3d_grad"), dd, n * c, spatial), "global_avg_pool3d_grad");
+            dinp
+        }
+    }
 }
 
 #[cfg(test)]
