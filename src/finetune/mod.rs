@@ -33,7 +33,7 @@ pub use metrics::{regression_metrics, Metrics, Standardizer};
 pub use model::{load_pretrained_crystal, FinetuneModel, TransferInfo};
 
 use crate::dist::Dist;
-use crate::engine::optim::{clip_grad_norm, grad_norm, zero_grads, AdamW, AdamWConfig, WarmupCosine};
+use crate::engine::optim::{clip_grad_norm, grad_norm, zero_grads, AdamW, WarmupCosine};
 use crate::engine::{Device, Module, Tensor};
 use crate::model::{Modality, StepContext};
 use crate::train::checkpoint::{self, NamedTensors};
@@ -350,7 +350,7 @@ pub fn run(cfg: &FinetuneConfig, opts: &RunOptions) -> Result<FinetuneResult> {
         total_steps,
         final_lr: cfg.optim.final_lr,
     };
-    let mut adam = AdamW::new(AdamWConfig { beta1: cfg.optim.beta1, beta2: cfg.optim.beta2, eps: cfg.optim.eps, weight_decay: cfg.optim.weight_decay });
+    let mut adam = AdamW::new(cfg.optim.adamw());
     adam.init_state(&mut model)?;
 
     let bar = opts.progress.then(|| {

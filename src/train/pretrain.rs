@@ -21,7 +21,7 @@ use super::model::MultiMatModel;
 use super::preempt::StopSignal;
 use crate::dist::Dist;
 use crate::engine::ops::{l2norm, l2norm_grad};
-use crate::engine::optim::{clip_grad_norm, grad_norm, zero_grads, AdamW, AdamWConfig, WarmupCosine};
+use crate::engine::optim::{clip_grad_norm, grad_norm, zero_grads, AdamW, WarmupCosine};
 use crate::engine::backend::Device;
 use crate::engine::{Module, Tensor};
 use crate::eval::retrieval::RetrievalMetrics;
@@ -138,7 +138,7 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
     };
 
     let mut model = MultiMatModel::new(&cfg.data.modalities, &cfg.model.encoders, &cfg.loss, cfg.model.embed_dim, cfg.run.seed)?;
-    let mut adam = AdamW::new(AdamWConfig { beta1: cfg.optim.beta1, beta2: cfg.optim.beta2, eps: cfg.optim.eps, weight_decay: cfg.optim.weight_decay });
+    let mut adam = AdamW::new(cfg.optim.adamw());
     adam.init_state(&mut model)?;
 
     let mut start_step = 0u64;
@@ -406,10 +406,12 @@ const RESUMABLE_CHANGES: &[&str] = &["optim.epochs", "run.max_steps", "run.check
 /// Refuses to resume `c` when its recorded config differs from `cfg` in anything that changes
 /// what is trained, naming every such key with both values.
 fn check_same_run_config(c: &checkpoint::Checkpoint, cfg: &PretrainConfig) -> Result<()> {
-    let recorded = &c.meta["config"];
-    if recorded.is_null() {
+    if c.meta["config"].is_null() {
         return Ok(()); // checkpoints of the first format recorded no config: nothing to compare
     }
+    let mut recorded = c.meta["config"].clone();
+    crate::train::config::fill_pre_reference_settings(&mut recorded); // what it was trained with
+    let recorded = &recorded;
     let mut was = std::collections::BTreeMap::new();
     let mut now = std::collections::BTreeMap::new();
     flatten_json("", recorded, &mut was);
