@@ -238,7 +238,9 @@ impl FinetuneConfig {
     /// trained with (`train::config::fill_pre_reference_settings`).
     pub fn from_stored(stored: &serde_json::Value) -> Result<FinetuneConfig> {
         let mut value = stored.clone();
-        crate::train::config::fill_pre_reference_settings(&mut value);
+        use crate::train::config::{fill_pre_reference_settings, PRE_REFERENCE_FINETUNE_SETTINGS, PRE_REFERENCE_SETTINGS};
+        fill_pre_reference_settings(&mut value, PRE_REFERENCE_SETTINGS);
+        fill_pre_reference_settings(&mut value, PRE_REFERENCE_FINETUNE_SETTINGS);
         Ok(serde_json::from_value(value)?)
     }
 

@@ -226,14 +226,15 @@ pub const PRE_REFERENCE_SETTINGS: &[(&str, &str)] = &[
     ("model.encoders.cgcnn.atom_features", "\"legacy\""),
     ("model.encoders.dos_transformer.head", "true"),
     ("optim.weight_decay_groups", "\"weights_only\""),
-    ("data.split_per_seed", "true"),
 ];
 
-/// Adds every [`PRE_REFERENCE_SETTINGS`] key that a stored config lacks, where its table exists
-/// (a pre-training config has no `data.split_per_seed`; a fine-tuning config may lack encoder
-/// tables it never built).
-pub fn fill_pre_reference_settings(config: &mut serde_json::Value) {
-    for (path, value) in PRE_REFERENCE_SETTINGS {
+/// [`PRE_REFERENCE_SETTINGS`] of fine-tuning configs only.
+pub const PRE_REFERENCE_FINETUNE_SETTINGS: &[(&str, &str)] = &[("data.split_per_seed", "true")];
+
+/// Adds every key of `settings` that a stored config lacks, where its table exists (a
+/// fine-tuning config may lack encoder tables it never built).
+pub fn fill_pre_reference_settings(config: &mut serde_json::Value, settings: &[(&str, &str)]) {
+    for (path, value) in settings {
         let (table_path, key) = path.rsplit_once('.').expect("dotted key");
         let mut table = Some(&mut *config);
         for part in table_path.split('.') {
@@ -252,7 +253,7 @@ impl PretrainConfig {
     /// trained with ([`fill_pre_reference_settings`]).
     pub fn from_stored(stored: &serde_json::Value) -> Result<PretrainConfig> {
         let mut value = stored.clone();
-        fill_pre_reference_settings(&mut value);
+        fill_pre_reference_settings(&mut value, PRE_REFERENCE_SETTINGS);
         Ok(serde_json::from_value(value)?)
     }
 }

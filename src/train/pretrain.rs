@@ -410,7 +410,8 @@ fn check_same_run_config(c: &checkpoint::Checkpoint, cfg: &PretrainConfig) -> Re
         return Ok(()); // checkpoints of the first format recorded no config: nothing to compare
     }
     let mut recorded = c.meta["config"].clone();
-    crate::train::config::fill_pre_reference_settings(&mut recorded); // what it was trained with
+    use crate::train::config::{fill_pre_reference_settings, PRE_REFERENCE_SETTINGS};
+    fill_pre_reference_settings(&mut recorded, PRE_REFERENCE_SETTINGS); // what it was trained with
     let recorded = &recorded;
     let mut was = std::collections::BTreeMap::new();
     let mut now = std::collections::BTreeMap::new();
