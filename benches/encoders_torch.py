@@ -210,7 +210,8 @@ class Block(nn.Module):
 
 class DosTransformer(nn.Module):
     """Energy and density embeddings (no positional encoding), mixing and down-projection,
-    pre-LN blocks, mean pool over the (all valid) points, head."""
+    pre-LN blocks, mean pool over the (all valid) points, head (if configured; without one the
+    pooled tokens are the embedding, as in the reference)."""
 
     def __init__(self, c, embed_dim):
         super().__init__()
@@ -220,7 +221,7 @@ class DosTransformer(nn.Module):
         self.mix = nn.Linear(2 * d, 2 * d) if c["mix_layer"] else nn.Identity()
         self.down = nn.Linear(2 * d, d)
         self.blocks = nn.ModuleList(Block(c) for _ in range(c["layers"]))
-        self.head = nn.Linear(d, embed_dim)
+        self.head = nn.Linear(d, embed_dim) if c.get("head", True) else nn.Identity()
 
     def forward(self, batch):
         energies, densities = batch
@@ -267,11 +268,13 @@ class ResNeXt3d(nn.Module):
                 cin = 2 * planes
         self.blocks = nn.Sequential(*blocks)
         self.fc = nn.Linear(cin, embed_dim)
-        self.signed_log = c["input_transform"] == "signed_log1p"
+        self.transform = c["input_transform"]
+        self.signed_log = self.transform == "signed_log1p"
 
     def forward(self, batch):
         values, volumes = batch
-        rho = values / volumes[:, None, None, None]  # e/Å³
+        # raw: the stored ρ·V_cell as is (the reference); otherwise ρ = value / V_cell in e/Å³.
+        rho = values if self.transform == "raw" else values / volumes[:, None, None, None]
         if self.signed_log:
             rho = torch.sign(rho) * torch.log1p(rho.abs())
         h = self.pool(F.relu(self.bn1(self.conv1(rho[:, None]))))

@@ -3,6 +3,11 @@
 //! before the device boundary was introduced. Any change to an op's summation order, an
 //! initialisation or the data order shows here first.
 //!
+//! The pinned runs set, explicitly, the settings that were the defaults when the pins were taken
+//! ([`PRE_REFERENCE_PRETRAIN`], [`PRE_REFERENCE_FINETUNE`]); the reference code's behaviour has been
+//! the default since, and `tests/reference_defaults.rs` checks what those defaults do. So the pins
+//! keep proving that the engine computes what it computed.
+//!
 //! The pre-training pin depends on the GEMM kernel matrixmultiply picks by CPU feature (each kernel
 //! sums in its own order): one pin for x86-64 CPUs with AVX-512F, one for AVX2 + FMA without it,
 //! both taken with main before the change. On other CPUs the test checks that two identical runs
@@ -48,10 +53,36 @@ fn pretrain_pin() -> Option<&'static str> {
     None
 }
 
+/// The encoder and optimiser settings of the pinned runs: multimat's defaults before the reference
+/// code's became the defaults (directed k-NN graph, legacy atom features, a DOS head, the signed-log
+/// density input, AdamW β2 = 0.999 with decay on weights only).
+const PRE_REFERENCE_MODEL: &[&str] = &[
+    "model.encoders.potnet.undirected_local_edges=false",
+    "model.encoders.potnet.atom_features=legacy",
+    "optim.beta2=0.999",
+    "optim.weight_decay_groups=weights_only",
+];
+const PRE_REFERENCE_PRETRAIN: &[&str] = &[
+    "model.encoders.dos_transformer.head=true",
+    "model.encoders.resnext3d.input_transform=signed_log1p",
+];
+/// Fine-tuning also drew its split from the run seed and standardised the targets.
+const PRE_REFERENCE_FINETUNE: &[&str] = &["data.split_per_seed=true", "data.standardize=true"];
+
+/// `--set KEY=VALUE` for every setting.
+fn set_args(settings: &[&[&str]]) -> Vec<String> {
+    settings.iter().flat_map(|s| s.iter()).flat_map(|kv| ["--set".to_string(), kv.to_string()]).collect()
+}
+
 fn pretrain_hash(root: &Path) -> String {
     let out = root.join("run");
     let cfg = common::write_config(root, &out, "max_steps = 4");
-    let o = Command::new(common::bin()).args(["pretrain", "--quiet", "--config"]).arg(&cfg).output().unwrap();
+    let o = Command::new(common::bin())
+        .args(["pretrain", "--quiet", "--config"])
+        .arg(&cfg)
+        .args(set_args(&[PRE_REFERENCE_MODEL, PRE_REFERENCE_PRETRAIN]))
+        .output()
+        .unwrap();
     assert!(o.status.success(), "pretrain failed: {}", String::from_utf8_lossy(&o.stderr));
     checkpoint_hash(&out.join("checkpoints/step-00000004.safetensors"))
 }
@@ -77,7 +108,12 @@ fn finetune_metrics(root: &Path) -> [f64; 4] {
     let out = root.join("run");
     std::fs::create_dir_all(root).unwrap();
     let cfg = finetune_common::write_ft_config(&root.join("c.toml"), &out, "epochs = 3\npatience = 0");
-    let o = Command::new(finetune_common::bin()).args(["finetune", "--quiet", "--config"]).arg(&cfg).output().unwrap();
+    let o = Command::new(finetune_common::bin())
+        .args(["finetune", "--quiet", "--config"])
+        .arg(&cfg)
+        .args(set_args(&[PRE_REFERENCE_MODEL, PRE_REFERENCE_FINETUNE]))
+        .output()
+        .unwrap();
     assert!(o.status.success(), "finetune failed: {}", String::from_utf8_lossy(&o.stderr));
     let r = multimat::finetune::read_result(&out).unwrap();
     [r.val_mae, r.test_mae, r.test_rmse, r.test_r2.unwrap_or(f64::NAN)]

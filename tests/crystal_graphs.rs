@@ -346,3 +346,54 @@ fn pauli_alpha_conventions() {
     let first_shells = 1.0 + 6.0 * (-6.0f64).exp() + 12.0 * (-6.0 * 2f64.sqrt()).exp() + 8.0 * (-6.0 * 3f64.sqrt()).exp();
     assert!(g.infinite.pauli[0] > first_shells && g.infinite.pauli[0] < first_shells + 1e-4, "{}", g.infinite.pauli[0]);
 }
+
+// ---- PotNet's undirected local graph (the reference's `build_undirected_edgedata`) ------------
+
+/// The reference's construction with lattice images: the set of (src, dst, image) of the k-NN
+/// edges and of their reverses (dst, src, −image).
+fn undirected_with_images(e: &EdgeList) -> std::collections::BTreeSet<(u32, u32, [i32; 3])> {
+    let mut set = std::collections::BTreeSet::new();
+    for k in 0..e.src.len() {
+        let im = e.image[k];
+        set.insert((e.src[k], e.dst[k], im));
+        set.insert((e.dst[k], e.src[k], [-im[0], -im[1], -im[2]]));
+    }
+    set
+}
+
+#[test]
+fn potnet_undirected_local_graph_is_symmetric_and_equals_the_image_construction() {
+    let params = GraphParams::default();
+    let (mut added_total, mut knn_total) = (0, 0);
+    for (path, s) in mp_structures() {
+        let g = build_graphs(&s, &params).unwrap();
+        let e = &g.local;
+        let (src, dst, dist) = multimat::model::potnet::undirected_local_edges(&e.src, &e.dst, &e.distance);
+        let name = path.display();
+        // The k-NN edges come first, unchanged.
+        assert_eq!((&src[..e.src.len()], &dst[..e.src.len()], &dist[..e.src.len()]), (&e.src[..], &e.dst[..], &e.distance[..]), "{name}");
+        // Symmetric: per (i, j) the multiset of distances of i→j equals that of j→i (to 1e-5 Å).
+        let mut per_pair: std::collections::BTreeMap<(u32, u32), Vec<f32>> = Default::default();
+        for k in 0..src.len() {
+            per_pair.entry((src[k], dst[k])).or_default().push(dist[k]);
+        }
+        for ((a, b), list) in &per_pair {
+            let mut fwd = list.clone();
+            let mut back = per_pair.get(&(*b, *a)).cloned().unwrap_or_default();
+            fwd.sort_by(f32::total_cmp);
+            back.sort_by(f32::total_cmp);
+            assert_eq!(fwd.len(), back.len(), "{name}: {a}→{b} has {} edges, {b}→{a} has {}", fwd.len(), back.len());
+            for (x, y) in fwd.iter().zip(&back) {
+                assert!((x - y).abs() < 1e-5, "{name}: {a}→{b} at {x} Å vs {b}→{a} at {y} Å");
+            }
+        }
+        // The same edge count as the reference's set of (src, dst, image) of both directions.
+        let reference = undirected_with_images(e);
+        assert_eq!(src.len(), reference.len(), "{name}: {} edges, the image construction has {}", src.len(), reference.len());
+        added_total += src.len() - e.src.len();
+        knn_total += e.src.len();
+    }
+    println!("85 MP structures: {knn_total} k-NN edges, {added_total} reverse edges added by the undirected graph");
+    // k-NN is not symmetric in general, so the reverse edges are real additions.
+    assert!(added_total > 0, "no structure gained a reverse edge");
+}

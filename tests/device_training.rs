@@ -38,8 +38,18 @@ fn pretrain_config(dir: &Path, out: &Path, extra: &str, modalities: &str) -> Pat
 
 const THREE: &str = r#""crystal", "dos", "text""#;
 
+/// Runs at AdamW β2 = 0.999: `weight_difference` tells real gradients from rounding noise by
+/// the (not bias-corrected) second moment against `NOISE_RMS`, calibrated at that β2. At the
+/// default 0.95 the moment after two steps is ~7× larger, so the pure-noise gradient of a bias
+/// before a BatchNorm (`mlp_a.1.bias`) counts as real, and Adam turns its noise into ±lr steps.
 fn pretrain(config: &Path, args: &[&str]) -> std::process::Output {
-    let o = Command::new(common::bin()).args(["pretrain", "--quiet", "--config"]).arg(config).args(args).output().unwrap();
+    let o = Command::new(common::bin())
+        .args(["pretrain", "--quiet", "--config"])
+        .arg(config)
+        .args(["--set", "optim.beta2=0.999"])
+        .args(args)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "pretrain {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
     o
 }

@@ -78,7 +78,9 @@ fn finetuning_beats_the_train_mean_and_reports_in_target_units() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let cfg_path = write_ft_config(&dir.path().join("c.toml"), &out, "epochs = 12\nwarmup_epochs = 2\npatience = 0");
-    let (stdout, stderr) = run_cli(&cfg_path, &[]);
+    // Standardised targets: 36 steps cannot move a raw-unit head to K_VRH's ~100 GPa (the
+    // default trains on raw units, as the reference does, over 200 epochs).
+    let (stdout, stderr) = run_cli(&cfg_path, &["--set", "data.standardize=true"]);
     assert!(stderr.contains("0 missing the target"), "{stderr}");
     assert!(stdout.contains("test MAE"), "{stdout}");
     let r = finetune::read_result(&out).unwrap();
@@ -207,6 +209,27 @@ max_steps = 2
     let mut wide = FinetuneModel::new(&ft_cfg, 1, 5).unwrap();
     let e = format!("{:#}", finetune::load_pretrained_crystal(wide.encoder.as_mut(), &ft_cfg, &ckpt).err().unwrap());
     assert!(e.contains("hidden: 12") && e.contains("hidden: 8"), "{e}");
+
+    // A checkpoint written before the reference defaults (no undirected_local_edges or
+    // atom_features in its config) was trained with the directed graph and legacy features: it
+    // is refused for the new defaults, naming them, and loads when the config asks for those.
+    ft_cfg.model.encoders.potnet.hidden = 8;
+    let old_dir = dir.path().join("old-checkpoint");
+    std::fs::create_dir_all(&old_dir).unwrap();
+    let mut meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&ckpt).unwrap()).unwrap();
+    for key in ["undirected_local_edges", "atom_features"] {
+        meta["config"]["model"]["encoders"]["potnet"].as_object_mut().unwrap().remove(key).unwrap();
+    }
+    let old_ckpt = old_dir.join("step-00000002.json");
+    std::fs::write(&old_ckpt, serde_json::to_string(&meta).unwrap()).unwrap();
+    std::fs::copy(ckpt.with_extension("safetensors"), old_ckpt.with_extension("safetensors")).unwrap();
+    let mut fresh_model = FinetuneModel::new(&ft_cfg, 1, 5).unwrap();
+    let e = format!("{:#}", finetune::load_pretrained_crystal(fresh_model.encoder.as_mut(), &ft_cfg, &old_ckpt).err().unwrap());
+    assert!(e.contains("undirected_local_edges: false") && e.contains("atom_features: Legacy"), "{e}");
+    ft_cfg.model.encoders.potnet.undirected_local_edges = false;
+    ft_cfg.model.encoders.potnet.atom_features = multimat::crystal::features::AtomFeatureEncoding::Legacy;
+    let mut legacy_model = FinetuneModel::new(&ft_cfg, 1, 5).unwrap();
+    finetune::load_pretrained_crystal(legacy_model.encoder.as_mut(), &ft_cfg, &old_ckpt).unwrap();
 
     // And the command fine-tunes from it, recording the checkpoint.
     let out = dir.path().join("ft");

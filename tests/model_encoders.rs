@@ -9,8 +9,11 @@ use multimat::engine::Tensor;
 use multimat::model::cgcnn::{Cgcnn, CgcnnConfig};
 use multimat::model::dos_transformer::{DosTransformer, DosTransformerConfig};
 use multimat::model::potnet::{PotNet, PotNetConfig};
-use multimat::model::resnext3d::{ResNeXt3d, ResNeXt3dConfig};
+use multimat::model::resnext3d::{InputTransform, ResNeXt3d, ResNeXt3dConfig};
 use multimat::model::text_mlp::{TextMlp, TextMlpConfig};
+use multimat::crystal::features::AtomFeatureEncoding;
+use multimat::engine::Module;
+use multimat::model::potnet;
 use multimat::model::*;
 
 fn ctx(dist: &Dist) -> StepContext<'_> {
@@ -190,7 +193,8 @@ fn cgcnn_gradients_match_finite_differences_for_every_layer() {
 }
 
 fn tiny_dos_config() -> DosTransformerConfig {
-    DosTransformerConfig { dim: 8, layers: 2, heads: 2, head_size: 5, ffn_dim: 12, ..Default::default() }
+    // With a head (width 8 → embeddings of 4); `head = false` needs embed_dim = dim.
+    DosTransformerConfig { dim: 8, layers: 2, heads: 2, head_size: 5, ffn_dim: 12, head: true, ..Default::default() }
 }
 
 /// Three DOS of 6 points; sample 1 has its last two points padded.
@@ -206,11 +210,13 @@ fn tiny_dos() -> DosBatch {
 
 #[test]
 fn dos_transformer_gradients_match_finite_differences() {
-    for mix_layer in [true, false] {
-        let mut enc = DosTransformer::new(&DosTransformerConfig { mix_layer, ..tiny_dos_config() }, 4, 5).unwrap();
+    for (mix_layer, head) in [(true, true), (false, true), (true, false)] {
+        let embed_dim = if head { 4 } else { 8 };
+        let mut enc = DosTransformer::new(&DosTransformerConfig { mix_layer, head, ..tiny_dos_config() }, embed_dim, 5).unwrap();
         let names = check_encoder_gradients("dos", &mut enc, &ModalityBatch::Dos(tiny_dos()), 8, 1e-2, 2e-3, 2e-2);
         assert!(names.contains(&"dos.blocks.1.attn.qkv.weight".to_string()));
         assert_eq!(names.contains(&"dos.mix.weight".to_string()), mix_layer);
+        assert_eq!(names.contains(&"dos.head.weight".to_string()), head);
     }
 }
 
@@ -246,8 +252,18 @@ fn dos_transformer_ignores_padded_points() {
     assert!(err.contains("sample 0 point 2"), "{err}");
 }
 
+/// With the signed-log input: the finite differences need inputs of order 1 (the stored values
+/// of `tiny_density` reach ~90, where an f32 step of 5e-4 in a weight is lost in rounding).
 fn tiny_resnext() -> ResNeXt3dConfig {
-    ResNeXt3dConfig { stages: vec![1, 1], planes: vec![32, 64], strides: vec![1, 2], cardinality: 2, stem_channels: 4, ..Default::default() }
+    ResNeXt3dConfig {
+        stages: vec![1, 1],
+        planes: vec![32, 64],
+        strides: vec![1, 2],
+        cardinality: 2,
+        stem_channels: 4,
+        input_transform: InputTransform::SignedLog1p,
+        ..Default::default()
+    }
 }
 
 /// 10³ grids: stem → 5³, max-pool → 3³, stage 2 → 2³, so no batch norm normalises only 3
@@ -340,10 +356,10 @@ fn paper_parameter_counts_match_the_architecture_formulas() {
     assert_eq!(build_encoder(Modality::Crystal, &cfg, e, 0).unwrap().num_params(), cgcnn);
 
     // DOS: two 1→D embeddings, mix 2D→2D, down 2D→D, 4 blocks (LN, qkv D→3·8·64 no bias,
-    // proj 512→D, LN, FFN D→512→D), head D→e.
+    // proj 512→D, LN, FFN D→512→D); no head (the pooled D = e is the embedding).
     let d = 128;
     let block = bn(d) + 3 * 512 * d + lin(512, d) + bn(d) + lin(d, 512) + lin(512, d);
-    let dos = 2 * lin(1, d) + lin(2 * d, 2 * d) + lin(2 * d, d) + 4 * block + lin(d, e);
+    let dos = 2 * lin(1, d) + lin(2 * d, 2 * d) + lin(2 * d, d) + 4 * block;
     assert_eq!(build_encoder(Modality::Dos, &EncodersConfig::default(), e, 0).unwrap().num_params(), dos);
 
     // ResNeXt-50: stem 7³ (1→64) + BN; block (c_in, planes, stride): 1³ c_in→mid, grouped 3³
@@ -389,6 +405,8 @@ fn encoders_run_on_generated_batches_and_are_reproducible_from_the_seed() {
     let cfg = EncodersConfig {
         potnet: PotNetConfig { hidden: 32, ..Default::default() },
         resnext3d: ResNeXt3dConfig::small(),
+        // Width 16 = the embedding width below (no head, the default).
+        dos_transformer: DosTransformerConfig { dim: 16, ffn_dim: 64, ..Default::default() },
         ..Default::default()
     };
     let batches = [
@@ -410,4 +428,132 @@ fn encoders_run_on_generated_batches_and_are_reproducible_from_the_seed() {
         a.visit_params(&mut |p| finite &= p.grad.data().iter().all(|v| v.is_finite()));
         assert!(finite, "{m:?}: non-finite gradient");
     }
+}
+
+// ---- The reference code's behaviour, the defaults since issue 14 §5 -----------------------------
+
+#[test]
+fn potnet_undirected_local_edges_is_the_encoder_fed_the_symmetrised_graph() {
+    let dist = Dist::single();
+    let g = tiny_graphs();
+    // tiny_graphs: 1→0 at 2.8 and 2.9 Å, 0→1 at 2.8 and 3.1 Å: 0→1 at 2.9 and 1→0 at 3.1 are missing.
+    let (src, dst, distance) = potnet::undirected_local_edges(g.local.src.host(), g.local.dst.host(), &g.local.distance);
+    assert_eq!(src.len(), g.local.distance.len() + 2);
+    // Appended per atom pair in (src, dst) order: the reverse of 0→1 at 3.1, then of 1→0 at 2.9.
+    assert_eq!((&src[12..], &dst[12..], &distance[12..]), (&[1u32, 0][..], &[0u32, 1][..], &[3.1f32, 2.9][..]));
+    let mut symmetrised = g.clone();
+    symmetrised.local = BatchedEdges { src: src.into(), dst: dst.into(), distance };
+    let directed = PotNetConfig { undirected_local_edges: false, ..tiny_potnet() };
+    assert!(tiny_potnet().undirected_local_edges, "undirected is the default");
+    let by_option = PotNet::new(&tiny_potnet(), 4, 3).unwrap().forward(&ModalityBatch::Crystal(g.clone()), &ctx(&dist)).unwrap();
+    let by_hand = PotNet::new(&directed, 4, 3).unwrap().forward(&ModalityBatch::Crystal(symmetrised), &ctx(&dist)).unwrap();
+    assert_eq!(by_option.data(), by_hand.data(), "the option must be exactly the symmetrised graph");
+    let without = PotNet::new(&directed, 4, 3).unwrap().forward(&ModalityBatch::Crystal(g), &ctx(&dist)).unwrap();
+    assert!(without.data() != by_option.data(), "the reverse edges must change the embedding");
+}
+
+#[test]
+fn potnet_atom_feature_encoding_is_an_option_that_matters() {
+    let dist = Dist::single();
+    assert_eq!(tiny_potnet().atom_features, AtomFeatureEncoding::Cgcnn);
+    let legacy = PotNetConfig { atom_features: AtomFeatureEncoding::Legacy, ..tiny_potnet() };
+    let a = PotNet::new(&tiny_potnet(), 4, 3).unwrap().forward(&ModalityBatch::Crystal(tiny_graphs()), &ctx(&dist)).unwrap();
+    let b = PotNet::new(&legacy, 4, 3).unwrap().forward(&ModalityBatch::Crystal(tiny_graphs()), &ctx(&dist)).unwrap();
+    assert!(a.data() != b.data());
+}
+
+#[test]
+fn dos_without_head_embeds_the_pooled_tokens_and_needs_matching_width() {
+    let dist = Dist::single();
+    let names = |head: bool, embed: usize| {
+        let mut enc = DosTransformer::new(&DosTransformerConfig { head, ..tiny_dos_config() }, embed, 5).unwrap();
+        let mut v = Vec::new();
+        enc.visit_params(&mut |p| v.push(p.name.clone()));
+        (enc, v)
+    };
+    let (mut with_head, with) = names(true, 8);
+    let (mut without_head, without) = names(false, 8);
+    assert_eq!(with.iter().filter(|n| !without.contains(n)).collect::<Vec<_>>(), ["dos.head.weight", "dos.head.bias"]);
+    assert!(without.iter().all(|n| with.contains(n)));
+    assert!(!DosTransformerConfig::default().head, "no head is the default (the reference)");
+    // Every other parameter is drawn identically (the head is created last), so without the head
+    // the embedding is the head's input.
+    let y = without_head.forward(&ModalityBatch::Dos(tiny_dos()), &ctx(&dist)).unwrap();
+    let z = with_head.forward(&ModalityBatch::Dos(tiny_dos()), &ctx(&dist)).unwrap();
+    assert_eq!(y.shape, vec![3, 8]);
+    let head = with_head.head.as_ref().unwrap();
+    let (w, bias) = (head.weight.value.data(), head.bias.as_ref().unwrap().value.data());
+    for r in 0..3 {
+        for o in 0..8 {
+            let want: f32 = bias[o] + (0..8).map(|i| w[o * 8 + i] * y.data()[r * 8 + i]).sum::<f32>();
+            assert!((z.data()[r * 8 + o] - want).abs() < 1e-5, "row {r} out {o}: {} vs {want}", z.data()[r * 8 + o]);
+        }
+    }
+    let err = DosTransformer::new(&DosTransformerConfig { head: false, ..tiny_dos_config() }, 4, 5).err().unwrap().to_string();
+    assert!(err.contains("dim = 8") && err.contains("model.embed_dim = 4") && err.contains("head = true"), "{err}");
+}
+
+#[test]
+fn raw_density_input_reaches_the_encoder_unchanged() {
+    assert_eq!(ResNeXt3dConfig::default().input_transform, InputTransform::Raw);
+    let enc = ResNeXt3d::new(&ResNeXt3dConfig { input_transform: InputTransform::Raw, ..tiny_resnext() }, 3, 2).unwrap();
+    let d = tiny_density(2);
+    let x = enc.normalise(&d).unwrap(); // (B, 1, D, H, W)
+    assert_eq!(x.shape, vec![2, 1, 10, 10, 10]);
+    assert_eq!(x.data(), &d.values[..], "raw: the stored ρ·V_cell values, bit for bit");
+}
+
+#[test]
+fn adamw_weight_decay_groups_follow_the_config() {
+    use multimat::engine::optim::{AdamW, WeightDecayGroups};
+    use multimat::train::config::OptimConfig;
+    let defaults = OptimConfig::default();
+    assert_eq!((defaults.beta1, defaults.beta2, defaults.weight_decay_groups), (0.9, 0.95, WeightDecayGroups::All));
+    // One step with zero gradients moves parameters only by the decay p ← p·(1 − lr·λ).
+    let lr = 0.1;
+    for groups in [WeightDecayGroups::All, WeightDecayGroups::WeightsOnly] {
+        let cfg = OptimConfig { weight_decay: 0.5, weight_decay_groups: groups, ..OptimConfig::default() };
+        let mut enc = TextMlp::new(&TextMlpConfig { input_dim: 6, hidden: vec![5] }, 3, 1).unwrap();
+        let mut before = Vec::new();
+        enc.visit_params(&mut |p| before.push((p.name.clone(), p.value.data().to_vec(), p.decay)));
+        let mut opt = AdamW::new(cfg.adamw());
+        opt.step(&mut enc, lr).unwrap();
+        let factor = (1.0 - lr * 0.5) as f32;
+        let mut i = 0;
+        enc.visit_params(&mut |p| {
+            let (name, old, is_weight) = &before[i];
+            i += 1;
+            let decayed = groups == WeightDecayGroups::All || *is_weight;
+            let want: Vec<f32> = old.iter().map(|v| if decayed { v * factor } else { *v }).collect();
+            assert_eq!(p.value.data(), &want[..], "{name} with {groups:?}");
+        });
+        assert!(before.iter().any(|(n, _, w)| n.ends_with("bias") && !w), "the MLP has biases outside the weights group");
+    }
+}
+
+#[test]
+fn checkpoints_without_the_new_keys_load_with_the_old_behaviour() {
+    use multimat::finetune::config::FinetuneConfig;
+    use multimat::train::config::PretrainConfig;
+    let toml_cfg = "[data]\nshards = [\"/s\"]\nmodalities = [\"crystal\", \"dos\"]\n[loss]\nkind = \"clip\"\n";
+    let now: PretrainConfig = toml::from_str(toml_cfg).unwrap();
+    let stored = serde_json::to_value(&now).unwrap();
+    assert_eq!(PretrainConfig::from_stored(&stored).unwrap(), now, "a current checkpoint reads back unchanged");
+    // A checkpoint written before the keys existed.
+    let mut old = stored.clone();
+    for (table, key) in [("potnet", "undirected_local_edges"), ("potnet", "atom_features"), ("cgcnn", "atom_features"), ("dos_transformer", "head")] {
+        old["model"]["encoders"][table].as_object_mut().unwrap().remove(key).unwrap();
+    }
+    old["optim"].as_object_mut().unwrap().remove("weight_decay_groups").unwrap();
+    let read = PretrainConfig::from_stored(&old).unwrap();
+    let e = &read.model.encoders;
+    assert!(!e.potnet.undirected_local_edges && e.dos_transformer.head);
+    assert_eq!((e.potnet.atom_features, e.cgcnn.atom_features), (AtomFeatureEncoding::Legacy, AtomFeatureEncoding::Legacy));
+    assert_eq!(read.optim.weight_decay_groups, multimat::engine::optim::WeightDecayGroups::WeightsOnly);
+    // Fine-tuning: the split followed the run seed.
+    let ft: FinetuneConfig = toml::from_str("[data]\nshards = [\"/s\"]\ntarget = \"K_VRH\"\n[run]\nseed = 5\n").unwrap();
+    assert_eq!(ft.split_seed(), 0, "a fixed split by default");
+    let mut old_ft = serde_json::to_value(&ft).unwrap();
+    old_ft["data"].as_object_mut().unwrap().remove("split_per_seed").unwrap();
+    assert_eq!(FinetuneConfig::from_stored(&old_ft).unwrap().split_seed(), 5);
 }

@@ -9,7 +9,8 @@ use multimat::finetune::FinetuneConfig;
 use multimat::loss::{LossKind, Modality};
 use multimat::model::config::EncodersConfig;
 use multimat::sweep::{self, table1::PAPER_ROWS, SweepConfig};
-use multimat::train::config::PretrainConfig;
+use multimat::engine::optim::WeightDecayGroups;
+use multimat::train::config::{PretrainConfig, PRE_REFERENCE_FINETUNE_SETTINGS, PRE_REFERENCE_SETTINGS};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -57,6 +58,8 @@ fn pretraining_configs_cover_table_1_and_fig_3_at_the_papers_settings() {
         assert_eq!(c.data.modalities[0], Modality::Crystal, "{what}: C is always chosen");
         assert_eq!((c.optim.lr, c.optim.weight_decay, c.optim.warmup_epochs, c.optim.epochs), (1e-4, 5e-4, 10.0, 500), "{what}");
         assert_eq!((c.model.embed_dim, c.loss.temperature, c.loss.learnable_temperature), (128, 0.2, false), "{what}");
+        // The reference code's AdamW where the paper is silent: β = (0.9, 0.95), every parameter decayed.
+        assert_eq!((c.optim.beta1, c.optim.beta2, c.optim.weight_decay_groups), (0.9, 0.95, WeightDecayGroups::All), "{what}");
         if c.loss.kind == LossKind::AnchoredClip {
             assert_eq!(c.loss.anchor, Modality::Crystal, "{what}");
         }
@@ -122,6 +125,9 @@ fn sweeps_are_table_1_columns_with_its_rows_and_the_matching_checkpoints() {
         assert_eq!((base.optim.batch_size, base.optim.weight_decay, base.optim.warmup_epochs, base.data.split), (120, 0.0, 10.0, [0.6, 0.2, 0.2]), "{what}");
         assert_eq!(base.model.encoders.potnet, EncodersConfig::default().potnet, "{what}: the pre-trained PotNet must load");
         assert_eq!(base.model.embed_dim, 128, "{what}");
+        // The reference's fine-tuning where the paper is silent: one split for all seeds, raw units.
+        assert_eq!((base.data.split_per_seed, base.data.split_seed, base.data.standardize), (false, None, false), "{what}");
+        assert_eq!((base.optim.beta2, base.optim.weight_decay_groups), (0.95, WeightDecayGroups::All), "{what}");
         targets.push(base.data.target.clone());
         // Every one of the 13 × 3 × 3 runs resolves to a valid configuration.
         let report = sweep::check(&cfg).unwrap_or_else(|e| panic!("{what}: {e:#}"));
@@ -158,4 +164,37 @@ fn the_default_slurm_job_trains_on_the_demos_shards() {
     // The script's ingest writes where the config reads, with the demo's options.
     assert!(script.contains("--out demo-out/shards") && script.contains("--approx-charge-density --approx-dos"), "{script}");
     assert!(c.data.modalities.iter().all(|m| *m != Modality::Text), "text needs a model the bootstrap may not have");
+}
+
+/// Every config the project ships (configs/ and configs/paper/) uses the reference code's
+/// defaults: none sets a pre-reference value, the signed-log density input, β2 = 0.999 or
+/// standardised fine-tuning targets.
+#[test]
+fn shipped_configs_use_the_reference_defaults() {
+    let old_values: Vec<(&str, toml::Value)> = PRE_REFERENCE_SETTINGS
+        .iter()
+        .chain(PRE_REFERENCE_FINETUNE_SETTINGS)
+        .map(|(k, v)| (*k, serde_json::from_str::<toml::Value>(v).unwrap()))
+        .chain([
+            ("model.encoders.resnext3d.input_transform", toml::Value::String("signed_log1p".into())),
+            ("optim.beta2", toml::Value::Float(0.999)),
+            ("data.standardize", toml::Value::Boolean(true)),
+        ])
+        .collect();
+    let mut checked = 0;
+    for dir in ["configs", "configs/paper"] {
+        for entry in std::fs::read_dir(repo().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let value: toml::Value = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            for (key, old) in &old_values {
+                let got = key.split('.').try_fold(&value, |v, part| v.get(part));
+                assert!(got != Some(old), "{}: {key} = {old} is the pre-reference setting", path.display());
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 25, "only {checked} configs found");
 }

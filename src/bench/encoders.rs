@@ -314,13 +314,16 @@ fn dump_batch(dir: &Path, prefix: &str, batch: &ModalityBatch) -> Result<()> {
 }
 
 fn dump_graph(dir: &Path, prefix: &str, g: &GraphBatch) -> Result<()> {
-    let x = crate::model::common::batch_atom_features(&g.species)?; // (N, 92)
+    // What the default PotNet/CGCNN see: cgcnn-encoded features, the local graph made undirected.
+    let x = crate::model::common::batch_atom_features(&g.species, crate::crystal::features::AtomFeatureEncoding::Cgcnn)?; // (N, 92)
     dump_f32(dir, prefix, "atom_features", &[g.species.len(), ATOM_FEATURE_DIM], x.data())?;
     dump_index(dir, prefix, "node_offsets", &to_i64(g.node_offsets.host()))?;
-    for (name, e) in [("local", &g.local), ("cgcnn", &g.cgcnn)] {
-        dump_index(dir, prefix, &format!("{name}_src"), &to_i64(e.src.host()))?;
-        dump_index(dir, prefix, &format!("{name}_dst"), &to_i64(e.dst.host()))?;
-        dump_f32(dir, prefix, &format!("{name}_distance"), &[e.distance.len()], &e.distance)?;
+    let (src, dst, distance) = crate::model::potnet::undirected_local_edges(g.local.src.host(), g.local.dst.host(), &g.local.distance);
+    let cgcnn = (g.cgcnn.src.host().to_vec(), g.cgcnn.dst.host().to_vec(), g.cgcnn.distance.clone());
+    for (name, (src, dst, distance)) in [("local", (src, dst, distance)), ("cgcnn", cgcnn)] {
+        dump_index(dir, prefix, &format!("{name}_src"), &to_i64(&src))?;
+        dump_index(dir, prefix, &format!("{name}_dst"), &to_i64(&dst))?;
+        dump_f32(dir, prefix, &format!("{name}_distance"), &[distance.len()], &distance)?;
     }
     let inf = &g.infinite;
     dump_index(dir, prefix, "infinite_src", &to_i64(inf.src.host()))?;

@@ -89,7 +89,7 @@ pub struct Args {
 }
 
 /// The demo's pre-training configuration: every modality in `modalities`, AllPairsCLIP τ = 0.2,
-/// encoders shrunk for a CPU (PotNet hidden 64, a 2-layer DOS transformer of width 64, the small
+/// encoders shrunk for a CPU (PotNet hidden 64, a 2-layer DOS transformer of width embed_dim, the small
 /// 3-D ResNeXt, the text MLP on `text_dim`-d sentence vectors).
 pub fn demo_config(shards: &Path, out_dir: &Path, modalities: Vec<Modality>, text_dim: usize, batch_size: usize, seed: u64) -> PretrainConfig {
     let mut model = ModelConfig::default();
@@ -97,7 +97,8 @@ pub fn demo_config(shards: &Path, out_dir: &Path, modalities: Vec<Modality>, tex
     model.encoders.potnet.local_rbf_bins = 64;
     model.encoders.resnext3d = ResNeXt3dConfig::small();
     let dos = &mut model.encoders.dos_transformer;
-    (dos.dim, dos.layers, dos.heads, dos.head_size, dos.ffn_dim) = (64, 2, 4, 16, 128);
+    // Width = embed_dim: the pooled tokens are the embedding (no head), as in the reference.
+    (dos.dim, dos.layers, dos.heads, dos.head_size, dos.ffn_dim) = (model.embed_dim, 2, 4, 16, 256);
     if text_dim > 0 {
         model.encoders.text_mlp.input_dim = text_dim;
         model.encoders.text_mlp.hidden = vec![256];
@@ -125,6 +126,9 @@ pub fn finetune_config(pre: &PretrainConfig, out_dir: &Path, checkpoint: Option<
     cfg.optim.epochs = epochs;
     cfg.optim.warmup_epochs = (epochs as f64 / 10.0).max(1.0);
     cfg.optim.patience = epochs; // short runs: keep the best epoch, never stop early
+    // A few epochs cannot move a raw-unit head to K_VRH's ~100 GPa; the reference's raw units
+    // (the default) suit its 200-epoch runs.
+    cfg.data.standardize = true;
     cfg.run.out_dir = out_dir.to_path_buf();
     cfg.run.seed = seed;
     cfg

@@ -10,9 +10,11 @@ use std::path::PathBuf;
 (scalar or vector, e.g. K_VRH, G_VRH, elastic_tensor, band_gap) with MSE.\n\n\
 The encoder (potnet or cgcnn) starts from a `multimat pretrain` checkpoint (--checkpoint or \
 model.checkpoint; only the crystal encoder's weights are loaded, and its kind and shape must match \
-model.encoders) or from scratch. Defaults are the paper's: AdamW, 10 warm-up epochs then cosine \
-decay, batch 120, no weight decay, 60/20/20 split by a hash of (seed, material id), target \
-standardised (data.standardize = false keeps raw units), early stopping on validation MAE.\n\n\
+model.encoders) or from scratch. Defaults are the paper's where it gives them, else the reference \
+code's: AdamW β = (0.9, 0.95), 10 warm-up epochs then cosine decay, batch 120, no weight decay, \
+60/20/20 split by a hash of (split seed, material id), one split for every run.seed \
+(data.split_per_seed = true draws it from run.seed), raw target units (data.standardize = true \
+standardises), early stopping on validation MAE.\n\n\
 Outputs in run.out_dir: config.resolved.toml, split.csv, metrics.jsonl (one line per epoch), \
 best/ (best-validation checkpoint), predictions.csv (test set), result.json (split sizes, seed, lr, \
 best epoch, validation MAE, test MAE/RMSE/R² in the target's units; written last). See \

@@ -1,13 +1,25 @@
 //! 92-d CGCNN-style atom features: nine element properties, each one-hot encoded into
 //! categories or bins, as in CGCNN (Xie & Grossman, PRL 120, 145301 (2018), Table S2) and its
 //! `atom_init.json`. Computed from `element_data` (sources named there); not copied from
-//! `atom_init.json`, so individual bin edges may differ from that file.
+//! `atom_init.json`, so where the property tables differ from CGCNN's sources a value can land in
+//! a neighbouring bin.
 //!
-//! Layout (offset, width):
+//! Two encodings ([`AtomFeatureEncoding`]) differ only in two conventions:
+//! - `cgcnn` (the default; the conventions of `atom_init.json`, which PotNet and the MultiMat
+//!   reference read): the group block has index 0 for the f series (La–Yb, Ac–No) and index g for
+//!   group g; the f series counts 2 valence electrons. Checked against CGCNN's published
+//!   `atom_init.json` (H … Fm, 100 rows): period, first ionisation energy and block agree for
+//!   100 elements, group 100, valence electrons 99 (Pd: the file has 12), electronegativity 80,
+//!   electron affinity 89, molar volume 81, covalent radius 42 (our Cordero radii differ from
+//!   CGCNN's source, often by one bin); 25 of the 100 rows agree in all 92 entries.
+//! - `legacy` (multimat before it followed the reference): group g at index g − 1 and the f
+//!   series at index 18; the f series counts 3 valence electrons.
+//!
+//! Layout (offset, width), `cgcnn` encoding:
 //!
 //! | property                     | offset | width | encoding                                        |
 //! |------------------------------|--------|-------|-------------------------------------------------|
-//! | group                        | 0      | 19    | groups 1–18, plus one category for La–Yb, Ac–No |
+//! | group                        | 0      | 19    | La–Yb and Ac–No, then groups 1–18               |
 //! | period                       | 19     | 7     | 1–7                                             |
 //! | electronegativity (Pauling)  | 26     | 10    | linear bins on [0.5, 4.0]                       |
 //! | covalent radius (pm)         | 36     | 10    | linear bins on [25, 250]                        |
@@ -21,12 +33,23 @@
 //! electronegativity of He) leaves its block all zero. Conventions where chemistry is ambiguous:
 //! Lu and Lr are group 3 (d block); La–Yb and Ac–No are the f series (block f, the extra group
 //! category); valence electrons are the group number for groups 1–12, group − 10 for groups 13–18
-//! (He: 2), and 3 for the f series.
+//! (He: 2), and for the f series 2 (`cgcnn`) or 3 (`legacy`).
 
 use super::element_data::*;
 use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
 
 pub const ATOM_FEATURE_DIM: usize = 92;
+
+/// Which conventions the group and valence blocks follow (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AtomFeatureEncoding {
+    /// CGCNN's `atom_init.json` conventions (the reference's features).
+    Cgcnn,
+    /// multimat's earlier conventions.
+    Legacy,
+}
 
 /// Offsets of each property block in the feature vector (see the module table).
 pub mod offsets {
@@ -98,14 +121,23 @@ fn bin(value: f64, lo: f64, hi: f64, n: usize) -> usize {
     t.clamp(0.0, (n - 1) as f64) as usize
 }
 
-/// The 92-d one-hot feature vector of element `z` (1 ≤ z ≤ 103).
+/// The 92-d one-hot feature vector of element `z` (1 ≤ z ≤ 103) in the `cgcnn` encoding.
 pub fn atom_features(z: u8) -> Result<[f32; ATOM_FEATURE_DIM]> {
+    atom_features_encoded(z, AtomFeatureEncoding::Cgcnn)
+}
+
+/// The 92-d one-hot feature vector of element `z` (1 ≤ z ≤ 103) in `encoding`.
+pub fn atom_features_encoded(z: u8, encoding: AtomFeatureEncoding) -> Result<[f32; ATOM_FEATURE_DIM]> {
     if z == 0 || z as usize > NUM_ELEMENTS {
         bail!("no atom features for atomic number {z} (tables cover H … Lr, Z = 1 … {NUM_ELEMENTS})");
     }
     let i = z as usize - 1;
     let mut f = [0f32; ATOM_FEATURE_DIM];
-    f[offsets::GROUP + group(z).map_or(18, |g| g as usize - 1)] = 1.0;
+    let (group_index, valence) = match encoding {
+        AtomFeatureEncoding::Cgcnn => (group(z).map_or(0, |g| g as usize), if group(z).is_none() { 2 } else { valence_electrons(z) }),
+        AtomFeatureEncoding::Legacy => (group(z).map_or(18, |g| g as usize - 1), valence_electrons(z)),
+    };
+    f[offsets::GROUP + group_index] = 1.0;
     f[offsets::PERIOD + period(z) as usize - 1] = 1.0;
     if let Some(x) = ELECTRONEGATIVITY[i] {
         f[offsets::ELECTRONEGATIVITY + bin(x, 0.5, 4.0, 10)] = 1.0;
@@ -113,7 +145,7 @@ pub fn atom_features(z: u8) -> Result<[f32; ATOM_FEATURE_DIM]> {
     if let Some(x) = COVALENT_RADIUS_PM[i] {
         f[offsets::COVALENT_RADIUS + bin(x, 25.0, 250.0, 10)] = 1.0;
     }
-    f[offsets::VALENCE + valence_electrons(z) as usize - 1] = 1.0;
+    f[offsets::VALENCE + valence as usize - 1] = 1.0;
     if let Some(x) = FIRST_IONIZATION_EV[i] {
         f[offsets::IONIZATION + bin(x.ln(), 1.3, 3.3, 10)] = 1.0;
     }
@@ -164,8 +196,29 @@ mod tests {
         // r 152 pm → ⌊(152−25)/22.5⌋ = 5 → 41; valence 8 → 46+7 = 53;
         // ln 7.902 = 2.067 → ⌊(2.067−1.3)/0.2⌋ = 3 → 61; EA 0.151 → ⌊3.151/0.67⌋ = 4 → 72;
         // block d → 80; ln 7.09 = 1.959 → ⌊0.459/0.28⌋ = 1 → 83.
-        let f = atom_features(26).unwrap();
+        let f = atom_features_encoded(26, AtomFeatureEncoding::Legacy).unwrap();
         assert_eq!(hot(&f), vec![7, 22, 29, 41, 53, 61, 72, 80, 83]);
+        // The cgcnn encoding puts group 8 at index 8 (index 0 is the f series); the rest is equal.
+        assert_eq!(hot(&atom_features(26).unwrap()), vec![8, 22, 29, 41, 53, 61, 72, 80, 83]);
+    }
+
+    #[test]
+    fn cgcnn_conventions_for_the_f_series_and_groups() {
+        // La (f series): group index 0, 2 valence electrons (index 46 + 1); legacy: 18 and 3.
+        let la = hot(&atom_features(57).unwrap());
+        assert!(la.contains(&0) && la.contains(&47), "{la:?}");
+        let la_legacy = hot(&atom_features_encoded(57, AtomFeatureEncoding::Legacy).unwrap());
+        assert!(la_legacy.contains(&18) && la_legacy.contains(&48), "{la_legacy:?}");
+        // H: group 1 at index 1; He: group 18 at index 18, 2 valence electrons in both encodings.
+        assert_eq!(hot(&atom_features(1).unwrap())[0], 1);
+        let he = hot(&atom_features(2).unwrap());
+        assert!(he.contains(&18) && he.contains(&47), "{he:?}");
+        // Every other block is the same in both encodings.
+        for z in 1..=103u8 {
+            let (a, b) = (atom_features(z).unwrap(), atom_features_encoded(z, AtomFeatureEncoding::Legacy).unwrap());
+            assert_eq!(a[offsets::PERIOD..offsets::VALENCE], b[offsets::PERIOD..offsets::VALENCE], "Z = {z}");
+            assert_eq!(a[offsets::IONIZATION..], b[offsets::IONIZATION..], "Z = {z}");
+        }
     }
 
     #[test]

@@ -124,7 +124,8 @@ impl Default for GraphParams {
 pub struct CrystalGraphs {
     /// PotNet local graph: each atom's `local_k` nearest neighbours (images included), ties with
     /// the k-th kept (within `neighbors::TIE_TOLERANCE`); directed, grouped by `dst`, sorted by
-    /// distance. Not symmetrised (the reference adds reverse edges; an encoder may).
+    /// distance. Not symmetrised here: PotNet adds the reverse edges the reference adds
+    /// (`model::potnet::undirected_local_edges`, on by default).
     pub local: EdgeList,
     /// CGCNN graph: at most `cgcnn_max_neighbors` nearest within `cgcnn_cutoff`, no padding
     /// stored — an atom with fewer neighbours has fewer edges; pad with index 0 at distance

@@ -9,8 +9,10 @@
 //! Edge conventions (see `EdgeList`): edge e carries a message from neighbour `src` (shifted by
 //! `image` lattice vectors of the caller's basis) to centre `dst`. Edges are grouped by `dst` in
 //! ascending order, and within a centre sorted by (distance, src, image) so output is
-//! deterministic. Edges are directed: every centre gets its own k nearest; unlike the reference
-//! PotNet code (JARVIS `build_undirected_edgedata`) we do not add the reverse of each edge.
+//! deterministic. Edges are directed: every centre gets its own k nearest. The reference PotNet
+//! code (JARVIS `build_undirected_edgedata`) adds the reverse of each edge; the PotNet encoder
+//! does so per batch (`model::potnet::undirected_local_edges`, on by default), so shards keep
+//! the directed graph and either choice can train on them.
 //!
 //! CGCNN pad/flag convention: no padding is stored. A centre with fewer than M neighbours within
 //! the radius simply has fewer edges (its count is the number of edges with that `dst`); an

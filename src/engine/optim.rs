@@ -2,8 +2,9 @@
 //!
 //! - [`AdamW`]: PyTorch's `torch.optim.AdamW` (decoupled weight decay p ← p·(1 − lr·λ), then the
 //!   bias-corrected Adam step), defaults β = (0.9, 0.999), eps = 1e-8, λ = 0.01. Decay applies
-//!   only to parameters with `decay == true` (the reference excludes biases and normalisation
-//!   parameters). Moments live in the optimiser, one pair per parameter in `visit_params` order,
+//!   to every parameter when `decay_every_param` is set (as `torch.optim.AdamW(model.parameters())`
+//!   does, and so the MultiMat reference code), else only to parameters with `decay == true`
+//!   (weights: biases and normalisation parameters are excluded). Moments live in the optimiser, one pair per parameter in `visit_params` order,
 //!   on the parameter's device, and are checked against the parameter names so a model/optimiser
 //!   mismatch is an error.
 //! - [`WarmupCosine`]: linear warm-up to the peak, then half-cosine decay to a floor.
@@ -32,12 +33,32 @@ pub struct AdamWConfig {
     pub beta2: f64,
     pub eps: f64,
     pub weight_decay: f64,
+    /// Decay every parameter (one parameter group, the reference's choice) instead of only those
+    /// with `Param::decay` (weights, not biases or normalisation parameters).
+    pub decay_every_param: bool,
 }
 
 impl Default for AdamWConfig {
-    /// PyTorch's defaults.
+    /// PyTorch's defaults; decay on weights only.
     fn default() -> Self {
-        AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 }
+        AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, decay_every_param: false }
+    }
+}
+
+/// Which parameters AdamW's weight decay applies to (a config choice of pre-training and
+/// fine-tuning).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightDecayGroups {
+    /// Every parameter: one group, as the reference code builds its optimiser.
+    All,
+    /// Weights only: biases and normalisation parameters are not decayed.
+    WeightsOnly,
+}
+
+impl WeightDecayGroups {
+    pub fn decay_every_param(self) -> bool {
+        self == WeightDecayGroups::All
     }
 }
 
@@ -112,7 +133,7 @@ impl AdamW {
     pub fn step(&mut self, module: &mut dyn Module, lr: f64) -> Result<()> {
         self.init_state(module)?;
         self.step += 1;
-        let AdamWConfig { beta1, beta2, eps, weight_decay } = self.config;
+        let AdamWConfig { beta1, beta2, eps, weight_decay, decay_every_param } = self.config;
         let t = self.step as i32;
         let step_size = lr / (1.0 - beta1.powi(t));
         let bias_correction2_sqrt = (1.0 - beta2.powi(t)).sqrt();
@@ -136,12 +157,12 @@ impl AdamW {
                     exp_avg: s.exp_avg.gpu_vec().ptr(),
                     exp_avg_sq: s.exp_avg_sq.gpu_vec().ptr(),
                     len: p.value.numel(),
-                    decay: p.decay,
+                    decay: p.decay || decay_every_param,
                 };
                 group_for(&mut on_devices, device).push(addrs);
                 return;
             }
-            let decay = if p.decay { decay_factor } else { 1.0 };
+            let decay = if p.decay || decay_every_param { decay_factor } else { 1.0 };
             let (value, grad) = (p.value.data_mut(), p.grad.data());
             for (((w, &g), m), v) in value.iter_mut().zip(grad).zip(s.exp_avg.data_mut()).zip(s.exp_avg_sq.data_mut()) {
                 *w *= decay;
@@ -329,6 +350,19 @@ mod tests {
         let mut names = Vec::new();
         opt.visit_state(&mut |n, _| names.push(n.to_string()));
         assert_eq!(names, ["w.exp_avg", "w.exp_avg_sq", "b.exp_avg", "b.exp_avg_sq"]);
+    }
+
+    #[test]
+    fn decay_every_param_also_decays_biases() {
+        // One step with zero gradients moves a parameter only through the decay: w ← w·(1 − lr·λ).
+        let factor = (1.0 - 0.1f64 * 0.1) as f32;
+        for (every, b_after) in [(false, 0.5f32), (true, 0.5 * factor)] {
+            let mut m = two();
+            let mut opt = AdamW::new(AdamWConfig { weight_decay: 0.1, decay_every_param: every, ..AdamWConfig::default() });
+            opt.step(&mut m, 0.1).unwrap();
+            assert_eq!(m.w.value.data(), &[factor, -2.0 * factor], "weights always decay");
+            assert_eq!(m.b.value.data(), &[b_after], "bias with decay_every_param = {every}");
+        }
     }
 
     #[test]

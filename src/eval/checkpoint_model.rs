@@ -70,7 +70,7 @@ impl LoadedModel {
         if kind != "multimat-pretrain" {
             bail!("{at}: checkpoint kind is {kind:?}, expected \"multimat-pretrain\" (a pre-training checkpoint)");
         }
-        let config: PretrainConfig = serde_json::from_value(c.meta["config"].clone())
+        let config = PretrainConfig::from_stored(&c.meta["config"])
             .with_context(|| format!("{at}: the stored pre-training config cannot be read"))?;
         let mut model = MultiMatModel::new(
             &config.data.modalities,

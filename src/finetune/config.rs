@@ -6,6 +6,7 @@
 //! when written there, to the current directory when given on the command line; absolute once
 //! loaded).
 
+use crate::engine::optim::{AdamWConfig, WeightDecayGroups};
 use crate::model::config::{CrystalEncoderKind, EncodersConfig};
 use crate::train::config::{absolute_from, encoder_table, load_config_value, resolved_toml};
 use anyhow::{bail, Context, Result};
@@ -38,14 +39,19 @@ pub struct FtDataConfig {
     /// Train / validation / test fractions (must sum to 1).
     #[serde(default = "default_split")]
     pub split: [f64; 3],
-    /// Seed of the split (default: `run.seed`, so each seed of a sweep also draws a new split, and
-    /// every variant with the same seed sees the same split).
+    /// Seed of the split. Default: [`FIXED_SPLIT_SEED`], one split for every `run.seed`, as the
+    /// reference code does (its first run saves the split and every later seed reuses it), so
+    /// the seeds of a sweep differ only in initialisation and data order.
     #[serde(default)]
     pub split_seed: Option<u64>,
+    /// `true`: without `split_seed`, the split is drawn from `run.seed`, so each seed of a sweep
+    /// also draws a new split (multimat's earlier behaviour).
+    #[serde(default)]
+    pub split_per_seed: bool,
     /// Standardise each target component with the training set's mean and standard deviation
     /// (the loss is then on standardised values; metrics are always reported in the target's
-    /// units). `false` trains on raw units, as the reference code did.
-    #[serde(default = "default_true")]
+    /// units). Default `false`: train on raw units, as the reference code does.
+    #[serde(default)]
     pub standardize: bool,
     /// An external test set: shard files or directories whose records (with the target) are
     /// evaluated with the best epoch's model beside the split's own test set, e.g. a later
@@ -58,9 +64,8 @@ pub struct FtDataConfig {
 fn default_split() -> [f64; 3] {
     [0.6, 0.2, 0.2]
 }
-fn default_true() -> bool {
-    true
-}
+/// The split seed when neither `data.split_seed` nor `data.split_per_seed` is set.
+pub const FIXED_SPLIT_SEED: u64 = 0;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -88,7 +93,11 @@ pub struct FtOptimConfig {
     pub lr: f64,
     pub final_lr: f64,
     pub weight_decay: f64,
+    /// Which parameters the weight decay applies to: `all` (the reference code's one parameter
+    /// group) or `weights_only` (biases and normalisation parameters excluded).
+    pub weight_decay_groups: WeightDecayGroups,
     pub beta1: f64,
+    /// AdamW β2: 0.95, the reference code's value (the paper names none).
     pub beta2: f64,
     pub eps: f64,
     /// Linear warm-up length in epochs (fractions allowed).
@@ -108,14 +117,28 @@ impl Default for FtOptimConfig {
             lr: 1e-4,
             final_lr: 0.0,
             weight_decay: 0.0,
+            weight_decay_groups: WeightDecayGroups::All,
             beta1: 0.9,
-            beta2: 0.999,
+            beta2: 0.95,
             eps: 1e-8,
             warmup_epochs: 10.0,
             epochs: 200,
             batch_size: 120,
             grad_clip: 0.0,
             patience: 50,
+        }
+    }
+}
+
+impl FtOptimConfig {
+    /// The optimiser settings of this config.
+    pub fn adamw(&self) -> AdamWConfig {
+        AdamWConfig {
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+            decay_every_param: self.weight_decay_groups.decay_every_param(),
         }
     }
 }
@@ -211,9 +234,23 @@ impl FinetuneConfig {
         self.model.encoders.crystal_encoder
     }
 
+    /// The fine-tuning config stored in a checkpoint's metadata, read with the settings it was
+    /// trained with (`train::config::fill_pre_reference_settings`).
+    pub fn from_stored(stored: &serde_json::Value) -> Result<FinetuneConfig> {
+        let mut value = stored.clone();
+        use crate::train::config::{fill_pre_reference_settings, PRE_REFERENCE_FINETUNE_SETTINGS, PRE_REFERENCE_SETTINGS};
+        fill_pre_reference_settings(&mut value, PRE_REFERENCE_SETTINGS);
+        fill_pre_reference_settings(&mut value, PRE_REFERENCE_FINETUNE_SETTINGS);
+        Ok(serde_json::from_value(value)?)
+    }
+
     /// The seed of the train/validation/test split.
     pub fn split_seed(&self) -> u64 {
-        self.data.split_seed.unwrap_or(self.run.seed)
+        match (self.data.split_seed, self.data.split_per_seed) {
+            (Some(seed), _) => seed,
+            (None, true) => self.run.seed,
+            (None, false) => FIXED_SPLIT_SEED,
+        }
     }
 
     /// The resolved configuration as TOML: clean floats, and of the encoder tables only the
@@ -245,12 +282,21 @@ mod tests {
         assert_eq!(c.optim.weight_decay, 0.0);
         assert_eq!(c.optim.warmup_epochs, 10.0);
         assert_eq!(c.data.split, [0.6, 0.2, 0.2]);
-        assert!(c.data.standardize);
+        assert!(!c.data.standardize, "the reference trains on raw target units");
+        assert_eq!((c.optim.beta1, c.optim.beta2), (0.9, 0.95), "the reference's AdamW betas");
+        assert!(c.optim.adamw().decay_every_param, "the reference decays every parameter");
         assert_eq!(c.optim.lr, 1e-3);
         assert_eq!(c.crystal_encoder(), CrystalEncoderKind::Cgcnn);
         assert_eq!(c.data.shards[0], dir.path().join("shards"));
         assert_eq!(c.model.checkpoint.as_deref(), Some(dir.path().join("ck/step-1.json").as_path()));
-        assert_eq!(c.split_seed(), 0);
+        assert_eq!(c.split_seed(), FIXED_SPLIT_SEED);
+        // The split stays fixed across run seeds unless asked otherwise.
+        let seeded = FinetuneConfig::load(&p, &["run.seed=7".into()]).unwrap();
+        assert_eq!(seeded.split_seed(), FIXED_SPLIT_SEED);
+        let per_seed = FinetuneConfig::load(&p, &["run.seed=7".into(), "data.split_per_seed=true".into()]).unwrap();
+        assert_eq!(per_seed.split_seed(), 7);
+        let explicit = FinetuneConfig::load(&p, &["run.seed=7".into(), "data.split_per_seed=true".into(), "data.split_seed=3".into()]).unwrap();
+        assert_eq!(explicit.split_seed(), 3);
         assert!(FinetuneConfig::load(&p, &["data.split=[0.5, 0.2, 0.2]".into()]).is_err());
         assert!(FinetuneConfig::load(&p, &["optim.batch_size=1".into()]).is_err());
         assert!(FinetuneConfig::load(&p, &["optim.learning_rate=1".into()]).is_err(), "unknown keys are refused");

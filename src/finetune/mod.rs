@@ -42,7 +42,7 @@ pub use metrics::{regression_metrics, Metrics, Standardizer};
 pub use model::{load_pretrained_crystal, FinetuneModel, TransferInfo};
 
 use crate::dist::Dist;
-use crate::engine::optim::{clip_grad_norm, grad_norm, zero_grads, AdamW, AdamWConfig, WarmupCosine};
+use crate::engine::optim::{clip_grad_norm, grad_norm, zero_grads, AdamW, WarmupCosine};
 use crate::engine::{Device, Module, Tensor};
 use crate::model::{Modality, StepContext};
 use crate::train::checkpoint::{self, NamedTensors};
@@ -371,7 +371,7 @@ pub fn run(cfg: &FinetuneConfig, opts: &RunOptions) -> Result<FinetuneResult> {
         }
         // The log keeps the epochs behind the saved state (a later, killed attempt may have logged more).
         Some(c) => {
-            checkpoint::refuse_config_change(c, &serde_json::to_value(cfg)?, &["run.out_dir"])?;
+            checkpoint::refuse_config_change(&c.json_path, &c.meta["config"], &serde_json::to_value(cfg)?, &["run.out_dir"])?;
             let done = c.meta["epochs_done"].as_u64().with_context(|| format!("{}: no epochs_done", c.json_path.display()))?;
             let dropped = checkpoint::truncate_jsonl_after(&out.join("metrics.jsonl"), "epoch", done)?;
             if dropped > 0 {
@@ -426,7 +426,7 @@ pub fn run(cfg: &FinetuneConfig, opts: &RunOptions) -> Result<FinetuneResult> {
         total_steps,
         final_lr: cfg.optim.final_lr,
     };
-    let mut adam = AdamW::new(AdamWConfig { beta1: cfg.optim.beta1, beta2: cfg.optim.beta2, eps: cfg.optim.eps, weight_decay: cfg.optim.weight_decay });
+    let mut adam = AdamW::new(cfg.optim.adamw());
     adam.init_state(&mut model)?;
 
     // Where the run stands: from scratch, or from the state a signal made it save.

@@ -128,7 +128,7 @@ fn check_compatible(c: &Checkpoint, cfg: &FinetuneConfig) -> Result<()> {
     if kind != "multimat-pretrain" {
         bail!("{p}: checkpoint kind is {kind:?}, expected a `multimat pretrain` checkpoint (\"multimat-pretrain\")");
     }
-    let pre: PretrainConfig = serde_json::from_value(c.meta["config"].clone())
+    let pre = PretrainConfig::from_stored(&c.meta["config"])
         .with_context(|| format!("{p}: cannot read the pre-training config stored in the checkpoint"))?;
     if !pre.data.modalities.contains(&Modality::Crystal) {
         bail!("{p}: the checkpoint was pre-trained without a crystal encoder (modalities {:?})", pre.data.modalities);

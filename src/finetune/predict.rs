@@ -82,7 +82,7 @@ impl FinetunedModel {
     /// Rebuild the model of a loaded fine-tuning checkpoint.
     pub fn from_checkpoint(c: Checkpoint) -> Result<FinetunedModel> {
         let at = c.json_path.display().to_string();
-        let config: FinetuneConfig = serde_json::from_value(c.meta["config"].clone())
+        let config = FinetuneConfig::from_stored(&c.meta["config"])
             .with_context(|| format!("{at}: the stored fine-tuning config cannot be read"))?;
         let standardizer: Standardizer = serde_json::from_value(c.meta["standardizer"].clone())
             .with_context(|| format!("{at}: the stored target standardisation cannot be read"))?;

@@ -14,7 +14,7 @@
 
 use super::common::*;
 use super::{Encoder, GraphBatch, Modality, ModalityBatch, StepContext};
-use crate::crystal::features::ATOM_FEATURE_DIM;
+use crate::crystal::features::{AtomFeatureEncoding, ATOM_FEATURE_DIM};
 use crate::engine::nn::{add, Act, Activation, BatchNorm, Linear};
 use crate::engine::ops::gather::{gather_rows, scatter_add_rows, EdgeIndex};
 use crate::engine::ops::rbf::{rbf, RbfGrid, RbfKind};
@@ -37,11 +37,13 @@ pub struct CgcnnConfig {
     pub rbf_min: f32,
     pub rbf_max: f32,
     pub rbf_bins: usize,
+    /// Atom-feature conventions: `cgcnn` (CGCNN's `atom_init.json`, the reference) or `legacy`.
+    pub atom_features: AtomFeatureEncoding,
 }
 
 impl Default for CgcnnConfig {
     fn default() -> Self {
-        CgcnnConfig { atom_fea_len: 64, conv_layers: 3, h_fea_len: 128, rbf_min: 0.0, rbf_max: 8.0, rbf_bins: 41 }
+        CgcnnConfig { atom_fea_len: 64, conv_layers: 3, h_fea_len: 128, rbf_min: 0.0, rbf_max: 8.0, rbf_bins: 41, atom_features: AtomFeatureEncoding::Cgcnn }
     }
 }
 
@@ -170,7 +172,7 @@ impl Cgcnn {
         let dst = EdgeIndex::new(&dst, n, "crystal batch: cgcnn edges dst", dev)?;
         let node_offsets = g.node_offsets.to_device(dev)?;
         let f = self.config.atom_fea_len;
-        let x = batch_atom_features(&g.species)?.to_device(dev)?; // (N, 92)
+        let x = batch_atom_features(&g.species, self.config.atom_features)?.to_device(dev)?; // (N, 92)
         let mut h = self.embedding.forward(&x); // (N, F)
         let distance = upload(&[src.len()], g.cgcnn.distance.clone(), dev)?; // (E)
         let gauss = rbf(&distance, &self.grid, RbfKind::Gaussian); // (E, G)

@@ -4,7 +4,7 @@
 //! panics, on malformed batches).
 
 use super::{GraphBatch, ModalityBatch, StepContext};
-use crate::crystal::features::{atom_features, ATOM_FEATURE_DIM};
+use crate::crystal::features::{atom_features_encoded, AtomFeatureEncoding, ATOM_FEATURE_DIM};
 use crate::engine::nn::BatchNorm;
 use crate::engine::ops::gather::{check_indices, gather_rows, scatter_add_rows_into, EdgeIndex};
 use crate::engine::ops::{concat_last, split_last};
@@ -68,11 +68,11 @@ pub fn host_indices(ix: &Indices) -> Result<Cow<'_, [u32]>> {
     }
 }
 
-/// (N, 92) CGCNN-style atom features of every atom of the batch.
-pub fn batch_atom_features(species: &[u8]) -> Result<Tensor> {
+/// (N, 92) CGCNN-style atom features of every atom of the batch, in `encoding`.
+pub fn batch_atom_features(species: &[u8], encoding: AtomFeatureEncoding) -> Result<Tensor> {
     let mut x = Vec::with_capacity(species.len() * ATOM_FEATURE_DIM); // (N, 92)
     for (i, &z) in species.iter().enumerate() {
-        x.extend_from_slice(&atom_features(z).with_context(|| format!("crystal batch: atom {i}"))?);
+        x.extend_from_slice(&atom_features_encoded(z, encoding).with_context(|| format!("crystal batch: atom {i}"))?);
     }
     Ok(Tensor::from_vec(&[species.len(), ATOM_FEATURE_DIM], x))
 }

@@ -3,13 +3,14 @@
 //! ```text
 //! E (B, L, 1) ─ energy_embedding Linear(1→D) ─┐
 //! ρ (B, L, 1) ─ density_embedding Linear(1→D) ─┴─ concat (B, L, 2D) ─ [mix Linear(2D→2D)] ─ down Linear(2D→D)
-//!   ─ blocks × 4 (pre-LN, H heads × hs, FFN D→4D→D, GELU; key padding mask) ─ masked mean ─ head Linear(D→embed_dim)
+//!   ─ blocks × 4 (pre-LN, H heads × hs, FFN D→4D→D, GELU; key padding mask) ─ masked mean ─ [head Linear(D→embed_dim)]
 //! ```
 //! The paper: "a linear layer was employed to mix the embeddings for each token. This was then
 //! followed by another layer, which downsampled the embeddings … back to the original embedding
 //! dimension" — so by default there is a mixing Linear(2D→2D) before the down-projection
 //! (`mix_layer = false` gives the design table's single Linear(2D→D)). No activation sits between
-//! them (the paper names none). The head Linear(D→embed_dim) maps onto the shared latent size.
+//! them (the paper names none). The pooled (B, D) is the embedding, as in the reference (D =
+//! embed_dim); `head = true` adds a Linear(D→embed_dim) onto the shared latent size.
 //! Padded tokens (`DosBatch::mask` false) are masked as attention keys and left out of the pool,
 //! and their input values are replaced by 0 so non-finite padding cannot leak in.
 //!
@@ -42,11 +43,26 @@ pub struct DosTransformerConfig {
     pub mix_layer: bool,
     pub qkv_bias: bool,
     pub ln_eps: f32,
+    /// A head Linear(D→embed_dim) after the pool. Default `false`: the pooled (B, D) is the
+    /// embedding, as in the reference (`TransformerDOS` ends in the mean pool), which needs
+    /// D = embed_dim.
+    pub head: bool,
 }
 
 impl Default for DosTransformerConfig {
     fn default() -> Self {
-        DosTransformerConfig { dim: 128, layers: 4, heads: 8, head_size: 64, ffn_dim: 512, mix_layer: true, qkv_bias: false, ln_eps: 1e-5 }
+        DosTransformerConfig { dim: 128, layers: 4, heads: 8, head_size: 64, ffn_dim: 512, mix_layer: true, qkv_bias: false, ln_eps: 1e-5, head: false }
+    }
+}
+
+impl DosTransformerConfig {
+    /// Sizes positive; without a head the model width must be the embedding width.
+    pub fn validate(&self, embed_dim: usize) -> Result<()> {
+        let c = self;
+        ensure!(c.dim > 0 && c.layers > 0 && c.heads > 0 && c.head_size > 0 && c.ffn_dim > 0, "dos_transformer: sizes must be positive");
+        ensure!(c.head || c.dim == embed_dim,
+            "dos_transformer: without a head (head = false, the reference) the pooled width dim = {} is the embedding, so it must equal model.embed_dim = {embed_dim}; set dim = {embed_dim} or head = true", c.dim);
+        Ok(())
     }
 }
 
@@ -58,14 +74,14 @@ pub struct DosTransformer {
     pub mix: Option<Linear>,
     pub down: Linear,
     pub blocks: Vec<TransformerBlock>,
-    pub head: Linear,
+    pub head: Option<Linear>,
     saved: Option<(Indices, usize)>, // valid (B, L) on the model's device, L
 }
 
 impl DosTransformer {
     pub fn new(config: &DosTransformerConfig, embed_dim: usize, seed: u64) -> Result<DosTransformer> {
         let c = config;
-        ensure!(c.dim > 0 && c.layers > 0 && c.heads > 0 && c.head_size > 0 && c.ffn_dim > 0, "dos_transformer: sizes must be positive");
+        c.validate(embed_dim)?;
         let rng = &mut ChaCha8Rng::seed_from_u64(seed);
         let block_cfg = TransformerConfig {
             dim: c.dim,
@@ -85,7 +101,7 @@ impl DosTransformer {
             mix: c.mix_layer.then(|| Linear::new("dos.mix", 2 * c.dim, 2 * c.dim, true, rng)),
             down: Linear::new("dos.down", 2 * c.dim, c.dim, true, rng),
             blocks: (0..c.layers).map(|k| TransformerBlock::new(&format!("dos.blocks.{k}"), &block_cfg, rng)).collect(),
-            head: Linear::new("dos.head", c.dim, embed_dim, true, rng),
+            head: c.head.then(|| Linear::new("dos.head", c.dim, embed_dim, true, rng)),
             saved: None,
         })
     }
@@ -109,7 +125,7 @@ impl DosTransformer {
             e[i] = d.energies[i];
             rho[i] = d.densities[i];
         }
-        let dev = self.head.weight.value.device();
+        let dev = self.down.weight.value.device();
         let e = Tensor::from_vec(&[b * l, 1], e).to_device(dev)?;
         let rho = Tensor::from_vec(&[b * l, 1], rho).to_device(dev)?;
         let valid = Indices::from_mask(&valid).to_device(dev)?; // (B, L)
@@ -125,7 +141,10 @@ impl DosTransformer {
         }
         let pooled = ops::masked_mean(&x, Some(&valid)); // (B, D)
         self.saved = Some((valid, l));
-        Ok(self.head.forward(&pooled))
+        Ok(match self.head.as_mut() {
+            Some(head) => head.forward(&pooled),
+            None => pooled,
+        })
     }
 }
 
@@ -145,7 +164,10 @@ impl Encoder for DosTransformer {
     fn backward(&mut self, dout: &Tensor, _ctx: &StepContext) -> Result<()> {
         let (valid, l) = self.saved.take().ok_or_else(|| anyhow::anyhow!("dos_transformer: backward without a forward"))?;
         let dim = self.config.dim;
-        let dpooled = self.head.backward(dout);
+        let dpooled = match self.head.as_mut() {
+            Some(head) => head.backward(dout),
+            None => dout.clone(),
+        };
         let mut g = ops::masked_mean_grad(&dpooled, Some(&valid), l); // (B, L, D)
         for blk in self.blocks.iter_mut().rev() {
             g = blk.backward(&g);
@@ -174,6 +196,8 @@ impl Module for DosTransformer {
         for blk in &mut self.blocks {
             blk.visit_params(f);
         }
-        self.head.visit_params(f);
+        if let Some(head) = self.head.as_mut() {
+            head.visit_params(f);
+        }
     }
 }

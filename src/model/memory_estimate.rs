@@ -78,7 +78,8 @@ pub fn encoder_size(modality: Modality, c: &EncodersConfig, embed_dim: usize) ->
             let ffn = width("model.encoders.dos_transformer.ffn_dim", p.ffn_dim)?;
             let block = 4.0 * d * heads * hs + 2.0 * d * ffn + 4.0 * d + ffn;
             let mix = if p.mix_layer { linear(2.0 * d, 2.0 * d) } else { 0.0 };
-            let params = 4.0 * d + mix + linear(2.0 * d, d) + layers * block + linear(d, e);
+            let head = if p.head { linear(d, e) } else { 0.0 };
+            let params = 4.0 * d + mix + linear(2.0 * d, d) + layers * block + head;
             let l = DOS_POINTS;
             // Per layer: the residual stream and the FFN hidden layer.
             let acts = layers * l * (d + ffn);
@@ -177,7 +178,7 @@ mod tests {
         // Small sizes so the encoders build quickly; the estimate must count their parameters.
         let mut c = EncodersConfig::default();
         c.potnet.hidden = 32;
-        c.dos_transformer.dim = 32;
+        c.dos_transformer.dim = 16; // = embed_dim: no head (the default)
         c.dos_transformer.ffn_dim = 64;
         c.resnext3d.planes = vec![32, 64, 64, 64];
         c.resnext3d.stages = vec![1, 1, 1, 1];

@@ -14,6 +14,8 @@
 //! mean pool over each crystal's atoms ─ head Linear(H→embed_dim)
 //! ```
 //!
+//! The local graph is made undirected first (`undirected_local_edges`, the reference's
+//! `build_undirected_edgedata`; off gives each atom's own k nearest only).
 //! The RBF length scale is the centre spacing (the reference's default). The reference's
 //! property-prediction head (Linear + shifted softplus + Linear→1) is replaced by the single
 //! Linear(H→embed_dim) of the MultiMat design table. Every BatchNorm is SyncBN (statistics summed
@@ -23,7 +25,7 @@
 
 use super::common::*;
 use super::{Encoder, GraphBatch, Modality, ModalityBatch, StepContext};
-use crate::crystal::features::ATOM_FEATURE_DIM;
+use crate::crystal::features::{AtomFeatureEncoding, ATOM_FEATURE_DIM};
 use crate::engine::nn::{add, add_assign, Act, Activation, BatchNorm, Linear, Mlp};
 use crate::engine::ops::gather::{gather_pair_add, gather_rows, scatter_add_rows, EdgeIndex};
 use crate::engine::ops::rbf::{rbf, RbfGrid, RbfKind};
@@ -52,6 +54,12 @@ pub struct PotNetConfig {
     pub local_scale: f32,
     /// Weights of (Coulomb, London, Pauli) in the infinite-edge potential s.
     pub potential_weights: [f32; 3],
+    /// Make the local graph undirected, as the reference does (JARVIS `build_undirected_edgedata`):
+    /// every k-NN edge j→i gets its reverse i→j at the same distance unless that edge is already
+    /// there ([`undirected_local_edges`]). `false` keeps each atom's own k nearest only.
+    pub undirected_local_edges: bool,
+    /// Atom-feature conventions: `cgcnn` (CGCNN's `atom_init.json`, the reference) or `legacy`.
+    pub atom_features: AtomFeatureEncoding,
 }
 
 impl Default for PotNetConfig {
@@ -65,6 +73,8 @@ impl Default for PotNetConfig {
             rbf_max: 4.0,
             local_scale: -0.75,
             potential_weights: [-0.801, -0.074, 0.145],
+            undirected_local_edges: true,
+            atom_features: AtomFeatureEncoding::Cgcnn,
         }
     }
 }
@@ -76,6 +86,56 @@ impl PotNetConfig {
         ensure!(self.rbf_max > self.rbf_min, "potnet: rbf_max must exceed rbf_min");
         Ok(())
     }
+}
+
+/// Two distances of one atom pair seen from either end are the same physical length computed
+/// in a different order, so they may differ in the last bits of an f32: within this relative
+/// tolerance they are the same edge.
+const REVERSE_DISTANCE_TOLERANCE: f32 = 4.0 * f32::EPSILON;
+
+/// The local edges (src, dst, distance) made undirected: the input edges, in order, followed by
+/// the reverse of every edge that has none.
+///
+/// Why distances suffice without lattice images: the k-NN graph keeps every neighbour tied with
+/// the k-th, so for a pair (j → i) it holds either all or none of the images of j at one
+/// distance d from i; the reverses of those images are exactly the images of i at distance d from
+/// j. Per ordered pair and distance the reverse direction therefore needs as many edges as the
+/// forward one — the reference's union of both directions (the set of (src, dst, image)) is
+/// what counting per distance gives. Edges never cross graphs, so this works on a whole batch.
+pub fn undirected_local_edges(src: &[u32], dst: &[u32], distance: &[f32]) -> (Vec<u32>, Vec<u32>, Vec<f32>) {
+    use std::collections::BTreeMap;
+    let mut by_pair: BTreeMap<(u32, u32), Vec<f32>> = BTreeMap::new();
+    for ((&s, &d), &r) in src.iter().zip(dst).zip(distance) {
+        by_pair.entry((s, d)).or_default().push(r);
+    }
+    for list in by_pair.values_mut() {
+        list.sort_by(f32::total_cmp);
+    }
+    let (mut s_out, mut d_out, mut r_out) = (src.to_vec(), dst.to_vec(), distance.to_vec());
+    for (&(s, d), forward) in &by_pair {
+        if s == d {
+            continue; // an atom's own images: image I and −I are tied, so both are already there
+        }
+        let empty = Vec::new();
+        let backward = by_pair.get(&(d, s)).unwrap_or(&empty);
+        // Walk both sorted lists; a forward distance with no backward partner needs a reverse
+        // edge (the backward edges without partners are handled when the pair comes round).
+        let (mut i, mut j) = (0, 0);
+        while i < forward.len() {
+            let r = forward[i];
+            if j < backward.len() && (backward[j] - r).abs() <= REVERSE_DISTANCE_TOLERANCE * r.max(1.0) {
+                (i, j) = (i + 1, j + 1);
+            } else if j < backward.len() && backward[j] < r {
+                j += 1;
+            } else {
+                s_out.push(d);
+                d_out.push(s);
+                r_out.push(r);
+                i += 1;
+            }
+        }
+    }
+    (s_out, d_out, r_out)
 }
 
 /// One PotNet convolution (`PotNetConv`).
@@ -272,11 +332,17 @@ impl PotNet {
     fn forward_graph(&mut self, g: &GraphBatch, ctx: &StepContext) -> Result<Tensor> {
         Self::validate(g)?;
         let (n, dev) = (g.species.len(), self.device());
-        let x = batch_atom_features(&g.species)?.to_device(dev)?; // (N, 92)
+        let x = batch_atom_features(&g.species, self.config.atom_features)?.to_device(dev)?; // (N, 92)
         let mut h = self.atom_embedding.forward(&x); // (N, H)
 
-        let n_local = g.local.distance.len();
-        let u: Vec<f32> = g.local.distance.iter().map(|d| self.config.local_scale / d).collect(); // (E_l)
+        let (local_src, local_dst) = (host_indices(&g.local.src)?, host_indices(&g.local.dst)?);
+        let (local_src, local_dst, local_distance) = if self.config.undirected_local_edges {
+            undirected_local_edges(&local_src, &local_dst, &g.local.distance)
+        } else {
+            (local_src.into_owned(), local_dst.into_owned(), g.local.distance.clone())
+        };
+        let n_local = local_distance.len();
+        let u: Vec<f32> = local_distance.iter().map(|d| self.config.local_scale / d).collect(); // (E_l)
         let rbf_local = rbf(&upload(&[n_local], u, dev)?, &self.local_grid, RbfKind::Gaussian); // (E_l, K_l)
         let e_local = self.local_act.forward(&self.local_embedding.forward(&rbf_local)); // (E_l, H)
 
@@ -289,9 +355,9 @@ impl PotNet {
         let e_inf = if n_inf == 0 { e_inf } else { bn_forward(&mut self.infinite_bn, &e_inf, ctx)? };
 
         let e = concat_rows(&[&e_local, &e_inf]); // (E, H)
-        let cat = |a: &Indices, b: &Indices| -> Result<Vec<u32>> { Ok([host_indices(a)?, host_indices(b)?].concat()) };
-        let src = EdgeIndex::new(&cat(&g.local.src, &inf.src)?, n, "crystal batch: edges src", dev)?;
-        let dst = EdgeIndex::new(&cat(&g.local.dst, &inf.dst)?, n, "crystal batch: edges dst", dev)?;
+        let cat = |a: &[u32], b: &Indices| -> Result<Vec<u32>> { Ok([a, &host_indices(b)?].concat()) };
+        let src = EdgeIndex::new(&cat(&local_src, &inf.src)?, n, "crystal batch: edges src", dev)?;
+        let dst = EdgeIndex::new(&cat(&local_dst, &inf.dst)?, n, "crystal batch: edges dst", dev)?;
         for conv in &mut self.convs {
             h = conv.forward(&h, &e, &src, &dst, ctx)?;
         }

@@ -16,8 +16,9 @@
 //! step after it is a tensor-level op (cuDNN convolutions, `kernels/pool3d.cu`, the batch-norm,
 //! ReLU and add kernels on a GPU).
 //!
-//! Input normalisation (fixed, per voxel, recorded by `input_transform` in the config):
-//! ρ = value / V_cell (e/Å³), then x = sign(ρ)·ln(1 + |ρ|). Why: the stored ρ·V_cell scales with
+//! Input (per voxel, recorded by `input_transform` in the config): by default (`raw`) the stored
+//! values, ρ·V_cell as the reference feeds its 32³ grid. `signed_log1p` normalises instead:
+//! ρ = value / V_cell (e/Å³), then x = sign(ρ)·ln(1 + |ρ|). Why one might: the stored ρ·V_cell scales with
 //! the cell volume, which is not a property of the density, so it is divided out; ρ itself spans
 //! ~10⁻⁴ in interstitial regions to 10²–10³ e/Å³ near cores, so a log compresses the dynamic
 //! range, while ln(1+·) stays linear (and exact) for the small values and the signed form
@@ -41,6 +42,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InputTransform {
+    /// The stored values (ρ·V_cell) unchanged: the reference feeds its 32³ grid as is.
+    Raw,
     /// sign(ρ)·ln(1 + |ρ|) of ρ = value / V_cell.
     SignedLog1p,
     /// ρ = value / V_cell unchanged.
@@ -72,7 +75,7 @@ impl Default for ResNeXt3dConfig {
             stem_channels: 64,
             stem_kernel: 7,
             stem_stride: 2,
-            input_transform: InputTransform::SignedLog1p,
+            input_transform: InputTransform::Raw,
         }
     }
 }
@@ -172,6 +175,7 @@ impl ResNeXt3d {
             x.extend(vals.iter().map(|v| {
                 let rho = v * inv;
                 match self.config.input_transform {
+                    InputTransform::Raw => *v,
                     InputTransform::SignedLog1p => rho.signum() * rho.abs().ln_1p(),
                     InputTransform::None => rho,
                 }

@@ -278,13 +278,13 @@ pub fn latest(dir: &Path) -> Result<Option<Checkpoint>> {
     Ok(None)
 }
 
-/// Refuses to resume from `c` when the config it recorded differs from `now` (the config as JSON)
-/// in any key other than `resumable` (a key or a section prefix), naming every such key with
-/// both values: a resume under another config would silently mix two runs.
-pub fn refuse_config_change(c: &Checkpoint, now: &serde_json::Value, resumable: &[&str]) -> Result<()> {
-    let recorded = &c.meta["config"];
+/// Refuses to resume from the checkpoint at `json_path` when the config it recorded (`recorded`;
+/// null for checkpoints of the first format, which recorded none) differs from `now` (the config
+/// as JSON) in any key other than `resumable` (a key or a section prefix), naming every such key
+/// with both values: a resume under another config would silently mix two runs.
+pub fn refuse_config_change(json_path: &Path, recorded: &serde_json::Value, now: &serde_json::Value, resumable: &[&str]) -> Result<()> {
     if recorded.is_null() {
-        return Ok(()); // checkpoints of the first format recorded no config: nothing to compare
+        return Ok(());
     }
     let mut was = BTreeMap::new();
     let mut is = BTreeMap::new();
@@ -305,7 +305,7 @@ pub fn refuse_config_change(c: &Checkpoint, now: &serde_json::Value, resumable: 
             "{}: this checkpoint was trained with a different config, so resuming would mix two runs:\n  {}\n\
              use the checkpoint's config (config.resolved.toml beside it), or choose another run.out_dir; \
              only {} may change on resume",
-            c.json_path.display(),
+            json_path.display(),
             differ.join("\n  "),
             resumable.join(", ")
         );

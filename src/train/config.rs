@@ -9,6 +9,7 @@
 //! `config.resolved.toml` names the same files from any directory ([`load_config_value`],
 //! [`absolute_from`]).
 
+use crate::engine::optim::{AdamWConfig, WeightDecayGroups};
 use crate::loss::{LossConfig, Modality};
 use crate::model::config::EncodersConfig;
 use anyhow::{bail, Context, Result};
@@ -65,7 +66,11 @@ pub struct OptimConfig {
     pub lr: f64,
     pub final_lr: f64,
     pub weight_decay: f64,
+    /// Which parameters the weight decay applies to: `all` (the reference code's one parameter
+    /// group) or `weights_only` (biases and normalisation parameters excluded).
+    pub weight_decay_groups: WeightDecayGroups,
     pub beta1: f64,
+    /// AdamW β2: 0.95, the reference code's value (the paper names none).
     pub beta2: f64,
     pub eps: f64,
     /// Linear warm-up length in epochs (fractions allowed).
@@ -83,13 +88,27 @@ impl Default for OptimConfig {
             lr: 1e-4,
             final_lr: 0.0,
             weight_decay: 5e-4,
+            weight_decay_groups: WeightDecayGroups::All,
             beta1: 0.9,
-            beta2: 0.999,
+            beta2: 0.95,
             eps: 1e-8,
             warmup_epochs: 10.0,
             epochs: 500,
             batch_size: 360,
             grad_clip: 0.0,
+        }
+    }
+}
+
+impl OptimConfig {
+    /// The optimiser settings of this config.
+    pub fn adamw(&self) -> AdamWConfig {
+        AdamWConfig {
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+            decay_every_param: self.weight_decay_groups.decay_every_param(),
         }
     }
 }
@@ -177,6 +196,9 @@ impl PretrainConfig {
         }
         self.model.encoders.potnet.validate()?;
         self.model.encoders.resnext3d.validate()?;
+        if self.data.modalities.contains(&Modality::Dos) {
+            self.model.encoders.dos_transformer.validate(self.model.embed_dim)?;
+        }
         // Sizes in range (the estimate refuses absurd ones), whatever memory this machine has.
         crate::model::memory_estimate::training_bytes(&self.data.modalities, &self.model.encoders, self.model.embed_dim, self.optim.batch_size)?;
         Ok(())
@@ -191,6 +213,48 @@ impl PretrainConfig {
             enc.retain(|k, v| !v.is_table() || used.contains(&k));
         }
         resolved_toml(value)
+    }
+}
+
+/// Settings added when multimat made the reference code's behaviour its default, each with the
+/// value that means what a config written before it meant. A config stored in a checkpoint
+/// without one of these keys was trained that way, so [`fill_pre_reference_settings`] writes the
+/// value in before the config is read; a config file without them gets the new defaults.
+pub const PRE_REFERENCE_SETTINGS: &[(&str, &str)] = &[
+    ("model.encoders.potnet.undirected_local_edges", "false"),
+    ("model.encoders.potnet.atom_features", "\"legacy\""),
+    ("model.encoders.cgcnn.atom_features", "\"legacy\""),
+    ("model.encoders.dos_transformer.head", "true"),
+    ("optim.weight_decay_groups", "\"weights_only\""),
+];
+
+/// [`PRE_REFERENCE_SETTINGS`] of fine-tuning configs only.
+pub const PRE_REFERENCE_FINETUNE_SETTINGS: &[(&str, &str)] = &[("data.split_per_seed", "true")];
+
+/// Adds every key of `settings` that a stored config lacks, where its table exists (a
+/// fine-tuning config may lack encoder tables it never built).
+pub fn fill_pre_reference_settings(config: &mut serde_json::Value, settings: &[(&str, &str)]) {
+    for (path, value) in settings {
+        let (table_path, key) = path.rsplit_once('.').expect("dotted key");
+        let mut table = Some(&mut *config);
+        for part in table_path.split('.') {
+            table = table.and_then(|t| t.get_mut(part));
+        }
+        if let Some(serde_json::Value::Object(map)) = table {
+            if !map.contains_key(key) {
+                map.insert(key.to_string(), serde_json::from_str(value).expect("valid JSON literal"));
+            }
+        }
+    }
+}
+
+impl PretrainConfig {
+    /// The pre-training config stored in a checkpoint's metadata, read with the settings it was
+    /// trained with ([`fill_pre_reference_settings`]).
+    pub fn from_stored(stored: &serde_json::Value) -> Result<PretrainConfig> {
+        let mut value = stored.clone();
+        fill_pre_reference_settings(&mut value, PRE_REFERENCE_SETTINGS);
+        Ok(serde_json::from_value(value)?)
     }
 }
 

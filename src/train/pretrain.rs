@@ -30,7 +30,7 @@ use super::preempt::StopSignal;
 use crate::dist::{DeviceComm, Dist};
 use crate::engine::ops::gather::{gather_rows, scatter_add_rows, EdgeIndex};
 use crate::engine::ops::{l2norm, l2norm_grad};
-use crate::engine::optim::{clip_grad_norm, grad_norm, zero_grads, AdamW, AdamWConfig, WarmupCosine};
+use crate::engine::optim::{clip_grad_norm, grad_norm, zero_grads, AdamW, WarmupCosine};
 use crate::engine::backend::Device;
 use crate::engine::{Module, Tensor};
 use crate::eval::retrieval::RetrievalMetrics;
@@ -147,7 +147,7 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
     };
 
     let mut model = MultiMatModel::new(&cfg.data.modalities, &cfg.model.encoders, &cfg.loss, cfg.model.embed_dim, cfg.run.seed)?;
-    let mut adam = AdamW::new(AdamWConfig { beta1: cfg.optim.beta1, beta2: cfg.optim.beta2, eps: cfg.optim.eps, weight_decay: cfg.optim.weight_decay });
+    let mut adam = AdamW::new(cfg.optim.adamw());
     adam.init_state(&mut model)?;
 
     let mut start_step = 0u64;
@@ -447,7 +447,14 @@ const RESUMABLE_CHANGES: &[&str] = &["optim.epochs", "run.max_steps", "run.check
 /// Refuses to resume `c` when its recorded config differs from `cfg` in anything that changes
 /// what is trained, naming every such key with both values.
 fn check_same_run_config(c: &checkpoint::Checkpoint, cfg: &PretrainConfig) -> Result<()> {
-    checkpoint::refuse_config_change(c, &serde_json::to_value(cfg)?, RESUMABLE_CHANGES)
+    // Checkpoints from before the reference defaults recorded no such keys: they were trained
+    // with the old settings, so compare against those.
+    let mut recorded = c.meta["config"].clone();
+    if !recorded.is_null() {
+        use crate::train::config::{fill_pre_reference_settings, PRE_REFERENCE_SETTINGS};
+        fill_pre_reference_settings(&mut recorded, PRE_REFERENCE_SETTINGS);
+    }
+    checkpoint::refuse_config_change(&c.json_path, &recorded, &serde_json::to_value(cfg)?, RESUMABLE_CHANGES)
 }
 
 /// Every parameter gradient, in visiting order, as one host vector (the MPI all-reduce bucket).
