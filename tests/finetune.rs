@@ -223,6 +223,7 @@ max_steps = 2
     let old_ckpt = old_dir.join("step-00000002.json");
     std::fs::write(&old_ckpt, serde_json::to_string(&meta).unwrap()).unwrap();
     std::fs::copy(ckpt.with_extension("safetensors"), old_ckpt.with_extension("safetensors")).unwrap();
+    std::fs::copy(ckpt.with_extension("optim.safetensors"), old_ckpt.with_extension("optim.safetensors")).unwrap();
     let mut fresh_model = FinetuneModel::new(&ft_cfg, 1, 5).unwrap();
     let e = format!("{:#}", finetune::load_pretrained_crystal(fresh_model.encoder.as_mut(), &ft_cfg, &old_ckpt).err().unwrap());
     assert!(e.contains("undirected_local_edges: false") && e.contains("atom_features: Legacy"), "{e}");
