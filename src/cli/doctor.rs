@@ -1,6 +1,6 @@
 //! `multimat doctor`: what this process sees — launcher, rank/world/local rank, MPI collectives
 //! checked end to end — and, with `--device cuda[:N]` or `--device cuda-sim`, the GPU stack
-//! (device, driver, NVRTC, cuBLAS) with every kernel compiled and every GPU op run once against
+//! (device, driver, NVRTC, cuBLAS, cuDNN, NCCL) with every kernel compiled and every GPU op run once against
 //! its CPU reference. Run it under the same launcher as the real job (`srun multimat doctor
 //! --device cuda`, `mpirun -n 4 multimat doctor`) before spending GPU hours.
 
@@ -41,6 +41,10 @@ fn gpu_report(device: Device) -> Result<Vec<String>> {
             lines.push(match c.cudnn_version() {
                 Some(v) => format!("cuDNN {v} (3-D convolutions, deterministic algorithms only)"),
                 None => "cuDNN: libcudnn.so.9 not found (the charge-density ResNeXt needs it: put nvidia-cudnn-cu13's lib directory on LD_LIBRARY_PATH)".into(),
+            });
+            lines.push(match crate::dist::nccl_version() {
+                Ok(v) => format!("NCCL {v} (collectives between GPU ranks)"),
+                Err(e) => format!("NCCL: {e:#} (needed only with several ranks on GPUs)"),
             });
         }
     }

@@ -15,6 +15,22 @@ mod nccl;
 
 pub use device_comm::DeviceComm;
 
+/// The NCCL this process would use for multi-GPU collectives, as `major.minor.patch`, or why it
+/// cannot be loaded (`multimat doctor --device cuda` prints it before a multi-GPU job).
+pub fn nccl_version() -> Result<String> {
+    Ok(nccl_version_string(nccl::load()?.version))
+}
+
+/// NCCL's version code as text: `major·10000 + minor·100 + patch` since NCCL 2.9,
+/// `major·1000 + minor·100 + patch` before it.
+fn nccl_version_string(code: i32) -> String {
+    if code >= 2_09_00 {
+        format!("{}.{}.{}", code / 10000, (code / 100) % 100, code % 100)
+    } else {
+        format!("{}.{}.{}", code / 1000, (code / 100) % 10, code % 100)
+    }
+}
+
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -388,6 +404,13 @@ mod tests {
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn nccl_version_codes_of_both_schemes_read_as_versions() {
+        assert_eq!(nccl_version_string(22703), "2.27.3");
+        assert_eq!(nccl_version_string(21805), "2.18.5");
+        assert_eq!(nccl_version_string(2708), "2.7.8");
     }
 
     #[test]
