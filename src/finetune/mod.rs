@@ -311,11 +311,12 @@ fn predict_records(model: &mut FinetuneModel, ds: &Dataset, recs: &[usize], widt
     let ctx = StepContext { train: false, dist: &single, dropout_seed: 0 };
     model.set_training(false);
     let mut out = Vec::with_capacity(recs.len() * width);
-    for recs in recs.chunks(batch.max(1)) {
-        let b = ds.assemble(Modality::Crystal, recs)?;
+    let chunks: Vec<&[usize]> = recs.chunks(batch.max(1)).collect();
+    ds.for_each_batch(Modality::Crystal, &chunks, |_, b| {
         let y = model.forward(&b, &ctx)?;
         out.extend(y.to_host()?.into_iter().map(|v| v as f64)); // predictions leave the device here
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 
@@ -518,82 +519,68 @@ pub fn run(cfg: &FinetuneConfig, opts: &RunOptions) -> Result<FinetuneResult> {
                 (k, rows, recs)
             })
             .collect();
-        std::thread::scope(|scope| -> Result<()> {
-            // Prefetch: a thread reads and assembles the next batches (streamed shards read their
-            // chunks here) while this one computes; the order is the epoch's, so nothing changes.
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<crate::model::ModalityBatch>>(2);
-            let (ds, to_read) = (&p.ds, &batches);
-            scope.spawn(move || {
-                for (_, _, recs) in to_read {
-                    let r = ds.assemble(Modality::Crystal, recs);
-                    let failed = r.is_err();
-                    if tx.send(r).is_err() || failed {
-                        break;
-                    }
+        // Read and assembled on a prefetch thread, in the epoch's order (`Dataset::for_each_batch`).
+        let batch_records: Vec<&[usize]> = batches.iter().map(|(_, _, recs)| recs.as_slice()).collect();
+        p.ds.for_each_batch(Modality::Crystal, &batch_records, |k, batch| {
+            let (batch_index, rows, recs) = (batches[k].0, &batches[k].1, &batches[k].2);
+            model.set_training(true);
+            let ctx = StepContext { train: true, dist: &single, dropout_seed: cfg.run.seed ^ step.wrapping_mul(0x2545_F491_4F6C_DD1D) };
+            let pred = model.forward(&batch, &ctx).with_context(|| format!("epoch {}: crystal encoder", epoch + 1))?; // (B, width)
+            let b = rows.len();
+            // The MSE in f64 on the host: (B, width) predictions are a few hundred floats.
+            let pred = pred.to_host()?;
+            let scale = 2.0 / (b * width) as f64;
+            let mut loss = 0.0f64;
+            let mut dpred = vec![0.0f32; b * width]; // (B, width)
+            for (j, &i) in rows.iter().enumerate() {
+                for c in 0..width {
+                    let d = pred[j * width + c] as f64 - z_all[i * width + c];
+                    loss += d * d;
+                    dpred[j * width + c] = (scale * d) as f32;
                 }
-            });
-            for ((batch_index, rows, recs), batch) in batches.iter().zip(rx.iter()) {
-                let (batch_index, rows, recs) = (*batch_index, rows, recs);
-                let batch = batch?;
-                model.set_training(true);
-                let ctx = StepContext { train: true, dist: &single, dropout_seed: cfg.run.seed ^ step.wrapping_mul(0x2545_F491_4F6C_DD1D) };
-                let pred = model.forward(&batch, &ctx).with_context(|| format!("epoch {}: crystal encoder", epoch + 1))?; // (B, width)
-                let b = rows.len();
-                // The MSE in f64 on the host: (B, width) predictions are a few hundred floats.
-                let pred = pred.to_host()?;
-                let scale = 2.0 / (b * width) as f64;
-                let mut loss = 0.0f64;
-                let mut dpred = vec![0.0f32; b * width]; // (B, width)
-                for (j, &i) in rows.iter().enumerate() {
-                    for c in 0..width {
-                        let d = pred[j * width + c] as f64 - z_all[i * width + c];
-                        loss += d * d;
-                        dpred[j * width + c] = (scale * d) as f32;
-                    }
+            }
+            loss /= (b * width) as f64;
+            model.backward(&Tensor::from_vec(&[b, width], dpred).to_device(opts.device)?, &ctx).with_context(|| format!("epoch {}: backward", epoch + 1))?;
+            let gnorm = if cfg.optim.grad_clip > 0.0 { clip_grad_norm(&mut model, cfg.optim.grad_clip) } else { grad_norm(&mut model) };
+            if !loss.is_finite() || !gnorm.is_finite() {
+                let ids: Vec<&str> = recs.iter().map(|&r| p.ds.id(r)).collect();
+                bail!(
+                    "non-finite loss {loss} or gradient norm {gnorm} at epoch {} (step {}, lr {:.3e}); batch materials: {}",
+                    epoch + 1, step + 1, schedule.lr(step), ids.join(", ")
+                );
+            }
+            adam.step(&mut model, schedule.lr(step))?;
+            zero_grads(&mut model);
+            step += 1;
+            loss_sum += loss * b as f64;
+            loss_rows += b;
+            if opts.stop.raised() {
+                let mut t = checkpoint::module_tensors(&mut model)?;
+                t.extend(checkpoint::optimizer_tensors(&mut adam)?);
+                if let Some((_, _, w)) = &best {
+                    t.extend(w.iter().map(|(k, v)| (format!("{BEST_PREFIX}{k}"), v.clone())));
                 }
-                loss /= (b * width) as f64;
-                model.backward(&Tensor::from_vec(&[b, width], dpred).to_device(opts.device)?, &ctx).with_context(|| format!("epoch {}: backward", epoch + 1))?;
-                let gnorm = if cfg.optim.grad_clip > 0.0 { clip_grad_norm(&mut model, cfg.optim.grad_clip) } else { grad_norm(&mut model) };
-                if !loss.is_finite() || !gnorm.is_finite() {
-                    let ids: Vec<&str> = recs.iter().map(|&r| p.ds.id(r)).collect();
-                    bail!(
-                        "non-finite loss {loss} or gradient norm {gnorm} at epoch {} (step {}, lr {:.3e}); batch materials: {}",
-                        epoch + 1, step + 1, schedule.lr(step), ids.join(", ")
-                    );
+                let meta = serde_json::json!({
+                    "kind": "multimat-finetune-resume",
+                    "schema_version": 1,
+                    "multimat_version": env!("CARGO_PKG_VERSION"),
+                    "config": cfg,
+                    "data_fingerprint": p.ds.fingerprint,
+                    "device": opts.device.to_string(),
+                    "adamw_step": adam.step,
+                    "epochs_done": epoch,
+                    "epoch_batches_done": batch_index + 1,
+                    "epoch_loss_sum": loss_sum,
+                    "epoch_loss_rows": loss_rows,
+                    "since_best": since_best,
+                    "best_epoch": best.as_ref().map_or(0, |b| b.0),
+                    "best_val_mae": best.as_ref().map(|b| b.1),
+                });
+                let saved = checkpoint::save(&resume_dir, step, &t, meta, 1)?;
+                if let Some(pb) = &bar {
+                    pb.abandon();
                 }
-                adam.step(&mut model, schedule.lr(step))?;
-                zero_grads(&mut model);
-                step += 1;
-                loss_sum += loss * b as f64;
-                loss_rows += b;
-                if opts.stop.raised() {
-                    let mut t = checkpoint::module_tensors(&mut model)?;
-                    t.extend(checkpoint::optimizer_tensors(&mut adam)?);
-                    if let Some((_, _, w)) = &best {
-                        t.extend(w.iter().map(|(k, v)| (format!("{BEST_PREFIX}{k}"), v.clone())));
-                    }
-                    let meta = serde_json::json!({
-                        "kind": "multimat-finetune-resume",
-                        "schema_version": 1,
-                        "multimat_version": env!("CARGO_PKG_VERSION"),
-                        "config": cfg,
-                        "data_fingerprint": p.ds.fingerprint,
-                        "device": opts.device.to_string(),
-                        "adamw_step": adam.step,
-                        "epochs_done": epoch,
-                        "epoch_batches_done": batch_index + 1,
-                        "epoch_loss_sum": loss_sum,
-                        "epoch_loss_rows": loss_rows,
-                        "since_best": since_best,
-                        "best_epoch": best.as_ref().map_or(0, |b| b.0),
-                        "best_val_mae": best.as_ref().map(|b| b.1),
-                    });
-                    let saved = checkpoint::save(&resume_dir, step, &t, meta, 1)?;
-                    if let Some(pb) = &bar {
-                        pb.abandon();
-                    }
-                    return Err(Preempted { step, epoch: epoch + 1, state: saved }.into());
-                }
+                return Err(Preempted { step, epoch: epoch + 1, state: saved }.into());
             }
             Ok(())
         })?;

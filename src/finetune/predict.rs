@@ -176,8 +176,11 @@ impl FinetunedModel {
         let batches: Vec<&[usize]> = records.chunks(batch).collect();
         let mut mine = || -> Result<Vec<u8>> {
             let mut bytes = Vec::new();
-            for (i, chunk) in batches.iter().enumerate().filter(|(i, _)| i % dist.world_size() == dist.rank()) {
-                let b = ds.assemble(Modality::Crystal, chunk)?;
+            // This rank's batches (round-robin), read on a prefetch thread in order.
+            let own: Vec<(usize, &[usize])> = batches.iter().copied().enumerate().filter(|(i, _)| i % dist.world_size() == dist.rank()).collect();
+            let own_records: Vec<&[usize]> = own.iter().map(|&(_, chunk)| chunk).collect();
+            ds.for_each_batch(Modality::Crystal, &own_records, |k, b| {
+                let (i, chunk) = own[k];
                 let z = self.model.encoder.forward(&b, &ctx).with_context(|| format!("batch {i} (first material {})", ds.id(chunk[0])))?;
                 let values = finish(&mut self.model, &z)?;
                 anyhow::ensure!(values.len() == chunk.len() * cols, "batch {i}: {} values for {} materials", values.len(), chunk.len());
@@ -186,7 +189,8 @@ impl FinetunedModel {
                 }
                 bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
                 on_batch(chunk.len());
-            }
+                Ok(())
+            })?;
             Ok(bytes)
         };
         let local = mine();

@@ -297,6 +297,29 @@ impl Dataset {
         (0..self.len()).filter(|&r| self.has(m, r)).count()
     }
 
+    /// Assembles `batches` (record lists, each all having modality `m`) one after another on a
+    /// prefetch thread, up to two ahead, and calls `f(k, batch)` for the k-th on this thread, in
+    /// order: the reads (a streamed shard reads its chunks) overlap the caller's compute and the
+    /// batches are the ones `assemble` gives. Stops at the first error of either side.
+    pub fn for_each_batch<B: AsRef<[usize]> + Sync>(&self, m: Modality, batches: &[B], mut f: impl FnMut(usize, ModalityBatch) -> Result<()>) -> Result<()> {
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<ModalityBatch>>(2);
+            scope.spawn(move || {
+                for records in batches {
+                    let r = self.assemble(m, records.as_ref());
+                    let failed = r.is_err();
+                    if tx.send(r).is_err() || failed {
+                        break; // the caller stopped, or this batch failed (the caller gets its error)
+                    }
+                }
+            });
+            for (k, batch) in rx.iter().enumerate() {
+                f(k, batch?)?;
+            }
+            Ok(())
+        })
+    }
+
     /// Assemble modality `m` for `records` (all must have it).
     pub fn assemble(&self, m: Modality, records: &[usize]) -> Result<ModalityBatch> {
         for &r in records {

@@ -36,12 +36,13 @@ pub fn embed_records(model: &mut MultiMatModel, ds: &Dataset, m: Modality, recor
     let d = model.embed_dim;
     let enc = model.encoder(m).with_context(|| format!("model has no {} encoder", m.name()))?;
     let mut out = Vec::with_capacity(records.len() * d);
-    for chunk in records.chunks(64) {
-        let batch = ds.assemble(m, chunk)?;
+    let chunks: Vec<&[usize]> = records.chunks(64).collect();
+    ds.for_each_batch(m, &chunks, |_, batch| {
         let z = enc.forward(&batch, &ctx)?;
         let (y, _) = l2norm(&z, L2_EPS);
         out.extend_from_slice(&y.to_host()?); // the embeddings leave the device here
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 
