@@ -156,6 +156,11 @@ stop_daemons() {
 
 start_munge() {
     if munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then return 0; fi
+    # Two clusters started at once (the CPU and the GPU test clusters) would both find no munged
+    # and race to bind its socket: one host-wide lock, and a second look once it is held.
+    exec 9>/tmp/multimat-local-slurm-munge.lock
+    flock -w 60 9 || die "another local-slurm.sh holds /tmp/multimat-local-slurm-munge.lock for over 60 s"
+    if munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then exec 9>&-; return 0; fi
     # No working munged: start one (as the munge user, as its package would) and remember it.
     if [ ! -s /etc/munge/munge.key ]; then
         mkdir -p /etc/munge
@@ -168,11 +173,12 @@ start_munge() {
     chmod 755 /run/munge
     chmod 400 /etc/munge/munge.key
     rm -f /run/munge/munged.pid
-    runuser -u munge -- /usr/sbin/munged --force
+    runuser -u munge -- /usr/sbin/munged --force 9>&-
     wait_for 10 test -s /run/munge/munged.pid || die "munged did not start (see /var/log/munge/munged.log)"
     cp /run/munge/munged.pid "$STATE/pids/munged.pid"
     wait_for 10 sh -c 'munge -n | unmunge' || die "munge does not work (see /var/log/munge/munged.log)"
     say "munged started"
+    exec 9>&-
 }
 
 node_state() { sinfo -h -N -o '%t' 2>/dev/null | head -n 1; }

@@ -57,6 +57,10 @@ pub fn gpu_cluster() -> &'static Cluster {
 }
 
 fn start(state: &Path, gpus: usize) -> Cluster {
+    // The CPU and GPU clusters share the host's munged: start them one after the other (the
+    // script also takes a host-wide lock for munged, for starts from different processes).
+    static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = STARTING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let script = repo().join("scripts/local-slurm.sh");
     let t0 = Instant::now();
     let mut cmd = Command::new(&script);
