@@ -316,7 +316,11 @@ fn gpu_sweep_array_with_a_preempted_task_writes_the_serial_cuda_sim_table() {
     let serial_cfg = finetune_common::write_sweep(&root.path().join("serial"), &root.path().join("serial/out"));
     let work = root.path().join("array");
     let array_cfg = finetune_common::write_sweep(&work, &work.join("out"));
-    let plan = multimat::sweep::plan(&multimat::sweep::SweepConfig::load(&array_cfg, &[]).unwrap()).unwrap();
+    // Batches of 4 (27 steps over 3 epochs, ≈1 s per run on a quiet machine instead of ≈0.3 s),
+    // so the signal, which reaches the run through slurmctld, slurmd and the batch shell, lands
+    // while the first run trains.
+    let longer = ["optim.batch_size=4".to_string(), "optim.epochs=3".to_string()];
+    let plan = multimat::sweep::plan(&multimat::sweep::SweepConfig::load(&array_cfg, &longer).unwrap()).unwrap();
     // Task t of 2 runs plan.runs[k] for k mod 2 = t: task 0 starts with runs[0], then runs[2].
     let (first, second) = (&plan.runs[0], &plan.runs[2]);
     let mut array = slurm.submit(
@@ -324,7 +328,7 @@ fn gpu_sweep_array_with_a_preempted_task_writes_the_serial_cuda_sim_table() {
         &work,
         "gpu-sweep",
         &["--array=0-1", "--gpus=1"],
-        &[("CONFIG", array_cfg.to_str().unwrap()), ("MULTIMAT", finetune_common::bin()), ("DEVICE", "cuda-sim"), ("AGGREGATE_JOB", "0")],
+        &[("CONFIG", array_cfg.to_str().unwrap()), ("MULTIMAT", finetune_common::bin()), ("DEVICE", "cuda-sim"), ("AGGREGATE_JOB", "0"), ("EXTRA_ARGS", "--set optim.batch_size=4 --set optim.epochs=3")],
     );
     // The sweep's handler is installed before its first run writes run.json; the run then polls
     // the flag after every step, so a signal from here on stops it after its first step at the latest.
@@ -339,7 +343,10 @@ fn gpu_sweep_array_with_a_preempted_task_writes_the_serial_cuda_sim_table() {
     }
     array.signal_batch("USR1", Some(0));
     // The serial reference on the same device runs while the array does.
-    let out = Command::new(finetune_common::bin()).args(["sweep", "--device", "cuda-sim", "--config"]).arg(&serial_cfg).output().unwrap();
+    let out = Command::new(finetune_common::bin()).args(["sweep", "--device", "cuda-sim", "--set", &longer[0], "--set", &longer[1], "--config"])
+        .arg(&serial_cfg)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "serial cuda-sim sweep: {}", String::from_utf8_lossy(&out.stderr));
 
     let tasks = array.wait_completed(Duration::from_secs(400));
