@@ -7,7 +7,9 @@
 //! the reason in its log, instead of being requeued; `slurm/screen.sh` as a 2- and a 3-task job
 //! writes the same CSV, byte for byte, as the serial `multimat-screen`; `slurm/finetune-sweep.sh`
 //! as a 4-task array (plus the aggregation job it submits) completes the grid and writes the same
-//! table as a serial sweep.
+//! table as a serial sweep; with its GPU lines (one fake GPU per task, `cuda-sim`) and one task
+//! preempted with USR1 to its batch shell and requeued, it writes the serial `cuda-sim` sweep's
+//! table, and the stopped run continues from its saved state to the uninterrupted run's result.
 
 mod common;
 #[path = "finetune_common/mod.rs"]
@@ -292,4 +294,83 @@ fn finetune_sweep_array_of_four_tasks_aggregates_into_the_serial_table() {
         let b = std::fs::read_to_string(work.join("out").join(f)).unwrap_or_else(|e| panic!("{f}: {e}\n{log}"));
         assert_eq!(a, b, "{f} of the Slurm array differs from the serial sweep's");
     }
+}
+
+/// `result.json` of a sweep run without the wall-clock time.
+fn result_without_time(run: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(run.join("result.json")).unwrap_or_else(|e| panic!("{}: {e}", run.display()));
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v.as_object_mut().unwrap().remove("wall_s");
+    v
+}
+
+/// The GPU lines of `slurm/finetune-sweep.sh` on the node with fake GPUs: a 2-task array with one
+/// GPU per task (`--gpus=1`), the runs on `cuda-sim`. Task 0 is sent USR1 (to its batch shell, as
+/// `--signal=B:USR1@120` does) as soon as its first run has started: that run saves its state
+/// after its current step, the task starts no further run, exits 75 and the script requeues it;
+/// the requeued task resumes the run, then runs the rest of its share. The table equals the serial
+/// `multimat sweep --device cuda-sim` table byte for byte (one device, deterministic runs), and
+/// the stopped run's result.json equals the uninterrupted serial run's.
+#[test]
+fn gpu_sweep_array_with_a_preempted_task_writes_the_serial_cuda_sim_table() {
+    let slurm = gpu_cluster();
+    let root = tempfile::tempdir().unwrap();
+    let serial_cfg = finetune_common::write_sweep(&root.path().join("serial"), &root.path().join("serial/out"));
+    let work = root.path().join("array");
+    let array_cfg = finetune_common::write_sweep(&work, &work.join("out"));
+    // Batches of 4 (27 steps over 3 epochs, ≈1 s per run on a quiet machine instead of ≈0.3 s),
+    // so the signal, which reaches the run through slurmctld, slurmd and the batch shell, lands
+    // while the first run trains.
+    let longer = ["optim.batch_size=4".to_string(), "optim.epochs=3".to_string()];
+    let plan = multimat::sweep::plan(&multimat::sweep::SweepConfig::load(&array_cfg, &longer).unwrap()).unwrap();
+    // Task t of 2 runs plan.runs[k] for k mod 2 = t: task 0 starts with runs[0], then runs[2].
+    let (first, second) = (&plan.runs[0], &plan.runs[2]);
+    let mut array = slurm.submit(
+        &repo().join("slurm/finetune-sweep.sh"),
+        &work,
+        "gpu-sweep",
+        &["--array=0-1", "--gpus=1"],
+        &[("CONFIG", array_cfg.to_str().unwrap()), ("MULTIMAT", finetune_common::bin()), ("DEVICE", "cuda-sim"), ("AGGREGATE_JOB", "0"), ("EXTRA_ARGS", "--set optim.batch_size=4 --set optim.epochs=3")],
+    );
+    // The sweep's handler is installed before its first run writes run.json; the run then polls
+    // the flag after every step, so a signal from here on stops it after its first step at the latest.
+    let t0 = Instant::now();
+    while !first.dir.join("run.json").exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120) && !array.records().iter().any(|r| r.state() != "PENDING" && r.state() != "RUNNING"),
+            "array task 0 did not start its first run\n{}",
+            array.diagnostics()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    array.signal_batch("USR1", Some(0));
+    // The serial reference on the same device runs while the array does.
+    let out = Command::new(finetune_common::bin()).args(["sweep", "--device", "cuda-sim", "--set", &longer[0], "--set", &longer[1], "--config"])
+        .arg(&serial_cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "serial cuda-sim sweep: {}", String::from_utf8_lossy(&out.stderr));
+
+    let tasks = array.wait_completed(Duration::from_secs(400));
+    let log = array.output();
+    let task0 = tasks.iter().find(|r| r.get("ArrayTaskId") == "0").unwrap_or_else(|| panic!("no array task 0\n{}", array.diagnostics()));
+    assert_eq!(task0.restarts(), 1, "the preempted task must have been requeued once\n{}", array.diagnostics());
+    assert!(log.contains("device cuda-sim (1 GPUs)"), "each task sees its one GPU and trains on cuda-sim\n{log}");
+    assert!(log.contains(&format!("] stopped {}", first.id)) && log.contains("state saved"), "the first run did not save its state\n{log}");
+    assert!(log.contains("requeueing job"), "the script did not requeue after exit 75\n{log}");
+    assert!(log.contains("resuming from"), "the requeued task did not continue the stopped run from its state\n{log}");
+    // Started twice (stopped, resumed), and the next run of the task only once: after the requeue.
+    let starts = |id: &str| log.lines().filter(|l| l.contains(&format!("] run {id} "))).count();
+    assert_eq!((starts(&first.id), starts(&second.id)), (2, 1), "no run may start after the signal\n{log}");
+    assert!(!first.dir.join("resume").exists(), "the saved state is removed once the run is complete");
+
+    for f in ["table.csv", "table.md"] {
+        let a = std::fs::read_to_string(root.path().join("serial/out").join(f)).unwrap();
+        let b = std::fs::read_to_string(work.join("out").join(f)).unwrap_or_else(|e| panic!("{f}: {e}\n{log}"));
+        assert_eq!(a, b, "{f} of the GPU array differs from the serial cuda-sim sweep's");
+    }
+    let serial_first = root.path().join("serial/out/runs").join(&first.id);
+    assert_eq!(result_without_time(&first.dir), result_without_time(&serial_first), "the preempted+requeued run ends differently from the uninterrupted one");
+    let run_json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(first.dir.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run_json["device"], "cuda-sim", "run.json records the device");
 }

@@ -1,6 +1,7 @@
 //! `multimat sweep`: stable run ids, skipping complete runs, array-task partitions that cover the
-//! grid exactly once (real tiny runs on 60 matminer crystals), and aggregation that equals a
-//! hand computation on fabricated result.json files.
+//! grid exactly once (real tiny runs on 60 matminer crystals), aggregation that equals a
+//! hand computation on fabricated result.json files, and a sweep task on `--device cuda-sim`
+//! stopped by SIGUSR1 (state saved, exit 75, no further run) that continues when run again.
 
 #[path = "finetune_common/mod.rs"]
 mod finetune_common;
@@ -155,4 +156,52 @@ fn a_pretraining_run_directory_as_checkpoint_means_its_newest_checkpoint() {
     std::fs::write(&cfg_path, text).unwrap();
     let report = sweep::check(&SweepConfig::load(&cfg_path, &[]).unwrap()).unwrap();
     assert_eq!((report.runs, report.missing_checkpoints.len()), (12, 1));
+}
+
+/// An array task's share of two runs on `cuda-sim`, signalled as Slurm does once its first run has
+/// started: that run saves its state (on the device it trained on), the sweep starts no further
+/// run and exits with the requeue code; the same command again continues the run from its state
+/// and then runs the other one.
+#[test]
+fn a_sweep_on_cuda_sim_stopped_by_sigusr1_exits_for_requeue_and_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_path = write_sweep(dir.path(), &dir.path().join("out"));
+    let plan = sweep::plan(&SweepConfig::load(&cfg_path, &[]).unwrap()).unwrap();
+    // Task 0 of 4 runs plan.runs[0] and plan.runs[4].
+    let (first, second) = (&plan.runs[0], &plan.runs[4]);
+    let task = ["--task-id", "0", "--num-tasks", "4", "--device", "cuda-sim"];
+    let child = Command::new(bin())
+        .args(["sweep", "--config"])
+        .arg(&cfg_path)
+        .args(task)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The handler is installed before the first run writes run.json; the run polls it after every
+    // step, so it stops after its first step at the latest.
+    let t0 = std::time::Instant::now();
+    while !first.dir.join("run.json").exists() {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(120), "the sweep did not start its first run");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(Command::new("kill").args(["-USR1", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "a signalled sweep must exit with the requeue code\n{stderr}");
+    assert!(stderr.contains(&format!("stopped {}", first.id)) && stderr.contains("exit code 75"), "{stderr}");
+    assert!(!first.dir.join("result.json").exists() && !first.dir.join("error.txt").exists(), "a stopped run is neither complete nor failed");
+    let state = multimat::train::checkpoint::latest(&first.dir.join("resume")).unwrap().expect("the stopped run saved its state in resume/");
+    assert_eq!(state.meta["device"], "cuda-sim", "the run trained on the sweep's device");
+    assert!(!second.dir.exists(), "no run may start after the signal\n{stderr}");
+
+    let (_, stderr) = sweep_cli(&cfg_path, &task);
+    assert!(stderr.contains(&format!("run {} ", first.id)) && stderr.contains("resuming from"), "the re-run must continue the stopped run\n{stderr}");
+    assert!(stderr.contains("ran 2, skipped 0"), "{stderr}");
+    for r in [first, second] {
+        let res = multimat::finetune::read_result(&r.dir).unwrap();
+        assert_eq!((res.lr, res.seed, res.n_train + res.n_val + res.n_test), (r.lr, r.seed, 60));
+        let info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(r.dir.join("run.json")).unwrap()).unwrap();
+        assert_eq!(info["device"], "cuda-sim", "run.json records the device");
+    }
+    assert!(!first.dir.join("resume").exists(), "the saved state is removed once the run is complete");
 }

@@ -1,5 +1,5 @@
-//! The `--device` flag shared by every command that runs the models (pretrain, finetune, embed,
-//! eval, predict), and the `on`/`off` parser of `--tf32`.
+//! The `--device` flag shared by every command that runs the models (pretrain, finetune, sweep,
+//! embed, eval, predict), and the `on`/`off` parser of `--tf32` with the setting it applies.
 
 use crate::engine::backend::device_for_local_rank;
 use crate::engine::Device;
@@ -24,6 +24,14 @@ impl DeviceArgs {
 /// A device name as `--device` takes it (checked when the flags are parsed).
 pub fn check_device(s: &str) -> Result<String, String> {
     s.parse::<Device>().map(|_| s.to_string()).map_err(|e| e.to_string())
+}
+
+/// Apply `--tf32` to a GPU device (opening it); nothing on the CPU.
+pub fn set_tf32(device: Device, tf32: bool) -> Result<()> {
+    if device.is_gpu() {
+        crate::engine::backend::gpu(device)?.set_tf32(tf32);
+    }
+    Ok(())
 }
 
 /// `on`/`off` (also true/false, 1/0) as a flag value.

@@ -64,9 +64,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let progress = !args.quiet && std::io::stderr().is_terminal();
     let device = args.device.resolve(0)?;
-    if device.is_gpu() {
-        crate::engine::backend::gpu(device)?.set_tf32(args.tf32);
-    }
+    crate::cli::device::set_tf32(device, args.tf32)?;
     let stop = crate::train::preempt::StopSignal::install()?;
     let opts = RunOptions { progress, force: args.force, verbose: !args.quiet && !progress, device, resume: args.resume == "auto", stop };
     let r = match finetune::run(&cfg, &opts) {

@@ -1,5 +1,7 @@
 //! `multimat sweep`: a fine-tuning grid (learning rates × seeds × variants) run serially, over
 //! MPI ranks (dynamic hand-out) or over Slurm array tasks, then aggregated into table.md/.csv.
+//! Every run trains on `--device`; SIGUSR1/SIGTERM stop the sweep for a requeue (exit code 75)
+//! after the running run saved its state.
 
 use crate::dist::Dist;
 use crate::sweep::{self, aggregate, SweepConfig};
@@ -16,7 +18,17 @@ Spreading the work: `mpirun -n R multimat sweep …` hands runs to ranks dynamic
 `--task-id I --num-tasks N` (Slurm job arrays) runs every N-th run of the sorted plan. When every \
 run is complete, out_dir/table.md and table.csv are written (per variant the lr with the lowest \
 mean validation MAE, then test MAE mean ± std over seeds); `--aggregate` only aggregates.\n\n\
+GPUs: `--device cuda` trains every run on a GPU (one run at a time per process: a Slurm array \
+task with one GPU, or under mpirun one rank per GPU, each on its node-local rank's GPU); \
+`--device cuda-sim` runs the same kernels on the CPU, for testing. The device is not part of a \
+run's settings: run ids do not depend on it, and each run's run.json records it.\n\n\
+Preemption: SIGUSR1/SIGTERM make the running fine-tuning run save its state in \
+out_dir/runs/<id>/resume/ (as `multimat finetune` does), no further run starts, and the sweep \
+exits with code 75 (requeue); the same command run again continues that run from its state, then \
+runs the remaining ones.\n\n\
 See configs/sweep-*.toml and slurm/finetune-sweep.sh.")]
+#[command(after_help = "Example (check a GPU sweep on a login node, without running anything):\n  \
+multimat sweep --config configs/sweep-matminer-kvrh.toml --device cuda --check")]
 pub struct Args {
     /// The sweep TOML.
     #[arg(long, value_name = "FILE")]
@@ -43,6 +55,11 @@ pub struct Args {
     /// One line per epoch of every run on stderr.
     #[arg(long)]
     pub verbose: bool,
+    #[command(flatten)]
+    pub device: crate::cli::device::DeviceArgs,
+    /// TF32 tensor-core GEMMs on a CUDA GPU (`on` or `off`, the default, as `multimat finetune`).
+    #[arg(long, default_value = "off", value_parser = crate::cli::device::parse_on_off, action = clap::ArgAction::Set)]
+    pub tf32: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -68,32 +85,50 @@ pub fn run(args: Args) -> Result<()> {
         eprintln!("wrote {}", md.display());
         return Ok(());
     }
-    let (summary, root) = match (args.task_id, args.num_tasks) {
+    let stop = crate::train::preempt::StopSignal::install()?;
+    let (summary, root, stopped) = match (args.task_id, args.num_tasks) {
         (Some(i), Some(n)) => {
             if n == 0 || i >= n {
                 bail!("--task-id {i} is not below --num-tasks {n}");
             }
+            // One process per array task: a bare `cuda` is the first GPU it sees (Slurm's
+            // CUDA_VISIBLE_DEVICES makes the task's own GPU device 0).
+            let device = args.device.resolve(0)?;
+            crate::cli::device::set_tf32(device, args.tf32)?;
             let share = sweep::task_share(plan.runs.len(), i, n);
-            eprintln!("[sweep] task {i} of {n}: {} of {} runs", share.len(), plan.runs.len());
-            (sweep::execute_static(&plan, &share, args.verbose), true)
+            eprintln!("[sweep] task {i} of {n}: {} of {} runs on {device}", share.len(), plan.runs.len());
+            let s = sweep::execute_static(&plan, &share, &sweep::ExecOptions { verbose: args.verbose, device, stop });
+            let stopped = s.stopped;
+            (s, true, stopped)
         }
         _ => {
             let dist = Dist::init()?;
+            let device = args.device.resolve(dist.topology.local_rank)?;
+            crate::cli::device::set_tf32(device, args.tf32)?;
             if dist.is_root() {
-                eprintln!("[sweep] {} runs over {} rank(s)", plan.runs.len(), dist.world_size());
+                eprintln!("[sweep] {} runs over {} rank(s) on {}", plan.runs.len(), dist.world_size(), args.device.device);
             }
-            let s = sweep::execute_dynamic(&plan, &dist, args.verbose)?;
-            let mut failed = [s.failed.len() as f64];
-            dist.all_reduce_sum_f64(&mut failed);
+            let s = sweep::execute_dynamic(&plan, &dist, &sweep::ExecOptions { verbose: args.verbose, device, stop })?;
+            let mut counts = [s.failed.len() as f64, f64::from(u8::from(s.stopped))];
+            dist.all_reduce_sum_f64(&mut counts);
             dist.barrier();
             let root = dist.is_root();
-            if root && failed[0] > 0.0 && s.failed.is_empty() {
-                eprintln!("[sweep] {} run(s) failed on other ranks (see runs/<id>/error.txt)", failed[0]);
+            if root && counts[0] > 0.0 && s.failed.is_empty() {
+                eprintln!("[sweep] {} run(s) failed on other ranks (see runs/<id>/error.txt)", counts[0]);
             }
-            (s, root)
+            (s, root, counts[1] > 0.0)
         }
     };
     eprintln!("[sweep] ran {}, skipped {} (complete), failed {}", summary.ran, summary.skipped, summary.failed.len());
+    if stopped {
+        // Before the failures' error (their FAILED lines are above): the requeued sweep continues
+        // the stopped run and the remaining ones, tries the failed ones again and reports them.
+        eprintln!(
+            "[sweep] stopped by a signal: no further run started; exit code {} asks for a requeue (run the same command again to continue)",
+            crate::train::preempt::REQUEUE_EXIT_CODE
+        );
+        std::process::exit(crate::train::preempt::REQUEUE_EXIT_CODE);
+    }
     if !summary.failed.is_empty() {
         bail!("{} run(s) failed: {}", summary.failed.len(), summary.failed.iter().map(|(id, e)| format!("{id}: {e}")).collect::<Vec<_>>().join("; "));
     }

@@ -13,15 +13,24 @@
 //!   a worker rank asks for the next run when it finishes one; rank 0's own runs execute on a
 //!   worker thread while its main thread answers requests (MPI is called from the main thread
 //!   only). Runs are single-process, so the result of a run does not depend on who ran it.
+//! - Every run trains on `ExecOptions::device` (`multimat sweep --device`); the device is not
+//!   part of a run's settings (nor of its id), and `run.json` records where it ran.
+//! - Preemption: `ExecOptions::stop` is the flag of the one SIGUSR1/SIGTERM handler
+//!   (`train::preempt::StopSignal`), handed to the running `finetune::run`, which saves its state
+//!   in `RUN/resume/` and returns `finetune::Preempted`; the sweep then starts no further run and
+//!   `multimat sweep` exits with the requeue code. Runs execute with `resume: true`, so the
+//!   re-submitted sweep continues that run from its state, then runs the remaining ones.
 
 pub mod aggregate;
 pub mod table1;
 
 use crate::dist::Dist;
+use crate::engine::Device;
 use crate::finetune::config::FINETUNE_PATH_KEYS;
 use crate::finetune::{self, FinetuneConfig, RESULT_FILE};
 use crate::train::config::{absolute_from, absolutize_override};
 use crate::model::config::CrystalEncoderKind;
+use crate::train::preempt::StopSignal;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -248,29 +257,56 @@ pub fn task_share(n_runs: usize, task_id: usize, num_tasks: usize) -> Vec<usize>
     (0..n_runs).filter(|k| k % num_tasks == task_id).collect()
 }
 
+/// How this process executes its runs (not part of any run's settings, so not in run ids).
+#[derive(Clone, Debug, Default)]
+pub struct ExecOptions {
+    /// One line per epoch of every run on stderr.
+    pub verbose: bool,
+    /// Where every fine-tuning run trains (`cpu`, `cuda:N`, `cuda-sim`).
+    pub device: Device,
+    /// Raised by SIGUSR1/SIGTERM: the running run saves its state and no further run starts.
+    pub stop: StopSignal,
+}
+
 /// What happened to the runs this process executed.
 #[derive(Debug, Default)]
 pub struct ExecSummary {
     pub ran: usize,
     pub skipped: usize,
     pub failed: Vec<(String, String)>, // (id, error)
+    /// A signal stopped this process: the running run (if any) saved its state and no further
+    /// run was started.
+    pub stopped: bool,
 }
 
 /// Run one planned run unless it is complete; failures are recorded in `<dir>/error.txt` and
-/// returned, so the rest of the sweep goes on.
-fn execute_one(r: &PlannedRun, verbose: bool, summary: &mut ExecSummary, who: &str) {
+/// returned, so the rest of the sweep goes on. Once the stop flag is up no run starts, and a run
+/// that stopped for it (state saved in `<dir>/resume/`) is neither a failure nor complete.
+fn execute_one(r: &PlannedRun, opts: &ExecOptions, summary: &mut ExecSummary, who: &str) {
     if r.is_complete() {
         summary.skipped += 1;
         return;
     }
+    if opts.stop.raised() {
+        summary.stopped = true;
+        return;
+    }
     let desc = format!("{} lr {:e} seed {}", r.variant_name, r.lr, r.seed);
-    eprintln!("[sweep{who}] run {} ({desc})", r.id);
+    eprintln!("[sweep{who}] run {} ({desc}) on {}", r.id, opts.device);
     let outcome = (|| -> Result<finetune::FinetuneResult> {
         std::fs::create_dir_all(&r.dir)?;
-        let info = serde_json::json!({"id": r.id, "variant": r.variant_name, "lr": r.lr, "seed": r.seed});
+        let info = serde_json::json!({"id": r.id, "variant": r.variant_name, "lr": r.lr, "seed": r.seed, "device": opts.device.to_string()});
         crate::atomic::write_bytes(&r.dir.join("run.json"), serde_json::to_string_pretty(&info)?.as_bytes())?;
         let _ = std::fs::remove_file(r.dir.join("error.txt"));
-        finetune::run(&r.config, &finetune::RunOptions { progress: false, force: false, verbose, device: crate::engine::Device::Cpu, resume: true, ..Default::default() })
+        let run_opts = finetune::RunOptions {
+            progress: false,
+            force: false,
+            verbose: opts.verbose,
+            device: opts.device,
+            resume: true,
+            stop: opts.stop.clone(),
+        };
+        finetune::run(&r.config, &run_opts)
     })();
     match outcome {
         Ok(res) => {
@@ -280,20 +316,29 @@ fn execute_one(r: &PlannedRun, verbose: bool, summary: &mut ExecSummary, who: &s
                 r.id, res.best_epoch, res.val_mae, res.test_mae, res.units
             );
         }
-        Err(e) => {
-            let msg = format!("{e:#}");
-            eprintln!("[sweep{who}] FAILED {} ({desc}): {msg}", r.id);
-            let _ = crate::atomic::write_bytes(&r.dir.join("error.txt"), msg.as_bytes());
-            summary.failed.push((r.id.clone(), msg));
-        }
+        Err(e) => match e.downcast_ref::<finetune::Preempted>() {
+            Some(p) => {
+                eprintln!("[sweep{who}] stopped {} ({desc}): {p}", r.id);
+                summary.stopped = true;
+            }
+            None => {
+                let msg = format!("{e:#}");
+                eprintln!("[sweep{who}] FAILED {} ({desc}): {msg}", r.id);
+                let _ = crate::atomic::write_bytes(&r.dir.join("error.txt"), msg.as_bytes());
+                summary.failed.push((r.id.clone(), msg));
+            }
+        },
     }
 }
 
-/// Execute the runs `indices` of `plan` in this process, in order.
-pub fn execute_static(plan: &Plan, indices: &[usize], verbose: bool) -> ExecSummary {
+/// Execute the runs `indices` of `plan` in this process, in order, until a signal stops it.
+pub fn execute_static(plan: &Plan, indices: &[usize], opts: &ExecOptions) -> ExecSummary {
     let mut s = ExecSummary::default();
     for &k in indices {
-        execute_one(&plan.runs[k], verbose, &mut s, "");
+        execute_one(&plan.runs[k], opts, &mut s, "");
+        if s.stopped {
+            break;
+        }
     }
     s
 }
@@ -301,11 +346,15 @@ pub fn execute_static(plan: &Plan, indices: &[usize], verbose: bool) -> ExecSumm
 /// Execute the whole plan over the job's ranks, handing out runs dynamically: rank 0 answers
 /// "next?" requests with the next pending index (or −1 when none are left). Runs already complete
 /// are never handed out. A single process runs everything itself. Returns this rank's summary.
-pub fn execute_dynamic(plan: &Plan, dist: &Dist, verbose: bool) -> Result<ExecSummary> {
+///
+/// A stopped rank (signal) says so in its request ([`REQUEST_STOPPING`]) and is answered −1;
+/// once rank 0 itself is signalled it hands out nothing more, so every rank ends after its
+/// current run (srun and mpirun deliver the signal to every rank).
+pub fn execute_dynamic(plan: &Plan, dist: &Dist, opts: &ExecOptions) -> Result<ExecSummary> {
     let pending: Vec<usize> = (0..plan.runs.len()).filter(|&k| !plan.runs[k].is_complete()).collect();
     let skipped = plan.runs.len() - pending.len();
     if dist.world_size() == 1 {
-        let mut s = execute_static(plan, &pending, verbose);
+        let mut s = execute_static(plan, &pending, opts);
         s.skipped += skipped;
         return Ok(s);
     }
@@ -313,12 +362,14 @@ pub fn execute_dynamic(plan: &Plan, dist: &Dist, verbose: bool) -> Result<ExecSu
     if !dist.is_root() {
         let mut s = ExecSummary::default();
         loop {
-            dist.send_i64(0, 0)?; // "give me the next run"
+            let stopping = s.stopped || opts.stop.raised();
+            dist.send_i64(0, if stopping { REQUEST_STOPPING } else { REQUEST_NEXT })?;
             let k = dist.recv_i64(0)?;
             if k < 0 {
+                s.stopped |= stopping;
                 break;
             }
-            execute_one(&plan.runs[k as usize], verbose, &mut s, &who);
+            execute_one(&plan.runs[k as usize], opts, &mut s, &who);
         }
         return Ok(s);
     }
@@ -330,11 +381,15 @@ pub fn execute_dynamic(plan: &Plan, dist: &Dist, verbose: bool) -> Result<ExecSu
         let local = scope.spawn(move || {
             let mut s = ExecSummary::default();
             loop {
+                if s.stopped || opts.stop.raised() {
+                    s.stopped = true;
+                    break;
+                }
                 if ask_tx.send(()).is_err() {
                     break;
                 }
                 match give_rx.recv() {
-                    Ok(Some(k)) => execute_one(&plan.runs[k], verbose, &mut s, " rank 0"),
+                    Ok(Some(k)) => execute_one(&plan.runs[k], opts, &mut s, " rank 0"),
                     _ => break,
                 }
             }
@@ -346,8 +401,8 @@ pub fn execute_dynamic(plan: &Plan, dist: &Dist, verbose: bool) -> Result<ExecSu
             let mut idle = true;
             if let Some(src) = dist.probe_any() {
                 idle = false;
-                let _request = dist.recv_i64(src)?;
-                match next.next() {
+                let request = dist.recv_i64(src)?;
+                match if request == REQUEST_NEXT && !opts.stop.raised() { next.next() } else { None } {
                     Some(k) => dist.send_i64(src, k as i64)?,
                     None => {
                         dist.send_i64(src, -1)?;
@@ -359,7 +414,7 @@ pub fn execute_dynamic(plan: &Plan, dist: &Dist, verbose: bool) -> Result<ExecSu
                 match ask_rx.try_recv() {
                     Ok(()) => {
                         idle = false;
-                        let k = next.next();
+                        let k = if opts.stop.raised() { None } else { next.next() };
                         if k.is_none() {
                             local_open = false;
                         }
@@ -377,6 +432,11 @@ pub fn execute_dynamic(plan: &Plan, dist: &Dist, verbose: bool) -> Result<ExecSu
     })?;
     Ok(summary)
 }
+
+/// A worker rank's request to rank 0: the next run, please.
+const REQUEST_NEXT: i64 = 0;
+/// A worker rank's last request: a signal stopped it, hand it nothing more.
+const REQUEST_STOPPING: i64 = 1;
 
 /// True when every planned run has its `result.json`.
 pub fn all_complete(plan: &Plan) -> bool {

@@ -229,6 +229,23 @@ impl Job<'_> {
         );
     }
 
+    /// Send a signal to the batch shell only (`scancel --batch`), of array task `array_task` or of
+    /// the whole job, as `--signal=B:USR1@N` does: for a script that runs its program itself
+    /// rather than in a job step, and passes the signal on.
+    pub fn signal_batch(&self, signal: &str, array_task: Option<usize>) {
+        let target = match array_task {
+            Some(t) => format!("{}_{t}", self.id),
+            None => self.id.clone(),
+        };
+        let out = self.cluster.run("scancel", &["--batch", "--signal", signal, &target]);
+        assert!(
+            out.status.success(),
+            "scancel --batch --signal={signal} {target} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.diagnostics()
+        );
+    }
+
     /// `scontrol show job` and every regular file directly in the work directory (the job's
     /// `--output`/`--error` files, logs), for failure messages.
     pub fn diagnostics(&self) -> String {
