@@ -76,6 +76,16 @@ impl Tensor {
         Ok(Tensor { shape: self.shape.clone(), storage })
     }
 
+    /// Like [`Tensor::to_device`], but a host → GPU copy goes through the device's staging pool
+    /// (pinned buffers, asynchronous on `cuda`): the batch upload, which the pre-training prefetch
+    /// thread runs while the previous step computes. Same values as `to_device`.
+    pub fn to_device_staged(&self, device: Device) -> Result<Tensor> {
+        match (&self.storage, device) {
+            (Storage::Cpu(v), d) if d.is_gpu() => Ok(Tensor { shape: self.shape.clone(), storage: Storage::Gpu(gpu(d)?.upload_staged(v)?) }),
+            _ => self.to_device(device),
+        }
+    }
+
     /// The values on the host (a real boundary: metrics, checkpoints, tests).
     pub fn to_host(&self) -> Result<Vec<f32>> {
         match &self.storage {
@@ -181,6 +191,15 @@ impl Indices {
             (Indices::Gpu(v), d) if v.gpu().device == d => Indices::Gpu(v.try_clone()?),
             (Indices::Gpu(v), d) => Indices::Gpu(gpu(d)?.upload(&v.gpu().download(v)?)?),
         })
+    }
+
+    /// Like [`Indices::to_device`], through the staging pool for a host → GPU copy (see
+    /// [`Tensor::to_device_staged`]).
+    pub fn to_device_staged(&self, device: Device) -> Result<Indices> {
+        match (self, device) {
+            (Indices::Cpu(v), d) if d.is_gpu() => Ok(Indices::Gpu(gpu(d)?.upload_staged(v)?)),
+            _ => self.to_device(device),
+        }
     }
 
     /// Host view (CPU only; like `Tensor::data`, a device access is a bug that panics).

@@ -13,7 +13,7 @@
 //! `crystal.conv_to_fc`, `crystal.head`.
 
 use super::common::*;
-use super::{Encoder, GraphBatch, Modality, ModalityBatch, StepContext};
+use super::{Encoder, InputPreparer, Modality, ModalityBatch, PreparedInputs, StepContext};
 use crate::crystal::features::{AtomFeatureEncoding, ATOM_FEATURE_DIM};
 use crate::engine::nn::{add, Act, Activation, BatchNorm, Linear};
 use crate::engine::ops::gather::{gather_rows, scatter_add_rows, EdgeIndex};
@@ -162,28 +162,56 @@ impl Cgcnn {
         self.head.weight.value.device()
     }
 
-    fn forward_graph(&mut self, g: &GraphBatch, ctx: &StepContext) -> Result<Tensor> {
-        validate_nodes(g)?;
-        let (n, dev) = (g.species.len(), self.device());
-        let (src, dst) = (host_indices(&g.cgcnn.src)?, host_indices(&g.cgcnn.dst)?);
-        validate_edges("cgcnn edges", &src, &dst, &[("distance", &g.cgcnn.distance)], n, true)?;
-        ensure!(src.len() >= 2, "crystal batch: CGCNN needs at least two edges in a batch (batch norm over edges)");
-        let src = EdgeIndex::new(&src, n, "crystal batch: cgcnn edges src", dev)?;
-        let dst = EdgeIndex::new(&dst, n, "crystal batch: cgcnn edges dst", dev)?;
-        let node_offsets = g.node_offsets.to_device(dev)?;
-        let f = self.config.atom_fea_len;
-        let x = batch_atom_features(&g.species, self.config.atom_features)?.to_device(dev)?; // (N, 92)
+    /// The step after the inputs: embedding, the conv layers, pooling and the head.
+    fn forward_inputs(&mut self, inp: CgcnnInputs, ctx: &StepContext) -> Result<Tensor> {
+        check_prepared_device("cgcnn", inp.x.device(), self.device())?;
+        let CgcnnInputs { x, distance, src, dst, node_offsets } = inp;
+        let (n, f) = (x.shape[0], self.config.atom_fea_len);
         let mut h = self.embedding.forward(&x); // (N, F)
-        let distance = upload(&[src.len()], g.cgcnn.distance.clone(), dev)?; // (E)
         let gauss = rbf(&distance, &self.grid, RbfKind::Gaussian); // (E, G)
         for conv in &mut self.convs {
             h = conv.forward(&h, &gauss, &src, &dst, ctx)?;
         }
         let pooled = segment_mean(&h, &node_offsets); // (B, F)
-        debug_assert_eq!(pooled.shape, vec![g.num_graphs, f]);
+        debug_assert_eq!(pooled.shape, vec![node_offsets.len() - 1, f]);
         let y = self.fc_act.forward(&self.conv_to_fc.forward(&self.pool_act.forward(&pooled)));
         self.saved = Some(Saved { src, dst, node_offsets, atoms: n });
         Ok(self.head.forward(&y))
+    }
+}
+
+/// CGCNN's inputs of one batch on the parameters' device.
+pub struct CgcnnInputs {
+    x: Tensor,             // (N, 92) atom features
+    distance: Tensor,      // (E) Å
+    src: EdgeIndex,        // (E)
+    dst: EdgeIndex,        // (E)
+    node_offsets: Indices, // (B + 1)
+}
+
+/// CGCNN's [`InputPreparer`]: the atom-feature encoding and the parameters' device.
+struct CgcnnPreparer {
+    atom_features: AtomFeatureEncoding,
+    device: Device,
+}
+
+impl InputPreparer for CgcnnPreparer {
+    fn prepare(&self, batch: &ModalityBatch) -> Result<PreparedInputs> {
+        let g = match batch {
+            ModalityBatch::Crystal(g) => g,
+            other => bail!("cgcnn: expected a crystal batch, got a {} batch", batch_name(other)),
+        };
+        validate_nodes(g)?;
+        let (n, dev) = (g.species.len(), self.device);
+        let (src, dst) = (host_indices(&g.cgcnn.src)?, host_indices(&g.cgcnn.dst)?);
+        validate_edges("cgcnn edges", &src, &dst, &[("distance", &g.cgcnn.distance)], n, true)?;
+        ensure!(src.len() >= 2, "crystal batch: CGCNN needs at least two edges in a batch (batch norm over edges)");
+        let src = EdgeIndex::new(&src, n, "crystal batch: cgcnn edges src", dev)?;
+        let dst = EdgeIndex::new(&dst, n, "crystal batch: cgcnn edges dst", dev)?;
+        let node_offsets = g.node_offsets.to_device_staged(dev)?;
+        let x = batch_atom_features(&g.species, self.atom_features)?.to_device_staged(dev)?; // (N, 92)
+        let distance = upload(&[src.len()], g.cgcnn.distance.clone(), dev)?; // (E)
+        Ok(PreparedInputs::Cgcnn(CgcnnInputs { x, distance, src, dst, node_offsets }))
     }
 }
 
@@ -194,11 +222,14 @@ impl Encoder for Cgcnn {
     fn embed_dim(&self) -> usize {
         self.embed_dim
     }
-    fn forward(&mut self, batch: &ModalityBatch, ctx: &StepContext) -> Result<Tensor> {
+    fn input_preparer(&self) -> Box<dyn InputPreparer> {
+        Box::new(CgcnnPreparer { atom_features: self.config.atom_features, device: self.device() })
+    }
+    fn forward_prepared(&mut self, inputs: PreparedInputs, ctx: &StepContext) -> Result<Tensor> {
         self.set_training(ctx.train);
-        match batch {
-            ModalityBatch::Crystal(g) => self.forward_graph(g, ctx),
-            other => bail!("cgcnn: expected a crystal batch, got a {} batch", batch_name(other)),
+        match inputs {
+            PreparedInputs::Cgcnn(inp) => self.forward_inputs(inp, ctx),
+            other => bail!("cgcnn: got inputs prepared by {}", other.kind()),
         }
     }
     fn backward(&mut self, dout: &Tensor, ctx: &StepContext) -> Result<()> {

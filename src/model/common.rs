@@ -1,6 +1,6 @@
 //! Pieces the encoders share: SyncBN calls bound to a `StepContext`, the edge-message input
 //! [h_dst, h_src, e] of the graph convolutions and its backward, batched atom features, the
-//! batch upload to the model's device, and input validation of graph batches (errors, never
+//! batch upload to the model's device (staged), and input validation of graph batches (errors, never
 //! panics, on malformed batches).
 
 use super::{GraphBatch, ModalityBatch, StepContext};
@@ -46,14 +46,22 @@ pub fn edge_concat_backward(dh: &mut Tensor, dz: &Tensor, src: &EdgeIndex, dst: 
     parts.pop().expect("three blocks")
 }
 
-/// Host values of a batch as a tensor on `device` (the batch upload).
+/// Host values of a batch as a tensor on `device` (the batch upload, through the device's
+/// pinned staging pool; no copy on the CPU).
 pub fn upload(shape: &[usize], values: Vec<f32>, device: Device) -> Result<Tensor> {
     let t = Tensor::from_vec(shape, values);
     if device.is_gpu() {
-        t.to_device(device).with_context(|| format!("uploading a batch tensor {shape:?} to {device}"))
+        t.to_device_staged(device).with_context(|| format!("uploading a batch tensor {shape:?} to {device}"))
     } else {
         Ok(t)
     }
+}
+
+/// Prepared inputs must be on the device the parameters are on (an encoder moved after its
+/// preparer was taken would otherwise fail deep inside an op).
+pub fn check_prepared_device(encoder: &str, inputs: Device, params: Device) -> Result<()> {
+    ensure!(inputs == params, "{encoder}: inputs were prepared for {inputs}, the parameters are on {params} (take the input preparer again after moving the encoder)");
+    Ok(())
 }
 
 /// A batch's integer data on the host: borrowed when it is there, copied back from a device

@@ -15,16 +15,17 @@
 //! and their input values are replaced by 0 so non-finite padding cannot leak in.
 //!
 //! The encoder runs on the device its parameters live on: the batch (host data) is checked and
-//! uploaded once, then forward and backward are tensor-level ops only.
+//! uploaded once (`DosInputs`, prepared inline or on the prefetch thread), then forward and
+//! backward are tensor-level ops only.
 
 use super::common::*;
-use super::{DosBatch, Encoder, Modality, ModalityBatch, StepContext};
+use super::{DosBatch, Encoder, InputPreparer, Modality, ModalityBatch, PreparedInputs, StepContext};
 use crate::engine::nn::transformer::TransformerConfig;
 use crate::engine::nn::{Activation, Linear, TransformerBlock};
 use crate::engine::ops;
 use crate::engine::ops::gelu::GeluKind;
 use crate::engine::tensor::Indices;
-use crate::engine::{Module, Param, Tensor};
+use crate::engine::{Device, Module, Param, Tensor};
 use anyhow::{bail, ensure, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -106,29 +107,16 @@ impl DosTransformer {
         })
     }
 
-    fn forward_dos(&mut self, d: &DosBatch) -> Result<Tensor> {
-        let (b, l, dim) = (d.batch, d.len, self.config.dim);
-        ensure!(d.energies.len() == b * l && d.densities.len() == b * l,
-            "dos batch: energies/densities hold {}/{} values for B = {b} × L = {l}", d.energies.len(), d.densities.len());
-        let valid = match &d.mask {
-            Some(m) => {
-                ensure!(m.len() == b * l, "dos batch: mask has {} entries for B = {b} × L = {l}", m.len());
-                m.clone()
-            }
-            None => vec![true; b * l],
-        };
-        let (mut e, mut rho) = (vec![0.0f32; b * l], vec![0.0f32; b * l]); // (B·L, 1) each
-        for i in (0..b * l).filter(|&i| valid[i]) {
-            if !d.energies[i].is_finite() || !d.densities[i].is_finite() {
-                bail!("dos batch: sample {} point {}: non-finite value (E = {}, ρ = {})", i / l, i % l, d.energies[i], d.densities[i]);
-            }
-            e[i] = d.energies[i];
-            rho[i] = d.densities[i];
-        }
-        let dev = self.down.weight.value.device();
-        let e = Tensor::from_vec(&[b * l, 1], e).to_device(dev)?;
-        let rho = Tensor::from_vec(&[b * l, 1], rho).to_device(dev)?;
-        let valid = Indices::from_mask(&valid).to_device(dev)?; // (B, L)
+    /// The device the parameters live on (batches are uploaded there).
+    pub fn device(&self) -> Device {
+        self.down.weight.value.device()
+    }
+
+    /// The step after the inputs: token embeddings, the blocks, the masked mean and the head.
+    fn forward_inputs(&mut self, inp: DosInputs) -> Result<Tensor> {
+        check_prepared_device("dos_transformer", inp.e.device(), self.device())?;
+        let DosInputs { e, rho, valid, batch: b, len: l } = inp;
+        let dim = self.config.dim;
         let ee = self.energy_embedding.forward(&e); // (B·L, D)
         let re = self.density_embedding.forward(&rho); // (B·L, D)
         let mut x = ops::concat_last(&[&ee, &re]).reshape(&[b, l, 2 * dim]); // (B, L, 2D)
@@ -148,6 +136,56 @@ impl DosTransformer {
     }
 }
 
+/// The DOS transformer's inputs of one batch on the parameters' device.
+pub struct DosInputs {
+    e: Tensor,      // (B·L, 1) energies, 0 at padded points
+    rho: Tensor,    // (B·L, 1) densities, 0 at padded points
+    valid: Indices, // (B, L) 1 = valid point
+    batch: usize,
+    len: usize,
+}
+
+/// The DOS transformer's [`InputPreparer`]: only the parameters' device.
+struct DosPreparer {
+    device: Device,
+}
+
+impl InputPreparer for DosPreparer {
+    fn prepare(&self, batch: &ModalityBatch) -> Result<PreparedInputs> {
+        let d = match batch {
+            ModalityBatch::Dos(d) => d,
+            other => bail!("dos_transformer: expected a dos batch, got a {} batch", batch_name(other)),
+        };
+        Ok(PreparedInputs::Dos(prepare_dos(d, self.device)?))
+    }
+}
+
+/// Checks a DOS batch, zeroes its padded points and puts it on `dev`.
+fn prepare_dos(d: &DosBatch, dev: Device) -> Result<DosInputs> {
+    let (b, l) = (d.batch, d.len);
+    ensure!(d.energies.len() == b * l && d.densities.len() == b * l,
+        "dos batch: energies/densities hold {}/{} values for B = {b} × L = {l}", d.energies.len(), d.densities.len());
+    let valid = match &d.mask {
+        Some(m) => {
+            ensure!(m.len() == b * l, "dos batch: mask has {} entries for B = {b} × L = {l}", m.len());
+            m.clone()
+        }
+        None => vec![true; b * l],
+    };
+    let (mut e, mut rho) = (vec![0.0f32; b * l], vec![0.0f32; b * l]); // (B·L, 1) each
+    for i in (0..b * l).filter(|&i| valid[i]) {
+        if !d.energies[i].is_finite() || !d.densities[i].is_finite() {
+            bail!("dos batch: sample {} point {}: non-finite value (E = {}, ρ = {})", i / l, i % l, d.energies[i], d.densities[i]);
+        }
+        e[i] = d.energies[i];
+        rho[i] = d.densities[i];
+    }
+    let e = upload(&[b * l, 1], e, dev)?;
+    let rho = upload(&[b * l, 1], rho, dev)?;
+    let valid = Indices::from_mask(&valid).to_device_staged(dev)?; // (B, L)
+    Ok(DosInputs { e, rho, valid, batch: b, len: l })
+}
+
 impl Encoder for DosTransformer {
     fn modality(&self) -> Modality {
         Modality::Dos
@@ -155,10 +193,13 @@ impl Encoder for DosTransformer {
     fn embed_dim(&self) -> usize {
         self.embed_dim
     }
-    fn forward(&mut self, batch: &ModalityBatch, _ctx: &StepContext) -> Result<Tensor> {
-        match batch {
-            ModalityBatch::Dos(d) => self.forward_dos(d),
-            other => bail!("dos_transformer: expected a dos batch, got a {} batch", batch_name(other)),
+    fn input_preparer(&self) -> Box<dyn InputPreparer> {
+        Box::new(DosPreparer { device: self.device() })
+    }
+    fn forward_prepared(&mut self, inputs: PreparedInputs, _ctx: &StepContext) -> Result<Tensor> {
+        match inputs {
+            PreparedInputs::Dos(inp) => self.forward_inputs(inp),
+            other => bail!("dos_transformer: got inputs prepared by {}", other.kind()),
         }
     }
     fn backward(&mut self, dout: &Tensor, _ctx: &StepContext) -> Result<()> {

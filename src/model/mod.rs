@@ -115,13 +115,57 @@ pub struct StepContext<'a> {
     pub dropout_seed: u64,
 }
 
+/// A batch's inputs checked and on the encoder's device: what each encoder's forward reads
+/// (atom features, edge indices grouped by row, RBF inputs, offsets; DOS energies, values and
+/// mask; text vectors; normalised densities). Built by an [`InputPreparer`] — inline in
+/// [`Encoder::forward`], or on the pre-training prefetch thread so that batch k+1 is checked and
+/// uploaded (through the pinned staging pool on a GPU) while step k computes.
+pub enum PreparedInputs {
+    PotNet(potnet::PotNetInputs),
+    Cgcnn(cgcnn::CgcnnInputs),
+    Dos(dos_transformer::DosInputs),
+    /// (B, 1, D, H, W) network input of the ResNeXt.
+    Density(Tensor),
+    /// (B, dim) text embeddings.
+    Text(Tensor),
+}
+
+impl PreparedInputs {
+    /// The encoder kind that prepared these inputs, for error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PreparedInputs::PotNet(_) => "potnet",
+            PreparedInputs::Cgcnn(_) => "cgcnn",
+            PreparedInputs::Dos(_) => "dos_transformer",
+            PreparedInputs::Density(_) => "resnext3d",
+            PreparedInputs::Text(_) => "text_mlp",
+        }
+    }
+}
+
+/// Turns a host batch into an encoder's [`PreparedInputs`]. Detached from the encoder (it holds a
+/// copy of the configuration and the parameters' device), so another thread can run it while the
+/// encoder trains; it must be taken again after the encoder moves to another device.
+pub trait InputPreparer: Send + Sync {
+    fn prepare(&self, batch: &ModalityBatch) -> Result<PreparedInputs>;
+}
+
 /// An encoder maps a batch of one modality to (B, embed_dim) embeddings (before L2
 /// normalisation, which the loss side applies). Forward saves what backward needs.
 pub trait Encoder: Module + Send {
     fn modality(&self) -> Modality;
     fn embed_dim(&self) -> usize;
-    /// (B, embed_dim)
-    fn forward(&mut self, batch: &ModalityBatch, ctx: &StepContext) -> Result<Tensor>;
+    /// The step that checks a batch and puts it on this encoder's current device.
+    fn input_preparer(&self) -> Box<dyn InputPreparer>;
+    /// (B, embed_dim) from inputs prepared by this encoder's [`Encoder::input_preparer`] for its
+    /// current device (other inputs are an error).
+    fn forward_prepared(&mut self, inputs: PreparedInputs, ctx: &StepContext) -> Result<Tensor>;
+    /// (B, embed_dim): prepare, then [`Encoder::forward_prepared`] — bit-identical to preparing on
+    /// another thread.
+    fn forward(&mut self, batch: &ModalityBatch, ctx: &StepContext) -> Result<Tensor> {
+        let inputs = self.input_preparer().prepare(batch)?;
+        self.forward_prepared(inputs, ctx)
+    }
     /// `dout`: (B, embed_dim) gradient w.r.t. the last forward's output. Accumulates parameter
     /// gradients; the input needs none.
     fn backward(&mut self, dout: &Tensor, ctx: &StepContext) -> Result<()>;

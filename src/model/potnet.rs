@@ -24,7 +24,7 @@
 //! `crystal.conv.<k>.{mlp_a.<i>,bn_a,mlp_b.<i>,bn}`, `crystal.head`.
 
 use super::common::*;
-use super::{Encoder, GraphBatch, Modality, ModalityBatch, StepContext};
+use super::{Encoder, GraphBatch, InputPreparer, Modality, ModalityBatch, PreparedInputs, StepContext};
 use crate::crystal::features::{AtomFeatureEncoding, ATOM_FEATURE_DIM};
 use crate::engine::nn::{add, add_assign, Act, Activation, BatchNorm, Linear, Mlp};
 use crate::engine::ops::gather::{gather_pair_add, gather_rows, scatter_add_rows, EdgeIndex};
@@ -329,42 +329,78 @@ impl PotNet {
         self.head.weight.value.device()
     }
 
-    fn forward_graph(&mut self, g: &GraphBatch, ctx: &StepContext) -> Result<Tensor> {
-        Self::validate(g)?;
-        let (n, dev) = (g.species.len(), self.device());
-        let x = batch_atom_features(&g.species, self.config.atom_features)?.to_device(dev)?; // (N, 92)
+    /// The step after the inputs: embeddings, the conv layers, pooling and the head.
+    fn forward_inputs(&mut self, inp: PotNetInputs, ctx: &StepContext) -> Result<Tensor> {
+        check_prepared_device("potnet", inp.x.device(), self.device())?;
+        let PotNetInputs { x, u, s, src, dst, node_offsets } = inp;
+        let (n, n_local, n_inf) = (x.shape[0], u.numel(), s.numel());
         let mut h = self.atom_embedding.forward(&x); // (N, H)
-
-        let (local_src, local_dst) = (host_indices(&g.local.src)?, host_indices(&g.local.dst)?);
-        let (local_src, local_dst, local_distance) = if self.config.undirected_local_edges {
-            undirected_local_edges(&local_src, &local_dst, &g.local.distance)
-        } else {
-            (local_src.into_owned(), local_dst.into_owned(), g.local.distance.clone())
-        };
-        let n_local = local_distance.len();
-        let u: Vec<f32> = local_distance.iter().map(|d| self.config.local_scale / d).collect(); // (E_l)
-        let rbf_local = rbf(&upload(&[n_local], u, dev)?, &self.local_grid, RbfKind::Gaussian); // (E_l, K_l)
+        let rbf_local = rbf(&u, &self.local_grid, RbfKind::Gaussian); // (E_l, K_l)
         let e_local = self.local_act.forward(&self.local_embedding.forward(&rbf_local)); // (E_l, H)
-
-        let inf = &g.infinite;
-        let [wc, wl, wp] = self.config.potential_weights;
-        let s: Vec<f32> = (0..inf.coulomb.len()).map(|p| wc * inf.coulomb[p] + wl * inf.london[p] + wp * inf.pauli[p]).collect(); // (P)
-        let n_inf = s.len();
-        let rbf_inf = rbf(&upload(&[n_inf], s, dev)?, &self.infinite_grid, RbfKind::Multiquadric); // (P, K_i)
+        let rbf_inf = rbf(&s, &self.infinite_grid, RbfKind::Multiquadric); // (P, K_i)
         let e_inf = self.infinite_act.forward(&self.infinite_embedding.forward(&rbf_inf)); // (P, H)
         let e_inf = if n_inf == 0 { e_inf } else { bn_forward(&mut self.infinite_bn, &e_inf, ctx)? };
 
         let e = concat_rows(&[&e_local, &e_inf]); // (E, H)
-        let cat = |a: &[u32], b: &Indices| -> Result<Vec<u32>> { Ok([a, &host_indices(b)?].concat()) };
-        let src = EdgeIndex::new(&cat(&local_src, &inf.src)?, n, "crystal batch: edges src", dev)?;
-        let dst = EdgeIndex::new(&cat(&local_dst, &inf.dst)?, n, "crystal batch: edges dst", dev)?;
         for conv in &mut self.convs {
             h = conv.forward(&h, &e, &src, &dst, ctx)?;
         }
-        let node_offsets = g.node_offsets.to_device(dev)?;
         let pooled = segment_mean(&h, &node_offsets); // (B, H)
         self.saved = Some(Saved { e, src, dst, n_local, node_offsets, atoms: n });
         Ok(self.head.forward(&pooled))
+    }
+}
+
+/// PotNet's inputs of one batch on the parameters' device.
+pub struct PotNetInputs {
+    x: Tensor,             // (N, 92) atom features
+    u: Tensor,             // (E_l) local edge inputs local_scale / d
+    s: Tensor,             // (P) infinite edge potentials
+    src: EdgeIndex,        // (E_l + P) local then infinite
+    dst: EdgeIndex,        // (E_l + P)
+    node_offsets: Indices, // (B + 1)
+}
+
+/// PotNet's [`InputPreparer`]: the configuration's input settings and the parameters' device.
+struct PotNetPreparer {
+    config: PotNetConfig,
+    device: Device,
+}
+
+impl InputPreparer for PotNetPreparer {
+    fn prepare(&self, batch: &ModalityBatch) -> Result<PreparedInputs> {
+        match batch {
+            ModalityBatch::Crystal(g) => Ok(PreparedInputs::PotNet(self.prepare_graph(g)?)),
+            other => bail!("potnet: expected a crystal batch, got a {} batch", batch_name(other)),
+        }
+    }
+}
+
+impl PotNetPreparer {
+    fn prepare_graph(&self, g: &GraphBatch) -> Result<PotNetInputs> {
+        PotNet::validate(g)?;
+        let (n, dev, c) = (g.species.len(), self.device, &self.config);
+        let x = batch_atom_features(&g.species, c.atom_features)?.to_device_staged(dev)?; // (N, 92)
+
+        let (local_src, local_dst) = (host_indices(&g.local.src)?, host_indices(&g.local.dst)?);
+        let (local_src, local_dst, local_distance) = if c.undirected_local_edges {
+            undirected_local_edges(&local_src, &local_dst, &g.local.distance)
+        } else {
+            (local_src.into_owned(), local_dst.into_owned(), g.local.distance.clone())
+        };
+        let u: Vec<f32> = local_distance.iter().map(|d| c.local_scale / d).collect(); // (E_l)
+        let u = upload(&[u.len()], u, dev)?;
+
+        let inf = &g.infinite;
+        let [wc, wl, wp] = c.potential_weights;
+        let s: Vec<f32> = (0..inf.coulomb.len()).map(|p| wc * inf.coulomb[p] + wl * inf.london[p] + wp * inf.pauli[p]).collect(); // (P)
+        let s = upload(&[s.len()], s, dev)?;
+
+        let cat = |a: &[u32], b: &Indices| -> Result<Vec<u32>> { Ok([a, &host_indices(b)?].concat()) };
+        let src = EdgeIndex::new(&cat(&local_src, &inf.src)?, n, "crystal batch: edges src", dev)?;
+        let dst = EdgeIndex::new(&cat(&local_dst, &inf.dst)?, n, "crystal batch: edges dst", dev)?;
+        let node_offsets = g.node_offsets.to_device_staged(dev)?;
+        Ok(PotNetInputs { x, u, s, src, dst, node_offsets })
     }
 }
 
@@ -376,11 +412,15 @@ impl Encoder for PotNet {
         self.embed_dim
     }
 
-    fn forward(&mut self, batch: &ModalityBatch, ctx: &StepContext) -> Result<Tensor> {
+    fn input_preparer(&self) -> Box<dyn InputPreparer> {
+        Box::new(PotNetPreparer { config: self.config.clone(), device: self.device() })
+    }
+
+    fn forward_prepared(&mut self, inputs: PreparedInputs, ctx: &StepContext) -> Result<Tensor> {
         self.set_training(ctx.train);
-        match batch {
-            ModalityBatch::Crystal(g) => self.forward_graph(g, ctx),
-            other => bail!("potnet: expected a crystal batch, got a {} batch", batch_name(other)),
+        match inputs {
+            PreparedInputs::PotNet(inp) => self.forward_inputs(inp, ctx),
+            other => bail!("potnet: got inputs prepared by {}", other.kind()),
         }
     }
 

@@ -28,11 +28,11 @@
 //! ρ unchanged.
 
 use super::common::*;
-use super::{DensityBatch, Encoder, Modality, ModalityBatch, StepContext};
+use super::{DensityBatch, Encoder, InputPreparer, Modality, ModalityBatch, PreparedInputs, StepContext};
 use crate::engine::nn::{Act, Activation, BatchNorm, Conv3d, Conv3dConfig, ConvInit, Linear, ResNeXtBlock, ResNeXtBlockConfig};
 use crate::engine::ops::conv3d::Window3d;
 use crate::engine::ops::pool3d::{global_avg_pool3d, global_avg_pool3d_grad, max_pool3d, max_pool3d_grad};
-use crate::engine::{Indices, Module, Param, Tensor};
+use crate::engine::{Device, Indices, Module, Param, Tensor};
 use anyhow::{bail, ensure, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -158,41 +158,23 @@ impl ResNeXt3d {
 
     /// (B, 1, D, H, W) network input from stored ρ·V_cell values.
     pub fn normalise(&self, d: &DensityBatch) -> Result<Tensor> {
-        let [gd, gh, gw] = d.grid;
-        let vox = gd * gh * gw;
-        ensure!(vox > 0, "charge-density batch: empty grid {:?}", d.grid);
-        ensure!(d.values.len() == d.batch * vox && d.volumes.len() == d.batch,
-            "charge-density batch: {} values and {} volumes for B = {} on a {:?} grid", d.values.len(), d.volumes.len(), d.batch, d.grid);
-        let mut x = Vec::with_capacity(d.values.len()); // (B, 1, D, H, W)
-        for (s, (vals, &vol)) in d.values.chunks(vox).zip(&d.volumes).enumerate() {
-            if !(vol.is_finite() && vol > 0.0) {
-                bail!("charge-density batch: sample {s}: cell volume {vol} (must be finite and > 0)");
-            }
-            if let Some(i) = vals.iter().position(|v| !v.is_finite()) {
-                bail!("charge-density batch: sample {s} voxel {i}: non-finite value {}", vals[i]);
-            }
-            let inv = 1.0 / vol;
-            x.extend(vals.iter().map(|v| {
-                let rho = v * inv;
-                match self.config.input_transform {
-                    InputTransform::Raw => *v,
-                    InputTransform::SignedLog1p => rho.signum() * rho.abs().ln_1p(),
-                    InputTransform::None => rho,
-                }
-            }));
-        }
-        Ok(Tensor::from_vec(&[d.batch, 1, gd, gh, gw], x))
+        normalise_density(d, self.config.input_transform)
     }
 
-    fn forward_density(&mut self, d: &DensityBatch, ctx: &StepContext) -> Result<Tensor> {
-        let device = self.conv1.weight.value.device();
-        let x = self.normalise(d)?;
-        let x = upload(&x.shape.clone(), x.into_vec(), device)?; // (B, 1, D, H, W)
+    /// The device the parameters live on (batches are uploaded there).
+    pub fn device(&self) -> Device {
+        self.conv1.weight.value.device()
+    }
+
+    /// The network after its input `x` (B, 1, D, H, W), on the parameters' device.
+    fn forward_inputs(&mut self, x: Tensor, ctx: &StepContext) -> Result<Tensor> {
+        check_prepared_device("resnext3d", x.device(), self.device())?;
+        let grid = [x.shape[2], x.shape[3], x.shape[4]];
         let h = self.conv1.forward(&x); // (B, C0, D/2, …)
         let h = bn_forward(&mut self.bn1, &h, ctx)?;
         let h = self.relu.forward(&h);
         let [od, oh, ow] = self.pool.out_dims([h.shape[2], h.shape[3], h.shape[4]]);
-        ensure!(od * oh * ow > 0, "charge-density batch: grid {:?} too small for the stem and max-pool", d.grid);
+        ensure!(od * oh * ow > 0, "charge-density batch: grid {grid:?} too small for the stem and max-pool");
         let stem_shape = h.shape.clone();
         let (mut h, argmax) = max_pool3d(&h, &self.pool); // (B, C0, OD, OH, OW)
         for blk in &mut self.blocks {
@@ -204,6 +186,51 @@ impl ResNeXt3d {
     }
 }
 
+/// (B, 1, D, H, W) network input from stored ρ·V_cell values, in `transform`.
+fn normalise_density(d: &DensityBatch, transform: InputTransform) -> Result<Tensor> {
+    let [gd, gh, gw] = d.grid;
+    let vox = gd * gh * gw;
+    ensure!(vox > 0, "charge-density batch: empty grid {:?}", d.grid);
+    ensure!(d.values.len() == d.batch * vox && d.volumes.len() == d.batch,
+        "charge-density batch: {} values and {} volumes for B = {} on a {:?} grid", d.values.len(), d.volumes.len(), d.batch, d.grid);
+    let mut x = Vec::with_capacity(d.values.len()); // (B, 1, D, H, W)
+    for (s, (vals, &vol)) in d.values.chunks(vox).zip(&d.volumes).enumerate() {
+        if !(vol.is_finite() && vol > 0.0) {
+            bail!("charge-density batch: sample {s}: cell volume {vol} (must be finite and > 0)");
+        }
+        if let Some(i) = vals.iter().position(|v| !v.is_finite()) {
+            bail!("charge-density batch: sample {s} voxel {i}: non-finite value {}", vals[i]);
+        }
+        let inv = 1.0 / vol;
+        x.extend(vals.iter().map(|v| {
+            let rho = v * inv;
+            match transform {
+                InputTransform::Raw => *v,
+                InputTransform::SignedLog1p => rho.signum() * rho.abs().ln_1p(),
+                InputTransform::None => rho,
+            }
+        }));
+    }
+    Ok(Tensor::from_vec(&[d.batch, 1, gd, gh, gw], x))
+}
+
+/// The ResNeXt's [`InputPreparer`]: the input transform and the parameters' device.
+struct DensityPreparer {
+    input_transform: InputTransform,
+    device: Device,
+}
+
+impl InputPreparer for DensityPreparer {
+    fn prepare(&self, batch: &ModalityBatch) -> Result<PreparedInputs> {
+        let d = match batch {
+            ModalityBatch::ChargeDensity(d) => d,
+            other => bail!("resnext3d: expected a charge_density batch, got a {} batch", batch_name(other)),
+        };
+        let x = normalise_density(d, self.input_transform)?;
+        Ok(PreparedInputs::Density(upload(&x.shape.clone(), x.into_vec(), self.device)?)) // (B, 1, D, H, W)
+    }
+}
+
 impl Encoder for ResNeXt3d {
     fn modality(&self) -> Modality {
         Modality::ChargeDensity
@@ -211,11 +238,14 @@ impl Encoder for ResNeXt3d {
     fn embed_dim(&self) -> usize {
         self.embed_dim
     }
-    fn forward(&mut self, batch: &ModalityBatch, ctx: &StepContext) -> Result<Tensor> {
+    fn input_preparer(&self) -> Box<dyn InputPreparer> {
+        Box::new(DensityPreparer { input_transform: self.config.input_transform, device: self.device() })
+    }
+    fn forward_prepared(&mut self, inputs: PreparedInputs, ctx: &StepContext) -> Result<Tensor> {
         self.set_training(ctx.train);
-        match batch {
-            ModalityBatch::ChargeDensity(d) => self.forward_density(d, ctx),
-            other => bail!("resnext3d: expected a charge_density batch, got a {} batch", batch_name(other)),
+        match inputs {
+            PreparedInputs::Density(x) => self.forward_inputs(x, ctx),
+            other => bail!("resnext3d: got inputs prepared by {}", other.kind()),
         }
     }
     fn backward(&mut self, dout: &Tensor, ctx: &StepContext) -> Result<()> {

@@ -1,11 +1,12 @@
 //! Text encoder: a trainable MLP on frozen MatBERT [CLS] vectors, 768 → 512 → 512 → embed_dim
 //! with ReLU between layers (none after the last). Parameter names `text.mlp.<i>.{weight,bias}`.
-//! Runs on the device its parameters live on (the batch is checked on the host and uploaded).
+//! Runs on the device its parameters live on (the batch is checked on the host and uploaded by
+//! its `InputPreparer`).
 
-use super::common::batch_name;
-use super::{Encoder, Modality, ModalityBatch, StepContext};
+use super::common::{batch_name, check_prepared_device, upload};
+use super::{Encoder, InputPreparer, Modality, ModalityBatch, PreparedInputs, StepContext};
 use crate::engine::nn::{Activation, Mlp};
-use crate::engine::{Module, Param, Tensor};
+use crate::engine::{Device, Module, Param, Tensor};
 use anyhow::{bail, ensure, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -41,6 +42,35 @@ impl TextMlp {
     }
 }
 
+impl TextMlp {
+    /// The device the parameters live on (batches are uploaded there).
+    pub fn device(&self) -> Device {
+        self.mlp.layers[0].weight.value.device()
+    }
+}
+
+/// The text MLP's [`InputPreparer`]: the expected vector width and the parameters' device.
+struct TextPreparer {
+    input_dim: usize,
+    device: Device,
+}
+
+impl InputPreparer for TextPreparer {
+    /// (B, dim) checked text vectors on the device.
+    fn prepare(&self, batch: &ModalityBatch) -> Result<PreparedInputs> {
+        let t = match batch {
+            ModalityBatch::Text(t) => t,
+            other => bail!("text_mlp: expected a text batch, got a {} batch", batch_name(other)),
+        };
+        ensure!(t.dim == self.input_dim, "text batch: embeddings are {}-d, the encoder expects {}", t.dim, self.input_dim);
+        ensure!(t.values.len() == t.batch * t.dim, "text batch: {} values for B = {} × {}", t.values.len(), t.batch, t.dim);
+        if let Some(i) = t.values.iter().position(|v| !v.is_finite()) {
+            bail!("text batch: sample {} feature {}: non-finite value {}", i / t.dim, i % t.dim, t.values[i]);
+        }
+        Ok(PreparedInputs::Text(upload(&[t.batch, t.dim], t.values.clone(), self.device)?))
+    }
+}
+
 impl Encoder for TextMlp {
     fn modality(&self) -> Modality {
         Modality::Text
@@ -48,17 +78,15 @@ impl Encoder for TextMlp {
     fn embed_dim(&self) -> usize {
         self.embed_dim
     }
-    fn forward(&mut self, batch: &ModalityBatch, _ctx: &StepContext) -> Result<Tensor> {
-        let t = match batch {
-            ModalityBatch::Text(t) => t,
-            other => bail!("text_mlp: expected a text batch, got a {} batch", batch_name(other)),
+    fn input_preparer(&self) -> Box<dyn InputPreparer> {
+        Box::new(TextPreparer { input_dim: self.config.input_dim, device: self.device() })
+    }
+    fn forward_prepared(&mut self, inputs: PreparedInputs, _ctx: &StepContext) -> Result<Tensor> {
+        let x = match inputs {
+            PreparedInputs::Text(x) => x,
+            other => bail!("text_mlp: got inputs prepared by {}", other.kind()),
         };
-        ensure!(t.dim == self.config.input_dim, "text batch: embeddings are {}-d, the encoder expects {}", t.dim, self.config.input_dim);
-        ensure!(t.values.len() == t.batch * t.dim, "text batch: {} values for B = {} × {}", t.values.len(), t.batch, t.dim);
-        if let Some(i) = t.values.iter().position(|v| !v.is_finite()) {
-            bail!("text batch: sample {} feature {}: non-finite value {}", i / t.dim, i % t.dim, t.values[i]);
-        }
-        let x = Tensor::from_vec(&[t.batch, t.dim], t.values.clone()).to_device(self.mlp.layers[0].weight.value.device())?;
+        check_prepared_device("text_mlp", x.device(), self.device())?;
         Ok(self.mlp.forward(&x))
     }
     fn backward(&mut self, dout: &Tensor, _ctx: &StepContext) -> Result<()> {

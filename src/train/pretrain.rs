@@ -35,7 +35,7 @@ use crate::engine::backend::Device;
 use crate::engine::{Module, Tensor};
 use crate::eval::retrieval::RetrievalMetrics;
 use crate::loss::ModalityTensor;
-use crate::model::{ModalityBatch, StepContext};
+use crate::model::{InputPreparer, PreparedInputs, StepContext};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -84,17 +84,21 @@ pub struct RunOptions {
 }
 
 
-/// One step's inputs for this rank, assembled ahead of time.
+/// One step's inputs for this rank, assembled and prepared ahead of time.
 struct StepBatch {
     step: u64,
     /// Global record indices of the whole batch (B).
     records: Vec<usize>,
-    /// Per configured modality: positions (within this rank's rows) that have it, and its batch.
-    local: Vec<(Vec<usize>, Option<ModalityBatch>)>,
+    /// Per configured modality: positions (within this rank's rows) that have it, and its
+    /// encoder's inputs, already checked and on the model's device.
+    local: Vec<(Vec<usize>, Option<PreparedInputs>)>,
 }
 
-/// `perm` is the permutation of `step`'s epoch (computed once per epoch by the caller).
-fn assemble_step(ds: &Dataset, train: &[usize], perm: &[usize], cfg: &PretrainConfig, step: u64, spe: u64, dist_rank: usize, world: usize) -> Result<StepBatch> {
+/// `perm` is the permutation of `step`'s epoch (computed once per epoch by the caller);
+/// `preparers[k]` is the input step of modality k's encoder (run here, on the prefetch thread, so
+/// the upload of step k+1's batch overlaps step k's compute).
+#[allow(clippy::too_many_arguments)]
+fn assemble_step(ds: &Dataset, train: &[usize], perm: &[usize], cfg: &PretrainConfig, preparers: &[Box<dyn InputPreparer>], step: u64, spe: u64, dist_rank: usize, world: usize) -> Result<StepBatch> {
     let bsz = cfg.optim.batch_size;
     let b = (step % spe) as usize;
     let records: Vec<usize> = global_batch(perm, bsz, b).iter().map(|&k| train[k]).collect();
@@ -103,8 +107,14 @@ fn assemble_step(ds: &Dataset, train: &[usize], perm: &[usize], cfg: &PretrainCo
     for &m in &cfg.data.modalities {
         let pos: Vec<usize> = (0..rows.len()).filter(|&p| ds.has(m, records[rows.start + p])).collect();
         let recs: Vec<usize> = pos.iter().map(|&p| records[rows.start + p]).collect();
-        let batch = if recs.is_empty() && world == 1 { None } else { Some(ds.assemble(m, &recs)?) };
-        local.push((pos, batch));
+        let inputs = if recs.is_empty() && world == 1 {
+            None
+        } else {
+            let batch = ds.assemble(m, &recs)?;
+            let k = local.len();
+            Some(preparers[k].prepare(&batch).with_context(|| format!("step {step}: {} encoder", m.name()))?)
+        };
+        local.push((pos, inputs));
     }
     Ok(StepBatch { step, records, local })
 }
@@ -209,9 +219,12 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
     let mut params_count = 0usize;
     model.visit_params(&mut |p| params_count += p.value.numel());
 
-    // Prefetch: a thread assembles the next steps' batches while this one computes.
+    // Prefetch: a thread assembles the next steps' batches and prepares each encoder's inputs on
+    // the model's device (checks, atom features, edge grouping, the upload through pinned staging
+    // buffers on the engine's one stream) while this one computes.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<StepBatch>>(2);
     let producer = {
+        let preparers: Vec<Box<dyn InputPreparer>> = model.encoders.iter().map(|e| e.input_preparer()).collect();
         let ds = Arc::clone(&ds);
         let train = train.clone();
         let cfg = cfg.clone();
@@ -223,7 +236,7 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
                 if perm.0 != epoch {
                     perm = (epoch, epoch_permutation(train.len(), cfg.run.seed, epoch));
                 }
-                let r = assemble_step(&ds, &train, &perm.1, &cfg, step, spe, rank, world);
+                let r = assemble_step(&ds, &train, &perm.1, &cfg, &preparers, step, spe, rank, world);
                 let failed = r.is_err();
                 if tx.send(r).is_err() || failed {
                     break;
@@ -268,10 +281,12 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
         // 1–2. Encode this rank's rows, normalise, gather the global batch.
         let mut global: Vec<Tensor> = Vec::new(); // per modality (B, D)
         let mut normalised: Vec<Option<(Tensor, Tensor)>> = Vec::new(); // per modality (n_m, D) y and (n_m) norms
-        for (k, (pos, batch)) in sb.local.iter().enumerate() {
+        let (positions, prepared): (Vec<Vec<usize>>, Vec<Option<PreparedInputs>>) = sb.local.into_iter().unzip();
+        for (k, inputs) in prepared.into_iter().enumerate() {
+            let pos = &positions[k];
             let mut yn = None;
-            if let Some(batch) = batch {
-                let z = model.encoders[k].forward(batch, &ctx).with_context(|| format!("step {step}: {} encoder", cfg.data.modalities[k].name()))?;
+            if let Some(inputs) = inputs {
+                let z = model.encoders[k].forward_prepared(inputs, &ctx).with_context(|| format!("step {step}: {} encoder", cfg.data.modalities[k].name()))?;
                 yn = Some(l2norm(&z, L2_EPS));
             }
             if let Some(comm) = &comm {
@@ -319,7 +334,7 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
         }
         for (k, g) in out.grads.into_iter().enumerate() {
             // This rank's rows, present ones only → through the L2 norm → encoder backward.
-            let (pos, batch) = &sb.local[k];
+            let pos = &positions[k];
             let dy = if let Some(comm) = &comm {
                 let mut g = g.to_device(device)?;
                 comm.all_reduce_sum(&mut g).with_context(|| format!("step {step}: all-reducing d(embeddings)"))?;
@@ -336,8 +351,7 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
                 }
                 Tensor::from_vec(&[n, d], dy)
             };
-            if batch.is_some() {
-                let (y, norms) = normalised[k].as_ref().expect("an encoded modality has its normalised rows");
+            if let Some((y, norms)) = &normalised[k] {
                 let dz = l2norm_grad(&dy.to_device(y.device())?, y, norms, L2_EPS);
                 model.encoders[k].backward(&dz, &ctx).with_context(|| format!("step {step}: {} backward", cfg.data.modalities[k].name()))?;
             }

@@ -28,6 +28,9 @@ struct Handle<T>(T);
 unsafe impl<T> Send for Handle<T> {}
 unsafe impl<T> Sync for Handle<T> {}
 
+/// The event recorded after the last copy out of a pinned staging buffer.
+pub struct CopyEvent(Handle<sys::CUevent>);
+
 pub struct CudaGpu {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
@@ -114,6 +117,49 @@ impl CudaGpu {
         // SAFETY: both ranges were checked by the caller.
         unsafe { drv::memcpy_dtod_async(dst, src, bytes, self.stream.cu_stream()) }?;
         Ok(())
+    }
+
+    /// A page-locked host buffer of `bytes` bytes (its host address) and the event that will mark
+    /// the end of each copy out of it. Both live for the process, as the staging pool keeps them.
+    pub fn alloc_pinned(&self, bytes: usize) -> Result<(u64, CopyEvent)> {
+        self.ctx.bind_to_thread()?;
+        // SAFETY: plain allocation; the memory is only written before a copy is enqueued and
+        // after the previous copy's event completed (staging.rs).
+        let host = unsafe { drv::malloc_host(bytes, 0) }.with_context(|| format!("allocating {bytes} B of pinned host memory"))?;
+        let event = drv::event::create(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING).context("creating a CUDA event")?;
+        Ok((host as u64, CopyEvent(Handle(event))))
+    }
+
+    /// Enqueues the copy of `bytes` bytes from the pinned buffer at `host` to `dst` on our stream
+    /// and records `event` behind it; returns without waiting.
+    pub fn htod_pinned(&self, dst: u64, host: u64, bytes: usize, event: &CopyEvent) -> Result<()> {
+        self.ctx.bind_to_thread()?;
+        // SAFETY: `host` is a pinned buffer of at least `bytes` bytes that nobody writes until
+        // `event` completes; `dst` is a live device allocation of at least `bytes` bytes.
+        unsafe {
+            let src = std::slice::from_raw_parts(host as *const u8, bytes);
+            drv::memcpy_htod_async(dst, src, self.stream.cu_stream())?;
+            drv::event::record(event.0 .0, self.stream.cu_stream())?;
+        }
+        Ok(())
+    }
+
+    /// Whether every copy recorded on `event` has finished.
+    pub fn event_done(&self, event: &CopyEvent) -> Result<bool> {
+        self.ctx.bind_to_thread()?;
+        // SAFETY: the event was created by `alloc_pinned` and is never destroyed.
+        match unsafe { drv::event::query(event.0 .0) } {
+            Ok(()) => Ok(true),
+            Err(drv::DriverError(sys::CUresult::CUDA_ERROR_NOT_READY)) => Ok(false),
+            Err(e) => Err(e).context("querying a copy's CUDA event"),
+        }
+    }
+
+    /// Waits until the copies recorded on `event` have finished.
+    pub fn wait_event(&self, event: &CopyEvent) -> Result<()> {
+        self.ctx.bind_to_thread()?;
+        // SAFETY: as in `event_done`.
+        unsafe { drv::event::synchronize(event.0 .0) }.context("waiting for a copy's CUDA event")
     }
 
     /// This process's one stream, for libraries that enqueue on it (NCCL in `dist::nccl`).

@@ -25,6 +25,7 @@ pub mod gemm;
 pub mod kernels;
 pub mod nvrtc;
 pub mod sim;
+pub mod staging;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -37,6 +38,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 pub use cudnn::{ConvDesc, ConvPass};
 pub use gemm::GemmDesc;
+pub use staging::StagingStats;
 
 /// Where a tensor's storage lives.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -117,6 +119,8 @@ pub struct Gpu {
     pool: Mutex<HashMap<usize, Vec<u64>>>,
     /// TF32 tensor-core math for GEMMs (a no-op on the simulator, which computes in f32).
     tf32: std::sync::atomic::AtomicBool,
+    /// Host staging buffers of batch uploads (pinned on `cuda`), see `staging.rs`.
+    staging: staging::StagingPool,
 }
 
 /// The process-wide handle of a GPU device (created on first use, then shared).
@@ -131,7 +135,7 @@ pub fn gpu(device: Device) -> Result<Arc<Gpu>> {
         Device::CudaSim => GpuKind::Sim(SimMemory::default()),
         Device::Cuda(n) => GpuKind::Cuda(cuda::CudaGpu::new(n).with_context(|| format!("opening CUDA device {n}"))?),
     };
-    let g = Arc::new(Gpu { device, kind, pool: Mutex::new(HashMap::new()), tf32: false.into() });
+    let g = Arc::new(Gpu { device, kind, pool: Mutex::new(HashMap::new()), tf32: false.into(), staging: Default::default() });
     reg.insert(device, g.clone());
     Ok(g)
 }
@@ -444,6 +448,18 @@ impl SimMemory {
         let layout = std::alloc::Layout::from_size_align(bytes.max(1), SIM_ALIGN).expect("allocation layout");
         // SAFETY: `ptr` came from `alloc` with this layout and is freed once (the pool owns it).
         unsafe { std::alloc::dealloc(ptr as *mut u8, layout) };
+    }
+
+    /// Host memory standing in for a pinned staging buffer (not device memory: it is not in
+    /// `live`, so no kernel or GEMM operand may point into it). Kept for the process.
+    fn alloc_host(&self, bytes: usize) -> u64 {
+        let layout = std::alloc::Layout::from_size_align(bytes.max(1), SIM_ALIGN).expect("allocation layout");
+        // SAFETY: the layout has a non-zero size.
+        let p = unsafe { std::alloc::alloc(layout) };
+        if p.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        p as u64
     }
 
     /// `bytes` from `ptr` lie inside one live allocation.

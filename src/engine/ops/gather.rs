@@ -223,7 +223,11 @@ impl EdgeIndex {
         check_indices(index, rows, what)?;
         ensure!(rows < u32::MAX as usize && index.len() < u32::MAX as usize, "{what}: {} edges over {rows} rows exceed the u32 index range", index.len());
         let (row_start, edges_by_row) = group_by_row(index, rows);
-        let on = |v: Vec<u32>| Indices::Cpu(v).to_device(device);
+        // A batch's index, built once per step: uploaded through the staging pool.
+        let on = |v: Vec<u32>| match device {
+            Device::Cpu => Ok(Indices::Cpu(v)),
+            d => Indices::Cpu(v).to_device_staged(d),
+        };
         Ok(EdgeIndex { rows, index: on(index.to_vec())?, row_start: on(row_start)?, edges_by_row: on(edges_by_row)? })
     }
 
