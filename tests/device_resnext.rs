@@ -73,7 +73,7 @@ fn forward_backward(device: Device) -> Run {
         model.to_device(device).unwrap();
     }
     let dist = Dist::single();
-    let ctx = StepContext { train: true, dist: &dist, dropout_seed: 0 };
+    let ctx = StepContext { train: true, dist: &dist, comm: None, dropout_seed: 0 };
     let z = model.forward(&density_batch(), &ctx).unwrap(); // (3, 16)
     assert_eq!(z.shape, [3, 16]);
     let dz: Vec<f32> = (0..z.numel()).map(|i| ((i * 37 % 23) as f32 - 11.0) / 11.0).collect();

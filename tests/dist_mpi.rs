@@ -46,3 +46,23 @@ fn doctor_without_launcher_is_rank_zero_of_one() {
     assert_eq!(v["world_size"], 1);
     assert_eq!(v["rank"], 0);
 }
+
+#[test]
+fn doctor_says_nccl_is_not_used_on_cpu_and_cuda_sim_and_passes_there() {
+    // NCCL serves only real GPUs; elsewhere the collectives go through MPI, and doctor says so
+    // (under mpirun too, where a user checks a multi-rank job) without failing.
+    let Some(mpirun) = mpirun() else {
+        panic!("mpirun (MPICH) not found: run ./scripts/bootstrap.sh");
+    };
+    for device in ["cpu", "cuda-sim"] {
+        let out = Command::new(&mpirun)
+            .args(["-n", "2", env!("CARGO_BIN_EXE_multimat"), "doctor", "--device", device])
+            .output()
+            .expect("running mpirun");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "doctor --device {device} failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        let note = format!("NCCL: not used on {device}: collectives between ranks go through MPI");
+        assert_eq!(stdout.lines().filter(|l| *l == note).count(), 2, "every rank prints the NCCL note: {stdout}");
+        assert!(!stdout.contains("FAIL"), "{stdout}");
+    }
+}

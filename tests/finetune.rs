@@ -179,7 +179,7 @@ max_steps = 2
     let records: Vec<usize> = (0..12).collect();
     let batch = ds.assemble(Modality::Crystal, &records).unwrap();
     let single = Dist::single();
-    let ctx = StepContext { train: false, dist: &single, dropout_seed: 0 };
+    let ctx = StepContext { train: false, dist: &single, comm: None, dropout_seed: 0 };
 
     pre.set_training(false);
     let reference = pre.encoder(Modality::Crystal).unwrap().forward(&batch, &ctx).unwrap();

@@ -17,7 +17,7 @@ use multimat::model::potnet;
 use multimat::model::*;
 
 fn ctx(dist: &Dist) -> StepContext<'_> {
-    StepContext { train: true, dist, dropout_seed: 0 }
+    StepContext { train: true, dist, comm: None, dropout_seed: 0 }
 }
 
 fn loss(enc: &mut dyn Encoder, batch: &ModalityBatch, w: &[f32]) -> f64 {

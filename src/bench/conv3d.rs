@@ -117,11 +117,8 @@ pub fn run(args: Conv3dBenchArgs) -> Result<()> {
         let mut failure = None;
         let t = measure(args.reps, || {
             block.zero_grad();
-            match block.forward(&x) {
-                Ok(y) => {
-                    block.backward(&Tensor::from_vec(&y.shape, vec![1e-3; y.numel()]));
-                }
-                Err(e) => failure = Some(e),
+            if let Err(e) = block.forward(&x).and_then(|y| block.backward(&Tensor::from_vec(&y.shape, vec![1e-3; y.numel()]))) {
+                failure = Some(e);
             }
         });
         if let Some(e) = failure {

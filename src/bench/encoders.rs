@@ -172,7 +172,7 @@ fn sync(device: Device) -> Result<()> {
 /// One encoder's pre-training step on `batch`: forward, backward of mean(y), AdamW, zero_grad.
 fn time_encoder(name: &str, enc: &mut dyn Encoder, batch: &ModalityBatch, repeats: usize, device: Device) -> Result<StepReport> {
     let dist = Dist::single();
-    let ctx = StepContext { train: true, dist: &dist, dropout_seed: 0 };
+    let ctx = StepContext { train: true, dist: &dist, comm: None, dropout_seed: 0 };
     let (mut opt, lr) = adamw();
     let params = enc.num_params();
     if device.is_gpu() {
@@ -202,7 +202,7 @@ fn time_encoder(name: &str, enc: &mut dyn Encoder, batch: &ModalityBatch, repeat
 /// loop's tensor ops, on whatever device the model lives.
 fn time_full(model: &mut MultiMatModel, batches: &[ModalityBatch], repeats: usize, device: Device) -> Result<StepReport> {
     let dist = Dist::single();
-    let ctx = StepContext { train: true, dist: &dist, dropout_seed: 0 };
+    let ctx = StepContext { train: true, dist: &dist, comm: None, dropout_seed: 0 };
     let (mut opt, lr) = adamw();
     let b = batches[0].len();
     let params = model.num_params();

@@ -1,7 +1,8 @@
 //! `multimat doctor`: what this process sees — launcher, rank/world/local rank, MPI collectives
 //! checked end to end — and, with `--device cuda[:N]` or `--device cuda-sim`, the GPU stack
-//! (device, driver, NVRTC, cuBLAS, cuDNN, NCCL) with every kernel compiled and every GPU op run once against
-//! its CPU reference. Run it under the same launcher as the real job (`srun multimat doctor
+//! (device, driver, NVRTC, cuBLAS, cuDNN) with every kernel compiled and every GPU op run once against
+//! its CPU reference. On `cuda` NCCL is checked too (a one-rank all-reduce of f32 and f64 on the
+//! GPU); on `cpu` and `cuda-sim` it says NCCL is not used there (collectives go through MPI). Run it under the same launcher as the real job (`srun multimat doctor
 //! --device cuda`, `mpirun -n 4 multimat doctor`) before spending GPU hours.
 
 use crate::dist::Dist;
@@ -42,10 +43,6 @@ fn gpu_report(device: Device) -> Result<Vec<String>> {
                 Some(v) => format!("cuDNN {v} (3-D convolutions, deterministic algorithms only)"),
                 None => "cuDNN: libcudnn.so.9 not found (the charge-density ResNeXt needs it: put nvidia-cudnn-cu13's lib directory on LD_LIBRARY_PATH)".into(),
             });
-            lines.push(match crate::dist::nccl_version() {
-                Ok(v) => format!("NCCL {v} (collectives between GPU ranks)"),
-                Err(e) => format!("NCCL: {e:#} (needed only with several ranks on GPUs)"),
-            });
         }
     }
     // Compile every kernel family for the device (a real GPU), or for the two CI targets on the
@@ -66,6 +63,22 @@ fn gpu_report(device: Device) -> Result<Vec<String>> {
         Err(e) => return Err(e),
     }
     Ok(lines)
+}
+
+/// The NCCL line of `device`, and whether it reports a failure. On `cuda` NCCL, when it loads, is
+/// checked on the GPU (a missing NCCL is no failure: one rank per job does not need it); on `cpu`
+/// and `cuda-sim` the collectives between ranks go through MPI.
+fn nccl_report(device: Device) -> (String, bool) {
+    if !matches!(device, Device::Cuda(_)) {
+        return (format!("NCCL: not used on {device}: collectives between ranks go through MPI"), false);
+    }
+    match crate::dist::nccl_version() {
+        Err(e) => (format!("NCCL: {e:#} (needed only with several ranks on GPUs)"), false),
+        Ok(v) => match crate::dist::nccl_self_check(device) {
+            Ok(line) => (format!("{line} (collectives between GPU ranks)"), false),
+            Err(e) => (format!("FAIL NCCL {v} on {device}: {e:#}"), true),
+        },
+    }
 }
 
 /// Runs every GPU op check on `device`, printing one line each; the number of failures.
@@ -122,15 +135,22 @@ pub fn run(args: Args) -> Result<()> {
     if !collectives_ok {
         bail!("collectives returned wrong values on rank {rank}");
     }
+    let (nccl_line, nccl_failed) = nccl_report(args.device);
     if args.device.is_gpu() {
         for line in gpu_report(args.device)? {
             println!("{line}");
         }
+        println!("{nccl_line}");
         println!("GPU ops on {} vs the CPU reference:", args.device);
         let failed = check_ops(args.device);
         if failed > 0 {
             bail!("{failed} GPU op check(s) failed on {}", args.device);
         }
+    } else if !args.json {
+        println!("{nccl_line}");
+    }
+    if nccl_failed {
+        bail!("the NCCL check failed on {}: {nccl_line}", args.device);
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Collectives on tensors where they live: the pre-training step's all-gather of embeddings and
-//! all-reduces of d(embeddings) and parameter-gradient buckets, whatever the device.
+//! all-reduces of d(embeddings), SyncBN's per-channel sums and parameter-gradient buckets,
+//! whatever the device.
 //!
 //! - `cuda` with several ranks: an NCCL communicator (one rank per GPU, [`super::nccl`]),
 //!   bootstrapped over MPI — rank 0 makes the unique id, [`Dist::broadcast_bytes`] hands it to
@@ -13,8 +14,9 @@
 //! shows communication, not the microseconds of enqueueing it.
 
 use super::nccl::NcclComm;
-use super::{Dist, GATHER, REDUCE_F32};
+use super::{Dist, GATHER, REDUCE_F32, REDUCE_F64};
 use crate::engine::backend::{gpu, Device, Gpu, GpuKind};
+use crate::engine::ops::batchnorm::{f64_to_words, words_to_f64, ChannelSums};
 use crate::engine::tensor::Storage;
 use crate::engine::{Module, Tensor};
 use anyhow::{bail, Context, Result};
@@ -150,6 +152,42 @@ impl<'a> DeviceComm<'a> {
         Ok(())
     }
 
+    /// SyncBN, in place: the per-channel sums (2C f64, where they live) and, in the forward, the
+    /// element count summed over ranks. On the NCCL path the sums never leave the device: the
+    /// count joins them as one more f64 in a device buffer [sums (2C), count], one collective
+    /// reduces both, and only the count's 8 bytes come back to the host (the layer needs it
+    /// there). The host path is `Dist::all_reduce_sum_f64` of the same payload.
+    pub fn all_reduce_channel_sums(&self, sums: &mut ChannelSums, count: Option<&mut usize>) -> Result<()> {
+        let (comm, gpu) = match &self.path {
+            Path::Host => return sums.reduce_through_host(count, |v| self.dist.all_reduce_sum_f64(v)),
+            Path::Nccl { comm, gpu } => (comm, gpu),
+        };
+        let ChannelSums::Gpu(words) = sums else {
+            bail!("all_reduce_channel_sums: host sums given to the NCCL communicator of {}", self.device)
+        };
+        let t = Instant::now();
+        let values = words.len() / 2; // 2C f64, two u32 words each
+        let Some(count) = count else {
+            // SAFETY: `words` is a live allocation of 2·values u32 = values f64 on this device.
+            unsafe { comm.all_reduce_sum_f64(words.ptr(), values) }?;
+            gpu.synchronize()?;
+            self.dist.record(REDUCE_F64, t, values * 8);
+            return Ok(());
+        };
+        let mut tail = gpu.upload(&f64_to_words(&[*count as f64]))?;
+        let mut payload = gpu.uninit::<u32>(words.len() + 2)?;
+        gpu.copy(&mut payload, 0, words, 0, words.len())?;
+        gpu.copy(&mut payload, words.len(), &tail, 0, 2)?;
+        // SAFETY: `payload` is a live allocation of 2·(values + 1) u32 = values + 1 f64.
+        unsafe { comm.all_reduce_sum_f64(payload.ptr(), values + 1) }?;
+        gpu.copy(words, 0, &payload, 0, words.len())?;
+        gpu.copy(&mut tail, 0, &payload, words.len(), 2)?;
+        // The download waits for the stream: the collective and the copies have completed.
+        *count = words_to_f64(&gpu.download(&tail)?)[0].round() as usize;
+        self.dist.record(REDUCE_F64, t, (values + 1) * 8);
+        Ok(())
+    }
+
     /// In place: the gradients of every parameter of `module` (one bucket) summed over ranks.
     /// The device-resident gradients are packed into one flat device buffer and reduced as one
     /// collective; gradients a module keeps on the host (an encoder left on the CPU) form a second,
@@ -218,6 +256,42 @@ impl<'a> DeviceComm<'a> {
         }
         Ok(())
     }
+}
+
+/// `multimat doctor --device cuda`'s NCCL check: a communicator of one rank on `device`, and an
+/// in-place sum all-reduce of a small f32 and a small f64 buffer on the device — over one rank
+/// the sum is the input, bit for bit, so the values that come back must equal those sent. The
+/// line to print, or why NCCL cannot be used (not loadable, or a call failed or was wrong).
+pub fn nccl_self_check(device: Device) -> Result<String> {
+    const N: usize = 1000;
+    let nccl = super::nccl::load()?;
+    let version = super::nccl_version_string(nccl.version);
+    let g = gpu(device)?;
+    let GpuKind::Cuda(cu) = &g.kind else { bail!("{device} is not a CUDA device: NCCL is not used there") };
+    cu.bind_to_thread()?;
+    let t = Instant::now();
+    let comm = NcclComm::init(nccl, &nccl.unique_id()?, 0, 1, cu.raw_stream() as *mut std::ffi::c_void)?;
+    // Values whose every bit matters: any arithmetic on them (a wrong type, a scaled sum) shows.
+    let f32s: Vec<f32> = (0..N).map(|i| (i as f32 * 0.37 - 100.0) / 3.0).collect();
+    let f64s: Vec<f64> = (0..N).map(|i| (i as f64 + 0.5).sqrt() * 1e10 / 7.0).collect();
+    let a = g.upload(&f32s)?;
+    let b = g.upload(&f64_to_words(&f64s))?;
+    // SAFETY: `a` holds N f32 and `b` 2N u32 = N f64, both live on this communicator's device.
+    unsafe {
+        comm.all_reduce_sum_f32(a.ptr(), N)?;
+        comm.all_reduce_sum_f64(b.ptr(), N)?;
+    }
+    let (back32, back64) = (g.download(&a)?, words_to_f64(&g.download(&b)?));
+    let elapsed = t.elapsed().as_secs_f64();
+    let wrong32 = back32.iter().zip(&f32s).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
+    let wrong64 = back64.iter().zip(&f64s).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
+    if wrong32 + wrong64 > 0 {
+        bail!("NCCL {version}: a one-rank sum all-reduce on {device} changed its input ({wrong32} of {N} f32 and {wrong64} of {N} f64 values differ)");
+    }
+    Ok(format!(
+        "NCCL {version}: one-rank communicator on {device}, in-place sum all-reduce of {N} f32 and {N} f64 returned the input exactly ({:.1} ms with setup)",
+        elapsed * 1e3
+    ))
 }
 
 fn device_vec(t: &Tensor) -> Result<&crate::engine::backend::GpuVec<f32>> {

@@ -13,7 +13,7 @@ pub mod device_comm;
 mod multi_node;
 mod nccl;
 
-pub use device_comm::DeviceComm;
+pub use device_comm::{nccl_self_check, DeviceComm};
 
 /// The NCCL this process would use for multi-GPU collectives, as `major.minor.patch`, or why it
 /// cannot be loaded (`multimat doctor --device cuda` prints it before a multi-GPU job).

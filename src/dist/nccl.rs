@@ -20,6 +20,8 @@ use std::sync::OnceLock;
 
 /// `ncclFloat32` in NCCL 2's `ncclDataType_t`.
 pub const NCCL_FLOAT32: c_int = 7;
+/// `ncclFloat64` in NCCL 2's `ncclDataType_t` (SyncBN's per-channel sums).
+pub const NCCL_FLOAT64: c_int = 8;
 /// `ncclSum` in NCCL 2's `ncclRedOp_t`.
 const NCCL_SUM: c_int = 0;
 /// Bytes of an `ncclUniqueId` (`NCCL_UNIQUE_ID_BYTES`).
@@ -181,8 +183,25 @@ impl NcclComm {
     /// # Safety
     /// `buf` is a live device allocation of at least `count` f32 on this communicator's device.
     pub unsafe fn all_reduce_sum_f32(&self, buf: u64, count: usize) -> Result<()> {
+        self.all_reduce_sum(buf, count, NCCL_FLOAT32)
+    }
+
+    /// In place: `count` f64 at device address `buf` summed over ranks.
+    ///
+    /// # Safety
+    /// `buf` is a live device allocation of at least `count` f64 (8·count bytes) on this
+    /// communicator's device.
+    pub unsafe fn all_reduce_sum_f64(&self, buf: u64, count: usize) -> Result<()> {
+        self.all_reduce_sum(buf, count, NCCL_FLOAT64)
+    }
+
+    /// In place: `count` values of NCCL type `dtype` at `buf` summed over ranks.
+    ///
+    /// # Safety
+    /// `buf` holds at least `count` values of `dtype`, live on this communicator's device.
+    unsafe fn all_reduce_sum(&self, buf: u64, count: usize, dtype: c_int) -> Result<()> {
         let p = buf as *mut c_void;
-        self.nccl.check((self.nccl.all_reduce)(p, p, count, NCCL_FLOAT32, NCCL_SUM, self.comm, self.stream), "ncclAllReduce")
+        self.nccl.check((self.nccl.all_reduce)(p, p, count, dtype, NCCL_SUM, self.comm, self.stream), "ncclAllReduce")
     }
 
     /// `send` (`count` f32) of every rank, concatenated in rank order into `recv`.

@@ -308,7 +308,7 @@ fn predict(model: &mut FinetuneModel, p: &Prepared, rows: &[usize], batch: usize
 /// Predictions (n, width) in model space for the records `recs` of `ds`, eval mode.
 fn predict_records(model: &mut FinetuneModel, ds: &Dataset, recs: &[usize], width: usize, batch: usize) -> Result<Vec<f64>> {
     let single = Dist::single();
-    let ctx = StepContext { train: false, dist: &single, dropout_seed: 0 };
+    let ctx = StepContext { train: false, dist: &single, comm: None, dropout_seed: 0 };
     model.set_training(false);
     let mut out = Vec::with_capacity(recs.len() * width);
     let chunks: Vec<&[usize]> = recs.chunks(batch.max(1)).collect();
@@ -524,7 +524,7 @@ pub fn run(cfg: &FinetuneConfig, opts: &RunOptions) -> Result<FinetuneResult> {
         p.ds.for_each_batch(Modality::Crystal, &batch_records, |k, batch| {
             let (batch_index, rows, recs) = (batches[k].0, &batches[k].1, &batches[k].2);
             model.set_training(true);
-            let ctx = StepContext { train: true, dist: &single, dropout_seed: cfg.run.seed ^ step.wrapping_mul(0x2545_F491_4F6C_DD1D) };
+            let ctx = StepContext { train: true, dist: &single, comm: None, dropout_seed: cfg.run.seed ^ step.wrapping_mul(0x2545_F491_4F6C_DD1D) };
             let pred = model.forward(&batch, &ctx).with_context(|| format!("epoch {}: crystal encoder", epoch + 1))?; // (B, width)
             let b = rows.len();
             // The MSE in f64 on the host: (B, width) predictions are a few hundred floats.

@@ -171,7 +171,7 @@ impl FinetunedModel {
     ) -> Result<Vec<f32>> {
         anyhow::ensure!(batch > 0, "the batch size must be positive");
         let single = Dist::single();
-        let ctx = StepContext { train: false, dist: &single, dropout_seed: 0 };
+        let ctx = StepContext { train: false, dist: &single, comm: None, dropout_seed: 0 };
         self.model.set_training(false);
         let batches: Vec<&[usize]> = records.chunks(batch).collect();
         let mut mine = || -> Result<Vec<u8>> {

@@ -85,18 +85,18 @@ impl CgcnnConv {
     }
 
     /// dout (N, F) → dh (N, F) (the edge features are data: no gradient).
-    fn backward(&mut self, dout: &Tensor, src: &EdgeIndex, dst: &EdgeIndex, ctx: &StepContext) -> Tensor {
+    fn backward(&mut self, dout: &Tensor, src: &EdgeIndex, dst: &EdgeIndex, ctx: &StepContext) -> Result<Tensor> {
         let (filter, core) = self.saved.take().expect("CgcnnConv: backward without forward");
         let dsum = self.out_act.backward(dout);
-        let dagg = bn_backward(&mut self.bn2, &dsum, ctx);
+        let dagg = bn_backward(&mut self.bn2, &dsum, ctx)?;
         let dm = gather_rows(&dagg, dst); // (E, F)
         let dfilter = self.filter_act.backward(&mul(&dm, &core));
         let dcore = self.core_act.backward(&mul(&dm, &filter));
-        let d = bn_backward(&mut self.bn1, &concat_last(&[&dfilter, &dcore]), ctx); // (E, 2F)
+        let d = bn_backward(&mut self.bn1, &concat_last(&[&dfilter, &dcore]), ctx)?; // (E, 2F)
         let dz = self.fc_full.backward(&d);
         let mut dh = dsum;
         edge_concat_backward(&mut dh, &dz, src, dst);
-        dh
+        Ok(dh)
     }
 }
 
@@ -238,7 +238,7 @@ impl Encoder for Cgcnn {
         let dpooled = self.pool_act.backward(&self.conv_to_fc.backward(&d)); // (B, F)
         let mut dh = segment_mean_grad(&dpooled, &sv.node_offsets, sv.atoms); // (N, F)
         for conv in self.convs.iter_mut().rev() {
-            dh = conv.backward(&dh, &sv.src, &sv.dst, ctx);
+            dh = conv.backward(&dh, &sv.src, &sv.dst, ctx)?;
         }
         self.embedding.backward(&dh);
         Ok(())

@@ -6,11 +6,21 @@
 use super::{GraphBatch, ModalityBatch, StepContext};
 use crate::crystal::features::{atom_features_encoded, AtomFeatureEncoding, ATOM_FEATURE_DIM};
 use crate::engine::nn::BatchNorm;
+use crate::engine::ops::batchnorm::ChannelSums;
 use crate::engine::ops::gather::{check_indices, gather_rows, scatter_add_rows_into, EdgeIndex};
 use crate::engine::ops::{concat_last, split_last};
 use crate::engine::{Device, Indices, Tensor};
 use anyhow::{bail, ensure, Context, Result};
 use std::borrow::Cow;
+
+/// SyncBN's all-reduce in this step: through the step's device communicator when it has one
+/// (NCCL on the device's memory on `cuda`), else through the host with `Dist` (MPI).
+pub fn sync_sums(ctx: &StepContext, sums: &mut ChannelSums, count: Option<&mut usize>) -> Result<()> {
+    match ctx.comm {
+        Some(comm) => comm.all_reduce_channel_sums(sums, count),
+        None => sums.reduce_through_host(count, |v| ctx.dist.all_reduce_sum_f64(v)),
+    }
+}
 
 /// BatchNorm forward with statistics summed over the job's ranks (SyncBN); in a single process
 /// no reduction, so the statistics never leave the device.
@@ -18,15 +28,15 @@ pub fn bn_forward(bn: &mut BatchNorm, x: &Tensor, ctx: &StepContext) -> Result<T
     if ctx.dist.world_size() == 1 {
         return bn.forward(x);
     }
-    bn.forward_synced(x, &mut |sums| ctx.dist.all_reduce_sum_f64(sums))
+    bn.forward_synced(x, &mut |sums, count| sync_sums(ctx, sums, count))
 }
 
 /// BatchNorm backward with the gradient sums all-reduced (must pair with `bn_forward`).
-pub fn bn_backward(bn: &mut BatchNorm, dout: &Tensor, ctx: &StepContext) -> Tensor {
+pub fn bn_backward(bn: &mut BatchNorm, dout: &Tensor, ctx: &StepContext) -> Result<Tensor> {
     if ctx.dist.world_size() == 1 {
-        return bn.backward(dout);
+        return Ok(bn.backward(dout));
     }
-    bn.backward_synced(dout, &mut |sums| ctx.dist.all_reduce_sum_f64(sums))
+    bn.backward_synced(dout, &mut |sums, count| sync_sums(ctx, sums, count))
 }
 
 /// z (E, 2C + F) = [h[dst], h[src], e] — PyG's cat(x_i, x_j, edge_attr), i the receiving atom.

@@ -15,7 +15,7 @@ pub mod text_mlp;
 
 pub use config::{build_encoder, CrystalEncoderKind, EncodersConfig};
 
-use crate::dist::Dist;
+use crate::dist::{DeviceComm, Dist};
 use crate::engine::{Indices, Module, Tensor};
 use anyhow::Result;
 
@@ -111,6 +111,9 @@ impl ModalityBatch {
 pub struct StepContext<'a> {
     pub train: bool,
     pub dist: &'a Dist,
+    /// The collectives on the model's device (pre-training on a GPU): SyncBN reduces its sums
+    /// through it where they live (NCCL on `cuda`). None: through `dist` on the host.
+    pub comm: Option<&'a DeviceComm<'a>>,
     /// Seed for this step's dropout masks (derived from run seed, step and rank-independent row ids).
     pub dropout_seed: u64,
 }

@@ -227,20 +227,20 @@ impl PotNetConv {
     }
 
     /// dout (N, H) → (dh (N, H), de (E, H)); `e` is the forward's edge tensor.
-    fn backward(&mut self, dout: &Tensor, e: &Tensor, src: &EdgeIndex, dst: &EdgeIndex, ctx: &StepContext) -> (Tensor, Tensor) {
+    fn backward(&mut self, dout: &Tensor, e: &Tensor, src: &EdgeIndex, dst: &EdgeIndex, ctx: &StepContext) -> Result<(Tensor, Tensor)> {
         let (h, gate, b) = self.saved.take().expect("PotNetConv: backward without forward");
         let dsum = self.out_act.backward(dout); // (N, H), to both the residual and the BN branch
-        let dagg = bn_backward(&mut self.bn, &dsum, ctx);
+        let dagg = bn_backward(&mut self.bn, &dsum, ctx)?;
         let dm = gather_rows(&dagg, dst); // (E, H)
         let dgate = mul(&dm, &b);
         let db = mul(&dm, &gate);
         let dpb = self.mlp_b.acts[0].backward(&self.mlp_b.layers[1].backward(&db));
-        let da = bn_backward(&mut self.bn_a, &self.gate.backward(&dgate), ctx);
+        let da = bn_backward(&mut self.bn_a, &self.gate.backward(&dgate), ctx)?;
         let dpa = self.mlp_a.acts[0].backward(&self.mlp_a.layers[1].backward(&da));
         let (dh_first, de) = self.first_layer_backward(&dpa, &dpb, &h, e, src, dst);
         let mut dh = dsum;
         add_assign(&mut dh, &dh_first);
-        (dh, de)
+        Ok((dh, de))
     }
 }
 
@@ -431,7 +431,7 @@ impl Encoder for PotNet {
         let mut dh = segment_mean_grad(&dpooled, &sv.node_offsets, sv.atoms); // (N, H)
         let mut de = Tensor::zeros_on(&[sv.src.len(), h_dim], sv.e.device())?; // (E, H), summed over the layers
         for conv in self.convs.iter_mut().rev() {
-            let (dh_prev, de_k) = conv.backward(&dh, &sv.e, &sv.src, &sv.dst, ctx);
+            let (dh_prev, de_k) = conv.backward(&dh, &sv.e, &sv.src, &sv.dst, ctx)?;
             add_assign(&mut de, &de_k);
             dh = dh_prev;
         }
@@ -439,7 +439,7 @@ impl Encoder for PotNet {
         let n_inf = sv.src.len() - sv.n_local;
         let de = split_rows(&de, &[sv.n_local, n_inf]);
         self.local_embedding.backward(&self.local_act.backward(&de[0]));
-        let d = if n_inf > 0 { bn_backward(&mut self.infinite_bn, &de[1], ctx) } else { de[1].clone() };
+        let d = if n_inf > 0 { bn_backward(&mut self.infinite_bn, &de[1], ctx)? } else { de[1].clone() };
         self.infinite_embedding.backward(&self.infinite_act.backward(&d));
         Ok(())
     }

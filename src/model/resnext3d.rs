@@ -178,7 +178,7 @@ impl ResNeXt3d {
         let stem_shape = h.shape.clone();
         let (mut h, argmax) = max_pool3d(&h, &self.pool); // (B, C0, OD, OH, OW)
         for blk in &mut self.blocks {
-            h = blk.forward_synced(&h, &mut |s| ctx.dist.all_reduce_sum_f64(s))?;
+            h = blk.forward_synced(&h, &mut |s, n| sync_sums(ctx, s, n))?;
         }
         let feat = global_avg_pool3d(&h); // (B, C)
         self.saved = Some(Saved { stem_shape, argmax, pooled_shape: h.shape.clone() });
@@ -253,11 +253,11 @@ impl Encoder for ResNeXt3d {
         let dfeat = self.fc.backward(dout); // (B, C)
         let mut g = global_avg_pool3d_grad(&dfeat, &sv.pooled_shape); // (B, C, D, H, W)
         for blk in self.blocks.iter_mut().rev() {
-            g = blk.backward_synced(&g, &mut |s| ctx.dist.all_reduce_sum_f64(s));
+            g = blk.backward_synced(&g, &mut |s, n| sync_sums(ctx, s, n))?;
         }
         let dstem = max_pool3d_grad(&g, &sv.argmax, &sv.stem_shape, &self.pool); // (B, C0, D, H, W)
         let dstem = self.relu.backward(&dstem);
-        let dstem = bn_backward(&mut self.bn1, &dstem, ctx);
+        let dstem = bn_backward(&mut self.bn1, &dstem, ctx)?;
         self.conv1.backward_params_only(&dstem);
         Ok(())
     }

@@ -31,7 +31,7 @@ pub fn is_holdout(id: &str, seed: u64, fraction: f64) -> bool {
 /// Embeddings (n, D), L2-normalised, of `records` (all having modality `m`), in eval mode.
 pub fn embed_records(model: &mut MultiMatModel, ds: &Dataset, m: Modality, records: &[usize]) -> Result<Vec<f32>> {
     let single = Dist::single();
-    let ctx = StepContext { train: false, dist: &single, dropout_seed: 0 };
+    let ctx = StepContext { train: false, dist: &single, comm: None, dropout_seed: 0 };
     model.set_training(false);
     let d = model.embed_dim;
     let enc = model.encoder(m).with_context(|| format!("model has no {} encoder", m.name()))?;

@@ -276,7 +276,7 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
         let mut timer = super::step_timing::StepTimer::start(dist, t_wait.elapsed());
         let t0 = Instant::now();
         model.set_training(true);
-        let ctx = StepContext { train: true, dist, dropout_seed: cfg.run.seed ^ step.wrapping_mul(0x2545_F491_4F6C_DD1D) };
+        let ctx = StepContext { train: true, dist, comm: comm.as_ref(), dropout_seed: cfg.run.seed ^ step.wrapping_mul(0x2545_F491_4F6C_DD1D) };
 
         // 1–2. Encode this rank's rows, normalise, gather the global batch.
         let mut global: Vec<Tensor> = Vec::new(); // per modality (B, D)

@@ -4,14 +4,17 @@
 //! and updates the running ones (unbiased variance); evaluation uses the running ones. Weight and
 //! bias do not decay under AdamW. The running statistics are buffers (`visit_buffers`).
 //!
-//! SyncBN: `forward_synced` / `backward_synced` take an all-reduce (sum in place across ranks) and
-//! apply it to the per-channel sums, so every rank normalises with the global batch statistics;
-//! `forward` / `backward` are the same with no reduction. Backward accumulates dweight, dbias.
+//! SyncBN: `forward_synced` / `backward_synced` take an all-reduce ([`SyncSums`]) of the
+//! per-channel sums where they live — on a GPU it may run on device memory (NCCL), or through the
+//! host (MPI, [`ChannelSums::reduce_through_host`]) — so every rank normalises with the global
+//! batch statistics; `forward` / `backward` are the same with no reduction. Backward accumulates
+//! dweight, dbias.
 
 use super::saved;
 use crate::engine::ops::batchnorm::{self as bn, ChannelSums};
 use crate::engine::tensor::{Module, Param, Tensor};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use std::convert::Infallible;
 
 struct Saved {
     input: Tensor,  // (N, C, S)
@@ -21,8 +24,10 @@ struct Saved {
     training: bool,
 }
 
-/// An all-reduce (sum in place across ranks) of SyncBN's f64 payloads; None in one process.
-type AllReduce<'a, 'b> = Option<&'a mut (dyn FnMut(&mut [f64]) + 'b)>;
+/// SyncBN's all-reduce: sums in place across ranks the per-channel sums (2C f64 on the layer's
+/// device) and, in the forward, the element count per channel (None in the backward). Every rank
+/// calls it the same number of times, in the same order.
+pub type SyncSums<'a> = dyn FnMut(&mut ChannelSums, Option<&mut usize>) -> Result<()> + 'a;
 
 pub struct BatchNorm {
     pub weight: Param,         // (C)
@@ -71,25 +76,20 @@ impl BatchNorm {
         self.forward_with(x, None)
     }
 
-    /// Forward with `allreduce` summing, in place across ranks, a vector [Σx (C), Σx² (C), count].
+    /// Forward with `allreduce` summing, in place across ranks, [Σx (C), Σx² (C)] and the count.
     /// In training every rank must call it (and `backward_synced`), even with an empty local batch.
-    pub fn forward_synced(&mut self, x: &Tensor, allreduce: &mut dyn FnMut(&mut [f64])) -> Result<Tensor> {
+    pub fn forward_synced(&mut self, x: &Tensor, allreduce: &mut SyncSums) -> Result<Tensor> {
         self.forward_with(x, Some(allreduce))
     }
 
-    fn forward_with(&mut self, x: &Tensor, allreduce: AllReduce) -> Result<Tensor> {
+    fn forward_with(&mut self, x: &Tensor, allreduce: Option<&mut SyncSums>) -> Result<Tensor> {
         self.check_shape(&x.shape)?;
-        let (n, c, s) = bn::ncs(&x.shape);
+        let (n, _, s) = bn::ncs(&x.shape);
         let mut count = n * s;
         let (mean, rstd) = if self.training {
             let mut sums = bn::channel_sums(x);
             if let Some(reduce) = allreduce {
-                // The all-reduce boundary: the 2C sums and the count travel through the host.
-                let mut payload = sums.to_host();
-                payload.push(count as f64);
-                reduce(&mut payload);
-                count = payload[2 * c].round() as usize;
-                sums = ChannelSums::from_host(&payload[..2 * c], x.device());
+                reduce(&mut sums, Some(&mut count)).with_context(|| format!("{}: all-reducing the batch statistics", self.weight.name))?;
             }
             if count < 2 {
                 bail!("{}: training needs more than one value per channel, got input {:?} (global count {count})", self.weight.name, x.shape);
@@ -107,33 +107,34 @@ impl BatchNorm {
 
     /// Single-process backward.
     pub fn backward(&mut self, dout: &Tensor) -> Tensor {
-        self.backward_with(dout, None)
+        // No reduction: the local sums are the global ones, and nothing can fail.
+        let Ok(dx) = self.backward_with(dout, |_| Ok::<_, Infallible>(None));
+        dx
     }
 
     /// Backward with `allreduce` summing [Σdy (C), Σdy·x̂ (C)] across ranks (training mode only).
-    pub fn backward_synced(&mut self, dout: &Tensor, allreduce: &mut dyn FnMut(&mut [f64])) -> Tensor {
-        self.backward_with(dout, Some(allreduce))
+    pub fn backward_synced(&mut self, dout: &Tensor, allreduce: &mut SyncSums) -> Result<Tensor> {
+        self.backward_with(dout, |local| -> Result<Option<ChannelSums>> {
+            // grad_apply needs this rank's sums beside the global ones: reduce a copy.
+            let mut global = local.try_clone()?;
+            allreduce(&mut global, None)?;
+            Ok(Some(global))
+        })
+        .with_context(|| format!("{}: all-reducing the gradient sums", self.weight.name))
     }
 
-    fn backward_with(&mut self, dout: &Tensor, allreduce: AllReduce) -> Tensor {
+    /// `global` turns this rank's gradient sums into the global ones (None: they are the same).
+    fn backward_with<E>(&mut self, dout: &Tensor, global: impl FnOnce(&ChannelSums) -> Result<Option<ChannelSums>, E>) -> Result<Tensor, E> {
         let sv = saved(&mut self.saved, &self.weight.name);
         assert_eq!(dout.shape, sv.input.shape, "{}: dout shape differs from the input's", self.weight.name);
         let (w, dw, db) = (&self.weight.value, &mut self.weight.grad, &mut self.bias.grad);
         if !sv.training {
-            return bn::grad_eval(dout, &sv.input, w, &sv.mean, &sv.rstd, dw, db);
+            return Ok(bn::grad_eval(dout, &sv.input, w, &sv.mean, &sv.rstd, dw, db));
         }
         let local = bn::grad_channel_sums(dout, &sv.input, &sv.mean, &sv.rstd);
-        let reduced;
-        let global = match allreduce {
-            Some(reduce) => {
-                let mut payload = local.to_host();
-                reduce(&mut payload);
-                reduced = ChannelSums::from_host(&payload, dout.device());
-                &reduced
-            }
-            None => &local,
-        };
-        bn::grad_apply(dout, &sv.input, w, &sv.mean, &sv.rstd, &local, global, sv.count, dw, db)
+        let reduced = global(&local)?;
+        let global = reduced.as_ref().unwrap_or(&local);
+        Ok(bn::grad_apply(dout, &sv.input, w, &sv.mean, &sv.rstd, &local, global, sv.count, dw, db))
     }
 }
 

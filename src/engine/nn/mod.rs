@@ -29,7 +29,7 @@ pub mod resnext;
 
 pub use activation::{Act, Activation};
 pub use attention::MultiHeadAttention;
-pub use batchnorm::BatchNorm;
+pub use batchnorm::{BatchNorm, SyncSums};
 pub use dropout::Dropout;
 pub use embedding::Embedding;
 pub use layernorm::LayerNorm;
@@ -60,6 +60,7 @@ mod tests {
     use super::transformer::TransformerConfig;
     use super::*;
     use crate::engine::gradcheck::{check_module_gradients, random_vec};
+    use crate::engine::ops::batchnorm::ChannelSums;
     use crate::engine::ops::gelu::GeluKind;
     use crate::engine::tensor::{Indices, Module};
     use rand::SeedableRng;
@@ -219,8 +220,9 @@ mod tests {
                     let allreduce = &allreduce;
                     scope.spawn(move || {
                         let mut bn = BatchNorm::new("bn", c);
-                        let y = bn.forward_synced(&Tensor::from_vec(&[n / 2, c, s], xr.to_vec()), &mut |v| allreduce(v)).unwrap();
-                        let dx = bn.backward_synced(&Tensor::from_vec(&[n / 2, c, s], dyr.to_vec()), &mut |v| allreduce(v));
+                        let mut sync = |sums: &mut ChannelSums, count: Option<&mut usize>| sums.reduce_through_host(count, allreduce);
+                        let y = bn.forward_synced(&Tensor::from_vec(&[n / 2, c, s], xr.to_vec()), &mut sync).unwrap();
+                        let dx = bn.backward_synced(&Tensor::from_vec(&[n / 2, c, s], dyr.to_vec()), &mut sync).unwrap();
                         (y.into_vec(), dx.into_vec(), bn.weight.grad.data().to_vec(), bn.running_var.data().to_vec())
                     })
                 })
@@ -266,15 +268,22 @@ mod tests {
         let mut calls = 0;
         // Pretend the other ranks contributed 4 samples of value 1 per channel.
         let y = bn
-            .forward_synced(&Tensor::zeros(&[0, 3]), &mut |v| {
+            .forward_synced(&Tensor::zeros(&[0, 3]), &mut |sums, count| {
                 calls += 1;
-                v[..3].iter_mut().for_each(|s| *s += 4.0);
-                v[3..6].iter_mut().for_each(|s| *s += 4.0);
-                v[6] += 4.0;
+                sums.reduce_through_host(count, |v| {
+                    v[..3].iter_mut().for_each(|s| *s += 4.0);
+                    v[3..6].iter_mut().for_each(|s| *s += 4.0);
+                    v[6] += 4.0;
+                })
             })
             .unwrap();
         assert_eq!((y.shape.clone(), calls), (vec![0, 3], 1));
-        bn.backward_synced(&y, &mut |_| calls += 1);
+        bn.backward_synced(&y, &mut |_, count| {
+            calls += 1;
+            assert!(count.is_none(), "the backward reduces no count");
+            Ok(())
+        })
+        .unwrap();
         assert_eq!(calls, 2, "the rank joined both collectives");
         assert!((bn.running_mean.data()[0] - 0.1).abs() < 1e-6);
     }

@@ -17,7 +17,7 @@
 //! the input gradient.
 
 use super::activation::{Act, Activation};
-use super::batchnorm::BatchNorm;
+use super::batchnorm::{BatchNorm, SyncSums};
 use super::conv3d::{Conv3d, Conv3dConfig, ConvInit};
 use super::{add, add_assign};
 use crate::engine::ops::conv3d::Window3d;
@@ -101,11 +101,11 @@ impl ResNeXtBlock {
 
     /// x (N, C, D, H, W) → y (N, out, D', H', W'), single process.
     pub fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
-        self.forward_synced(x, &mut |_| {})
+        self.forward_synced(x, &mut |_, _| Ok(()))
     }
 
     /// Forward with batch-norm statistics all-reduced across ranks by `allreduce`.
-    pub fn forward_synced(&mut self, x: &Tensor, allreduce: &mut dyn FnMut(&mut [f64])) -> Result<Tensor> {
+    pub fn forward_synced(&mut self, x: &Tensor, allreduce: &mut SyncSums) -> Result<Tensor> {
         let h = self.conv1.forward(x);                    // (N, mid, D, H, W)
         let h = self.bn1.forward_synced(&h, allreduce)?;
         let h = self.relu1.forward(&h);
@@ -122,29 +122,29 @@ impl ResNeXtBlock {
     }
 
     /// dy (N, out, D', H', W') → dx (N, C, D, H, W), single process.
-    pub fn backward(&mut self, dy: &Tensor) -> Tensor {
-        self.backward_synced(dy, &mut |_| {})
+    pub fn backward(&mut self, dy: &Tensor) -> Result<Tensor> {
+        self.backward_synced(dy, &mut |_, _| Ok(()))
     }
 
     /// Backward with batch-norm gradient sums all-reduced across ranks by `allreduce`.
-    pub fn backward_synced(&mut self, dy: &Tensor, allreduce: &mut dyn FnMut(&mut [f64])) -> Tensor {
+    pub fn backward_synced(&mut self, dy: &Tensor, allreduce: &mut SyncSums) -> Result<Tensor> {
         let dsum = self.relu_out.backward(dy);            // (N, out, D', H', W'), to both branches
-        let d = self.bn3.backward_synced(&dsum, allreduce);
+        let d = self.bn3.backward_synced(&dsum, allreduce)?;
         let d = self.conv3.backward(&d);
         let d = self.relu2.backward(&d);
-        let d = self.bn2.backward_synced(&d, allreduce);
+        let d = self.bn2.backward_synced(&d, allreduce)?;
         let d = self.conv2.backward(&d);
         let d = self.relu1.backward(&d);
-        let d = self.bn1.backward_synced(&d, allreduce);
+        let d = self.bn1.backward_synced(&d, allreduce)?;
         let mut dx = self.conv1.backward(&d);             // (N, C, D, H, W)
         match self.downsample.as_mut() {
             Some((conv, bn)) => {
-                let ds = bn.backward_synced(&dsum, allreduce);
+                let ds = bn.backward_synced(&dsum, allreduce)?;
                 add_assign(&mut dx, &conv.backward(&ds));
             }
             None => add_assign(&mut dx, &dsum),
         }
-        dx
+        Ok(dx)
     }
 }
 
@@ -232,7 +232,7 @@ mod tests {
         let y = block.forward(x).unwrap();
         let w = random_vec(y.numel(), 0x5eed, 1.0);
         block.zero_grad();
-        let dx = block.backward(&Tensor::from_vec(&y.shape, w.clone()));
+        let dx = block.backward(&Tensor::from_vec(&y.shape, w.clone())).unwrap();
         let (atol, rtol) = (5e-3, 1e-2);
         // Visits up to 40 evenly spaced coordinates of `value`, with `loss(v)` at a perturbed copy.
         let check = |what: &str, value: &[f32], analytic: &[f32], loss: &mut dyn FnMut(&[f32]) -> f64| {

@@ -28,7 +28,7 @@
 use crate::engine::backend::GpuVec;
 use crate::engine::gpu::{self, device_ok};
 use crate::engine::tensor::{Device, Storage, Tensor};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 
 /// Element-wise sum of per-sample partials in a fixed order.
@@ -318,14 +318,11 @@ impl ChannelSums {
         }
     }
 
-    /// The sums on the host (a copy from the device: the all-reduce boundary).
+    /// The sums on the host (a copy from the device).
     pub fn to_host(&self) -> Vec<f64> {
         match self {
             ChannelSums::Cpu(v) => v.clone(),
-            ChannelSums::Gpu(v) => {
-                let words = device_ok(v.gpu().download(v), "batchnorm sums");
-                words.chunks_exact(2).map(|w| f64::from_bits(w[0] as u64 | (w[1] as u64) << 32)).collect()
-            }
+            ChannelSums::Gpu(v) => words_to_f64(&device_ok(v.gpu().download(v), "batchnorm sums")),
         }
     }
 
@@ -334,11 +331,47 @@ impl ChannelSums {
         match device {
             Device::Cpu => ChannelSums::Cpu(sums.to_vec()),
             d => {
-                let words: Vec<u32> = sums.iter().flat_map(|v| [v.to_bits() as u32, (v.to_bits() >> 32) as u32]).collect();
                 let g = device_ok(crate::engine::backend::gpu(d), "batchnorm sums");
-                ChannelSums::Gpu(device_ok(g.upload(&words), "batchnorm sums"))
+                ChannelSums::Gpu(device_ok(g.upload(&f64_to_words(sums)), "batchnorm sums"))
             }
         }
+    }
+
+    /// A second copy on the same device (SyncBN's backward reduces one and keeps the local one).
+    pub fn try_clone(&self) -> Result<ChannelSums> {
+        Ok(match self {
+            ChannelSums::Cpu(v) => ChannelSums::Cpu(v.clone()),
+            ChannelSums::Gpu(v) => ChannelSums::Gpu(v.try_clone()?),
+        })
+    }
+
+    /// SyncBN's all-reduce through the host: `reduce` sums, in place across ranks, the payload
+    /// [sums (2C), count] — the count as one more f64, rounded back after — or the 2C sums alone
+    /// when `count` is None. CPU sums are the payload (no copy but the count's slot); device sums
+    /// are downloaded and uploaded again.
+    pub fn reduce_through_host(&mut self, count: Option<&mut usize>, reduce: impl FnOnce(&mut [f64])) -> Result<()> {
+        let reduce_payload = |payload: &mut Vec<f64>| {
+            let two_c = payload.len();
+            match count {
+                Some(count) => {
+                    payload.push(*count as f64);
+                    reduce(payload);
+                    *count = payload[two_c].round() as usize;
+                    payload.truncate(two_c);
+                }
+                None => reduce(payload),
+            }
+        };
+        match self {
+            ChannelSums::Cpu(v) => reduce_payload(v),
+            ChannelSums::Gpu(v) => {
+                let g = v.gpu().clone();
+                let mut payload = words_to_f64(&g.download(v).context("downloading SyncBN's sums")?);
+                reduce_payload(&mut payload);
+                *v = g.upload(&f64_to_words(&payload)).context("uploading SyncBN's reduced sums")?;
+            }
+        }
+        Ok(())
     }
 
     fn gpu_vec(&self) -> &GpuVec<u32> {
@@ -354,6 +387,17 @@ impl ChannelSums {
             ChannelSums::Gpu(v) => panic!("batchnorm: sums on {} passed to a CPU op (use to_host)", v.gpu().device),
         }
     }
+}
+
+/// f64 values as the device's raw words: two u32 per value, low word first (little-endian, as
+/// both the GPUs and `cuda-sim`'s host store an f64).
+pub fn f64_to_words(values: &[f64]) -> Vec<u32> {
+    values.iter().flat_map(|v| [v.to_bits() as u32, (v.to_bits() >> 32) as u32]).collect()
+}
+
+/// The inverse of [`f64_to_words`].
+pub fn words_to_f64(words: &[u32]) -> Vec<f64> {
+    words.chunks_exact(2).map(|w| f64::from_bits(w[0] as u64 | (w[1] as u64) << 32)).collect()
 }
 
 /// (N, C, S) of a (N, C, …) tensor.
