@@ -64,7 +64,7 @@ fn inputs_prepared_on_another_thread_give_the_inline_forward_and_backward_bit_fo
             }
             let records: Vec<usize> = (0..ds.len()).filter(|&r| ds.has(m, r)).take(6).collect();
             let batch = ds.assemble(m, &records).unwrap();
-            let ctx = StepContext { train: true, dist: &dist, dropout_seed: 11 };
+            let ctx = StepContext { train: true, dist: &dist, comm: None, dropout_seed: 11 };
 
             let z_inline = inline.encoders[k].forward(&batch, &ctx).unwrap();
             let preparer: Box<dyn InputPreparer> = prefetched.encoders[k].input_preparer();
