@@ -60,6 +60,7 @@ enum Command {
 }
 
 fn main() {
+    multimat::engine::host_memory::keep_freed_memory_for_reuse();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Ingest(a) => cli::ingest::run(a),

@@ -312,8 +312,9 @@ fn predict_records(model: &mut FinetuneModel, ds: &Dataset, recs: &[usize], widt
     model.set_training(false);
     let mut out = Vec::with_capacity(recs.len() * width);
     let chunks: Vec<&[usize]> = recs.chunks(batch.max(1)).collect();
-    ds.for_each_batch(Modality::Crystal, &chunks, |_, b| {
-        let y = model.forward(&b, &ctx)?;
+    let preparer = model.encoder.input_preparer();
+    ds.for_each_prepared(Modality::Crystal, &chunks, preparer.as_ref(), |_, inputs| {
+        let y = model.forward_prepared(inputs, &ctx)?;
         out.extend(y.to_host()?.into_iter().map(|v| v as f64)); // predictions leave the device here
         Ok(())
     })?;
@@ -519,13 +520,15 @@ pub fn run(cfg: &FinetuneConfig, opts: &RunOptions) -> Result<FinetuneResult> {
                 (k, rows, recs)
             })
             .collect();
-        // Read and assembled on a prefetch thread, in the epoch's order (`Dataset::for_each_batch`).
+        // Read, assembled and prepared on the device on a prefetch thread, in the epoch's order
+        // (`Dataset::for_each_prepared`).
         let batch_records: Vec<&[usize]> = batches.iter().map(|(_, _, recs)| recs.as_slice()).collect();
-        p.ds.for_each_batch(Modality::Crystal, &batch_records, |k, batch| {
+        let preparer = model.encoder.input_preparer();
+        p.ds.for_each_prepared(Modality::Crystal, &batch_records, preparer.as_ref(), |k, inputs| {
             let (batch_index, rows, recs) = (batches[k].0, &batches[k].1, &batches[k].2);
             model.set_training(true);
             let ctx = StepContext { train: true, dist: &single, comm: None, dropout_seed: cfg.run.seed ^ step.wrapping_mul(0x2545_F491_4F6C_DD1D) };
-            let pred = model.forward(&batch, &ctx).with_context(|| format!("epoch {}: crystal encoder", epoch + 1))?; // (B, width)
+            let pred = model.forward_prepared(inputs, &ctx).with_context(|| format!("epoch {}: crystal encoder", epoch + 1))?; // (B, width)
             let b = rows.len();
             // The MSE in f64 on the host: (B, width) predictions are a few hundred floats.
             let pred = pred.to_host()?;

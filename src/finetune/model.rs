@@ -9,7 +9,7 @@ use super::config::FinetuneConfig;
 use crate::engine::nn::Linear;
 use crate::engine::{Module, Param, Tensor};
 use crate::model::config::build_encoder;
-use crate::model::{Encoder, Modality, ModalityBatch, StepContext};
+use crate::model::{Encoder, Modality, PreparedInputs, StepContext};
 use crate::train::checkpoint::Checkpoint;
 use crate::train::config::PretrainConfig;
 use anyhow::{bail, Context, Result};
@@ -32,9 +32,10 @@ impl FinetuneModel {
         Ok(FinetuneModel { encoder, head })
     }
 
-    /// (B, width) predictions in model space.
-    pub fn forward(&mut self, batch: &ModalityBatch, ctx: &StepContext) -> Result<Tensor> {
-        let z = self.encoder.forward(batch, ctx)?; // (B, E)
+    /// (B, width) predictions in model space, from inputs prepared by the encoder's
+    /// [`Encoder::input_preparer`] (taken after the model moved to its device).
+    pub fn forward_prepared(&mut self, inputs: PreparedInputs, ctx: &StepContext) -> Result<Tensor> {
+        let z = self.encoder.forward_prepared(inputs, ctx)?; // (B, E)
         Ok(self.head.forward(&z))
     }
 

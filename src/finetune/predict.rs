@@ -179,9 +179,10 @@ impl FinetunedModel {
             // This rank's batches (round-robin), read on a prefetch thread in order.
             let own: Vec<(usize, &[usize])> = batches.iter().copied().enumerate().filter(|(i, _)| i % dist.world_size() == dist.rank()).collect();
             let own_records: Vec<&[usize]> = own.iter().map(|&(_, chunk)| chunk).collect();
-            ds.for_each_batch(Modality::Crystal, &own_records, |k, b| {
+            let preparer = self.model.encoder.input_preparer();
+            ds.for_each_prepared(Modality::Crystal, &own_records, preparer.as_ref(), |k, inputs| {
                 let (i, chunk) = own[k];
-                let z = self.model.encoder.forward(&b, &ctx).with_context(|| format!("batch {i} (first material {})", ds.id(chunk[0])))?;
+                let z = self.model.encoder.forward_prepared(inputs, &ctx).with_context(|| format!("batch {i} (first material {})", ds.id(chunk[0])))?;
                 let values = finish(&mut self.model, &z)?;
                 anyhow::ensure!(values.len() == chunk.len() * cols, "batch {i}: {} values for {} materials", values.len(), chunk.len());
                 if let Some(bad) = (0..chunk.len()).find(|&r| values[r * cols..(r + 1) * cols].iter().any(|v| !v.is_finite())) {

@@ -18,7 +18,7 @@
 //! [`Dataset::load_in_memory`] loads everything (the previous behaviour, kept for comparison).
 //! Both give bit-identical batches: the same bytes are decoded either way.
 
-use crate::model::{BatchedEdges, DensityBatch, DosBatch, GraphBatch, Modality, ModalityBatch, TextBatch};
+use crate::model::{BatchedEdges, DensityBatch, DosBatch, GraphBatch, InputPreparer, Modality, ModalityBatch, PreparedInputs, TextBatch};
 use crate::shard::stream::ColumnValue;
 use crate::shard::{paths, EdgeColumns, ShardData, StreamedColumns};
 use anyhow::{bail, Context, Result};
@@ -297,24 +297,33 @@ impl Dataset {
         (0..self.len()).filter(|&r| self.has(m, r)).count()
     }
 
-    /// Assembles `batches` (record lists, each all having modality `m`) one after another on a
-    /// prefetch thread, up to two ahead, and calls `f(k, batch)` for the k-th on this thread, in
-    /// order: the reads (a streamed shard reads its chunks) overlap the caller's compute and the
-    /// batches are the ones `assemble` gives. Stops at the first error of either side.
-    pub fn for_each_batch<B: AsRef<[usize]> + Sync>(&self, m: Modality, batches: &[B], mut f: impl FnMut(usize, ModalityBatch) -> Result<()>) -> Result<()> {
+    /// Assembles `batches` (record lists, each all having modality `m`) one after another and
+    /// prepares each for an encoder with `preparer` (checks, input features, the upload to the
+    /// encoder's device through pinned staging buffers) on a prefetch thread, up to two ahead, and
+    /// calls `f(k, inputs)` for the k-th on this thread, in order: the reads (a streamed shard
+    /// reads its chunks), the preparation and the upload overlap the caller's compute, and the
+    /// inputs are the ones preparing on this thread would give. Take `preparer` from the encoder
+    /// after it moved to its device. Stops at the first error of either side.
+    pub fn for_each_prepared<B: AsRef<[usize]> + Sync>(
+        &self,
+        m: Modality,
+        batches: &[B],
+        preparer: &dyn InputPreparer,
+        mut f: impl FnMut(usize, PreparedInputs) -> Result<()>,
+    ) -> Result<()> {
         std::thread::scope(|scope| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<ModalityBatch>>(2);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<PreparedInputs>>(2);
             scope.spawn(move || {
                 for records in batches {
-                    let r = self.assemble(m, records.as_ref());
+                    let r = self.assemble(m, records.as_ref()).and_then(|batch| preparer.prepare(&batch));
                     let failed = r.is_err();
                     if tx.send(r).is_err() || failed {
                         break; // the caller stopped, or this batch failed (the caller gets its error)
                     }
                 }
             });
-            for (k, batch) in rx.iter().enumerate() {
-                f(k, batch?)?;
+            for (k, inputs) in rx.iter().enumerate() {
+                f(k, inputs?)?;
             }
             Ok(())
         })

@@ -37,8 +37,9 @@ pub fn embed_records(model: &mut MultiMatModel, ds: &Dataset, m: Modality, recor
     let enc = model.encoder(m).with_context(|| format!("model has no {} encoder", m.name()))?;
     let mut out = Vec::with_capacity(records.len() * d);
     let chunks: Vec<&[usize]> = records.chunks(64).collect();
-    ds.for_each_batch(m, &chunks, |_, batch| {
-        let z = enc.forward(&batch, &ctx)?;
+    let preparer = enc.input_preparer();
+    ds.for_each_prepared(m, &chunks, preparer.as_ref(), |_, inputs| {
+        let z = enc.forward_prepared(inputs, &ctx)?;
         let (y, _) = l2norm(&z, L2_EPS);
         out.extend_from_slice(&y.to_host()?); // the embeddings leave the device here
         Ok(())
