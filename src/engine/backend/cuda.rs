@@ -195,13 +195,8 @@ impl CudaGpu {
         unsafe { drv::event::synchronize(event.0 .0) }.context("waiting for a copy's CUDA event")
     }
 
-    /// The compute stream, for libraries that enqueue on it.
-    pub fn raw_stream(&self) -> sys::CUstream {
-        self.stream.cu_stream()
-    }
-
-    /// The raw handle of `stream`; the communication stream is created (non-blocking) on first
-    /// use.
+    /// The raw handle of `stream`, for libraries that enqueue on it (NCCL in `dist::nccl`); the
+    /// communication stream is created (non-blocking) on first use.
     pub fn stream_handle(&self, stream: Stream) -> Result<sys::CUstream> {
         match stream {
             Stream::Compute => Ok(self.stream.cu_stream()),
