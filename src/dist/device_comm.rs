@@ -4,24 +4,37 @@
 //!
 //! - `cuda` with several ranks: an NCCL communicator (one rank per GPU, [`super::nccl`]),
 //!   bootstrapped over MPI — rank 0 makes the unique id, [`Dist::broadcast_bytes`] hands it to
-//!   every rank — and collectives on device memory, enqueued on the engine's CUDA stream.
+//!   every rank — and collectives on device memory, every one enqueued on the device's
+//!   communication stream behind an event recorded on the compute stream (so it sees the values
+//!   the kernels before it wrote). The blocking collectives make the compute stream wait for them
+//!   and return once they completed; a parameter-gradient bucket
+//!   ([`DeviceComm::start_grads_all_reduce`]) does not: it runs on the communication stream while
+//!   the compute stream goes on with the next encoder's backward, and
+//!   [`DeviceComm::finish_grads_all_reduce`] makes the compute stream wait for it and unpacks the
+//!   sums.
 //! - `cuda-sim`, `cpu`, or one rank: the MPI path of [`Dist`] (`cuda-sim`: download → MPI →
-//!   upload), so the test suite runs every call site of the device path under `mpirun`.
+//!   upload), so the test suite runs every call site of the device path under `mpirun`. A
+//!   gradient bucket is packed (copied) when it starts and reduced over MPI when it finishes,
+//!   buckets in the order they started: the same MPI calls as a reduction at the start, and any
+//!   code that wrote or read the gradients in between would show as a rank-count dependence in
+//!   the multi-rank tests.
 //!
 //! Every call is counted in the same [`Dist`] counters as the host collectives, so the per-step
-//! timing breakdown (`train::step_timing`) reads the same on either path. An NCCL call is timed
-//! to its completion (the stream is synchronised before the time is taken): the breakdown then
-//! shows communication, not the microseconds of enqueueing it.
+//! timing breakdown (`train::step_timing`) reads the same on either path. A blocking NCCL call is
+//! timed to its completion (synchronised before the time is taken): the breakdown then shows
+//! communication, not the microseconds of enqueueing it. A gradient bucket counts the time
+//! between two events around its collective on the communication stream, read when it finishes.
 
 use super::nccl::NcclComm;
 use super::{Dist, GATHER, REDUCE_F32, REDUCE_F64};
+use crate::engine::backend::cuda::{CudaGpu, Stream, StreamEvent};
 use crate::engine::backend::{gpu, Device, Gpu, GpuKind};
 use crate::engine::ops::batchnorm::{f64_to_words, words_to_f64, ChannelSums};
 use crate::engine::tensor::Storage;
 use crate::engine::{Module, Tensor};
 use anyhow::{bail, Context, Result};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// How the collectives of one device run.
 enum Path {
@@ -68,7 +81,8 @@ impl<'a> DeviceComm<'a> {
                 let g = gpu(device)?;
                 let GpuKind::Cuda(cu) = &g.kind else { bail!("{device} is not a CUDA device") };
                 cu.bind_to_thread()?;
-                let comm = NcclComm::init(nccl, id, dist.rank(), dist.world_size(), cu.raw_stream() as *mut std::ffi::c_void)?;
+                let stream = cu.stream_handle(Stream::Comm)?;
+                let comm = NcclComm::init(nccl, id, dist.rank(), dist.world_size(), stream as *mut std::ffi::c_void)?;
                 if dist.is_root() {
                     eprintln!("NCCL {} communicator of {} ranks, one GPU each", nccl.version, dist.world_size());
                 }
@@ -114,8 +128,9 @@ impl<'a> DeviceComm<'a> {
                 let mut send = gpu.zeros::<f32>(most * d)?;
                 gpu.copy(&mut send, 0, src, 0, rows_per_rank[me] * d)?;
                 let recv = gpu.uninit::<f32>(world * most * d)?;
-                // SAFETY: `send` holds most·D and `recv` world·most·D f32 on this device.
-                unsafe { comm.all_gather_f32(send.ptr(), recv.ptr(), most * d) }?;
+                // SAFETY: `send` holds most·D and `recv` world·most·D f32 on this device; both
+                // outlive the collective (the compute stream waits for it before they are freed).
+                run_on_comm_stream(gpu, || unsafe { comm.all_gather_f32(send.ptr(), recv.ptr(), most * d) })?;
                 let mut out = Tensor::uninit_on(&[total, d], self.device)?;
                 if let Storage::Gpu(o) = &mut out.storage {
                     let mut at = 0;
@@ -143,7 +158,7 @@ impl<'a> DeviceComm<'a> {
             (Path::Nccl { comm, gpu }, Storage::Gpu(v)) => {
                 let tm = Instant::now();
                 // SAFETY: `v` is a live allocation of v.len() f32 on the communicator's device.
-                unsafe { comm.all_reduce_sum_f32(v.ptr(), v.len()) }?;
+                run_on_comm_stream(gpu, || unsafe { comm.all_reduce_sum_f32(v.ptr(), v.len()) })?;
                 gpu.synchronize()?;
                 self.dist.record(REDUCE_F32, tm, v.len() * 4);
             }
@@ -169,7 +184,7 @@ impl<'a> DeviceComm<'a> {
         let values = words.len() / 2; // 2C f64, two u32 words each
         let Some(count) = count else {
             // SAFETY: `words` is a live allocation of 2·values u32 = values f64 on this device.
-            unsafe { comm.all_reduce_sum_f64(words.ptr(), values) }?;
+            run_on_comm_stream(gpu, || unsafe { comm.all_reduce_sum_f64(words.ptr(), values) })?;
             gpu.synchronize()?;
             self.dist.record(REDUCE_F64, t, values * 8);
             return Ok(());
@@ -179,7 +194,7 @@ impl<'a> DeviceComm<'a> {
         gpu.copy(&mut payload, 0, words, 0, words.len())?;
         gpu.copy(&mut payload, words.len(), &tail, 0, 2)?;
         // SAFETY: `payload` is a live allocation of 2·(values + 1) u32 = values + 1 f64.
-        unsafe { comm.all_reduce_sum_f64(payload.ptr(), values + 1) }?;
+        run_on_comm_stream(gpu, || unsafe { comm.all_reduce_sum_f64(payload.ptr(), values + 1) })?;
         gpu.copy(words, 0, &payload, 0, words.len())?;
         gpu.copy(&mut tail, 0, &payload, words.len(), 2)?;
         // The download waits for the stream: the collective and the copies have completed.
@@ -188,19 +203,22 @@ impl<'a> DeviceComm<'a> {
         Ok(())
     }
 
-    /// In place: the gradients of every parameter of `module` (one bucket) summed over ranks.
-    /// The device-resident gradients are packed into one flat device buffer and reduced as one
-    /// collective; gradients a module keeps on the host (an encoder left on the CPU) form a second,
-    /// host bucket. Every rank has the same parameters, so the collectives match across ranks.
-    pub fn all_reduce_grads(&self, module: &mut dyn Module) -> Result<()> {
+    /// Starts summing the gradients of every parameter of `module` (one bucket) over ranks and
+    /// returns without waiting for it; [`DeviceComm::finish_grads_all_reduce`] with the same
+    /// module writes the sums back. The device-resident gradients are packed into one flat device
+    /// buffer (on the compute stream, so the packing sees the finished backward); gradients a
+    /// module keeps on the host (an encoder left on the CPU) are copied into a second, host
+    /// bucket. On NCCL the device bucket's all-reduce is enqueued on the communication stream
+    /// here; on the host path every reduction happens at the finish. The gradients themselves are
+    /// not touched until the finish, and nothing reads the packed copies but the collective.
+    /// Every rank has the same parameters, so the collectives match across ranks as long as every
+    /// rank starts its buckets in the same order.
+    pub fn start_grads_all_reduce(&self, module: &mut dyn Module) -> Result<PendingGrads> {
+        let mut pending = PendingGrads { host: None, device: None };
         if self.dist.world_size() == 1 {
-            return Ok(());
+            return Ok(pending);
         }
-        let (mut on_device, mut on_host) = (0usize, 0usize);
-        module.visit_params(&mut |p| match p.grad.storage {
-            Storage::Gpu(_) => on_device += p.grad.numel(),
-            Storage::Cpu(_) => on_host += p.grad.numel(),
-        });
+        let (on_device, on_host) = grad_counts(module);
         if on_host > 0 {
             let mut flat = Vec::with_capacity(on_host);
             module.visit_params(&mut |p| {
@@ -208,18 +226,11 @@ impl<'a> DeviceComm<'a> {
                     flat.extend_from_slice(v);
                 }
             });
-            self.dist.all_reduce_sum_f32(&mut flat);
-            let mut at = 0;
-            module.visit_params(&mut |p| {
-                if let Storage::Cpu(v) = &mut p.grad.storage {
-                    let k = v.len();
-                    v.copy_from_slice(&flat[at..at + k]);
-                    at += k;
-                }
-            });
+            pending.host = Some(flat);
         }
         if on_device > 0 {
             let g = gpu(self.device)?;
+            // (Σ numel) f32: every device gradient of the module, in visiting order.
             let mut flat = Tensor::uninit_on(&[on_device], self.device)?;
             let mut err = None;
             {
@@ -237,29 +248,165 @@ impl<'a> DeviceComm<'a> {
             if let Some(e) = err {
                 return Err(e);
             }
-            self.all_reduce_sum(&mut flat)?;
-            let Storage::Gpu(f) = &flat.storage else { bail!("the reduced bucket left {}", self.device) };
+            let in_flight = match &self.path {
+                Path::Host => None,
+                Path::Nccl { comm, gpu } => {
+                    let f = device_vec(&flat)?;
+                    // SAFETY: `f` is a live allocation of f.len() f32 on the communicator's
+                    // device, kept alive by the pending bucket until the compute stream has
+                    // waited for the collective (`InFlight`'s drop, or the finish).
+                    let (start, done) = on_comm_stream(cuda(gpu)?, || unsafe { comm.all_reduce_sum_f32(f.ptr(), f.len()) })?;
+                    Some(InFlight { gpu: Arc::clone(gpu), start, done, waited: false })
+                }
+            };
+            pending.device = Some(DeviceBucket { in_flight, flat });
+        }
+        Ok(pending)
+    }
+
+    /// Completes a bucket started by [`DeviceComm::start_grads_all_reduce`] on the same module:
+    /// the host bucket is all-reduced over MPI, then the device bucket (on the host path
+    /// downloaded, all-reduced over MPI and uploaded; on NCCL the compute stream waits for the
+    /// collective), and the sums are unpacked into the gradients. Finish the buckets in the order
+    /// they were started, on every rank. Counted as f32 all-reduces; on NCCL the time is the
+    /// collective's own on the communication stream, read once it has completed (which blocks
+    /// the host until then — the caller needs the gradients next anyway).
+    pub fn finish_grads_all_reduce(&self, pending: PendingGrads, module: &mut dyn Module) -> Result<()> {
+        let PendingGrads { host, device } = pending;
+        let (on_device, on_host) = grad_counts(module);
+        if let Some(mut flat) = host {
+            if flat.len() != on_host {
+                bail!("the module's host gradients hold {on_host} values, the bucket started with {}", flat.len());
+            }
+            self.dist.all_reduce_sum_f32(&mut flat);
             let mut at = 0;
-            let mut err = None;
             module.visit_params(&mut |p| {
-                if let Storage::Gpu(v) = &mut p.grad.storage {
+                if let Storage::Cpu(v) = &mut p.grad.storage {
                     let k = v.len();
-                    if let Err(e) = g.copy(v, 0, f, at, k) {
-                        err.get_or_insert(e.context(format!("unpacking the gradient of {}", p.name)));
-                    }
+                    v.copy_from_slice(&flat[at..at + k]);
                     at += k;
                 }
             });
-            if let Some(e) = err {
-                return Err(e);
+        }
+        let Some(mut bucket) = device else { return Ok(()) };
+        if bucket.flat.numel() != on_device {
+            bail!("the module's device gradients hold {on_device} values, the bucket started with {}", bucket.flat.numel());
+        }
+        match &mut bucket.in_flight {
+            None => self.all_reduce_sum(&mut bucket.flat)?,
+            Some(f) => {
+                cuda(&f.gpu)?.wait(Stream::Compute, &f.done)?;
+                f.waited = true;
             }
+        }
+        let g = gpu(self.device)?;
+        let Storage::Gpu(flat) = &bucket.flat.storage else { bail!("the reduced bucket left {}", self.device) };
+        let mut at = 0;
+        let mut err = None;
+        module.visit_params(&mut |p| {
+            if let Storage::Gpu(v) = &mut p.grad.storage {
+                let k = v.len();
+                if let Err(e) = g.copy(v, 0, flat, at, k) {
+                    err.get_or_insert(e.context(format!("unpacking the gradient of {}", p.name)));
+                }
+                at += k;
+            }
+        });
+        if let Some(e) = err {
+            return Err(e);
+        }
+        if let Some(f) = &bucket.in_flight {
+            let ms = cuda(&f.gpu)?.elapsed_ms(&f.start, &f.done)?;
+            self.dist.record_duration(REDUCE_F32, Duration::from_secs_f64(f64::from(ms.max(0.0)) * 1e-3), on_device * 4);
         }
         Ok(())
     }
 }
 
+/// One module's gradients on their way through an all-reduce: made by
+/// [`DeviceComm::start_grads_all_reduce`], consumed by [`DeviceComm::finish_grads_all_reduce`].
+/// Dropped unfinished (a step that failed), it releases its device buffer safely and the sums
+/// are lost.
+#[must_use = "the sums reach the gradients only through DeviceComm::finish_grads_all_reduce"]
+pub struct PendingGrads {
+    /// The host-resident gradients as they were at the start, in visiting order.
+    host: Option<Vec<f32>>,
+    /// The device-resident gradients, packed at the start.
+    device: Option<DeviceBucket>,
+}
+
+/// The packed device gradients and, on NCCL, their collective in flight.
+struct DeviceBucket {
+    // Declared before `flat` so that it drops first: the compute stream must wait for the
+    // collective before the buffer returns to the caching allocator, whose next user is the
+    // compute stream.
+    in_flight: Option<InFlight>,
+    /// (Σ numel) f32 on the device: the collective's input and, in place, its output.
+    flat: Tensor,
+}
+
+/// A bucket's NCCL all-reduce on the communication stream, between two events.
+struct InFlight {
+    gpu: Arc<Gpu>,
+    start: StreamEvent,
+    done: StreamEvent,
+    /// Whether the compute stream already waits for `done`.
+    waited: bool,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.waited {
+            return;
+        }
+        // An unfinished bucket (its step failed): order the buffer's release behind the
+        // collective. If even that fails, the context is broken and nothing runs after it.
+        if let Ok(cu) = cuda(&self.gpu) {
+            let _ = cu.wait(Stream::Compute, &self.done);
+        }
+    }
+}
+
+/// (device-resident, host-resident) gradient values of `module`.
+fn grad_counts(module: &mut dyn Module) -> (usize, usize) {
+    let (mut on_device, mut on_host) = (0usize, 0usize);
+    module.visit_params(&mut |p| match p.grad.storage {
+        Storage::Gpu(_) => on_device += p.grad.numel(),
+        Storage::Cpu(_) => on_host += p.grad.numel(),
+    });
+    (on_device, on_host)
+}
+
+fn cuda(g: &Gpu) -> Result<&CudaGpu> {
+    match &g.kind {
+        GpuKind::Cuda(cu) => Ok(cu),
+        GpuKind::Sim(_) => bail!("{} is not a CUDA device", g.device),
+    }
+}
+
+/// Enqueues `collective` (an NCCL call, which enqueues on the communication stream) behind
+/// everything enqueued on the compute stream so far; returns the events around it on the
+/// communication stream (start, done). The compute stream does not wait for it.
+fn on_comm_stream(cu: &CudaGpu, collective: impl FnOnce() -> Result<()>) -> Result<(StreamEvent, StreamEvent)> {
+    let inputs_written = cu.record(Stream::Compute)?;
+    cu.wait(Stream::Comm, &inputs_written)?;
+    let start = cu.record(Stream::Comm)?;
+    collective()?;
+    let done = cu.record(Stream::Comm)?;
+    Ok((start, done))
+}
+
+/// `collective` on the communication stream, with the compute stream waiting for it: whatever
+/// the compute stream runs next (a kernel reading the result, the buffers' release) comes after.
+fn run_on_comm_stream(g: &Gpu, collective: impl FnOnce() -> Result<()>) -> Result<()> {
+    let cu = cuda(g)?;
+    let (_, done) = on_comm_stream(cu, collective)?;
+    cu.wait(Stream::Compute, &done)
+}
+
 /// `multimat doctor --device cuda`'s NCCL check: a communicator of one rank on `device`, and an
-/// in-place sum all-reduce of a small f32 and a small f64 buffer on the device — over one rank
+/// in-place sum all-reduce of a small f32 and a small f64 buffer on the device (on the
+/// communication stream, the compute stream waiting for it) — over one rank
 /// the sum is the input, bit for bit, so the values that come back must equal those sent. The
 /// line to print, or why NCCL cannot be used (not loadable, or a call failed or was wrong).
 pub fn nccl_self_check(device: Device) -> Result<String> {
@@ -270,17 +417,20 @@ pub fn nccl_self_check(device: Device) -> Result<String> {
     let GpuKind::Cuda(cu) = &g.kind else { bail!("{device} is not a CUDA device: NCCL is not used there") };
     cu.bind_to_thread()?;
     let t = Instant::now();
-    let comm = NcclComm::init(nccl, &nccl.unique_id()?, 0, 1, cu.raw_stream() as *mut std::ffi::c_void)?;
+    // On the communication stream, as in training: the check covers the second stream and the
+    // events that order it against the compute stream.
+    let comm = NcclComm::init(nccl, &nccl.unique_id()?, 0, 1, cu.stream_handle(Stream::Comm)? as *mut std::ffi::c_void)?;
     // Values whose every bit matters: any arithmetic on them (a wrong type, a scaled sum) shows.
     let f32s: Vec<f32> = (0..N).map(|i| (i as f32 * 0.37 - 100.0) / 3.0).collect();
     let f64s: Vec<f64> = (0..N).map(|i| (i as f64 + 0.5).sqrt() * 1e10 / 7.0).collect();
     let a = g.upload(&f32s)?;
     let b = g.upload(&f64_to_words(&f64s))?;
-    // SAFETY: `a` holds N f32 and `b` 2N u32 = N f64, both live on this communicator's device.
-    unsafe {
+    // SAFETY: `a` holds N f32 and `b` 2N u32 = N f64, both live on this communicator's device
+    // until the downloads below, which the compute stream runs after the collectives.
+    run_on_comm_stream(&g, || unsafe {
         comm.all_reduce_sum_f32(a.ptr(), N)?;
-        comm.all_reduce_sum_f64(b.ptr(), N)?;
-    }
+        comm.all_reduce_sum_f64(b.ptr(), N)
+    })?;
     let (back32, back64) = (g.download(&a)?, words_to_f64(&g.download(&b)?));
     let elapsed = t.elapsed().as_secs_f64();
     let wrong32 = back32.iter().zip(&f32s).filter(|(x, y)| x.to_bits() != y.to_bits()).count();

@@ -13,7 +13,7 @@ pub mod device_comm;
 mod multi_node;
 mod nccl;
 
-pub use device_comm::{nccl_self_check, DeviceComm};
+pub use device_comm::{nccl_self_check, DeviceComm, PendingGrads};
 
 /// The NCCL this process would use for multi-GPU collectives, as `major.minor.patch`, or why it
 /// cannot be loaded (`multimat doctor --device cuda` prints it before a multi-GPU job).
@@ -34,7 +34,7 @@ fn nccl_version_string(code: i32) -> String {
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// This process's place in the job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -255,9 +255,14 @@ impl Dist {
     }
 
     fn record(&self, kind: usize, since: Instant, bytes: usize) {
+        self.record_duration(kind, since.elapsed(), bytes);
+    }
+
+    /// Counts one collective that took `took` (measured elsewhere, e.g. by GPU events).
+    fn record_duration(&self, kind: usize, took: Duration, bytes: usize) {
         let c = &self.counters.0[kind];
         c[0].fetch_add(1, Ordering::Relaxed);
-        c[1].fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        c[1].fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
         c[2].fetch_add(bytes as u64, Ordering::Relaxed);
     }
 

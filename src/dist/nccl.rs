@@ -148,8 +148,13 @@ impl Nccl {
     }
 }
 
-/// One rank's NCCL communicator, destroyed on drop. Collectives are enqueued on `stream` (the
-/// engine's one CUDA stream) and return before they complete, in stream order with the kernels.
+/// One rank's NCCL communicator, destroyed on drop. Every collective is enqueued on the one
+/// `stream` given to [`NcclComm::init`] and returns before it completes. One stream per
+/// communicator, not a stream per call: NCCL does not promise that two collectives of one
+/// communicator on different streams can progress concurrently, so collectives spread over two
+/// streams could deadlock across ranks; on one stream they run in issue order, which is the same
+/// on every rank. (`DeviceComm` gives it the communication stream and orders it against the
+/// compute stream with events.)
 pub struct NcclComm {
     nccl: &'static Nccl,
     comm: ncclComm_t,
@@ -162,7 +167,7 @@ unsafe impl Send for NcclComm {}
 
 impl NcclComm {
     /// `ncclCommInitRank` with the id's bytes; collective: every rank calls it. The calling thread
-    /// must have the device's context current.
+    /// must have the device's context current; `stream` is the CUDA stream of every collective.
     pub fn init(nccl: &'static Nccl, id: &[u8], rank: usize, world_size: usize, stream: *mut c_void) -> Result<NcclComm> {
         if id.len() != UNIQUE_ID_BYTES {
             bail!("the NCCL unique id received from rank 0 has {} bytes, not {UNIQUE_ID_BYTES}", id.len());

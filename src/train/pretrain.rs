@@ -13,10 +13,12 @@
 //! one flat bucket after the backward. On a GPU device they go through `dist::DeviceComm` on
 //! device tensors (NCCL on `cuda` with several ranks, MPI through the host on `cuda-sim`): the
 //! embeddings are gathered and d(embeddings) reduced on the device, and the parameter gradients
-//! are reduced in one bucket per module as soon as they are final — the loss's temperatures right
-//! after the loss, each encoder's right after its backward — while later encoders still have their
-//! backward to run. (Every bucket is enqueued on the engine's one CUDA stream, so it does not yet
-//! run concurrently with the next encoder's kernels; that needs a second stream.)
+//! form one bucket per module whose all-reduce starts as soon as they are final — the loss's
+//! temperatures right after the loss, each encoder's right after its backward — and all buckets
+//! finish, in the order they started, before step 4 reads the gradients. On NCCL a bucket runs on
+//! the device's communication stream while the next encoder's backward computes — until that
+//! backward's first SyncBN all-reduce, which queues behind it on the same stream (unmeasured on a
+//! real GPU so far); on the host path the MPI reductions run at the finish, with the same result.
 //! Batch assembly runs ahead on a prefetch thread. Only rank 0 writes checkpoints and logs.
 //! SIGUSR1/SIGTERM on any rank: all ranks agree after the step, one checkpoint is written, and
 //! the run returns `Outcome::Preempted` (the CLI exits with the requeue code).
@@ -27,7 +29,7 @@ use super::data_order::{batches_per_epoch, epoch_permutation, global_batch, rank
 use super::dataset::{shard_paths, Dataset};
 use super::model::MultiMatModel;
 use super::preempt::StopSignal;
-use crate::dist::{DeviceComm, Dist};
+use crate::dist::{DeviceComm, Dist, PendingGrads};
 use crate::engine::ops::gather::{gather_rows, scatter_add_rows, EdgeIndex};
 use crate::engine::ops::{l2norm, l2norm_grad};
 use crate::engine::optim::{clip_grad_norm, grad_norm, zero_grads, AdamW, WarmupCosine};
@@ -221,7 +223,7 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
 
     // Prefetch: a thread assembles the next steps' batches and prepares each encoder's inputs on
     // the model's device (checks, atom features, edge grouping, the upload through pinned staging
-    // buffers on the engine's one stream) while this one computes.
+    // buffers on the engine's compute stream) while this one computes.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<StepBatch>>(2);
     let producer = {
         let preparers: Vec<Box<dyn InputPreparer>> = model.encoders.iter().map(|e| e.input_preparer()).collect();
@@ -326,11 +328,13 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
         let mut loss_buf = [out.loss];
         dist.all_reduce_sum_f64(&mut loss_buf);
         let loss = loss_buf[0];
+        // Parameter-gradient buckets started and not yet finished: the loss's (None), then each
+        // encoder's (Some(k)), in the order every rank starts them.
+        let mut in_flight: Vec<(Option<usize>, PendingGrads)> = Vec::new();
         if let Some(comm) = &comm {
             // The temperatures' gradients are final: their bucket goes first.
-            let mut reduced = Ok(());
-            timer.param_all_reduce(dist, || reduced = comm.all_reduce_grads(&mut model.loss));
-            reduced.with_context(|| format!("step {step}: all-reducing the loss's gradients"))?;
+            let bucket = comm.start_grads_all_reduce(&mut model.loss).with_context(|| format!("step {step}: all-reducing the loss's gradients"))?;
+            in_flight.push((None, bucket));
         }
         for (k, g) in out.grads.into_iter().enumerate() {
             // This rank's rows, present ones only → through the L2 norm → encoder backward.
@@ -356,14 +360,28 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions, dist: &Dist, stop: &Sto
                 model.encoders[k].backward(&dz, &ctx).with_context(|| format!("step {step}: {} backward", cfg.data.modalities[k].name()))?;
             }
             if let Some(comm) = &comm {
-                // This encoder's gradients are final: reduce its bucket before the next backward.
-                let mut reduced = Ok(());
-                timer.param_all_reduce(dist, || reduced = comm.all_reduce_grads(model.encoders[k].as_mut()));
-                reduced.with_context(|| format!("step {step}: all-reducing the {} encoder's gradients", cfg.data.modalities[k].name()))?;
+                // This encoder's gradients are final: its bucket reduces during the next backward.
+                let bucket = comm
+                    .start_grads_all_reduce(model.encoders[k].as_mut())
+                    .with_context(|| format!("step {step}: all-reducing the {} encoder's gradients", cfg.data.modalities[k].name()))?;
+                in_flight.push((Some(k), bucket));
             }
         }
 
-        // 4. Gradient all-reduce (CPU: one flat bucket), checks, clipping, update.
+        // 4. Gradient all-reduce (GPU device: the buckets in flight finish; CPU: one flat
+        // bucket), checks, clipping, update.
+        if let Some(comm) = &comm {
+            let mut finished = Ok(());
+            timer.param_all_reduce(dist, || {
+                finished = in_flight.drain(..).try_for_each(|(k, bucket)| match k {
+                    None => comm.finish_grads_all_reduce(bucket, &mut model.loss).with_context(|| format!("step {step}: all-reducing the loss's gradients")),
+                    Some(k) => comm
+                        .finish_grads_all_reduce(bucket, model.encoders[k].as_mut())
+                        .with_context(|| format!("step {step}: all-reducing the {} encoder's gradients", cfg.data.modalities[k].name())),
+                })
+            });
+            finished?;
+        }
         if comm.is_none() && dist.world_size() > 1 {
             let mut flat = flat_grads(&mut model, params_count)?;
             timer.param_all_reduce(dist, || dist.all_reduce_sum_f32(&mut flat));

@@ -8,10 +8,14 @@
 //!   gather-with-grad), `B × D` floats per modality;
 //! - `embed_grad_all_reduce_s`: the backward of that gather — summing each modality's `(B, D)`
 //!   embedding gradient over ranks;
-//! - `param_all_reduce_s`: the flat all-reduce of every parameter gradient (`N_params` floats);
+//! - `param_all_reduce_s`: the all-reduce of every parameter gradient (`N_params` floats, one
+//!   flat bucket on the CPU, one per module on a GPU device); on NCCL the buckets' own time on the
+//!   communication stream, most of which overlaps the backward;
 //! - `f64_all_reduce_s`: SyncBN statistics (forward and backward of every BatchNorm) and the loss;
 //! - `other_comm_s`: anything else (barriers, byte gathers);
-//! - `compute_s`: the rest of the step — forward, loss, backward, optimizer.
+//! - `compute_s`: the rest of the step — forward, loss, backward, optimizer. Of the parameter
+//!   all-reduce only what the step waited for is taken out of it (on NCCL the host's wait when
+//!   the buckets finish; elsewhere the all-reduce itself, which blocks).
 //!
 //! Collective times come from `Dist`'s counters and include waiting for the slowest rank, so on
 //! a loaded machine load imbalance shows up as communication. Bytes are payload per rank (the
@@ -51,6 +55,9 @@ pub struct StepTimer {
     io_wait: Duration,
     before: CommSnapshot,
     param_all_reduce: CommStat,
+    /// Host time spent in `param_all_reduce` calls: bounds the part of the parameter all-reduce
+    /// the step waited for when the collectives overlap compute.
+    param_wait: Duration,
 }
 
 /// One step's breakdown (seconds and bytes, this rank's view).
@@ -78,14 +85,16 @@ pub struct StepTiming {
 impl StepTimer {
     /// `io_wait`: how long the step waited for its batch before this call.
     pub fn start(dist: &Dist, io_wait: Duration) -> StepTimer {
-        StepTimer { start: Instant::now(), io_wait, before: dist.comm_snapshot(), param_all_reduce: CommStat::default() }
+        StepTimer { start: Instant::now(), io_wait, before: dist.comm_snapshot(), param_all_reduce: CommStat::default(), param_wait: Duration::ZERO }
     }
 
     /// Run the parameter-gradient all-reduce `reduce`, attributing its f32 all-reduce traffic to
     /// `param_all_reduce` rather than to the embedding gradients.
     pub fn param_all_reduce(&mut self, dist: &Dist, reduce: impl FnOnce()) {
         let before = dist.comm_snapshot().all_reduce_f32;
+        let waiting = Instant::now();
         reduce();
+        self.param_wait += waiting.elapsed();
         let d = diff(dist.comm_snapshot().all_reduce_f32, before);
         self.param_all_reduce = CommStat {
             calls: self.param_all_reduce.calls + d.calls,
@@ -102,7 +111,10 @@ impl StepTimer {
         let embed = diff(reduce_f32, self.param_all_reduce);
         let f64s = diff(now.all_reduce_f64, self.before.all_reduce_f64);
         let other = diff(now.other, self.before.other);
-        let comm = secs(gather) + secs(reduce_f32) + secs(f64s) + secs(other);
+        // An overlapped collective counts its own time, not the step's: only what the host
+        // waited for leaves the compute time.
+        let param_waited = secs(self.param_all_reduce).min(self.param_wait.as_secs_f64());
+        let comm = secs(gather) + secs(reduce_f32) - secs(self.param_all_reduce) + param_waited + secs(f64s) + secs(other);
         let p = dist.world_size() as f64;
         let ring = (p - 1.0) / p;
         StepTiming {

@@ -1,8 +1,16 @@
 //! The CUDA arm of the GPU primitives, through cudarc with dynamic loading: the binary builds and
 //! runs where no CUDA exists, and says so clearly when `--device cuda` is asked for there.
 //!
-//! One context and one stream per process (the default stream of the primary context; more
-//! streams only with a measured reason). Kernels come from `kernels/*.cu`, compiled by NVRTC for
+//! One context per process and one compute stream: the context's default (legacy) stream, on
+//! which every kernel, copy, GEMM, convolution and allocation is enqueued, so stream order alone
+//! keeps them — and the caching allocator's reuse of freed blocks — correct. A second stream,
+//! the communication stream, exists for one reason: the scaling model in ARCHITECTURE.md finds
+//! the unoverlapped 121 MB parameter-gradient all-reduce the first communication limit, and on
+//! one stream an all-reduce cannot run while the next encoder's backward computes. It is created
+//! non-blocking (a blocking stream would implicitly synchronise with the legacy default stream and
+//! serialise everything again), only when a multi-rank job asks for it, and it never touches
+//! memory except through the events that order it against the compute stream ([`StreamEvent`],
+//! [`Stream`]). No real GPU has measured the overlap yet. Kernels come from `kernels/*.cu`, compiled by NVRTC for
 //! this device's architecture on first use of a family and cached for the process. GEMMs go to
 //! cuBLAS (`cublasSgemmStridedBatched`) through cudarc's `cublas` sys bindings — the maintained
 //! form of the `cublas-sys` crate, which is a 2016 release that links CUDA at build time.
@@ -20,8 +28,8 @@ use std::collections::HashMap;
 use std::ffi::{c_void, CString};
 use std::sync::{Arc, Mutex};
 
-/// Raw driver handles are plain pointers owned by the context; they are used from one stream
-/// under our locks, so moving them between threads is sound.
+/// Raw driver handles are plain pointers owned by the context; they are used under our locks or
+/// by the one value that owns them (an event), so moving them between threads is sound.
 #[derive(Clone, Copy)]
 struct Handle<T>(T);
 // SAFETY: see above — the handles are only dereferenced by the driver, under `CudaGpu`'s locks.
@@ -31,9 +39,33 @@ unsafe impl<T> Sync for Handle<T> {}
 /// The event recorded after the last copy out of a pinned staging buffer.
 pub struct CopyEvent(Handle<sys::CUevent>);
 
+/// One of the two streams of a CUDA device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    /// The engine's stream: every kernel, copy and allocation.
+    Compute,
+    /// Collectives only (NCCL), ordered against the compute stream by events.
+    Comm,
+}
+
+/// A timing-enabled CUDA event recorded on one of the streams: another stream can wait on it,
+/// and two of them on the same stream give the time between them. Destroyed on drop (the driver
+/// releases an event still pending once it completes).
+pub struct StreamEvent(Handle<sys::CUevent>);
+
+impl Drop for StreamEvent {
+    fn drop(&mut self) {
+        // SAFETY: the event was created by `CudaGpu::record` and is destroyed once; a failure
+        // means the context is gone at exit, with nothing left to release.
+        let _ = unsafe { drv::event::destroy(self.0 .0) };
+    }
+}
+
 pub struct CudaGpu {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
+    /// The communication stream, created on first use (`Stream::Comm`).
+    comm_stream: Mutex<Option<Arc<CudaStream>>>,
     /// (major, minor) compute capability, for NVRTC's `--gpu-architecture=sm_XY`.
     pub compute_capability: (i32, i32),
     modules: Mutex<HashMap<&'static str, Handle<sys::CUmodule>>>,
@@ -66,6 +98,7 @@ impl CudaGpu {
         Ok(CudaGpu {
             ctx,
             stream,
+            comm_stream: Mutex::new(None),
             compute_capability,
             modules: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),
@@ -162,9 +195,55 @@ impl CudaGpu {
         unsafe { drv::event::synchronize(event.0 .0) }.context("waiting for a copy's CUDA event")
     }
 
-    /// This process's one stream, for libraries that enqueue on it (NCCL in `dist::nccl`).
-    pub fn raw_stream(&self) -> sys::CUstream {
-        self.stream.cu_stream()
+    /// The raw handle of `stream`, for libraries that enqueue on it (NCCL in `dist::nccl`); the
+    /// communication stream is created (non-blocking) on first use.
+    pub fn stream_handle(&self, stream: Stream) -> Result<sys::CUstream> {
+        match stream {
+            Stream::Compute => Ok(self.stream.cu_stream()),
+            Stream::Comm => {
+                let mut comm = self.comm_stream.lock().unwrap();
+                if let Some(s) = comm.as_ref() {
+                    return Ok(s.cu_stream());
+                }
+                // cudarc's new_stream creates it with CU_STREAM_NON_BLOCKING: no implicit
+                // synchronisation with the legacy default stream our compute work runs on.
+                let s = self.ctx.new_stream().context("creating the CUDA communication stream")?;
+                let raw = s.cu_stream();
+                *comm = Some(s);
+                Ok(raw)
+            }
+        }
+    }
+
+    /// A new timing-enabled event recorded on `stream` behind everything enqueued there so far.
+    pub fn record(&self, stream: Stream) -> Result<StreamEvent> {
+        self.ctx.bind_to_thread()?;
+        let on = self.stream_handle(stream)?;
+        let event = StreamEvent(Handle(drv::event::create(sys::CUevent_flags::CU_EVENT_DEFAULT).context("creating a CUDA event")?));
+        // SAFETY: a live event of this context and a live stream of it.
+        unsafe { drv::event::record(event.0 .0, on) }.with_context(|| format!("recording a CUDA event on the {stream:?} stream"))?;
+        Ok(event)
+    }
+
+    /// Makes `stream` wait, without blocking the host, until `event` has completed: work
+    /// enqueued on `stream` afterwards runs after the work recorded before `event`.
+    pub fn wait(&self, stream: Stream, event: &StreamEvent) -> Result<()> {
+        self.ctx.bind_to_thread()?;
+        let on = self.stream_handle(stream)?;
+        // SAFETY: both the stream and the event are live (the event is owned by the caller).
+        unsafe { drv::stream::wait_event(on, event.0 .0, sys::CUevent_wait_flags::CU_EVENT_WAIT_DEFAULT) }
+            .with_context(|| format!("making the {stream:?} stream wait for a CUDA event"))
+    }
+
+    /// Blocks the host until `end` has completed, then the milliseconds between `start` and
+    /// `end` (both recorded on the same stream, `start` first).
+    pub fn elapsed_ms(&self, start: &StreamEvent, end: &StreamEvent) -> Result<f32> {
+        self.ctx.bind_to_thread()?;
+        // SAFETY: both events are live, timing-enabled and recorded; `start` precedes `end`.
+        unsafe {
+            drv::event::synchronize(end.0 .0).context("waiting for a CUDA event")?;
+            drv::event::elapsed(start.0 .0, end.0 .0).context("reading the time between two CUDA events")
+        }
     }
 
     /// Makes this device's context current on the calling thread (NCCL's initialisation and
