@@ -11,7 +11,8 @@
 #      on the same GPU, same batches, and the ratio; then the 3-D ResNeXt-50 (charge density,
 #      32³ grid) at batch RESNEXT50_BATCH (16): one step (forward, backward through cuDNN's
 #      deterministic algorithms and our pooling/batch-norm kernels, AdamW) vs PyTorch eager
-#      (cuDNN, its default algorithm choice);
+#      (cuDNN, its default algorithm choice); and the four-modality AllPairsCLIP step (PotNet + DOS
+#      Transformer + the bench's small 3-D ResNeXt + text MLP) at batch FULL_BATCH (360) vs PyTorch;
 #   4. the screen: `multimat-screen --device cuda` and `--device cpu` on the same random files
 #      (SCREEN_Q × SCREEN_N, D = 128, k = 10, 1 % exact duplicates) must write identical CSVs;
 #      then `multimat-screen bench --device cuda` on SCREEN_BENCH_Q × SCREEN_BENCH_N in memory
@@ -89,8 +90,11 @@ EOF
 
 echo "== 3. encoders vs PyTorch on $DEV ($(($(date +%s) - START)) s so far)"
 BIN=$BIN PY=$PY DEVICE=$DEV TF32=${TF32:-1} REPEATS=${REPEATS:-5} BATCH=${BATCH:-360} DOS_BATCH=${DOS_BATCH:-360} \
-    FULL_BATCH=${FULL_BATCH:-0} THREADS=${THREADS:-$(nproc)} \
+    FULL_BATCH=0 THREADS=${THREADS:-$(nproc)} \
     benches/encoders_vs_torch.sh ${WORKLOADS:-potnet cgcnn dos text}
+echo "== 3a. the four-modality step (PotNet + DOS + ResNeXt + text, AllPairsCLIP) at batch ${FULL_BATCH:-360} on $DEV vs PyTorch ($(($(date +%s) - START)) s so far)"
+BIN=$BIN PY=$PY DEVICE=$DEV TF32=${TF32:-1} REPEATS=${REPEATS:-5} FULL_BATCH=${FULL_BATCH:-360} GRID=${GRID:-32} \
+    THREADS=${THREADS:-$(nproc)} benches/encoders_vs_torch.sh full
 echo "== 3b. ResNeXt-50 at batch ${RESNEXT50_BATCH:-16} on $DEV vs PyTorch ($(($(date +%s) - START)) s so far)"
 BIN=$BIN PY=$PY DEVICE=$DEV TF32=${TF32:-1} REPEATS=${REPEATS:-5} RESNEXT50_BATCH=${RESNEXT50_BATCH:-16} GRID=${GRID:-32} \
     THREADS=${THREADS:-$(nproc)} benches/encoders_vs_torch.sh resnext50

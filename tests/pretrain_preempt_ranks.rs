@@ -134,12 +134,17 @@ fn sigkill_mid_run_never_leaves_a_checkpoint_resume_would_trust_wrongly() {
         }
         let mut child = Command::new(bin()).args(&args).spawn().unwrap();
         let before = logged_steps(&run.join("metrics.jsonl"));
-        wait_for("a step to be logged", || logged_steps(&run.join("metrics.jsonl")) > before || child.try_wait().unwrap().is_some());
+        // A step's metrics line is written before its checkpoint: wait for both, so that under a
+        // loaded machine the first round does not kill before any checkpoint could exist.
+        let checkpointed = || matches!(multimat::train::checkpoint::latest(&ckpts), Ok(Some(_)));
+        wait_for("a step to be logged and checkpointed", || {
+            (logged_steps(&run.join("metrics.jsonl")) > before && checkpointed()) || child.try_wait().unwrap().is_some()
+        });
         std::thread::sleep(Duration::from_millis(delay_ms));
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
         let latest = multimat::train::checkpoint::latest(&ckpts).expect("listing checkpoints after SIGKILL");
-        let latest = latest.expect("at least one complete checkpoint exists after the first logged step");
+        let latest = latest.expect("a complete checkpoint written before the kill is still there after it");
         assert!(latest.step() >= 1);
     }
     let out = Command::new(bin()).args(["pretrain", "--quiet", "--resume", "auto", "--config"]).arg(&cfg).output().unwrap();
