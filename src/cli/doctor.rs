@@ -118,7 +118,7 @@ pub fn run(args: Args) -> Result<()> {
         "rank": rank, "world_size": size, "local_rank": dist.topology.local_rank,
         "launcher": dist.launcher, "mpi_compiled": cfg!(feature = "mpi"),
         "cuda_compiled": true, "cuda_driver": backend::cuda::driver_present(),
-        "collectives_ok": collectives_ok,
+        "collectives_ok": collectives_ok, "host_memory": crate::engine::host_memory::describe(),
         "hosts": hosts.iter().map(|h| String::from_utf8_lossy(h).into_owned()).collect::<Vec<_>>(),
     });
     if args.json {
@@ -131,6 +131,7 @@ pub fn run(args: Args) -> Result<()> {
             if cfg!(feature = "mpi") { "compiled in" } else { "not compiled" },
             if collectives_ok { "ok" } else { "WRONG" }
         );
+        println!("host memory: {}", crate::engine::host_memory::describe());
     }
     if !collectives_ok {
         bail!("collectives returned wrong values on rank {rank}");

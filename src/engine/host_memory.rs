@@ -36,10 +36,20 @@ pub enum HostMemoryPolicy {
 pub fn keep_freed_memory_for_reuse() -> HostMemoryPolicy {
     let user_tunables = std::env::var("GLIBC_TUNABLES").map(|v| v.contains("glibc.malloc.")).unwrap_or(false);
     let opted_out = std::env::var("MULTIMAT_DEFAULT_MALLOC").map(|v| v == "1").unwrap_or(false);
-    if user_tunables || opted_out {
-        return HostMemoryPolicy::UserDefaults;
+    let policy = if user_tunables || opted_out { HostMemoryPolicy::UserDefaults } else { apply() };
+    let _ = POLICY.set(policy); // the first call's outcome is the process's setting
+    policy
+}
+
+static POLICY: std::sync::OnceLock<HostMemoryPolicy> = std::sync::OnceLock::new();
+
+/// One line for `multimat doctor`: how this process's freed tensor memory is handled.
+pub fn describe() -> &'static str {
+    match POLICY.get() {
+        Some(HostMemoryPolicy::KeepFreedMemory) => "freed tensor memory kept for the next step (glibc: no per-block mmap, no trim; MULTIMAT_DEFAULT_MALLOC=1 for glibc's defaults)",
+        Some(HostMemoryPolicy::UserDefaults) => "glibc's malloc settings as the environment gives them (MULTIMAT_DEFAULT_MALLOC=1 or GLIBC_TUNABLES)",
+        Some(HostMemoryPolicy::AllocatorDefaults) | None => "the C allocator's defaults",
     }
-    apply()
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -85,6 +95,7 @@ mod tests {
     #[test]
     fn a_freed_large_tensor_is_reused_without_page_faults() {
         assert_eq!(keep_freed_memory_for_reuse(), HostMemoryPolicy::KeepFreedMemory);
+        assert!(describe().starts_with("freed tensor memory kept"), "{}", describe());
         let pages = (32 << 20) / 4096;
         let first = faults_of_one_large_tensor();
         let again = faults_of_one_large_tensor();
