@@ -3,12 +3,14 @@
 //! A training step allocates and frees the same large activation and gradient buffers every
 //! step (PotNet at batch 360: hundreds of tensors of 10–170 MB). glibc's default serves every
 //! block above its dynamic mmap threshold with a fresh `mmap` and returns it with `munmap` on
-//! free, so each step the kernel zero-fills every page again: measured on PotNet at batch 360
-//! (`multimat bench encoders --batch 360 --only potnet`, 2 threads), 31 s of system time beside
-//! 29 s of user time per warm-up + timed step, 8.5 M minor page faults. Serving large blocks from
-//! the heap and never trimming it keeps the pages the previous step touched: system time 8.6 s,
-//! 3.0 M faults, the step 1.39× faster, for 8 % more peak resident memory (the heap holds the
-//! step's high-water mark; the training loop returns to it every step anyway).
+//! free, so each step the kernel zero-fills every page again. Measured on PotNet at batch 360
+//! (`multimat bench encoders --batch 360 --repeats 1 --only potnet`, 2 threads, idle machine,
+//! twice each): with glibc's defaults 20–30 s of system time beside 31 s of user time for the
+//! warm-up + timed step, 8.4 M minor page faults, a 17.1–17.5 s step. Serving large blocks from
+//! the heap and never trimming it keeps the pages the previous step touched: 11 s of system time,
+//! 2.9 M faults, a 12.9–13.5 s step (1.31× the materials/s), for 5.5 % more peak resident memory
+//! (6129 → 6469 MiB: the heap holds the step's high-water mark, which the training loop returns to
+//! every step anyway).
 //!
 //! One limit of glibc remains: a block above 64 MiB asked for by a thread other than the main one
 //! still gets its own mmap (a thread's arena grows in heaps of at most 64 MiB). The training and
