@@ -4,13 +4,14 @@
 //! step (PotNet at batch 360: hundreds of tensors of 10–170 MB). glibc's default serves every
 //! block above its dynamic mmap threshold with a fresh `mmap` and returns it with `munmap` on
 //! free, so each step the kernel zero-fills every page again. Measured on PotNet at batch 360
-//! (`multimat bench encoders --batch 360 --repeats 1 --only potnet`, 2 threads, idle machine,
-//! twice each): with glibc's defaults 20–30 s of system time beside 31 s of user time for the
-//! warm-up + timed step, 8.4 M minor page faults, a 17.1–17.5 s step. Serving large blocks from
-//! the heap and never trimming it keeps the pages the previous step touched: 11 s of system time,
-//! 2.9 M faults, a 12.9–13.5 s step (1.31× the materials/s), for 5.5 % more peak resident memory
-//! (6129 → 6469 MiB: the heap holds the step's high-water mark, which the training loop returns to
-//! every step anyway).
+//! (`multimat bench encoders --batch 360 --repeats 3 --only potnet`, 2 threads, idle machine,
+//! alternated twice): with glibc's defaults 45–46 s of system time beside 64 s of user time for
+//! the warm-up + 3 timed steps, 16.6 M minor page faults (4.2 M every step), a 17.3–17.8 s step.
+//! Serving large blocks from the heap and never trimming it keeps the pages the previous step
+//! touched: 8–9 s of system time, 1.67 M faults (all in the warm-up step, none after), a
+//! 10.5–10.9 s step (1.63× the materials/s), for 5.5 % more peak resident memory (6130 → 6470
+//! MiB: the heap holds the step's high-water mark, which the training loop returns to every step
+//! anyway).
 //!
 //! One limit of glibc remains: a block above 64 MiB asked for by a thread other than the main one
 //! still gets its own mmap (a thread's arena grows in heaps of at most 64 MiB). The training and
@@ -58,8 +59,10 @@ pub fn describe() -> &'static str {
 fn apply() -> HostMemoryPolicy {
     // SAFETY: mallopt only changes allocator parameters; called before other threads allocate.
     // M_MMAP_MAX = 0: no block is served by its own mmap (a block too large for a thread's arena
-    // falls back to the main heap). M_TRIM_THRESHOLD = i32::MAX: the heap's free top is kept.
-    let ok = unsafe { libc::mallopt(libc::M_MMAP_MAX, 0) == 1 && libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX) == 1 };
+    // falls back to the main heap). M_TRIM_THRESHOLD = -1 disables trimming (mallopt(3)); the
+    // largest positive value, 2 GiB, is not enough: PotNet at batch 360 frees a 6 GiB heap top
+    // every step, and any top above the threshold went back to the system and was faulted in again.
+    let ok = unsafe { libc::mallopt(libc::M_MMAP_MAX, 0) == 1 && libc::mallopt(libc::M_TRIM_THRESHOLD, -1) == 1 };
     if ok {
         HostMemoryPolicy::KeepFreedMemory
     } else {
