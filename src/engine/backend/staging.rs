@@ -3,11 +3,11 @@
 //!
 //! On `cuda` the buffers are page-locked (`cuMemHostAlloc`): a copy from pageable memory makes the
 //! driver stage it through its own pinned bounce buffer and forces the caller to wait, while a
-//! copy from pinned memory is a true asynchronous DMA on the engine's one stream. The caller's
+//! copy from pinned memory is a true asynchronous DMA on the engine's compute stream. The caller's
 //! values are first copied into a staging buffer (so they may be dropped at once), the HtoD copy is
 //! enqueued, and an event recorded behind it marks when the buffer may be written again. That is
 //! what lets the pre-training prefetch thread upload batch k+1 while step k computes without
-//! waiting for the GPU: on one stream the copy simply queues behind step k's kernels, and the
+//! waiting for the GPU: on the compute stream the copy simply queues behind step k's kernels, and the
 //! caching allocator hands out blocks in host order, which is stream order, so no extra
 //! synchronisation is needed.
 //!
@@ -86,7 +86,7 @@ enum Taken {
 
 impl Gpu {
     /// Host values → a new device buffer, through a staging buffer of this device's pool: on
-    /// `cuda` a pinned buffer and an asynchronous copy on the engine's stream (the call returns
+    /// `cuda` a pinned buffer and an asynchronous copy on the engine's compute stream (the call returns
     /// once the values are in the staging buffer, not when they reach the GPU); on `cuda-sim`
     /// the same steps with host memory. Results are those of [`Gpu::upload`].
     pub fn upload_staged<T: DeviceValue>(self: &std::sync::Arc<Self>, host: &[T]) -> Result<GpuVec<T>> {
