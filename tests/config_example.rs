@@ -50,3 +50,19 @@ fn printed_examples_load_as_configs() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("pretrain"), "the error lists the kinds");
 }
+
+#[test]
+fn output_piped_into_a_reader_that_stops_early_ends_quietly() {
+    // `multimat config --example pretrain | head -1`: the reader goes away before the output ends.
+    // The read end is closed right after the spawn, before the child has written anything.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_multimat"))
+        .args(["config", "--example", "pretrain"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "a closed stdout made multimat panic:\n{stderr}");
+}

@@ -61,6 +61,7 @@ enum Command {
 
 fn main() {
     multimat::engine::host_memory::keep_freed_memory_for_reuse();
+    multimat::cli::exit_quietly_when_stdout_closes();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Ingest(a) => cli::ingest::run(a),

@@ -19,3 +19,15 @@ pub mod plot;
 pub mod predict;
 pub mod config;
 pub mod export;
+
+/// `multimat … | head` closes stdout before the output ends. Rust ignores SIGPIPE, so the next
+/// `println!` fails with EPIPE and panics with a backtrace. Restoring the default disposition
+/// ends the process quietly instead, as `cat` or `grep` would. The binaries call this first thing
+/// in `main`.
+pub fn exit_quietly_when_stdout_closes() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to its default; no handler is installed.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
